@@ -1,0 +1,91 @@
+"""The one artifact store: sample snapshots, checkpoints and datasets.
+
+A local folder by default; any fsspec URL (s3://bucket/prefix with s3fs installed)
+when GANFORGE_ARTIFACTS_URL says so. Keys are relative, '/'-separated paths.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+CHUNK = 1024 * 1024
+
+
+class ArtifactStore:
+    def __init__(self, url: str) -> None:
+        self.fs, root = fsspec.core.url_to_fs(url)
+        self.root = root.rstrip("/")
+        self.is_local = isinstance(self.fs, LocalFileSystem)
+        if self.is_local:
+            Path(self.root).mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> str:
+        parts = key.split("/")
+        if not key or any(part in ("", ".", "..") for part in parts) or key.startswith("/"):
+            raise ValueError(f"bad artifact key {key!r}")
+        return f"{self.root}/{key}"
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        """Write atomically: readers see the old object or the whole new one."""
+        path = self._path(key)
+        if not self.is_local:
+            self.fs.pipe_file(path, data)
+            return
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+
+    def put_file(self, key: str, source: str | os.PathLike[str]) -> None:
+        """Move a finished local file into the store (atomic rename when the store is local)."""
+        path = self._path(key)
+        if not self.is_local:
+            self.fs.put_file(os.fspath(source), path)
+            os.unlink(source)
+            return
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        try:
+            os.replace(source, path)
+        except OSError:  # another file system: copy next to it, then rename
+            tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+            self.fs.put_file(os.fspath(source), tmp)
+            os.replace(tmp, path)
+            os.unlink(source)
+
+    def open(self, key: str) -> BinaryIO:
+        return self.fs.open(self._path(key), "rb")  # type: ignore[no-any-return]
+
+    def read_bytes(self, key: str) -> bytes:
+        with self.open(key) as handle:
+            return handle.read()
+
+    def iter_chunks(self, key: str) -> Iterator[bytes]:
+        """Stream an object without holding it in memory."""
+        with self.open(key) as handle:
+            while chunk := handle.read(CHUNK):
+                yield chunk
+
+    def size(self, key: str) -> int:
+        return int(self.fs.size(self._path(key)))
+
+    def exists(self, key: str) -> bool:
+        return bool(self.fs.exists(self._path(key)))
+
+    def local_path(self, key: str) -> str | None:
+        """A path the worker can memory-map, when the store is local."""
+        return self._path(key) if self.is_local else None
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        if self.fs.exists(path):
+            self.fs.rm(path, recursive=True)

@@ -1,0 +1,50 @@
+"""The Celery app both sides share: the API sends with it, the worker consumes with it.
+
+A broker message is only a wake-up call naming a job id; the job store is the
+record of what runs (see DESIGN.md), so a lost message is re-sent by the
+reconciler and a duplicate is a no-op.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from models.settings import Settings
+
+TRAIN_TASK = "ganforge.train"
+
+
+def make_celery(settings: Settings) -> Celery:
+    app = Celery("ganforge", broker=settings.broker_url)
+    transport_options: dict[str, object] = {}
+    if settings.broker_url.startswith("filesystem"):
+        # kombu's file-system transport: processes on one machine share a folder, no server needed.
+        folder = settings.broker_dir
+        for sub in ("queue", "processed"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        transport_options = {
+            "data_folder_in": str(folder / "queue"),
+            "data_folder_out": str(folder / "queue"),
+            "processed_folder": str(folder / "processed"),
+            "store_processed": False,
+        }
+    app.conf.update(
+        broker_transport_options=transport_options,
+        broker_connection_retry_on_startup=True,
+        task_default_queue=settings.queue,
+        task_ignore_result=True,
+        task_serializer="json",
+        accept_content=["json"],
+        # One long training job per worker process: fetch one message at a time,
+        # acknowledge it after the task ends, and give it back if the process dies.
+        worker_prefetch_multiplier=1,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_hijack_root_logger=False,
+    )
+    return app
+
+
+def send_train(app: Celery, job_id: str) -> None:
+    """Wake a worker for `job_id`."""
+    app.send_task(TRAIN_TASK, args=[job_id], retry=True, retry_policy={"max_retries": 3, "interval_start": 0.2})
