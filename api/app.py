@@ -1,0 +1,75 @@
+"""The FastAPI app: `uvicorn api.app:app` (or `ganforge api`). Never imports torch."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry, Gauge
+
+from api import errors, events
+from api.reconciler import Reconciler
+from api.routes import jobs, results, system
+from models.artifacts import ArtifactStore
+from models.db import make_engine
+from models.queue import make_celery
+from models.records import JobStatus
+from models.settings import Settings, get_settings
+from models.store import JobStore
+
+
+class JobGauges:
+    """`ganforge_jobs{status}`, read from the store when Prometheus scrapes."""
+
+    def __init__(self, registry: CollectorRegistry, store: JobStore) -> None:
+        self.store = store
+        self.gauge = Gauge("ganforge_jobs", "jobs by status", ["status"], registry=registry)
+
+    def refresh(self) -> None:
+        counts = self.store.count_jobs_by_status()
+        for status in JobStatus.ALL:
+            self.gauge.labels(status=status).set(counts.get(status, 0))
+
+
+def create_app(settings: Settings | None = None, *, reconcile: bool = True) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        reconciler = Reconciler(app.state.store, app.state.celery, settings) if reconcile else None
+        if reconciler:
+            reconciler.start()
+        yield
+        if reconciler:
+            reconciler.stop()
+        app.state.store.engine.dispose()
+
+    app = FastAPI(
+        title="ganforge",
+        version="1.0",
+        summary="GAN training as a service",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.store = JobStore(make_engine(settings.database_url))
+    app.state.artifacts = ArtifactStore(settings.artifacts_url)
+    app.state.celery = make_celery(settings)
+    app.state.registry = CollectorRegistry()
+    app.state.job_gauges = JobGauges(app.state.registry, app.state.store)
+    errors.install(app)
+    for router in (jobs.router, results.router, events.router, system.router):
+        app.include_router(router)
+    return app
+
+
+logging.basicConfig(level=logging.INFO)
+
+
+def __getattr__(name: str) -> FastAPI:
+    # `uvicorn api.app:app` builds the app on first access, from the environment's settings.
+    if name == "app":
+        globals()["app"] = created = create_app()
+        return created
+    raise AttributeError(name)

@@ -1,0 +1,80 @@
+"""One error shape for every failure: {"error": {"code", "message", "details": [{"field", "message"}]}}."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from models.spec import ARCHITECTURE_CLASSES, LOSS_CLASSES, SpecProblem
+
+log = logging.getLogger(__name__)
+
+# In a discriminated union pydantic puts the tag into the path (loss.wgan-gp.gp_weight); users wrote loss.gp_weight.
+_TAGS = {"loss": set(LOSS_CLASSES), "architecture": set(ARCHITECTURE_CLASSES)}
+_SOURCES = {"body", "query", "path", "header"}
+
+
+def field_path(loc: Sequence[Any]) -> str:
+    parts = list(loc)
+    if parts and parts[0] in _SOURCES and len(parts) > 1:
+        source = parts.pop(0)
+        if source != "body":
+            parts.insert(0, source)
+    cleaned: list[str] = []
+    for part in parts:
+        if cleaned and cleaned[-1] in _TAGS and part in _TAGS[cleaned[-1]]:
+            continue
+        if isinstance(part, str) and (part.startswith("function-") or part.startswith("tagged-union[")):
+            continue
+        cleaned.append(str(part))
+    return ".".join(cleaned)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, details: list[dict[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.details = status, code, message, details or []
+
+
+def error_body(code: str, message: str, details: list[dict[str, str]] | None = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "details": details or []}}
+
+
+def spec_problems_error(problems: list[SpecProblem]) -> ApiError:
+    details = [{"field": ".".join(map(str, p.loc)), "message": p.message} for p in problems]
+    return ApiError(422, "incompatible_spec", "the spec cannot train on this data set", details)
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        details = [
+            {"field": field_path(error["loc"]), "message": error["msg"], "type": error["type"]}
+            for error in exc.errors()
+        ]
+        summary = "; ".join(f"{d['field'] or '(body)'}: {d['message']}" for d in details[:5])
+        return JSONResponse(status_code=422, content=error_body("validation_error", summary, details))
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(status_code=exc.status, content=error_body(exc.code, exc.message, exc.details))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized"}.get(exc.status_code, "http_error")
+        return JSONResponse(
+            status_code=exc.status_code,
+            content=error_body(code, str(exc.detail)),
+            headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", exc_info=exc)
+        return JSONResponse(status_code=500, content=error_body("internal_error", "internal error"))

@@ -1,0 +1,52 @@
+"""The reconciler: the store is the truth, so the API re-sends what the broker may have lost.
+
+Every `reconcile_seconds` it (1) re-queues running jobs whose worker stopped renewing
+its lease (or fails them after max_attempts) and (2) re-sends queued jobs nobody
+claimed. A duplicate message is harmless: the worker's claim is conditional.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import timedelta
+
+from celery import Celery
+
+from models.queue import send_train
+from models.settings import Settings
+from models.store import JobStore
+
+log = logging.getLogger(__name__)
+
+
+def reconcile_once(store: JobStore, broker: Celery, settings: Settings) -> list[str]:
+    """One pass; returns the job ids sent to the broker."""
+    ids = store.requeue_silent_jobs(lease_timeout=timedelta(seconds=settings.lease_timeout_seconds))
+    ids += store.unclaimed_jobs(older_than=timedelta(seconds=settings.redeliver_seconds))
+    for job_id in ids:
+        send_train(broker, job_id)
+    if ids:
+        log.info("reconciler re-sent %d job(s): %s", len(ids), ", ".join(ids))
+    return ids
+
+
+class Reconciler:
+    def __init__(self, store: JobStore, broker: Celery, settings: Settings) -> None:
+        self.store, self.broker, self.settings = store, broker, settings
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="reconciler", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.settings.reconcile_seconds):
+            try:
+                reconcile_once(self.store, self.broker, self.settings)
+            except Exception:  # store or broker away: try again next round
+                log.warning("reconciler pass failed", exc_info=True)

@@ -1,0 +1,102 @@
+"""/v1/jobs: submit, list, read, cancel."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Response
+
+from api.deps import BrokerDep, CurrentOwner, OwnedJob, StoreDep
+from api.errors import ApiError, spec_problems_error
+from api.schemas import JobOut, JobPage, ValidatedSpec
+from models.datasets import DatasetInfo
+from models.queue import send_train
+from models.records import JobStatus
+from models.spec import JobSpec, SpecProblem, check_compatible, resolve_dataset_info
+from models.store import IdempotencyConflict, InvalidCursor, JobStore
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+
+def dataset_info(store: JobStore, spec: JobSpec, owner: str) -> DatasetInfo:
+    info = resolve_dataset_info(spec.dataset)
+    if info is not None:
+        return info
+    record = store.get_dataset(dataset_id=spec.dataset.id or "", owner=owner)
+    if record is None:
+        raise spec_problems_error([SpecProblem(("dataset", "id"), f"no data set {spec.dataset.id!r}")])
+    return DatasetInfo.model_validate(record.info)
+
+
+@router.post("", status_code=201, response_model=JobOut | ValidatedSpec, responses={200: {"model": JobOut}})
+def submit_job(
+    spec: JobSpec,
+    store: StoreDep,
+    broker: BrokerDep,
+    owner: CurrentOwner,
+    response: Response,
+    validate_only: Annotated[
+        bool, Query(description="check the spec and return it with defaults; create nothing")
+    ] = False,
+    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+) -> JobOut | ValidatedSpec:
+    """Submit a training job. A retry with the same `Idempotency-Key` returns the same job."""
+    problems = check_compatible(spec, dataset_info(store, spec, owner))
+    if problems:
+        raise spec_problems_error(problems)
+    if validate_only:
+        response.status_code = 200
+        return ValidatedSpec(valid=True, spec=spec.model_dump(mode="json"))
+    try:
+        job, created = store.create_job(owner=owner, spec=spec, idempotency_key=idempotency_key)
+    except IdempotencyConflict:
+        raise ApiError(409, "idempotency_conflict", "this Idempotency-Key was used with a different spec") from None
+    if created:
+        try:
+            send_train(broker, job.id)
+            store.mark_enqueued(job_id=job.id)
+        except Exception:  # the job is stored: the reconciler sends it when the broker is back
+            log.warning("broker unreachable; job %s stays queued for the reconciler", job.id, exc_info=True)
+    else:
+        response.status_code = 200
+    return JobOut.of(job)
+
+
+@router.get("", response_model=JobPage)
+def list_jobs(
+    store: StoreDep,
+    owner: CurrentOwner,
+    status: Annotated[str | None, Query(pattern="^(" + "|".join(JobStatus.ALL) + ")$")] = None,
+    tag: Annotated[str | None, Query(pattern="^[^:]+:.*$", description="key:value")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=32)] = None,
+) -> JobPage:
+    """The caller's jobs, newest first; pass `next_cursor` back as `cursor` for the next page."""
+    tag_pair = tuple(tag.split(":", 1)) if tag else None
+    try:
+        jobs, next_cursor = store.list_jobs(owner=owner, status=status, tag=tag_pair, limit=limit, cursor=cursor)  # type: ignore[arg-type]
+    except InvalidCursor:
+        raise ApiError(
+            422,
+            "validation_error",
+            "invalid cursor",
+            [{"field": "query.cursor", "message": "not a cursor this API returned"}],
+        ) from None
+    return JobPage(jobs=[JobOut.of(job) for job in jobs], next_cursor=next_cursor)
+
+
+@router.get("/{job_id}", response_model=JobOut)
+def get_job(job: OwnedJob) -> JobOut:
+    return JobOut.of(job)
+
+
+@router.post("/{job_id}/cancel", status_code=202, response_model=JobOut)
+def cancel_job(job: OwnedJob, store: StoreDep, owner: CurrentOwner) -> JobOut:
+    """Stop a job: a queued one at once, a running one at its next step (its last checkpoint is kept)."""
+    if job.status in JobStatus.FINAL:
+        raise ApiError(409, "already_finished", f"job is already {job.status}")
+    updated = store.request_cancel(job_id=job.id, owner=owner)
+    assert updated is not None
+    return JobOut.of(updated)

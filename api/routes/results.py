@@ -1,0 +1,89 @@
+"""What a job produced: metric series, sample snapshots, checkpoints."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Path, Query
+from fastapi.responses import StreamingResponse
+
+from api.deps import ArtifactsDep, OwnedJob, StoreDep
+from api.errors import ApiError
+from api.schemas import CheckpointOut, MetricsOut, SampleOut, Series
+from models.artifacts import ArtifactStore
+
+router = APIRouter(prefix="/v1/jobs/{job_id}", tags=["results"])
+
+Step = Annotated[int, Path(ge=0, le=10**12)]
+
+
+def stream(artifacts: ArtifactStore, key: str, media_type: str, filename: str) -> StreamingResponse:
+    headers = {"Content-Length": str(artifacts.size(key)), "Content-Disposition": f'attachment; filename="{filename}"'}
+    return StreamingResponse(artifacts.iter_chunks(key), media_type=media_type, headers=headers)
+
+
+@router.get("/metrics", response_model=MetricsOut)
+def get_metrics(
+    job: OwnedJob,
+    store: StoreDep,
+    names: Annotated[
+        str | None, Query(description="comma-separated series names; default all", max_length=2000)
+    ] = None,
+    since_step: Annotated[int, Query(ge=0)] = 0,
+    max_points: Annotated[int, Query(ge=2, le=100_000)] = 2000,
+) -> MetricsOut:
+    """Series by name; a series longer than max_points comes back as per-bucket min and max."""
+    wanted = [n for n in names.split(",") if n] if names else store.metric_names(job_id=job.id)
+    series = {}
+    for name in wanted:
+        steps, values, downsampled = store.metric_series(
+            job_id=job.id, name=name, since_step=since_step, max_points=max_points
+        )
+        series[name] = Series(steps=steps, values=values, downsampled=downsampled)
+    return MetricsOut(job_id=job.id, series=series)
+
+
+@router.get("/samples", response_model=list[SampleOut])
+def list_samples(job: OwnedJob, store: StoreDep) -> list[SampleOut]:
+    return [SampleOut.of(sample) for sample in store.list_samples(job_id=job.id)]
+
+
+@router.get("/samples/{step}.{extension}")
+def get_sample(
+    job: OwnedJob, store: StoreDep, artifacts: ArtifactsDep, step: Step, extension: Literal["png", "npy"]
+) -> StreamingResponse:
+    """The snapshot at `step` as a PNG (grid or scatter plot) or as the raw generated batch (.npy)."""
+    sample = store.get_sample(job_id=job.id, step=step)
+    if sample is None:
+        raise ApiError(404, "not_found", f"no sample at step {step}")
+    if extension == "png":
+        return stream(artifacts, sample.png_key, "image/png", f"{job.id}-{step}.png")
+    return stream(artifacts, sample.npy_key, "application/octet-stream", f"{job.id}-{step}.npy")
+
+
+@router.get("/checkpoints", response_model=list[CheckpointOut])
+def list_checkpoints(job: OwnedJob, store: StoreDep) -> list[CheckpointOut]:
+    return [CheckpointOut.of(checkpoint) for checkpoint in store.list_checkpoints(job_id=job.id)]
+
+
+@router.get("/checkpoints/{step}")
+def get_checkpoint(
+    job: OwnedJob,
+    store: StoreDep,
+    artifacts: ArtifactsDep,
+    step: Annotated[str, Path(pattern=r"^(latest|\d{1,12})$")],
+    file: Annotated[
+        Literal["weights", "state"], Query(description="weights: safetensors; state: resume state (torch)")
+    ] = "weights",
+) -> StreamingResponse:
+    """Download a checkpoint (streamed): safetensors weights with the spec in its metadata, or the resume state."""
+    checkpoint = store.get_checkpoint(job_id=job.id, step=None if step == "latest" else int(step))
+    if checkpoint is None:
+        raise ApiError(404, "not_found", f"no checkpoint at step {step}")
+    if file == "state":
+        return stream(
+            artifacts, checkpoint.state_key, "application/octet-stream", f"{job.id}-{checkpoint.step}.state.pt"
+        )
+    return stream(
+        artifacts, checkpoint.weights_key, "application/octet-stream", f"{job.id}-{checkpoint.step}.safetensors"
+    )

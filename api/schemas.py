@@ -1,0 +1,121 @@
+"""Response bodies. The request body of `POST /v1/jobs` is models.spec.JobSpec itself."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+
+from models.records import Checkpoint, Job, Sample
+from models.store import as_utc
+
+
+class Progress(BaseModel):
+    step: int
+    total_steps: int
+    steps_per_sec: float | None
+    eta_seconds: float | None
+
+
+class JobOut(BaseModel):
+    id: str
+    name: str
+    status: str
+    owner: str
+    spec: dict[str, Any]
+    tags: dict[str, Any]
+    progress: Progress
+    latest_metrics: dict[str, float]
+    attempt: int
+    max_attempts: int
+    error: str | None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def of(cls, job: Job) -> JobOut:
+        rate = job.steps_per_sec
+        eta = (job.total_steps - job.step) / rate if rate and job.status == "running" else None
+        return cls(
+            id=job.id,
+            name=job.name,
+            status=job.status,
+            owner=job.owner,
+            spec=job.spec,
+            tags=job.tags,
+            progress=Progress(step=job.step, total_steps=job.total_steps, steps_per_sec=rate, eta_seconds=eta),
+            latest_metrics=job.latest_metrics,
+            attempt=job.attempt,
+            max_attempts=job.max_attempts,
+            error=job.error,
+            created_at=as_utc(job.created_at),
+            updated_at=as_utc(job.updated_at),
+            started_at=as_utc(job.started_at),
+            finished_at=as_utc(job.finished_at),
+        )
+
+
+class JobPage(BaseModel):
+    jobs: list[JobOut]
+    next_cursor: str | None
+
+
+class ValidatedSpec(BaseModel):
+    valid: bool
+    spec: dict[str, Any]
+
+
+class Series(BaseModel):
+    steps: list[int]
+    values: list[float]
+    downsampled: bool
+
+
+class MetricsOut(BaseModel):
+    job_id: str
+    series: dict[str, Series]
+
+
+class SampleOut(BaseModel):
+    step: int
+    count: int
+    png_url: str
+    npy_url: str
+    labels: list[int] | None
+    evaluation: dict[str, float] | None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, sample: Sample) -> SampleOut:
+        base = f"/v1/jobs/{sample.job_id}/samples/{sample.step}"
+        return cls(
+            step=sample.step,
+            count=sample.count,
+            png_url=f"{base}.png",
+            npy_url=f"{base}.npy",
+            labels=(sample.labels or {}).get("labels"),
+            evaluation=sample.evaluation,
+            created_at=as_utc(sample.created_at),
+        )
+
+
+class CheckpointOut(BaseModel):
+    step: int
+    size_bytes: int
+    url: str
+    state_url: str
+    created_at: datetime
+
+    @classmethod
+    def of(cls, checkpoint: Checkpoint) -> CheckpointOut:
+        url = f"/v1/jobs/{checkpoint.job_id}/checkpoints/{checkpoint.step}"
+        return cls(
+            step=checkpoint.step,
+            size_bytes=checkpoint.size_bytes,
+            url=url,
+            state_url=f"{url}?file=state",
+            created_at=as_utc(checkpoint.created_at),
+        )
