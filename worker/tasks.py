@@ -1,0 +1,114 @@
+"""The training task: claim the job in the store, train it, record how it ended.
+
+The broker message only names the job. The claim is a conditional UPDATE, so a
+duplicate message is a no-op; a job re-queued after a worker died resumes from
+its latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import socket
+import traceback
+from functools import lru_cache
+from typing import Any
+
+import torch
+
+from models.artifacts import ArtifactStore
+from models.db import make_engine
+from models.queue import TRAIN_TASK
+from models.records import Job, JobStatus
+from models.settings import get_settings
+from models.spec import JobSpec
+from models.store import JobStore
+from worker.celery_app import app
+from worker.gan import LoadedData, load_builtin
+from worker.sink import StoreSink
+from worker.trainer import NonFiniteLoss, resolve_device, train
+
+log = logging.getLogger(__name__)
+
+
+@lru_cache(maxsize=4)
+def _stores(pid: int) -> tuple[JobStore, ArtifactStore]:
+    # Keyed by pid: engines must be created after the pool forks.
+    settings = get_settings()
+    return JobStore(make_engine(settings.database_url)), ArtifactStore(settings.artifacts_url)
+
+
+def stores() -> tuple[JobStore, ArtifactStore]:
+    return _stores(os.getpid())
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def load_data(spec: JobSpec) -> LoadedData:
+    if spec.dataset.builtin is not None:
+        return load_builtin(spec.dataset.builtin, spec.dataset.resize)
+    raise NotImplementedError("uploaded data sets are not supported by this worker yet")
+
+
+def load_resume_state(store: JobStore, artifacts: ArtifactStore, job: Job) -> dict[str, Any] | None:
+    checkpoint = store.get_checkpoint(job_id=job.id, step=None)
+    if checkpoint is None:
+        return None
+    with artifacts.open(checkpoint.state_key) as handle:
+        return torch.load(io.BytesIO(handle.read()), weights_only=True, map_location="cpu")  # type: ignore[no-any-return]
+
+
+@app.task(name=TRAIN_TASK, ignore_result=True)
+def train_job(job_id: str) -> str:
+    """Run one job to its end; returns what happened (for logs)."""
+    store, artifacts = stores()
+    worker = worker_name()
+    job = store.claim(job_id=job_id, worker=worker)
+    if job is None:
+        log.info("job %s not claimable (already taken, finished or unknown): message dropped", job_id)
+        return "not claimed"
+    settings = get_settings()
+    spec = JobSpec.model_validate(job.spec)
+    sink: StoreSink | None = None
+
+    def end(status: str, reason: str, error: str | None = None) -> str:
+        store.finish(job_id=job_id, worker=worker, attempt=job.attempt, status=status, reason=reason, error=error)
+        return status
+
+    try:
+        data = load_data(spec)
+        resume = load_resume_state(store, artifacts, job)
+        sink = StoreSink(
+            store=store,
+            artifacts=artifacts,
+            job_id=job_id,
+            worker=worker,
+            attempt=job.attempt,
+            spec_json=job.spec,
+            real_points=data.x[:2500].numpy() if data.info.kind == "points" else None,
+            flush_seconds=settings.metrics_flush_seconds,
+            scratch_dir=str(settings.data_dir / "tmp"),
+        )
+        sink.start()
+        result = train(spec, data, sink, resolve_device(spec.training.device), resume)
+        sink.close()
+    except NonFiniteLoss as exc:
+        if sink is not None:
+            sink.close()
+        latest = store.get_checkpoint(job_id=job_id, step=None)
+        kept = f"; last good checkpoint at step {latest.step}" if latest else "; no checkpoint was written"
+        return end(JobStatus.FAILED, f"training diverged: {exc}{kept}", error=f"{exc}{kept}")
+    except Exception as exc:
+        if sink is not None:
+            sink.close()
+        log.exception("job %s failed", job_id)
+        detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        return end(JobStatus.FAILED, f"worker error: {detail}", error=detail)
+    if not result.stopped:
+        return end(JobStatus.SUCCEEDED, f"trained {result.step} steps in {result.seconds:.1f} s")
+    if sink.stop_reason == "cancel":
+        return end(JobStatus.CANCELLED, f"cancelled by the user at step {result.step}; checkpoint kept")
+    return "lease lost"

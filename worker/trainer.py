@@ -1,0 +1,145 @@
+"""The training loop: one readable loop, with metrics, samples and checkpoints handed to a sink.
+
+    from worker.trainer import train
+    result = train(spec, data, sink, torch.device("cpu"))
+
+`train` knows nothing of the store, the broker or files: the sink (worker/sink.py
+in the service, any object with the `Sink` methods in a benchmark) receives
+everything. It resumes exactly from a checkpoint's `state`: network and
+optimizer state, RNG state, step, and the fixed sample latent.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from models.spec import JobSpec
+from worker.data import Batches
+from worker.gan import GAN, LoadedData, build_gan, evaluate_points
+
+DEFAULT_IMAGE_SAMPLES = 64
+DEFAULT_POINT_SAMPLES = 2500
+
+
+class Sink(Protocol):
+    """Where the loop's output goes."""
+
+    def metrics(self, step: int, values: dict[str, float]) -> None: ...
+
+    def sample(
+        self, step: int, samples: np.ndarray, labels: np.ndarray | None, evaluation: dict[str, float] | None
+    ) -> None: ...
+
+    def checkpoint(self, step: int, weights: dict[str, torch.Tensor], state: dict[str, Any]) -> None: ...
+
+    def should_stop(self) -> bool:
+        """True when the loop must stop now (cancel, shutdown, lost lease)."""
+        ...
+
+
+class NonFiniteLoss(Exception):
+    def __init__(self, step: int, name: str, value: float) -> None:
+        super().__init__(f"{name} became {value} at step {step}")
+        self.step, self.name, self.value = step, name, value
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    step: int
+    stopped: bool
+    seconds: float
+
+
+def resolve_device(requested: str) -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("the spec asks for cuda and this worker has no GPU")
+    return torch.device(requested)
+
+
+def train(
+    spec: JobSpec, data: LoadedData, sink: Sink, device: torch.device, resume: dict[str, Any] | None = None
+) -> TrainResult:
+    """Train `spec` on `data` to `spec.training.steps` generator steps (from `resume` when given)."""
+    training, every = spec.training, spec.every
+    seed = training.seed
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    gan = build_gan(spec, data.info, device)
+    batches = Batches(data.x, data.y, training.batch_size, device, seed=seed + 1)
+    sample_count = training.sample_count or (
+        DEFAULT_IMAGE_SAMPLES if data.info.kind == "images" else DEFAULT_POINT_SAMPLES
+    )
+    fixed = gan.fixed_inputs(sample_count, torch.Generator(device="cpu").manual_seed(seed + 2))
+    step = 0
+    if resume is not None:
+        gan.load_state_dict(resume["gan"])
+        batches.load_state_dict(resume["batches"])
+        fixed = {name: tensor.to(device) for name, tensor in resume["fixed"].items()}
+        torch.set_rng_state(resume["rng"]["torch"])
+        if device.type == "cuda" and "cuda" in resume["rng"]:
+            torch.cuda.set_rng_state(resume["rng"]["cuda"], device)
+        step = int(resume["step"])
+    real_points = data.x[:DEFAULT_POINT_SAMPLES].numpy() if data.info.kind == "points" else None
+    dataset_name = spec.dataset.builtin or ""
+
+    def state() -> dict[str, Any]:
+        rng = {"torch": torch.get_rng_state()}
+        if device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(device)
+        return {
+            "step": step,
+            "gan": gan.state_dict(),
+            "batches": batches.state_dict(),
+            "fixed": {name: tensor.cpu() for name, tensor in fixed.items()},
+            "rng": rng,
+        }
+
+    started = time.perf_counter()
+    last_checkpoint = step
+    while step < training.steps:
+        values = gan.train_step(batches.next)
+        step += 1
+        final = step == training.steps
+        if step % every.metrics == 0 or step % every.checkpoint == 0 or final:
+            sink.metrics(step, _finite(step, values))
+        if step % every.samples == 0 or final:
+            samples, labels, evaluation = _snapshot(gan, fixed, real_points, dataset_name)
+            sink.sample(step, samples, labels, evaluation)
+            if evaluation:
+                sink.metrics(step, evaluation)
+        if step % every.checkpoint == 0 or final:
+            sink.checkpoint(step, gan.weights(), state())
+            last_checkpoint = step
+        if sink.should_stop():
+            if step != last_checkpoint:
+                sink.checkpoint(step, gan.weights(), state())
+            return TrainResult(step=step, stopped=True, seconds=time.perf_counter() - started)
+    return TrainResult(step=step, stopped=False, seconds=time.perf_counter() - started)
+
+
+def _finite(step: int, values: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Read the step's metrics off the device; a NaN or inf fails the job before it is checkpointed."""
+    floats = {name: float(value) for name, value in values.items()}
+    for name, value in floats.items():
+        if not math.isfinite(value):
+            raise NonFiniteLoss(step, name, value)
+    return floats
+
+
+def _snapshot(
+    gan: GAN, fixed: dict[str, torch.Tensor], real_points: np.ndarray | None, dataset_name: str
+) -> tuple[np.ndarray, np.ndarray | None, dict[str, float] | None]:
+    samples = gan.generate(fixed).float().cpu().numpy()
+    labels = gan.snapshot_labels(fixed)
+    evaluation = evaluate_points(samples, dataset_name) if real_points is not None else None
+    return samples, (labels.cpu().numpy() if labels is not None else None), evaluation
