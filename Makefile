@@ -1,0 +1,29 @@
+# The two front-door commands (see README.md). Both build .venv themselves.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# A CPU build of torch: without it pip resolves `torch` to a multi-GB CUDA build.
+TORCH ?= torch==2.13.0
+TORCH_INDEX ?=
+
+.PHONY: install run test lint bench
+
+$(BIN)/ganforge: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet $(TORCH) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(BIN)/ganforge
+
+run: install  ## embedded default: SQLite + file-system broker, API on :8000, one worker, a demo job
+	$(BIN)/ganforge up --demo
+
+test: install  ## lint, types, then the whole suite against PostgreSQL + Redis and the embedded default
+	$(BIN)/ruff check .
+	$(BIN)/mypy models api worker ganforge
+	$(BIN)/pytest -q
+
+bench: install
+	$(BIN)/python bench/trainer_overhead.py

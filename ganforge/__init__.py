@@ -1,0 +1,1 @@
+"""The `ganforge` command line: run the service's processes."""
