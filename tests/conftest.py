@@ -1,0 +1,55 @@
+"""Fixtures: a real ganforge deployment per backend.
+
+`postgres` runs against this machine's PostgreSQL and Redis (a test that cannot
+reach them fails); `embedded` against SQLite and the file-system broker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.service import REDIS_URL, Service, create_postgres_database, drop_postgres_database, service_env
+
+BACKENDS = ["postgres", "embedded"]
+
+
+def _deploy(backend: str, data_dir: Path, **extra: str) -> tuple[Service, str | None]:
+    database = None
+    if backend == "postgres":
+        database, url = create_postgres_database()
+        env = service_env(data_dir, url, REDIS_URL, **extra)
+    else:
+        env = service_env(data_dir, None, None, **extra)
+    service = Service(env=env, data_dir=data_dir)
+    service.migrate()
+    return service, database
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def service(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """API + one worker, shared by the tests of a module."""
+    data_dir = tmp_path_factory.mktemp(f"ganforge-{request.param}")
+    deployment, database = _deploy(request.param, data_dir)
+    try:
+        deployment.start_api()
+        deployment.start_worker()
+        yield deployment
+    finally:
+        deployment.stop()
+        if database:
+            drop_postgres_database(database)
+
+
+@pytest.fixture(params=BACKENDS)
+def bare_service(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Service]:
+    """A migrated deployment with nothing started: the test starts and kills processes itself."""
+    deployment, database = _deploy(request.param, tmp_path)
+    try:
+        yield deployment
+    finally:
+        deployment.stop()
+        if database:
+            drop_postgres_database(database)

@@ -1,0 +1,150 @@
+"""Real processes for tests: a uvicorn API and Celery workers against a real store and broker."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+
+ROOT = Path(__file__).resolve().parent.parent
+POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+REDIS_URL = "redis://127.0.0.1:6379/0"
+KEYS = {"key-a": "team-a", "key-b": "team-b"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def create_postgres_database() -> tuple[str, str]:
+    """A fresh PostgreSQL database; fails loudly when PostgreSQL does not answer."""
+    name = f"ganforge_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(POSTGRES_ADMIN, autocommit=True, connect_timeout=5) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    return name, f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+
+
+def drop_postgres_database(name: str) -> None:
+    with psycopg.connect(POSTGRES_ADMIN, autocommit=True, connect_timeout=5) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@dataclass
+class Service:
+    """One ganforge deployment under test: settings env, an API process, worker processes."""
+
+    env: dict[str, str]
+    data_dir: Path
+    port: int = field(default_factory=free_port)
+    api: subprocess.Popen[bytes] | None = None
+    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def client(self, key: str = "key-a") -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+
+    def _spawn(self, args: list[str], log_name: str) -> subprocess.Popen[bytes]:
+        log = open(self.data_dir / log_name, "ab")  # noqa: SIM115 - the process owns it
+        return subprocess.Popen(
+            args, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def migrate(self) -> None:
+        subprocess.run(
+            [sys.executable, "-m", "ganforge", "migrate"], cwd=ROOT, env=self.env, check=True, capture_output=True
+        )
+
+    def start_api(self) -> None:
+        self.api = self._spawn([sys.executable, "-m", "ganforge", "api", "--port", str(self.port)], "api.log")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert self.api.poll() is None, (self.data_dir / "api.log").read_text()
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError("the API did not become ready:\n" + (self.data_dir / "api.log").read_text())
+
+    def start_worker(self) -> subprocess.Popen[bytes]:
+        log_name = f"worker-{len(self.workers)}.log"
+        worker = self._spawn([sys.executable, "-m", "ganforge", "worker"], log_name)
+        self.workers.append(worker)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            assert worker.poll() is None, (self.data_dir / log_name).read_text()
+            if b" ready." in (self.data_dir / log_name).read_bytes():
+                return worker
+            time.sleep(0.2)
+        raise AssertionError("the worker did not start:\n" + (self.data_dir / log_name).read_text())
+
+    def kill_worker(self, worker: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
+        """Kill the worker's whole process group (main process and pool children)."""
+        os.killpg(worker.pid, sig)
+        worker.wait(timeout=60)
+
+    def stop(self) -> None:
+        for process in [*self.workers, self.api]:
+            if process is not None and process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in [*self.workers, self.api]:
+            if process is None:
+                continue
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.name}\n{p.read_text()[-4000:]}" for p in sorted(self.data_dir.glob("*.log")))
+
+
+def service_env(data_dir: Path, database_url: str | None, broker_url: str | None, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GANFORGE_")}
+    env.update(
+        GANFORGE_DATA_DIR=str(data_dir),
+        GANFORGE_API_KEYS=",".join(f"{k}={v}" for k, v in KEYS.items()),
+        GANFORGE_QUEUE=f"ganforge-test-{uuid.uuid4().hex[:8]}",
+        GANFORGE_RECONCILE_SECONDS="1",
+        GANFORGE_REDELIVER_SECONDS="5",
+        GANFORGE_LEASE_TIMEOUT_SECONDS="10",
+        GANFORGE_HEARTBEAT_SECONDS="1",
+        GANFORGE_METRICS_FLUSH_SECONDS="0.5",
+        OMP_NUM_THREADS="1",
+        PYTHONUNBUFFERED="1",
+    )
+    if database_url:
+        env["GANFORGE_DATABASE_URL"] = database_url
+    if broker_url:
+        env["GANFORGE_BROKER_URL"] = broker_url
+    env.update(extra)
+    return env
+
+
+def wait_for(client: httpx.Client, job_id: str, statuses: tuple[str, ...], timeout: float = 120.0) -> dict[str, Any]:
+    """Poll the job until its status is one of `statuses`."""
+    deadline = time.monotonic() + timeout
+    job: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        job = client.get(f"/v1/jobs/{job_id}").json()
+        if job["status"] in statuses:
+            return job
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} still {job.get('status')} after {timeout} s: {job}")
