@@ -58,6 +58,7 @@ def create_app(settings: Settings | None = None, *, reconcile: bool = True) -> F
     app.state.celery = make_celery(settings)
     app.state.registry = CollectorRegistry()
     app.state.job_gauges = JobGauges(app.state.registry, app.state.store)
+    app.state.event_hub = events.EventHub(app.state.store, app.state.registry)
     errors.install(app)
     for router in (jobs.router, results.router, events.router, system.router):
         app.include_router(router)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import signal
 import socket
 import traceback
 from functools import lru_cache
@@ -19,7 +20,7 @@ import torch
 
 from models.artifacts import ArtifactStore
 from models.db import make_engine
-from models.queue import TRAIN_TASK
+from models.queue import TRAIN_TASK, send_train
 from models.records import Job, JobStatus
 from models.settings import get_settings
 from models.spec import JobSpec
@@ -93,7 +94,11 @@ def train_job(job_id: str) -> str:
             scratch_dir=str(settings.data_dir / "tmp"),
         )
         sink.start()
-        result = train(spec, data, sink, resolve_device(spec.training.device), resume)
+        previous = signal.signal(signal.SIGTERM, lambda _sig, _frame: sink.request_stop("shutdown"))  # type: ignore[union-attr]
+        try:
+            result = train(spec, data, sink, resolve_device(spec.training.device), resume)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
         sink.close()
     except NonFiniteLoss as exc:
         if sink is not None:
@@ -111,4 +116,8 @@ def train_job(job_id: str) -> str:
         return end(JobStatus.SUCCEEDED, f"trained {result.step} steps in {result.seconds:.1f} s")
     if sink.stop_reason == "cancel":
         return end(JobStatus.CANCELLED, f"cancelled by the user at step {result.step}; checkpoint kept")
+    if sink.stop_reason == "shutdown":
+        end(JobStatus.QUEUED, f"worker {worker} shut down at step {result.step}; checkpointed and re-queued")
+        send_train(app, job_id)
+        return "handed back"
     return "lease lost"

@@ -1,0 +1,193 @@
+"""Fault tolerance with real processes: a killed worker, a shut-down worker, a restarted PostgreSQL, a lost Redis."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.service import Service, free_port, wait_for
+
+SPEC = {
+    "name": "fault",
+    "dataset": {"builtin": "ring8"},
+    "architecture": {"name": "mlp", "hidden": 64, "depth": 2},
+    "loss": {"name": "nsgan"},
+    "training": {"steps": 600, "batch_size": 64, "seed": 7},
+    "every": {"metrics": 10, "samples": 600, "checkpoint": 100},
+}
+
+
+def wait_for_step(client: httpx.Client, job_id: str, step: int, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while client.get(f"/v1/jobs/{job_id}").json()["progress"]["step"] < step:
+        assert time.monotonic() < deadline, f"job {job_id} did not reach step {step}"
+        time.sleep(0.1)
+
+
+def final_samples(client: httpx.Client, job_id: str, step: int = 600) -> np.ndarray:
+    return np.load(io.BytesIO(client.get(f"/v1/jobs/{job_id}/samples/{step}.npy").content), allow_pickle=False)
+
+
+def assert_every_step_once(client: httpx.Client, job_id: str) -> None:
+    series = client.get(f"/v1/jobs/{job_id}/metrics", params={"names": "loss_d,loss_g"}).json()["series"]
+    for name in ("loss_d", "loss_g"):
+        assert series[name]["steps"] == list(range(10, 601, 10)), name
+
+
+def reference_run(service: Service, client: httpx.Client) -> np.ndarray:
+    job = client.post("/v1/jobs", json={**SPEC, "name": "reference"}).json()
+    assert wait_for(client, job["id"], ("succeeded", "failed"), timeout=180)["status"] == "succeeded", service.logs()
+    return final_samples(client, job["id"])
+
+
+def status_reasons(client: httpx.Client, job_id: str) -> list[str]:
+    events: list[str] = []
+    with client.stream("GET", f"/v1/jobs/{job_id}/events") as response:
+        for line in response.iter_lines():
+            if line.startswith("data: ") and '"reason"' in line:
+                events.append(line)
+    return events
+
+
+def test_killed_worker_resumes_elsewhere_with_the_same_result(bare_service: Service) -> None:
+    service = bare_service
+    service.start_api()
+    first = service.start_worker()
+    with service.client() as client:
+        job = client.post("/v1/jobs", json=SPEC).json()
+        wait_for_step(client, job["id"], 250)
+        killed_at = time.monotonic()
+        service.kill_worker(first, signal.SIGKILL)
+        service.start_worker()
+        done = wait_for(client, job["id"], ("succeeded", "failed"), timeout=180)
+        assert done["status"] == "succeeded", service.logs()
+        assert done["attempt"] == 2
+        resumed_after = time.monotonic() - killed_at
+        assert_every_step_once(client, job["id"])
+        reasons = status_reasons(client, job["id"])
+        assert any("silent for over" in r and "re-queued" in r for r in reasons), reasons
+        np.testing.assert_allclose(final_samples(client, job["id"]), reference_run(service, client), atol=1e-4)
+    print(f"killed at step >= 250; job finished {resumed_after:.1f} s after the kill")
+
+
+def test_sigterm_checkpoints_and_hands_the_job_back(bare_service: Service) -> None:
+    service = bare_service
+    service.start_api()
+    first = service.start_worker()
+    with service.client() as client:
+        job = client.post("/v1/jobs", json={**SPEC, "every": {**SPEC["every"], "checkpoint": 1000}}).json()
+        wait_for_step(client, job["id"], 150)
+        first.send_signal(signal.SIGTERM)  # the main process only, as `docker stop` does
+        first.wait(timeout=60)
+        handed = wait_for(client, job["id"], ("queued",), timeout=30)
+        checkpoints = [c["step"] for c in client.get(f"/v1/jobs/{job['id']}/checkpoints").json()]
+        assert checkpoints and checkpoints[-1] >= 150, checkpoints  # written at shutdown, not at a checkpoint step
+        assert handed["attempt"] == 1
+        service.start_worker()
+        done = wait_for(client, job["id"], ("succeeded", "failed"), timeout=180)
+        assert done["status"] == "succeeded" and done["attempt"] == 2, service.logs()
+        assert_every_step_once(client, job["id"])
+        assert any("shut down" in r for r in status_reasons(client, job["id"]))
+
+
+@pytest.mark.parametrize("bare_service", ["postgres"], indirect=True)
+def test_postgres_restart_during_a_run_loses_nothing(bare_service: Service) -> None:
+    service = bare_service
+    service.start_api()
+    service.start_worker()
+    with service.client() as client:
+        job = client.post("/v1/jobs", json={**SPEC, "training": {**SPEC["training"], "steps": 1500}}).json()
+        wait_for_step(client, job["id"], 100)
+        cluster = next(Path("/etc/postgresql").iterdir()).name
+        subprocess.run(
+            ["pg_ctlcluster", "--skip-systemctl-redirect", cluster, "main", "restart", "-m", "fast"], check=True
+        )
+        done = wait_for(client, job["id"], ("succeeded", "failed"), timeout=240)
+        assert done["status"] == "succeeded", service.logs()
+        series = client.get(f"/v1/jobs/{job['id']}/metrics", params={"names": "loss_d"}).json()["series"]
+        assert series["loss_d"]["steps"] == list(range(10, 1501, 10))
+
+
+@pytest.mark.parametrize("bare_service", ["postgres"], indirect=True)
+def test_a_job_queued_while_redis_is_down_still_runs(bare_service: Service) -> None:
+    service = bare_service
+    service.start_api()
+    subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", "6379", "shutdown", "nosave"], check=False)
+    try:
+        with service.client() as client:
+            response = client.post("/v1/jobs", json={**SPEC, "training": {**SPEC["training"], "steps": 50}})
+            assert response.status_code == 201, response.text
+            job = response.json()
+            assert client.get(f"/v1/jobs/{job['id']}").json()["status"] == "queued"
+    finally:
+        subprocess.run(
+            [
+                "redis-server",
+                "--daemonize",
+                "yes",
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                "6379",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            check=True,
+        )
+        for _ in range(50):
+            if subprocess.run(["redis-cli", "-h", "127.0.0.1", "ping"], capture_output=True).returncode == 0:
+                break
+            time.sleep(0.1)
+    service.start_worker()
+    with service.client() as client:
+        done = wait_for(client, job["id"], ("succeeded", "failed"), timeout=120)
+        assert done["status"] == "succeeded", service.logs()
+
+
+@pytest.mark.parametrize("bare_service", ["embedded"], indirect=True)
+def test_ganforge_up_restarts_a_dead_worker(bare_service: Service) -> None:
+    service = bare_service
+    port = free_port()
+    up = subprocess.Popen(
+        ["ganforge", "up", "--port", str(port)],
+        env=service.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        with httpx.Client(base_url=url, headers={"Authorization": "Bearer key-a"}, timeout=30) as client:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if client.get("/readyz").status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                assert time.monotonic() < deadline
+                time.sleep(0.3)
+            job = client.post("/v1/jobs", json=SPEC).json()
+            wait_for_step(client, job["id"], 150, timeout=120)
+            workers = subprocess.run(
+                ["pgrep", "-P", str(up.pid), "-f", "celery"], capture_output=True, text=True
+            ).stdout.split()
+            assert len(workers) == 1
+            # kill -9 the worker and its pool process, as a machine failure would
+            subprocess.run(["pkill", "-KILL", "-P", workers[0]], check=True)
+            os.kill(int(workers[0]), signal.SIGKILL)
+            done = wait_for(client, job["id"], ("succeeded", "failed"), timeout=180)
+            assert done["status"] == "succeeded" and done["attempt"] == 2
+    finally:
+        up.send_signal(signal.SIGTERM)
+        up.wait(timeout=60)
