@@ -85,6 +85,15 @@ class ArtifactStore:
         """A path the worker can memory-map, when the store is local."""
         return self._path(key) if self.is_local else None
 
+    def list(self, prefix: str) -> list[str]:
+        """Keys under `prefix` (a folder-like key), sorted; empty when there are none."""
+        path = self._path(prefix)
+        if not self.fs.exists(path):
+            return []
+        found = self.fs.find(path)
+        root = self.fs._strip_protocol(self.root)
+        return sorted(str(p)[len(root) + 1 :] for p in found)
+
     def delete(self, key: str) -> None:
         path = self._path(key)
         if self.fs.exists(path):

@@ -34,6 +34,14 @@ class Settings(BaseSettings):
     reconcile_seconds: float = Field(default=10.0, gt=0, description="how often the API's reconciler looks")
     metrics_flush_seconds: float = Field(default=1.0, gt=0, description="the worker writes metrics at most this often")
     max_upload_bytes: int = Field(default=2 * 1024**3, gt=0, description="largest dataset upload accepted")
+    max_archive_bytes: int = Field(
+        default=8 * 1024**3, gt=0, description="largest total uncompressed size of an uploaded .zip/.npz's members"
+    )
+    max_archive_files: int = Field(default=500_000, gt=0, description="most entries an uploaded archive may hold")
+    max_dataset_bytes: int = Field(
+        default=16 * 1024**3, gt=0, description="largest normalised data set (float32) an upload may become"
+    )
+    max_classes: int = Field(default=1000, gt=0, description="most distinct labels a data set may have")
 
     @field_validator("data_dir")
     @classmethod

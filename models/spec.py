@@ -323,6 +323,13 @@ class Every(StrictModel):
     checkpoint: int = Field(default=1000, ge=1, description="checkpoint every N steps (and at the end)")
 
 
+class InitFrom(StrictModel):
+    """Warm start: begin from another job's checkpoint (same architecture and loss networks)."""
+
+    job: str = Field(min_length=1, max_length=64)
+    step: int | Literal["latest"] = "latest"
+
+
 class JobSpec(StrictModel):
     """A training job. Only dataset, architecture.name and loss.name are required."""
 
@@ -332,6 +339,7 @@ class JobSpec(StrictModel):
     loss: Loss
     training: Training = Field(default_factory=Training)
     every: Every = Field(default_factory=Every)
+    init_from: InitFrom | None = None
     tags: dict[Annotated[str, Field(min_length=1, max_length=64)], Annotated[str, Field(max_length=256)]] = Field(
         default_factory=dict, max_length=32
     )
@@ -384,6 +392,28 @@ def check_compatible(spec: JobSpec, info: DatasetInfo) -> list[SpecProblem]:
         )
     if spec.training.pack > 1 and loss in ("began", "infogan"):
         problems.append(SpecProblem(("training", "pack"), f"{loss} scores single samples: pack must be 1"))
+    return problems
+
+
+# Loss fields that change the networks' shapes (the rest are optimiser settings).
+_NETWORK_FIELDS = ("name", "base", "conditioning", "categorical_codes", "continuous_codes")
+
+
+def check_warm_start(spec: JobSpec, source: JobSpec) -> list[SpecProblem]:
+    """Reasons the weights of a `source` job cannot initialise `spec`'s networks."""
+    problems = []
+    if spec.architecture != source.architecture:
+        problems.append(SpecProblem(("init_from", "job"), "that job's architecture differs from this spec's"))
+    mine, theirs = spec.loss.model_dump(), source.loss.model_dump()
+    if any(mine.get(f) != theirs.get(f) for f in _NETWORK_FIELDS):
+        problems.append(
+            SpecProblem(
+                ("init_from", "job"),
+                "that job's loss builds different networks (name, base, conditioning or codes differ)",
+            )
+        )
+    if spec.training.pack != source.training.pack:
+        problems.append(SpecProblem(("init_from", "job"), "that job's training.pack differs (D's input size)"))
     return problems
 
 

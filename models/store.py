@@ -16,6 +16,7 @@ from typing import Any, overload
 
 from sqlalchemy import Engine, and_, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.records import Checkpoint, Dataset, Job, JobEvent, JobStatus, Metric, Sample
@@ -466,6 +467,83 @@ class JobStore:
                 query = query.where(Dataset.owner == owner)
             return session.scalar(query)
 
+    def find_dataset(self, *, owner: str, content_hash: str) -> Dataset | None:
+        """The owner's data set with this content hash, if one was uploaded before."""
+        with self.session() as session:
+            return session.scalar(select(Dataset).where(Dataset.owner == owner, Dataset.content_hash == content_hash))
+
+    def create_dataset(
+        self,
+        *,
+        dataset_id: str,
+        owner: str,
+        name: str,
+        format: str,
+        info: dict[str, Any],
+        content_hash: str,
+        size_bytes: int,
+        data_key: str,
+        preview_key: str | None,
+    ) -> tuple[Dataset, bool]:
+        """Store a new data set record; when the owner has this content already, return that one (and False)."""
+        record = Dataset(
+            id=dataset_id,
+            owner=owner,
+            name=name,
+            format=format,
+            info=info,
+            content_hash=content_hash,
+            size_bytes=size_bytes,
+            data_key=data_key,
+            preview_key=preview_key,
+            created_at=utcnow(),
+        )
+        try:
+            with self.session() as session, session.begin():
+                session.add(record)
+            return record, True
+        except IntegrityError:
+            existing = self.find_dataset(owner=owner, content_hash=content_hash)
+            if existing is None:
+                raise
+            return existing, False
+
+    def list_datasets(
+        self, *, owner: str, limit: int = 50, cursor: str | None = None
+    ) -> tuple[list[Dataset], str | None]:
+        """Newest first; `cursor` is the opaque next_cursor of the previous page."""
+        query = select(Dataset).where(Dataset.owner == owner).order_by(Dataset.seq.desc())
+        if cursor is not None:
+            try:
+                query = query.where(Dataset.seq < int(cursor))
+            except ValueError as exc:
+                raise InvalidCursor(cursor) from exc
+        with self.session() as session:
+            datasets = list(session.scalars(query.limit(limit + 1)))
+        next_cursor = str(datasets[limit - 1].seq) if len(datasets) > limit else None
+        return datasets[:limit], next_cursor
+
+    def delete_dataset(self, *, dataset_id: str, owner: str) -> Dataset | None:
+        """Delete the owner's data set record (None when there is none); DatasetInUse while an active job uses it."""
+        with self.session() as session, session.begin():
+            record = session.scalar(
+                select(Dataset).where(Dataset.id == dataset_id, Dataset.owner == owner).with_for_update()
+            )
+            if record is None:
+                return None
+            users = list(
+                session.scalars(
+                    select(Job.id)
+                    .where(Job.dataset_id == dataset_id, Job.status.in_(JobStatus.ACTIVE))
+                    .order_by(Job.seq)
+                    .limit(10)
+                )
+            )
+            if users:
+                raise DatasetInUse(users)
+            session.delete(record)
+            return record
+
     def count_jobs_by_status(self) -> dict[str, int]:
         with self.session() as session:
             rows = session.execute(select(Job.status, func.count()).group_by(Job.status)).all()
@@ -474,3 +552,11 @@ class JobStore:
     def ping(self) -> None:
         with self.session() as session:
             session.execute(select(1))
+
+
+class DatasetInUse(Exception):
+    """A data set cannot be deleted while queued or running jobs use it."""
+
+    def __init__(self, job_ids: list[str]) -> None:
+        super().__init__(f"used by active jobs: {', '.join(job_ids)}")
+        self.job_ids = job_ids

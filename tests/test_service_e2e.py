@@ -159,3 +159,30 @@ def test_events_resume_after_last_event_id(service: Service) -> None:
         with client.stream("GET", f"/v1/jobs/{job['id']}/events", headers={"Last-Event-ID": str(middle)}) as response:
             resumed = [int(line[4:]) for line in response.iter_lines() if line.startswith("id: ")]
         assert resumed == ids[ids.index(middle) + 1 :]
+
+
+def test_warm_start_from_another_jobs_checkpoint(service: Service) -> None:
+    with service.client() as client:
+        source = client.post("/v1/jobs", json=small_spec("nsgan", steps=100)).json()
+        assert wait_for(client, source["id"], ("succeeded", "failed"))["status"] == "succeeded"
+        # One step at a vanishing learning rate: the warm-started G must be the source's G.
+        spec = small_spec("nsgan", steps=1)
+        spec["loss"] = {"name": "nsgan", "lr_g": 1e-12, "lr_d": 1e-12}
+        spec["init_from"] = {"job": source["id"], "step": "latest"}
+        spec["every"] = {"metrics": 1, "samples": 1, "checkpoint": 1}
+        warm = client.post("/v1/jobs", json=spec)
+        assert warm.status_code == 201, warm.text
+        assert wait_for(client, warm.json()["id"], ("succeeded", "failed"))["status"] == "succeeded"
+        before = np.load(io.BytesIO(client.get(f"/v1/jobs/{source['id']}/samples/100.npy").content))
+        after = np.load(io.BytesIO(client.get(f"/v1/jobs/{warm.json()['id']}/samples/1.npy").content))
+        np.testing.assert_allclose(after, before, atol=1e-5)
+
+        for bad, field in (
+            ({"job": "nope"}, "init_from.job"),
+            ({"job": source["id"], "step": 7}, "init_from.step"),
+        ):
+            response = client.post("/v1/jobs", json={**spec, "init_from": bad})
+            assert response.status_code == 422 and response.json()["error"]["details"][0]["field"] == field
+        other = {**spec, "architecture": {"name": "mlp", "hidden": 32, "depth": 2}}
+        response = client.post("/v1/jobs", json=other)
+        assert response.status_code == 422 and "architecture differs" in response.text

@@ -48,6 +48,7 @@ class StoreSink:
         real_points: np.ndarray | None,
         flush_seconds: float,
         scratch_dir: str,
+        store_grace_seconds: float = 300.0,
     ) -> None:
         self.store, self.artifacts = store, artifacts
         self.job_id, self.worker, self.attempt = job_id, worker, attempt
@@ -59,7 +60,9 @@ class StoreSink:
         self._lock = threading.Lock()
         self._step = 0
         self._rate: deque[tuple[float, int]] = deque(maxlen=30)
-        self.stop_reason: str | None = None  # "cancel", "lost", "shutdown"
+        self.stop_reason: str | None = None  # "cancel", "lost", "shutdown", "store lost"
+        self.store_grace_seconds = store_grace_seconds
+        self._failing_since: float | None = None
         self._stop = threading.Event()
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"lease-{job_id}", daemon=True)
@@ -73,7 +76,8 @@ class StoreSink:
         """Stop the lease thread after writing everything still buffered."""
         self._closed.set()
         self._thread.join()
-        self.flush()
+        if self.stop_reason != "store lost":
+            self.flush()
 
     def request_stop(self, reason: str) -> None:
         if self.stop_reason is None:
@@ -84,8 +88,15 @@ class StoreSink:
         while not self._closed.wait(self.flush_seconds):
             try:
                 self.flush()
+                self._failing_since = None
             except Exception:  # the store is away: keep the buffer, try again next tick
-                log.warning("job %s: could not write progress; will retry", self.job_id, exc_info=True)
+                now = time.monotonic()
+                self._failing_since = self._failing_since or now
+                log.warning(
+                    "job %s: could not write progress for %.0f s; will retry", self.job_id, now - self._failing_since
+                )
+                if now - self._failing_since > self.store_grace_seconds:
+                    self.request_stop("store lost")
 
     def flush(self) -> None:
         with self._lock:
@@ -149,8 +160,24 @@ class StoreSink:
         )
 
     def checkpoint(self, step: int, weights: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
+        if self.stop_reason == "store lost":
+            # No store to record it in: keep the unwritten metrics inside the checkpoint;
+            # the worker that resumes it writes them first (see worker/tasks.py).
+            with self._lock:
+                state = {**state, "pending_metrics": [[p.name, p.step, p.value] for p in self._buffer]}
+                self._buffer = []
+            self._write_checkpoint(step, weights, state)
+            return
         # Metrics up to this step are committed before the checkpoint is, so a resume never skips any.
         self.flush()
+        weights_key, state_key, size = self._write_checkpoint(step, weights, state)
+        self.store.add_checkpoint(
+            job_id=self.job_id, step=step, weights_key=weights_key, state_key=state_key, size_bytes=size
+        )
+
+    def _write_checkpoint(
+        self, step: int, weights: dict[str, torch.Tensor], state: dict[str, Any]
+    ) -> tuple[str, str, int]:
         prefix = f"{job_prefix(self.job_id)}/checkpoints/{step:09d}"
         os.makedirs(self.scratch_dir, exist_ok=True)
         metadata = {"format": "ganforge", "job_id": self.job_id, "step": str(step), "spec": json.dumps(self.spec_json)}
@@ -161,11 +188,6 @@ class StoreSink:
         self.artifacts.put_file(f"{prefix}.safetensors", weights_path)
         buffer = io.BytesIO()
         torch.save(state, buffer)
+        # The state file is written last: its presence marks a complete checkpoint.
         self.artifacts.put_bytes(f"{prefix}.state.pt", buffer.getvalue())
-        self.store.add_checkpoint(
-            job_id=self.job_id,
-            step=step,
-            weights_key=f"{prefix}.safetensors",
-            state_key=f"{prefix}.state.pt",
-            size_bytes=size + buffer.tell(),
-        )
+        return f"{prefix}.safetensors", f"{prefix}.state.pt", size + buffer.tell()

@@ -21,13 +21,13 @@ import torch
 from models.artifacts import ArtifactStore
 from models.db import make_engine
 from models.queue import TRAIN_TASK, send_train
-from models.records import Job, JobStatus
+from models.records import JobStatus
 from models.settings import get_settings
 from models.spec import JobSpec
 from models.store import JobStore
 from worker.celery_app import app
 from worker.gan import LoadedData, load_builtin
-from worker.sink import StoreSink
+from worker.sink import StoreSink, job_prefix
 from worker.trainer import NonFiniteLoss, resolve_device, train
 
 log = logging.getLogger(__name__)
@@ -54,12 +54,24 @@ def load_data(spec: JobSpec) -> LoadedData:
     raise NotImplementedError("uploaded data sets are not supported by this worker yet")
 
 
-def load_resume_state(store: JobStore, artifacts: ArtifactStore, job: Job) -> dict[str, Any] | None:
-    checkpoint = store.get_checkpoint(job_id=job.id, step=None)
-    if checkpoint is None:
+def load_resume_state(store: JobStore, artifacts: ArtifactStore, job_id: str) -> dict[str, Any] | None:
+    """The newest complete checkpoint of the job, from the artifact store.
+
+    A worker that lost the store wrote its last checkpoint without a row: register
+    it now and write the metrics it could not.
+    """
+    states = [key for key in artifacts.list(f"{job_prefix(job_id)}/checkpoints") if key.endswith(".state.pt")]
+    if not states:
         return None
-    with artifacts.open(checkpoint.state_key) as handle:
-        return torch.load(io.BytesIO(handle.read()), weights_only=True, map_location="cpu")  # type: ignore[no-any-return]
+    state_key = states[-1]  # zero-padded step numbers sort in step order
+    with artifacts.open(state_key) as handle:
+        state: dict[str, Any] = torch.load(io.BytesIO(handle.read()), weights_only=True, map_location="cpu")
+    step = int(state["step"])
+    if store.get_checkpoint(job_id=job_id, step=step) is None:
+        weights_key = state_key.removesuffix(".state.pt") + ".safetensors"
+        size = artifacts.size(weights_key) + artifacts.size(state_key)
+        store.add_checkpoint(job_id=job_id, step=step, weights_key=weights_key, state_key=state_key, size_bytes=size)
+    return state
 
 
 @app.task(name=TRAIN_TASK, ignore_result=True)
@@ -81,7 +93,7 @@ def train_job(job_id: str) -> str:
 
     try:
         data = load_data(spec)
-        resume = load_resume_state(store, artifacts, job)
+        resume = load_resume_state(store, artifacts, job_id)
         sink = StoreSink(
             store=store,
             artifacts=artifacts,
@@ -92,7 +104,10 @@ def train_job(job_id: str) -> str:
             real_points=data.x[:2500].numpy() if data.info.kind == "points" else None,
             flush_seconds=settings.metrics_flush_seconds,
             scratch_dir=str(settings.data_dir / "tmp"),
+            store_grace_seconds=settings.lease_timeout_seconds,
         )
+        for name, step, value in resume.pop("pending_metrics", []) if resume else []:
+            sink.metrics(int(step), {name: float(value)})
         sink.start()
         previous = signal.signal(signal.SIGTERM, lambda _sig, _frame: sink.request_stop("shutdown"))  # type: ignore[union-attr]
         try:

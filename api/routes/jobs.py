@@ -13,7 +13,7 @@ from api.schemas import JobOut, JobPage, ValidatedSpec
 from models.datasets import DatasetInfo
 from models.queue import send_train
 from models.records import JobStatus
-from models.spec import JobSpec, SpecProblem, check_compatible, resolve_dataset_info
+from models.spec import JobSpec, SpecProblem, check_compatible, check_warm_start, resolve_dataset_info
 from models.store import IdempotencyConflict, InvalidCursor, JobStore
 
 log = logging.getLogger(__name__)
@@ -30,6 +30,18 @@ def dataset_info(store: JobStore, spec: JobSpec, owner: str) -> DatasetInfo:
     return DatasetInfo.model_validate(record.info)
 
 
+def warm_start_problems(store: JobStore, spec: JobSpec, owner: str) -> list[SpecProblem]:
+    if spec.init_from is None:
+        return []
+    source = store.get_job(job_id=spec.init_from.job, owner=owner)
+    if source is None:
+        return [SpecProblem(("init_from", "job"), f"no job {spec.init_from.job!r}")]
+    step = None if spec.init_from.step == "latest" else spec.init_from.step
+    if store.get_checkpoint(job_id=source.id, step=step) is None:
+        return [SpecProblem(("init_from", "step"), f"job {source.id} has no checkpoint at step {spec.init_from.step}")]
+    return check_warm_start(spec, JobSpec.model_validate(source.spec))
+
+
 @router.post("", status_code=201, response_model=JobOut | ValidatedSpec, responses={200: {"model": JobOut}})
 def submit_job(
     spec: JobSpec,
@@ -43,7 +55,7 @@ def submit_job(
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> JobOut | ValidatedSpec:
     """Submit a training job. A retry with the same `Idempotency-Key` returns the same job."""
-    problems = check_compatible(spec, dataset_info(store, spec, owner))
+    problems = check_compatible(spec, dataset_info(store, spec, owner)) + warm_start_problems(store, spec, owner)
     if problems:
         raise spec_problems_error(problems)
     if validate_only:
