@@ -17,6 +17,7 @@ from functools import lru_cache
 from typing import Any
 
 import torch
+from safetensors.torch import load as safetensors_load
 
 from models.artifacts import ArtifactStore
 from models.db import make_engine
@@ -29,6 +30,7 @@ from worker.celery_app import app
 from worker.gan import LoadedData, load_builtin
 from worker.sink import StoreSink, job_prefix
 from worker.trainer import NonFiniteLoss, resolve_device, train
+from worker.uploaded import load_uploaded
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +50,10 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def load_data(spec: JobSpec) -> LoadedData:
+def load_data(spec: JobSpec, store: JobStore, artifacts: ArtifactStore) -> LoadedData:
     if spec.dataset.builtin is not None:
         return load_builtin(spec.dataset.builtin, spec.dataset.resize)
-    raise NotImplementedError("uploaded data sets are not supported by this worker yet")
+    return load_uploaded(spec.dataset, store=store, artifacts=artifacts)
 
 
 def load_resume_state(store: JobStore, artifacts: ArtifactStore, job_id: str) -> dict[str, Any] | None:
@@ -74,6 +76,17 @@ def load_resume_state(store: JobStore, artifacts: ArtifactStore, job_id: str) ->
     return state
 
 
+def load_init_weights(store: JobStore, artifacts: ArtifactStore, spec: JobSpec) -> dict[str, torch.Tensor] | None:
+    """The weights a warm-started job begins from (checked at submission to exist and fit)."""
+    if spec.init_from is None:
+        return None
+    step = None if spec.init_from.step == "latest" else spec.init_from.step
+    checkpoint = store.get_checkpoint(job_id=spec.init_from.job, step=step)
+    if checkpoint is None:
+        raise LookupError(f"init_from: job {spec.init_from.job} has no checkpoint at step {spec.init_from.step}")
+    return safetensors_load(artifacts.read_bytes(checkpoint.weights_key))
+
+
 @app.task(name=TRAIN_TASK, ignore_result=True)
 def train_job(job_id: str) -> str:
     """Run one job to its end; returns what happened (for logs)."""
@@ -92,7 +105,7 @@ def train_job(job_id: str) -> str:
         return status
 
     try:
-        data = load_data(spec)
+        data = load_data(spec, store, artifacts)
         resume = load_resume_state(store, artifacts, job_id)
         sink = StoreSink(
             store=store,
@@ -111,7 +124,8 @@ def train_job(job_id: str) -> str:
         sink.start()
         previous = signal.signal(signal.SIGTERM, lambda _sig, _frame: sink.request_stop("shutdown"))  # type: ignore[union-attr]
         try:
-            result = train(spec, data, sink, resolve_device(spec.training.device), resume)
+            device = resolve_device(spec.training.device)
+            result = train(spec, data, sink, device, resume, load_init_weights(store, artifacts, spec))
         finally:
             signal.signal(signal.SIGTERM, previous)
         sink.close()

@@ -65,10 +65,31 @@ def resolve_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
+def load_weights(gan: GAN, weights: dict[str, torch.Tensor]) -> None:
+    """Warm start: the networks from another job's checkpoint weights; optimisers start fresh."""
+
+    def part(prefix: str) -> dict[str, torch.Tensor]:
+        return {name.removeprefix(prefix): tensor for name, tensor in weights.items() if name.startswith(prefix)}
+
+    gan.generator.load_state_dict(part("generator."))
+    gan.discriminator.load_state_dict(part("discriminator."))
+    if gan.ema is not None:
+        gan.ema.load_state_dict(part("generator_ema.") or part("generator."))
+
+
 def train(
-    spec: JobSpec, data: LoadedData, sink: Sink, device: torch.device, resume: dict[str, Any] | None = None
+    spec: JobSpec,
+    data: LoadedData,
+    sink: Sink,
+    device: torch.device,
+    resume: dict[str, Any] | None = None,
+    init_weights: dict[str, torch.Tensor] | None = None,
 ) -> TrainResult:
-    """Train `spec` on `data` to `spec.training.steps` generator steps (from `resume` when given)."""
+    """Train `spec` on `data` to `spec.training.steps` generator steps.
+
+    `resume` (a checkpoint's state) continues a run exactly; `init_weights` (a
+    checkpoint's safetensors weights) starts a new run from trained networks.
+    """
     training, every = spec.training, spec.every
     seed = training.seed
     torch.manual_seed(seed)
@@ -81,6 +102,8 @@ def train(
     )
     fixed = gan.fixed_inputs(sample_count, torch.Generator(device="cpu").manual_seed(seed + 2))
     step = 0
+    if init_weights is not None and resume is None:
+        load_weights(gan, init_weights)
     if resume is not None:
         gan.load_state_dict(resume["gan"])
         batches.load_state_dict(resume["batches"])
