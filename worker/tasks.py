@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import socket
+import threading
 import traceback
 from functools import lru_cache
 from typing import Any
@@ -87,10 +88,24 @@ def load_init_weights(store: JobStore, artifacts: ArtifactStore, spec: JobSpec) 
     return safetensors_load(artifacts.read_bytes(checkpoint.weights_key))
 
 
+# Set once this pool process was told to shut down: it takes no new job after that.
+_shutting_down = threading.Event()
+
+
+def _shut_down(sink: StoreSink | None) -> None:
+    _shutting_down.set()
+    if sink is not None:
+        sink.request_stop("shutdown")
+
+
 @app.task(name=TRAIN_TASK, ignore_result=True)
 def train_job(job_id: str) -> str:
     """Run one job to its end; returns what happened (for logs)."""
     store, artifacts = stores()
+    if _shutting_down.is_set():
+        # Some brokers still deliver during a warm shutdown: pass the message on.
+        send_train(app, job_id)
+        return "worker shutting down: message passed on"
     worker = worker_name()
     job = store.claim(job_id=job_id, worker=worker)
     if job is None:
@@ -122,7 +137,7 @@ def train_job(job_id: str) -> str:
         for name, step, value in resume.pop("pending_metrics", []) if resume else []:
             sink.metrics(int(step), {name: float(value)})
         sink.start()
-        previous = signal.signal(signal.SIGTERM, lambda _sig, _frame: sink.request_stop("shutdown"))  # type: ignore[union-attr]
+        previous = signal.signal(signal.SIGTERM, lambda _sig, _frame: _shut_down(sink))
         try:
             device = resolve_device(spec.training.device)
             result = train(spec, data, sink, device, resume, load_init_weights(store, artifacts, spec))
