@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry, Gauge
 
 from api import errors, events
 from api.reconciler import Reconciler
-from api.routes import jobs, results, system
+from api.routes import datasets, jobs, results, system
 from models.artifacts import ArtifactStore
 from models.db import make_engine
 from models.queue import make_celery
@@ -60,7 +60,7 @@ def create_app(settings: Settings | None = None, *, reconcile: bool = True) -> F
     app.state.job_gauges = JobGauges(app.state.registry, app.state.store)
     app.state.event_hub = events.EventHub(app.state.store, app.state.registry)
     errors.install(app)
-    for router in (jobs.router, results.router, events.router, system.router):
+    for router in (jobs.router, datasets.router, results.router, events.router, system.router):
         app.include_router(router)
     return app
 

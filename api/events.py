@@ -12,6 +12,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
@@ -21,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import OwnedJob, StoreDep
 from models.records import JobStatus
-from models.store import JobStore
+from models.store import JobStore, as_utc
 
 router = APIRouter(prefix="/v1/jobs/{job_id}", tags=["events"])
 
@@ -34,6 +35,7 @@ RING = 2000
 class Event:
     seq: int
     kind: str
+    time: datetime
     data: dict[str, Any]
 
     @property
@@ -41,7 +43,8 @@ class Event:
         return self.kind == "status" and self.data.get("to") in JobStatus.FINAL
 
     def encode(self) -> str:
-        return f"id: {self.seq}\nevent: {self.kind}\ndata: {json.dumps(self.data, separators=(',', ':'))}\n\n"
+        payload = json.dumps({"time": self.time.isoformat(), **self.data}, separators=(",", ":"))
+        return f"id: {self.seq}\nevent: {self.kind}\ndata: {payload}\n\n"
 
 
 class JobFeed:
@@ -95,7 +98,7 @@ class EventHub:
     async def read(self, job_id: str, after: int) -> list[Event]:
         self.reads.inc()
         rows = await run_in_threadpool(self.store.events_after, job_id=job_id, after=after)
-        return [Event(row.seq, row.kind, row.data) for row in rows]
+        return [Event(row.seq, row.kind, as_utc(row.time), row.data) for row in rows]
 
     async def follow(self, job_id: str, after: int, request: Request) -> AsyncIterator[str]:
         feed = self.feeds.get(job_id)

@@ -186,3 +186,58 @@ def test_warm_start_from_another_jobs_checkpoint(service: Service) -> None:
         other = {**spec, "architecture": {"name": "mlp", "hidden": 32, "depth": 2}}
         response = client.post("/v1/jobs", json=other)
         assert response.status_code == 422 and "architecture differs" in response.text
+
+
+def _prometheus_value(service: Service, name: str) -> float:
+    import httpx
+
+    for line in httpx.get(f"{service.url}/metrics").text.splitlines():
+        if line.startswith(f"{name} "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def test_events_arrive_live_and_many_followers_share_one_reader(service: Service) -> None:
+    import threading
+    from datetime import datetime
+
+    with service.client() as client:
+        spec = small_spec("nsgan", steps=1_000_000)
+        spec["every"] = {"metrics": 10, "samples": 100_000, "checkpoint": 100_000}
+        job = client.post("/v1/jobs", json=spec).json()
+        wait_for(client, job["id"], ("running",))
+        delays: list[tuple[float, float]] = []  # (received at, delay since the worker wrote it)
+        stop = threading.Event()
+
+        def follow(record: bool) -> None:
+            with service.client() as follower, follower.stream("GET", f"/v1/jobs/{job['id']}/events") as response:
+                for line in response.iter_lines():
+                    if stop.is_set():
+                        return
+                    if record and line.startswith("data: ") and '"first_step"' in line:
+                        sent = datetime.fromisoformat(json.loads(line[6:])["time"])
+                        delays.append((time.monotonic(), time.time() - sent.timestamp()))
+
+        def reads_per_second(followers: int) -> float:
+            stop.clear()
+            threads = [threading.Thread(target=follow, args=(i == 0,), daemon=True) for i in range(followers)]
+            for thread in threads:
+                thread.start()
+            time.sleep(1.5)  # everyone has caught up
+            window.append(time.monotonic())
+            before = _prometheus_value(service, "ganforge_event_store_reads_total")
+            time.sleep(3)
+            rate = (_prometheus_value(service, "ganforge_event_store_reads_total") - before) / 3
+            stop.set()
+            for thread in threads:
+                thread.join(timeout=10)
+            return rate
+
+        window: list[float] = []
+        one = reads_per_second(1)
+        live_delays = [delay for received, delay in delays if received > window[0]]
+        many = reads_per_second(10)
+        client.post(f"/v1/jobs/{job['id']}/cancel")
+        wait_for(client, job["id"], ("cancelled",))
+    assert live_delays and max(live_delays) < 1.0, live_delays
+    assert many <= one * 1.5 + 1, (one, many)

@@ -26,7 +26,8 @@ def dataset_info(store: JobStore, spec: JobSpec, owner: str) -> DatasetInfo:
         return info
     record = store.get_dataset(dataset_id=spec.dataset.id or "", owner=owner)
     if record is None:
-        raise spec_problems_error([SpecProblem(("dataset", "id"), f"no data set {spec.dataset.id!r}")])
+        message = f"no data set {spec.dataset.id!r}"  # another owner's is indistinguishable from a missing one
+        raise ApiError(404, "not_found", message, [{"field": "dataset.id", "message": message}])
     return DatasetInfo.model_validate(record.info)
 
 

@@ -1,0 +1,170 @@
+"""/v1/datasets: upload once, list, read, preview, delete; a job refers to one by `{"id": ...}`."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import ArtifactsDep, CurrentOwner, SettingsDep, StoreDep
+from api.errors import ApiError
+from api.ingest import RESIZE_RANGE, ingest, receive
+from models.datasets import DatasetInfo
+from models.records import Dataset
+from models.store import DatasetInUse, InvalidCursor, as_utc
+
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+
+
+class DatasetOut(BaseModel):
+    id: str
+    name: str
+    format: str
+    info: DatasetInfo
+    content_hash: str
+    size_bytes: int
+    created_at: datetime
+    preview_url: str
+
+    @classmethod
+    def of(cls, record: Dataset) -> DatasetOut:
+        return cls(
+            id=record.id,
+            name=record.name,
+            format=record.format,
+            info=DatasetInfo.model_validate(record.info),
+            content_hash=record.content_hash,
+            size_bytes=record.size_bytes,
+            created_at=as_utc(record.created_at),
+            preview_url=f"/v1/datasets/{record.id}/preview.png",
+        )
+
+
+class DatasetPage(BaseModel):
+    datasets: list[DatasetOut]
+    next_cursor: str | None
+
+
+def owned_dataset(store: StoreDep, owner: CurrentOwner, dataset_id: Annotated[str, Path(max_length=64)]) -> Dataset:
+    """The caller's data set; another owner's is indistinguishable from a missing one (404)."""
+    record = store.get_dataset(dataset_id=dataset_id, owner=owner)
+    if record is None:
+        raise ApiError(404, "not_found", f"no data set {dataset_id!r}")
+    return record
+
+
+OwnedDataset = Annotated[Dataset, Depends(owned_dataset)]
+
+_UPLOAD_FORM: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": ".npz (x: N×D rows or N×[C×]H×W images, optional integer y) "
+                            "or .zip of class folders of PNG/JPEG images",
+                        },
+                        "name": {"type": "string", "maxLength": 200},
+                        "resize": {
+                            "type": "integer",
+                            "minimum": RESIZE_RANGE[0],
+                            "maximum": RESIZE_RANGE[1],
+                            "description": "resample every image to this square size (px)",
+                        },
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=DatasetOut,
+    responses={
+        200: {"model": DatasetOut, "description": "the same content was uploaded before: that data set"},
+        400: {"description": "malformed or truncated multipart body"},
+        413: {"description": "over GANFORGE_MAX_UPLOAD_BYTES or an archive/data set limit"},
+        415: {"description": "not multipart/form-data"},
+        422: {"description": "content that cannot become a data set; details name the field"},
+    },
+    openapi_extra=_UPLOAD_FORM,
+)
+async def upload_dataset(
+    request: Request,
+    response: Response,
+    settings: SettingsDep,
+    store: StoreDep,
+    artifacts: ArtifactsDep,
+    owner: CurrentOwner,
+) -> DatasetOut:
+    """Upload a data set (streamed); the same content uploaded again returns the earlier data set (200)."""
+    upload = await receive(request, settings=settings)
+    try:
+        dataset, created = await run_in_threadpool(
+            ingest, upload, owner=owner, settings=settings, store=store, artifacts=artifacts
+        )
+    finally:
+        await run_in_threadpool(upload.discard)
+    if not created:
+        response.status_code = 200
+    return DatasetOut.of(dataset)
+
+
+@router.get("", response_model=DatasetPage)
+def list_datasets(
+    store: StoreDep,
+    owner: CurrentOwner,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=32)] = None,
+) -> DatasetPage:
+    """The caller's data sets, newest first; pass `next_cursor` back as `cursor` for the next page."""
+    try:
+        records, next_cursor = store.list_datasets(owner=owner, limit=limit, cursor=cursor)
+    except InvalidCursor:
+        details = [{"field": "query.cursor", "message": "not a cursor this API returned"}]
+        raise ApiError(422, "validation_error", "invalid cursor", details) from None
+    return DatasetPage(datasets=[DatasetOut.of(record) for record in records], next_cursor=next_cursor)
+
+
+@router.get("/{dataset_id}", response_model=DatasetOut)
+def get_dataset(dataset: OwnedDataset) -> DatasetOut:
+    return DatasetOut.of(dataset)
+
+
+@router.get("/{dataset_id}/preview.png", response_class=Response, responses={200: {"content": {"image/png": {}}}})
+def get_preview(dataset: OwnedDataset, artifacts: ArtifactsDep) -> Response:
+    """A grid of real examples (images) or a scatter plot of the first two dimensions (rows)."""
+    if dataset.preview_key is None:
+        raise ApiError(404, "not_found", "this data set has no preview")
+    return Response(artifacts.read_bytes(dataset.preview_key), media_type="image/png")
+
+
+@router.delete(
+    "/{dataset_id}",
+    status_code=204,
+    response_class=Response,
+    responses={409: {"description": "a queued or running job uses the data set"}},
+)
+def delete_dataset(dataset: OwnedDataset, store: StoreDep, artifacts: ArtifactsDep, owner: CurrentOwner) -> Response:
+    """Delete a data set and its files; refused (409) while a queued or running job uses it."""
+    try:
+        deleted = store.delete_dataset(dataset_id=dataset.id, owner=owner)
+    except DatasetInUse as exc:
+        message = f"used by {len(exc.job_ids)} queued or running job(s): {', '.join(exc.job_ids)}; cancel them first"
+        raise ApiError(409, "dataset_in_use", message, [{"field": "dataset_id", "message": message}]) from None
+    if deleted is None:
+        raise ApiError(404, "not_found", f"no data set {dataset.id!r}")
+    artifacts.delete(deleted.data_key)
+    return Response(status_code=204)

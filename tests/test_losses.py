@@ -1,0 +1,464 @@
+"""Every loss of the zoo against values worked out by hand on tiny tensors (GAN_REFERENCE.md)."""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from models.datasets import BUILTIN_DATASETS
+from models.spec import ARCHITECTURE_CLASSES, AUTOENCODER_ARCHITECTURES, LOSS_CLASSES, JobSpec
+from worker.gan import ARCHITECTURES, GAN, LOSSES, build_gan, load_builtin
+from worker.gan import losses as L
+from worker.gan.discriminator import DOutput
+from worker.gan.latent import LatentSpace
+from worker.gan.objectives import BOOST_CRITIC_STEPS, objective_from_spec
+from worker.gan.penalties import dragan_perturb, gradient_norms, interpolate, per_sample_uniform
+
+CPU = torch.device("cpu")
+
+
+def sp(v: float) -> float:
+    return math.log1p(math.exp(v))
+
+
+def close(actual: Tensor | float, expected: float, tol: float = 1e-5) -> None:
+    assert float(actual) == pytest.approx(expected, abs=tol, rel=tol)
+
+
+def make_spec(
+    loss: dict[str, Any], arch: dict[str, Any] | None = None, dataset: str = "ring8", **training: Any
+) -> JobSpec:
+    return JobSpec.model_validate(
+        {
+            "dataset": {"builtin": dataset},
+            "architecture": arch or {"name": "mlp", "hidden": 16, "depth": 1},
+            "loss": loss,
+            "training": {"batch_size": 8, **training},
+        }
+    )
+
+
+def make_gan(loss: dict[str, Any], **training: Any) -> GAN:
+    spec = make_spec(loss, **training)
+    return build_gan(spec, BUILTIN_DATASETS["ring8"], CPU)
+
+
+REAL = torch.tensor([[0.5, -1.0], [2.0, 0.0], [0.0, 0.0], [1.0, 1.0]])
+FAKE = torch.tensor([[1.0, 0.0], [0.0, -0.5], [3.0, 1.0], [-1.0, 2.0]])
+
+
+class QuadraticCritic(nn.Module):
+    """D(x) = a·½‖x‖² + b per sample, so ∇ₓD = a·x exactly."""
+
+    def __init__(self, a: float = 1.0, b: float = 0.0) -> None:
+        super().__init__()
+        self.a = nn.Parameter(torch.tensor(a))
+        self.b = nn.Parameter(torch.tensor(b))
+        self.q_head = None
+
+    def forward(self, x: Tensor, labels: Tensor | None = None) -> DOutput:
+        flat = x.flatten(1)
+        return DOutput(self.a * 0.5 * flat.pow(2).sum(1) + self.b, flat)
+
+
+class ConstantGenerator(nn.Module):
+    """Ignores z: always the FAKE batch (a parameter, so G has something to train)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.points = nn.Parameter(FAKE.clone())
+
+    def forward(self, z: Tensor, **_: Tensor) -> Tensor:
+        return self.points * 1.0
+
+
+def toy_gan(loss: dict[str, Any], critic: nn.Module | None = None) -> tuple[GAN, nn.Module]:
+    spec = make_spec(loss)
+    critic = critic or QuadraticCritic()
+    generator = ConstantGenerator()
+    gan = GAN(
+        generator=generator,
+        discriminator=critic,
+        objective=objective_from_spec(spec.loss),
+        latent=LatentSpace(latent_dim=2),
+        opt_g=torch.optim.SGD(generator.parameters(), lr=0.1),
+        opt_d=torch.optim.SGD(critic.parameters(), lr=0.1),
+        device=CPU,
+    )
+    return gan, critic
+
+
+def real_batches(x: Tensor = REAL) -> Callable[[], tuple[Tensor, None]]:
+    return lambda: (x.clone(), None)
+
+
+def quadratic(x: Tensor) -> Tensor:
+    return 0.5 * x.flatten(1).pow(2).sum(1)
+
+
+# ------------------------------------------------------------------ pure loss functions
+
+R = torch.tensor([0.0, 2.0])
+F_ = torch.tensor([1.0, -1.0])
+
+
+def test_minimax_and_nonsaturating_by_hand() -> None:
+    close(L.d_minimax(R, F_), (sp(0) + sp(-2)) / 2 + (sp(1) + sp(-1)) / 2)
+    close(L.g_minimax(F_), -(sp(1) + sp(-1)) / 2)  # saturating: minimises −log(1 − D)
+    close(L.g_nonsaturating(F_), (sp(-1) + sp(1)) / 2)
+    # the saturating loss pushes D(x̃) up like the NS loss: the same sign of gradient
+    fake = F_.clone().requires_grad_(True)
+    L.g_minimax(fake).backward()
+    assert (fake.grad < 0).all()
+
+
+def test_least_squares_by_hand() -> None:
+    close(L.d_least_squares(R, F_, a=-1.0, b=1.0), 0.5 * ((0 - 1) ** 2 + (2 - 1) ** 2) / 2 + 0.5 * (2**2 + 0) / 2)
+    close(L.g_least_squares(F_, c=0.5), 0.5 * ((1 - 0.5) ** 2 + (-1 - 0.5) ** 2) / 2)
+
+
+def test_wasserstein_and_hinge_by_hand() -> None:
+    close(L.d_wasserstein(R, F_), 0.0 - 1.0)  # E D(x̃) − E D(x) = 0 − 1
+    close(L.g_wasserstein(F_), 0.0)
+    close(L.g_wasserstein(torch.tensor([1.0, 2.0])), -1.5)
+    # relu(1 − [0, 2]) = [1, 0]; relu(1 + [1, −1]) = [2, 0]
+    close(L.d_hinge(R, F_), 0.5 + 1.0)
+
+
+def test_began_losses_by_hand() -> None:
+    v = torch.tensor([[1.0, 2.0], [0.0, 0.0]])
+    recon = torch.tensor([[0.0, 0.0], [1.0, -3.0]])
+    per_sample = L.reconstruction_error(v, recon)
+    assert per_sample.tolist() == pytest.approx([1.5, 2.0])
+    real, fake = torch.tensor([0.2, 0.4]), torch.tensor([0.5, 0.7])
+    close(L.d_began(real, fake, 0.25), 0.3 - 0.25 * 0.6)
+    close(L.g_began(fake), 0.6)
+    k = torch.tensor(0.5)
+    close(L.began_k_update(k, torch.tensor(0.3), torch.tensor(0.6), 0.5, 0.1), 0.5 + 0.1 * (0.15 - 0.6))
+    close(L.began_k_update(k, torch.tensor(10.0), torch.tensor(0.0), 0.5, 1.0), 1.0)  # clipped at 1
+    close(L.began_k_update(k, torch.tensor(0.0), torch.tensor(10.0), 0.5, 1.0), 0.0)  # clipped at 0
+    close(L.began_convergence(torch.tensor(0.3), torch.tensor(0.6), 0.5), 0.3 + abs(0.15 - 0.6))
+
+
+def test_infogan_categorical_term_is_cross_entropy_on_logits() -> None:
+    logits = torch.tensor([[2.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
+    codes = torch.tensor([0, 2])
+    z0 = math.log(math.exp(2) + 1 + math.exp(-1))
+    z1 = math.log(2 + math.e)
+    expected = ((z0 - 2.0) + (z1 - 0.0)) / 2
+    close(L.categorical_code_nll(logits, codes), expected)
+    # A softmax before the cross-entropy (the pitfall) gives a different, wrong value.
+    assert float(L.categorical_code_nll(logits.softmax(1), codes)) != pytest.approx(expected, abs=1e-3)
+
+
+def test_infogan_continuous_term_is_a_fixed_std_gaussian_nll() -> None:
+    mean = torch.tensor([[0.0, 1.0]])
+    codes = torch.tensor([[0.5, -1.0]])
+    std = 0.5
+    per_dim = [0.5 * (0.5 / std) ** 2, 0.5 * (2.0 / std) ** 2]
+    expected = sum(per_dim) + 2 * (math.log(std) + 0.5 * math.log(2 * math.pi))
+    close(L.gaussian_code_nll(mean, codes, std), expected)
+
+
+def test_infogan_code_term_sums_cross_entropy_on_logits_and_the_gaussian_nll() -> None:
+    latent = LatentSpace(latent_dim=2, categorical_codes=(3, 2), continuous_codes=1)
+    logits = [torch.tensor([[2.0, 0.0, -1.0]]), torch.tensor([[0.5, -0.5]])]
+    means = torch.tensor([[0.25]])
+    inputs = {"categorical": torch.tensor([[0, 1]]), "continuous": torch.tensor([[-0.25]])}
+    ce_first = math.log(math.exp(2) + 1 + math.exp(-1)) - 2.0
+    ce_second = math.log(math.exp(0.5) + math.exp(-0.5)) + 0.5
+    gaussian = 0.5 * (0.5 / 0.5) ** 2 + math.log(0.5) + 0.5 * math.log(2 * math.pi)
+    close(latent.code_nll((logits, means), inputs, std=0.5), ce_first + ce_second + gaussian)
+    close(latent.code_entropy(), math.log(3) + math.log(2) + math.log(2))
+
+
+# ------------------------------------------------------------------ penalties
+
+
+def test_epsilon_is_drawn_per_sample_and_broadcast() -> None:
+    torch.manual_seed(0)
+    x = torch.zeros(6, 3, 4, 4)
+    eps = per_sample_uniform(x)
+    assert eps.shape == (6, 1, 1, 1)
+    assert len(set(eps.flatten().tolist())) == 6
+    real, fake = torch.ones(6, 3, 4, 4), torch.zeros(6, 3, 4, 4)
+    mixed = interpolate(real, fake, eps)
+    for i in range(6):  # εx + (1−ε)x̃, one ε for all of sample i's pixels
+        assert torch.allclose(mixed[i], torch.full((3, 4, 4), float(eps[i])))
+
+
+def test_gradient_norm_is_over_all_non_batch_dims_per_sample() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 5, 5, requires_grad=True)
+    norms = gradient_norms(quadratic(x), x)
+    expected = x.detach().flatten(1).norm(dim=1)  # ∇½‖x‖² = x
+    assert torch.allclose(norms, expected)
+    channel_only = x.detach().norm(dim=1).mean((1, 2))
+    assert not torch.allclose(norms, channel_only)
+    # packed critic input: two consecutive samples form one input, one norm
+    x2 = x.detach().clone().requires_grad_(True)
+    packed = gradient_norms(quadratic(x2.reshape(2, 6, 5, 5)), x2, pack=2)
+    assert torch.allclose(packed, x.detach().reshape(2, -1).norm(dim=1))
+
+
+def test_dragan_perturbation_by_hand() -> None:
+    real = torch.tensor([[0.0, 2.0], [4.0, 2.0]])
+    noise = torch.tensor([[0.5, 0.0], [1.0, 0.25]])
+    alpha = torch.tensor([[0.5], [1.0]])
+    std = float(real.std())  # the batch's std over all elements
+    perturbed = real + 0.5 * std * noise
+    expected = real + alpha * (perturbed - real)
+    assert torch.allclose(dragan_perturb(real, 0.5, noise, alpha), expected)
+    assert torch.allclose(dragan_perturb(real, 0.5, noise, alpha)[0], torch.tensor([0.25 * std * 0.5, 2.0]))
+
+
+def test_wgan_gp_step_interpolates_per_sample_and_penalises_the_flattened_norm(monkeypatch: pytest.MonkeyPatch) -> None:
+    eps = torch.tensor([[0.0], [0.25], [0.5], [1.0]])
+    monkeypatch.setattr("worker.gan.gan.per_sample_uniform", lambda x: eps)
+    gan, critic = toy_gan({"name": "wgan-gp", "n_critic": 1})
+    metrics = gan.train_step(real_batches())
+    x_hat = eps * REAL + (1 - eps) * FAKE
+    penalty = (x_hat.norm(dim=1) - 1).pow(2).mean()  # ∇D(x̂) = a·x̂ with a = 1
+    close(metrics["gradient_penalty"], float(penalty))
+    adversarial = quadratic(FAKE).mean() - quadratic(REAL).mean()
+    close(metrics["loss_d"], float(adversarial + 10 * penalty))
+    close(metrics["wasserstein"], float(-adversarial))
+    # b gets only the adversarial gradient, 1 − 1 = 0; a gets adversarial + penalty gradients
+    assert float(critic.b.grad) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_dragan_d_loss_backpropagates_the_adversarial_term(monkeypatch: pytest.MonkeyPatch) -> None:
+    noise = torch.full_like(REAL, 0.5)
+    alpha = torch.tensor([[1.0], [0.0], [0.5], [1.0]])
+    monkeypatch.setattr("worker.gan.gan.uniform_like", lambda x: noise)
+    monkeypatch.setattr("worker.gan.gan.per_sample_uniform", lambda x: alpha)
+    gan, critic = toy_gan({"name": "dragan", "gp_weight": 10.0, "k": 1.0})
+    metrics = gan.train_step(real_batches())
+    x_hat = REAL + alpha * (0.5 * float(REAL.std()) * noise)
+    penalty = (x_hat.norm(dim=1) - 1).pow(2).mean()
+    d_real, d_fake = quadratic(REAL), quadratic(FAKE)
+    close(metrics["gradient_penalty"], float(penalty))
+    close(metrics["loss_d"], float(L.d_minimax(d_real, d_fake) + 10 * penalty))
+    # The penalty does not depend on b: b's gradient is the NS D loss's, which must have been back-propagated.
+    expected_b_grad = float((-torch.sigmoid(-d_real)).mean() + torch.sigmoid(d_fake).mean())
+    assert expected_b_grad != pytest.approx(0.0, abs=1e-3)
+    close(critic.b.grad, expected_b_grad)
+
+
+def test_r1_is_lazy_and_scaled_by_its_interval() -> None:
+    gan, critic = toy_gan({"name": "nsgan", "r1_gamma": 2.0, "r1_every": 4})
+    first = gan.train_step(real_batches())  # D step 0: R1 applies
+    r1 = REAL.pow(2).sum(1).mean()  # E‖∇D(x)‖² = E‖x‖² at a = 1
+    close(first["r1"], float(r1))
+    close(first["loss_d"], float(L.d_minimax(quadratic(REAL), quadratic(FAKE)) + 4 * 2.0 / 2 * r1))
+    with torch.no_grad():  # D step 1 (no R1) scores with the critic and generator as they are now
+        d_real, d_fake = critic(REAL).score, critic(gan.generator(torch.zeros(4, 2))).score
+    second = gan.train_step(real_batches())
+    close(second["loss_d"], float(L.d_minimax(d_real, d_fake)))
+    close(second["r1"], float(r1))  # the metric keeps the last computed value
+
+
+# ------------------------------------------------------------------ losses in the training step
+
+
+def test_wgan_clamps_every_critic_parameter_after_every_critic_step() -> None:
+    torch.manual_seed(0)
+    gan = make_gan({"name": "wgan", "clip_value": 0.01, "n_critic": 5})
+    params = list(gan.discriminator.parameters())
+    assert max(float(p.detach().abs().max()) for p in params) > 0.01  # initial weights are larger
+    seen: list[float] = []
+    step = gan.opt_d.step
+
+    def recording_step(*args: Any, **kwargs: Any) -> Any:
+        seen.append(max(float(p.detach().abs().max()) for p in params))
+        return step(*args, **kwargs)
+
+    gan.opt_d.step = recording_step  # type: ignore[method-assign]
+    data = load_builtin("ring8")
+    gan.train_step(lambda: (data.x[:8], None))
+    assert len(seen) == 5
+    assert all(value <= 0.01 + 1e-9 for value in seen[1:])  # clamped after each of the earlier critic steps
+    assert max(float(p.detach().abs().max()) for p in params) <= 0.01 + 1e-9
+
+
+def test_wgan_critic_boost_schedule_of_the_official_code() -> None:
+    objective = objective_from_spec(make_spec({"name": "wgan", "critic_boost": True}).loss)
+    assert [objective.critic_steps(s) for s in (0, 24, 25, 499, 500, 501, 1000)] == [100, 100, 5, 5, 100, 5, 100]
+    plain = objective_from_spec(make_spec({"name": "wgan"}).loss)
+    assert plain.critic_steps(0) == 5
+    gan = make_gan({"name": "wgan", "critic_boost": True})
+    data = load_builtin("ring8")
+    calls = []
+
+    def batches() -> tuple[Tensor, None]:
+        calls.append(1)
+        return data.x[:8], None
+
+    gan.train_step(batches)
+    assert len(calls) == BOOST_CRITIC_STEPS
+
+
+def test_began_step_uses_k_and_updates_it_with_the_clip() -> None:
+    torch.manual_seed(0)
+    gan = make_gan({"name": "began", "k0": 0.3, "lambda_k": 0.05, "gamma": 0.5})
+    data = load_builtin("ring8")
+    metrics = gan.train_step(lambda: (data.x[:8], None))
+    l_real, l_fake = float(metrics["d_real"]), float(metrics["d_fake"])
+    close(metrics["loss_d"], l_real - 0.3 * l_fake)
+    expected_k = min(max(0.3 + 0.05 * (0.5 * l_real - l_fake), 0.0), 1.0)
+    close(metrics["k_t"], expected_k)
+    close(metrics["m_global"], l_real + abs(0.5 * l_real - l_fake))
+    close(metrics["loss_g"], float(metrics["loss_g"]))
+    gan_high = make_gan({"name": "began", "k0": 1.0, "lambda_k": 1.0, "gamma": 1.0})
+    for _ in range(3):
+        k = float(gan_high.train_step(lambda: (data.x[:8], None))["k_t"])
+        assert 0.0 <= k <= 1.0
+
+
+def test_infogan_mutual_information_trains_g_q_and_the_shared_body() -> None:
+    data = load_builtin("ring8")
+    after = {}
+    for weight in (0.0, 1.0):
+        torch.manual_seed(0)
+        gan = make_gan({"name": "infogan", "info_lambda": weight, "categorical_codes": [3], "continuous_codes": 1})
+        q_before = [p.detach().clone() for p in gan.discriminator.q_head.parameters()]
+        torch.manual_seed(1)
+        metrics = gan.train_step(lambda: (data.x[:8], None))
+        q_moved = any(
+            not torch.equal(a, b) for a, b in zip(q_before, gan.discriminator.q_head.parameters(), strict=True)
+        )
+        after[weight] = (
+            q_moved,
+            [p.detach().clone() for p in gan.discriminator.body.parameters()],
+            [p.detach().clone() for p in gan.generator.parameters()],
+            metrics,
+        )
+    assert not after[0.0][0] and after[1.0][0]  # Q learns only through the MI term
+    assert any(not torch.equal(a, b) for a, b in zip(after[0.0][1], after[1.0][1], strict=True))  # D's body
+    assert any(not torch.equal(a, b) for a, b in zip(after[0.0][2], after[1.0][2], strict=True))  # G
+    assert "mutual_info" in after[1.0][3]
+    assert float(after[1.0][3]["mutual_info"]) <= math.log(3) + math.log(2) + 10
+
+
+def test_the_fake_batch_is_generated_once_per_d_step_and_reused_for_g() -> None:
+    data = load_builtin("ring8")
+    for loss, n_critic in (("nsgan", 1), ("wgan-gp", 5), ("infogan", 1)):
+        gan = make_gan({"name": loss})
+        calls: list[int] = []
+        gan.generator.register_forward_hook(lambda *_, calls=calls: calls.append(1))
+        gan.train_step(lambda: (data.x[:8], None))
+        assert len(calls) == n_critic, loss
+
+
+def test_no_batch_norm_in_a_critic_with_a_gradient_penalty() -> None:
+    dcgan = {"name": "dcgan", "base_channels": 8, "latent_dim": 8}
+    info = load_builtin("digits", 16).info
+
+    def has_batch_norm(loss: dict[str, Any], arch: dict[str, Any]) -> bool:
+        spec = JobSpec.model_validate(
+            {"dataset": {"builtin": "digits", "resize": 16}, "architecture": arch, "loss": loss}
+        )
+        d = build_gan(spec, info, CPU).discriminator
+        return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in d.modules())
+
+    assert has_batch_norm({"name": "nsgan"}, dcgan)  # the check can fail: plain DCGAN's D has batch norm
+    for loss in ({"name": "wgan-gp"}, {"name": "dragan"}, {"name": "nsgan", "r1_gamma": 1.0}):
+        assert not has_batch_norm(loss, dcgan), loss
+        assert not has_batch_norm(loss, {"name": "resnet", "base_channels": 8}), loss
+    assert not has_batch_norm({"name": "cgan", "base": "wgan-gp"}, dcgan)
+    assert not has_batch_norm({"name": "infogan", "base": "dragan"}, dcgan)
+
+
+# ------------------------------------------------------------------ resume and names
+
+
+@pytest.mark.parametrize(
+    "loss,training",
+    [
+        ({"name": "nsgan", "r1_gamma": 1.0, "r1_every": 2}, {"ema_decay": 0.9}),
+        ({"name": "wgan-gp"}, {"pack": 2}),
+        ({"name": "wgan", "critic_boost": True}, {}),
+        ({"name": "began"}, {}),
+        ({"name": "infogan"}, {}),
+        ({"name": "cgan", "base": "dragan", "conditioning": "concat"}, {}),
+    ],
+)
+def test_state_dict_round_trip_reproduces_the_next_step_exactly(loss: dict[str, Any], training: dict[str, Any]) -> None:
+    data = load_builtin("ring8")
+    torch.manual_seed(0)
+    gan = make_gan(loss, **training)
+    drawn = [0]
+
+    def batches() -> tuple[Tensor, Tensor | None]:
+        i = drawn[0] % 1000
+        drawn[0] += 1
+        return data.x[i * 8 : i * 8 + 8], data.y[i * 8 : i * 8 + 8] if data.y is not None else None
+
+    for _ in range(3):
+        gan.train_step(batches)
+    buffer = io.BytesIO()
+    torch.save({"gan": gan.state_dict(), "rng": torch.get_rng_state()}, buffer)
+    position = drawn[0]
+    expected = gan.train_step(batches)
+    expected_weights = gan.weights()
+
+    buffer.seek(0)
+    saved = torch.load(buffer, weights_only=True)
+    torch.manual_seed(123)  # a different initialisation, overwritten by the load
+    resumed = make_gan(loss, **training)
+    resumed.load_state_dict(saved["gan"])
+    torch.set_rng_state(saved["rng"])
+    drawn[0] = position
+    actual = resumed.train_step(batches)
+    assert actual.keys() == expected.keys()
+    for name in expected:
+        assert torch.equal(actual[name], expected[name]), name
+    weights = resumed.weights()
+    assert weights.keys() == expected_weights.keys()
+    for name in weights:
+        assert torch.equal(weights[name], expected_weights[name]), name
+
+
+def test_step_metrics_are_detached_zero_dim_tensors_with_the_trainers_names() -> None:
+    gan = make_gan({"name": "wgan-gp"})
+    data = load_builtin("ring8")
+    metrics = gan.train_step(lambda: (data.x[:8], None))
+    assert {
+        "loss_g",
+        "loss_d",
+        "d_real",
+        "d_fake",
+        "grad_norm_g",
+        "grad_norm_d",
+        "wasserstein",
+        "gradient_penalty",
+    } <= set(metrics)
+    assert all(v.dim() == 0 and not v.requires_grad for v in metrics.values())
+
+
+def test_loss_and_architecture_names_match_the_spec() -> None:
+    assert LOSSES == set(LOSS_CLASSES)
+    assert ARCHITECTURES == set(ARCHITECTURE_CLASSES)
+    info = BUILTIN_DATASETS["ring8"]
+    for loss in sorted(LOSSES):
+        assert build_gan(make_spec({"name": loss}), info, CPU).train_step is not None
+    digits = load_builtin("digits", 16).info
+    for arch in sorted(ARCHITECTURES - {"mlp"}):
+        for loss in sorted(LOSSES):
+            spec_body = {
+                "dataset": {"builtin": "digits", "resize": 16},
+                "architecture": {"name": arch, "base_channels": 4},
+                "loss": {"name": loss},
+            }
+            spec = JobSpec.model_validate(spec_body)
+            if loss == "began" and arch not in AUTOENCODER_ARCHITECTURES:
+                with pytest.raises(ValueError, match="auto-encoder"):
+                    build_gan(spec, digits, CPU)
+            else:
+                build_gan(spec, digits, CPU)
