@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from api.archives import Limits, invalid, open_archive, too_large
-from api.normalise import MAX_SIDE, Canonical, check_size, finish, new_x, resample, with_classes
+from api.canonical import MAX_SIDE, Canonical, check_size, finish, new_x, resample, with_classes
 from models.datasets import DatasetInfo
 
 FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}

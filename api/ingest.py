@@ -30,9 +30,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 
 from api.archives import Limits, invalid, is_zip, too_large
+from api.canonical import Canonical
 from api.errors import ApiError
 from api.image_folders import normalise_image_zip
-from api.normalise import Canonical, normalise_npz
+from api.npz import normalise_npz
 from api.previews import preview_png
 from models.artifacts import ArtifactStore
 from models.records import Dataset

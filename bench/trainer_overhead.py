@@ -28,7 +28,11 @@ from models.artifacts import ArtifactStore  # noqa: E402
 from models.db import make_engine  # noqa: E402
 from models.spec import JobSpec  # noqa: E402
 from models.store import JobStore  # noqa: E402
-from tests.service import Service, service_env, wait_for  # noqa: E402
+from tests.service import (  # noqa: E402
+    Service,
+    service_env,
+    wait_for,
+)
 from worker.data import Batches  # noqa: E402
 from worker.gan import build_gan, load_builtin  # noqa: E402
 from worker.sink import StoreSink  # noqa: E402
@@ -84,8 +88,8 @@ def service_steps_per_sec(spec: JobSpec, folder: Path) -> float:
     return result.step / result.seconds
 
 
-def post_to_running(jobs: int, folder: Path) -> list[float]:
-    service = Service(env=service_env(folder, None, None, GANFORGE_API_KEYS=""), data_dir=folder)
+def post_to_running(jobs: int, folder: Path, database_url: str | None, broker_url: str | None) -> list[float]:
+    service = Service(env=service_env(folder, database_url, broker_url, GANFORGE_API_KEYS=""), data_dir=folder)
     service.migrate()
     service.start_api()
     service.start_worker()
@@ -129,10 +133,18 @@ def main() -> None:
     print(f"ring8 nsgan mlp, {args.steps} steps, batch 256, 1 CPU thread, best of {args.repeats}")
     print(f"  bare loop            {bare:8.1f} steps/s")
     print(f"  trainer + store sink {served:8.1f} steps/s   ratio {served / bare:.3f}")
-    with tempfile.TemporaryDirectory() as tmp:
-        latencies = post_to_running(args.jobs, Path(tmp))
+    for label in ("embedded (SQLite + file broker)", "PostgreSQL + Redis"):
+        with tempfile.TemporaryDirectory() as tmp:
+            if label.startswith("PostgreSQL"):
+                database, url = create_postgres_database()
+                try:
+                    latencies = post_to_running(args.jobs, Path(tmp), url, REDIS_URL)
+                finally:
+                    drop_postgres_database(database)
+            else:
+                latencies = post_to_running(args.jobs, Path(tmp), None, None)
         print(
-            f"POST -> running, warm worker, embedded default, {args.jobs} jobs: "
+            f"POST -> running, warm worker, {label}, {args.jobs} jobs: "
             f"median {statistics.median(latencies) * 1000:.0f} ms, max {max(latencies) * 1000:.0f} ms"
         )
 
