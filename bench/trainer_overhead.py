@@ -29,7 +29,10 @@ from models.db import make_engine  # noqa: E402
 from models.spec import JobSpec  # noqa: E402
 from models.store import JobStore  # noqa: E402
 from tests.service import (  # noqa: E402
+    REDIS_URL,
     Service,
+    create_postgres_database,
+    drop_postgres_database,
     service_env,
     wait_for,
 )
