@@ -226,7 +226,12 @@ class _WrappedLoss(StrictModel):
     @model_validator(mode="after")
     def _fill_from_base(self) -> _WrappedLoss:
         base_cls = _BASE_LOSSES[self.base]
-        stray = [f for f in _BASE_SPECIFIC if f in self.model_fields_set and f not in base_cls.model_fields]
+        # A stored spec (model_dump) carries the inapplicable fields as None: only a value is stray.
+        stray = [
+            f
+            for f in _BASE_SPECIFIC
+            if f in self.model_fields_set and getattr(self, f) is not None and f not in base_cls.model_fields
+        ]
         if stray:
             raise ValueError(f"{', '.join(stray)} does not apply to base loss '{self.base}'")
         base_defaults = base_cls(name=self.base)  # type: ignore[call-arg]
@@ -383,6 +388,8 @@ def check_compatible(spec: JobSpec, info: DatasetInfo) -> list[SpecProblem]:
         problems.append(SpecProblem(("dataset", "resize"), "resize applies to image data sets only"))
     if loss == "cgan" and not info.num_classes:
         problems.append(SpecProblem(("loss", "name"), "cgan needs a labelled data set; this one has no labels"))
+    elif loss == "cgan" and info.num_classes == 1:
+        problems.append(SpecProblem(("loss", "name"), "cgan needs at least 2 classes; this data set has only one"))
     if loss == "began" and arch not in AUTOENCODER_ARCHITECTURES:
         problems.append(
             SpecProblem(

@@ -1,0 +1,85 @@
+"""The one spec-to-networks factory: `build_gan(spec, info, device)`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from models.datasets import DatasetInfo
+from models.spec import JobSpec, check_compatible
+from worker.gan.discriminator import AutoEncoderDiscriminator, Discriminator, QHead
+from worker.gan.gan import GAN
+from worker.gan.generator import Generator
+from worker.gan.latent import LatentSpace
+from worker.gan.networks import BODIES
+from worker.gan.objectives import Objective, objective_from_spec
+
+MIN_LABEL_DIM, MAX_LABEL_DIM = 16, 128
+
+
+def _label_dim(num_classes: int) -> int:
+    return min(MAX_LABEL_DIM, max(MIN_LABEL_DIM, num_classes)) if num_classes else 0
+
+
+def _optimizer(params: Any, name: str, lr: float, betas: tuple[float, float]) -> torch.optim.Optimizer:
+    if name == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr)
+    return torch.optim.Adam(params, lr=lr, betas=betas)
+
+
+def _discriminator(spec: JobSpec, info: DatasetInfo, objective: Objective, num_classes: int) -> nn.Module:
+    arch, bodies = spec.architecture, BODIES[spec.architecture.name]
+    # A per-sample gradient penalty is wrong through batch norm: layer norm in such a critic.
+    norm = "layer" if objective.penalised else "batch"
+    if objective.began is not None:
+        encoder, features = bodies.discriminator_body(arch, info.shape, "none")
+        decoder = bodies.generator_body(arch, arch.latent_dim, info.shape, "none")
+        return AutoEncoderDiscriminator(encoder, features, arch.latent_dim, decoder)
+    pack = spec.training.pack
+    channels = info.shape[0] + (num_classes if objective.conditioning == "concat" else 0)
+    body, features = bodies.discriminator_body(arch, (channels * pack, *info.shape[1:]), norm)
+    info_codes = objective.info
+    q_head = QHead(features, info_codes.categorical_codes, info_codes.continuous_codes) if info_codes else None
+    spectral = bool(getattr(arch, "spectral_norm", False))
+    return Discriminator(body, features, pack, num_classes, objective.conditioning, q_head, spectral)
+
+
+def build_gan(spec: JobSpec, info: DatasetInfo, device: torch.device) -> GAN:
+    """Networks, optimisers and loss for `spec` on data described by `info` (shape after resize).
+
+    Seeds are the caller's to set. Raises ValueError for a spec that cannot work on this data.
+    """
+    problems = check_compatible(spec, info)
+    if problems:
+        raise ValueError("; ".join(problem.message for problem in problems))
+    objective = objective_from_spec(spec.loss)
+    arch = spec.architecture
+    num_classes = info.num_classes if spec.loss.name == "cgan" else 0
+    codes = objective.info
+    latent = LatentSpace(
+        latent_dim=arch.latent_dim,
+        num_classes=num_classes,
+        categorical_codes=codes.categorical_codes if codes else (),
+        continuous_codes=codes.continuous_codes if codes else 0,
+    )
+    label_dim = _label_dim(num_classes)
+    in_dim = Generator.input_dim(arch.latent_dim, label_dim, latent.categorical_codes, latent.continuous_codes)
+    body = BODIES[arch.name].generator_body(arch, in_dim, info.shape, "batch")
+    generator = Generator(
+        body, arch.latent_dim, num_classes, label_dim, latent.categorical_codes, latent.continuous_codes
+    ).to(device)
+    discriminator = _discriminator(spec, info, objective, num_classes).to(device)
+    opt = objective.optimizer
+    return GAN(
+        generator=generator,
+        discriminator=discriminator,
+        objective=objective,
+        latent=latent,
+        opt_g=_optimizer(generator.parameters(), opt["name"], opt["lr_g"], opt["betas"]),
+        opt_d=_optimizer(discriminator.parameters(), opt["name"], opt["lr_d"], opt["betas"]),
+        device=device,
+        ema_decay=spec.training.ema_decay,
+        pack=spec.training.pack,
+    )

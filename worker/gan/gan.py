@@ -1,0 +1,231 @@
+"""One GAN being trained: networks, optimisers, EMA, and the D-then-G step.
+
+    gan = build_gan(spec, info, device)     # worker/gan/factory.py
+    metrics = gan.train_step(batches.next)  # n_critic D updates, then one G update
+
+The fake batch of the last D update is generated once with its graph kept:
+D trains on it detached, G reuses it (GAN_REFERENCE.md, pitfalls).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from worker.gan import losses
+from worker.gan.discriminator import QHead
+from worker.gan.ema import EMA
+from worker.gan.latent import Inputs, LatentSpace
+from worker.gan.objectives import Objective
+from worker.gan.penalties import (
+    dragan_perturb,
+    gradient_norms,
+    input_gradient_norms,
+    interpolate,
+    norm_penalty,
+    per_sample_uniform,
+    r1_penalty,
+    uniform_like,
+)
+
+Batch = tuple[Tensor, Tensor | None]
+
+
+def _grad_norm(module: nn.Module) -> Tensor:
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    return torch.nn.utils.get_total_norm(grads).detach() if grads else torch.zeros(())
+
+
+class GAN:
+    def __init__(
+        self,
+        *,
+        generator: nn.Module,
+        discriminator: nn.Module,
+        objective: Objective,
+        latent: LatentSpace,
+        opt_g: torch.optim.Optimizer,
+        opt_d: torch.optim.Optimizer,
+        device: torch.device,
+        ema_decay: float | None = None,
+        pack: int = 1,
+    ) -> None:
+        self.generator, self.discriminator = generator, discriminator
+        self.objective, self.latent = objective, latent
+        self.opt_g, self.opt_d = opt_g, opt_d
+        self.device, self.pack = device, pack
+        self.ema = EMA(generator, ema_decay) if ema_decay else None
+        self.generator_steps = 0
+        self.discriminator_steps = 0
+        k0 = objective.began.k0 if objective.began else 0.0
+        self.k = torch.tensor(k0, device=device)  # BEGAN's k_t; a tensor so the step never syncs
+        self.last_r1 = torch.zeros((), device=device)
+
+    # ------------------------------------------------------------------ training
+
+    def train_step(self, next_batch: Callable[[], Batch]) -> dict[str, Tensor]:
+        """n_critic D updates, each on a fresh real batch, then one G update. Detached 0-d metrics."""
+        steps = self.objective.critic_steps(self.generator_steps)
+        for i in range(steps):
+            real, labels = next_batch()
+            with torch.set_grad_enabled(i == steps - 1):  # only the last fake batch is reused by G
+                inputs = self.latent.sample(real.shape[0], real.device)
+                fake = self.generator(**inputs)
+            metrics = self._discriminator_step(real, labels, fake.detach(), inputs)
+        metrics.update(self._generator_step(fake, inputs))
+        self.generator_steps += 1
+        if self.ema is not None:
+            self.ema.update(self.generator)
+        return metrics
+
+    def _discriminator_step(
+        self, real: Tensor, labels: Tensor | None, fake: Tensor, inputs: Inputs
+    ) -> dict[str, Tensor]:
+        o, d = self.objective, self.discriminator
+        r1_now = o.r1_gamma > 0 and self.discriminator_steps % o.r1_every == 0
+        if r1_now:
+            real = real.detach().requires_grad_(True)
+        out_real = d(real, labels)
+        out_fake = d(fake, inputs.get("labels"))
+        metrics: dict[str, Tensor] = {}
+        if o.began is not None:
+            loss = losses.d_began(out_real.score, out_fake.score, self.k)
+        else:
+            assert o.d_loss is not None
+            loss = o.d_loss(out_real.score, out_fake.score)
+        if o.adversarial in ("wgan", "wgan-gp"):
+            metrics["wasserstein"] = (out_real.score.mean() - out_fake.score.mean()).detach()
+        if o.penalty is not None:
+            penalty = self._gradient_penalty(real.detach(), fake, labels)
+            loss = loss + o.penalty_weight * penalty
+            metrics["gradient_penalty"] = penalty.detach()
+        if r1_now:
+            r1 = r1_penalty(gradient_norms(out_real.score, real, self.pack))
+            loss = loss + o.r1_every * o.r1_gamma / 2 * r1  # lazy: scaled by the interval (StyleGAN2)
+            self.last_r1 = r1.detach()
+        if o.r1_gamma > 0:
+            metrics["r1"] = self.last_r1
+        if o.info is not None:
+            info_nll = self.latent.code_nll(self._q(out_fake.features), inputs, o.info.continuous_std)
+            loss = loss + o.info.weight * info_nll  # trains Q and D's shared body
+        self.opt_d.zero_grad(set_to_none=True)
+        loss.backward()
+        metrics["grad_norm_d"] = _grad_norm(d)
+        self.opt_d.step()
+        self.discriminator_steps += 1
+        if o.clip_value is not None:
+            with torch.no_grad():
+                for p in d.parameters():
+                    p.clamp_(-o.clip_value, o.clip_value)
+        if o.began is not None:
+            loss_real, loss_fake = out_real.score.detach().mean(), out_fake.score.detach().mean()
+            metrics["m_global"] = losses.began_convergence(loss_real, loss_fake, o.began.gamma)
+            self.k = losses.began_k_update(self.k, loss_real, loss_fake, o.began.gamma, o.began.lambda_k)
+            metrics["k_t"] = self.k.clone()
+        metrics.update(
+            loss_d=loss.detach(), d_real=out_real.score.detach().mean(), d_fake=out_fake.score.detach().mean()
+        )
+        return metrics
+
+    def _gradient_penalty(self, real: Tensor, fake: Tensor, labels: Tensor | None) -> Tensor:
+        o = self.objective
+        if o.penalty == "wgan-gp":
+            points = interpolate(real, fake, per_sample_uniform(real))
+        else:
+            points = dragan_perturb(real, o.perturb_scale, uniform_like(real), per_sample_uniform(real))
+        norms = input_gradient_norms(lambda v: self.discriminator(v, labels).score, points, self.pack)
+        return norm_penalty(norms, o.penalty_target)
+
+    def _generator_step(self, fake: Tensor, inputs: Inputs) -> dict[str, Tensor]:
+        o, d = self.objective, self.discriminator
+        d.requires_grad_(False)  # G's step needs gradients through D, not D's own
+        try:
+            out = d(fake, inputs.get("labels"))
+            loss = o.g_loss(out.score)
+            metrics = {}
+            if o.info is not None:
+                info_nll = self.latent.code_nll(self._q(out.features), inputs, o.info.continuous_std)
+                loss = loss + o.info.weight * info_nll
+                metrics["mutual_info"] = self.latent.code_entropy() - info_nll.detach()
+            self.opt_g.zero_grad(set_to_none=True)
+            loss.backward()
+        finally:
+            d.requires_grad_(True)
+        metrics["grad_norm_g"] = _grad_norm(self.generator)
+        self.opt_g.step()
+        metrics["loss_g"] = loss.detach()
+        return metrics
+
+    def _q(self, features: Tensor) -> tuple[list[Tensor], Tensor]:
+        q_head = self.discriminator.q_head
+        assert isinstance(q_head, QHead), "infogan needs a discriminator with a Q head"
+        return q_head(features)
+
+    # ------------------------------------------------------------------ sampling
+
+    def fixed_inputs(self, n: int, generator: torch.Generator) -> Inputs:
+        """The fixed latent batch for snapshots (labels / first categorical code = i mod K), on self's device."""
+        return self.latent.fixed(n, generator, self.device)
+
+    def generate(self, inputs: Inputs) -> Tensor:
+        """Samples in the data's layout: no grad, eval mode, the EMA generator when enabled."""
+        model = self.ema.model if self.ema is not None else self.generator
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                return model(**{name: t.to(self.device) for name, t in inputs.items()})
+        finally:
+            model.train(was_training)
+
+    def snapshot_labels(self, inputs: Inputs) -> Tensor | None:
+        """The class asked for (cgan) or the first categorical code (infogan) of each snapshot sample."""
+        if "labels" in inputs:
+            return inputs["labels"]
+        if "categorical" in inputs:
+            return inputs["categorical"][:, 0]
+        return None
+
+    # ------------------------------------------------------------------ persistence
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resume needs (tensors, numbers and dicts only: loads with weights_only=True)."""
+        state: dict[str, Any] = {
+            "generator": self.generator.state_dict(),
+            "discriminator": self.discriminator.state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "k": self.k.detach().cpu(),
+            "last_r1": self.last_r1.detach().cpu(),
+            "generator_steps": self.generator_steps,
+            "discriminator_steps": self.discriminator_steps,
+        }
+        if self.ema is not None:
+            state["generator_ema"] = self.ema.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.load_state_dict(state["generator"])
+        self.discriminator.load_state_dict(state["discriminator"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        self.k = state["k"].to(self.device)
+        self.last_r1 = state["last_r1"].to(self.device)
+        self.generator_steps = int(state["generator_steps"])
+        self.discriminator_steps = int(state["discriminator_steps"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["generator_ema"])
+
+    def weights(self) -> dict[str, Tensor]:
+        """Flat, contiguous CPU tensors for safetensors: generator.*, discriminator.*, generator_ema.*."""
+        modules = {"generator": self.generator, "discriminator": self.discriminator}
+        if self.ema is not None:
+            modules["generator_ema"] = self.ema.model
+        return {
+            f"{prefix}.{name}": tensor.detach().to("cpu", copy=True).contiguous()
+            for prefix, module in modules.items()
+            for name, tensor in module.state_dict().items()
+        }
