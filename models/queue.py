@@ -20,12 +20,13 @@ def make_celery(settings: Settings) -> Celery:
     if settings.broker_url.startswith("filesystem"):
         # kombu's file-system transport: processes on one machine share a folder, no server needed.
         folder = settings.broker_dir
-        for sub in ("queue", "processed"):
+        for sub in ("queue", "processed", "control"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
         transport_options = {
             "data_folder_in": str(folder / "queue"),
             "data_folder_out": str(folder / "queue"),
             "processed_folder": str(folder / "processed"),
+            "control_folder": str(folder / "control"),
             "store_processed": False,
         }
     app.conf.update(
