@@ -58,10 +58,15 @@ class Service:
     def client(self, key: str = "key-a") -> httpx.Client:
         return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
 
-    def _spawn(self, args: list[str], log_name: str) -> subprocess.Popen[bytes]:
+    def _spawn(self, args: list[str], log_name: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         log = open(self.data_dir / log_name, "ab")  # noqa: SIM115 - the process owns it
         return subprocess.Popen(
-            args, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            args,
+            cwd=ROOT,
+            env={**self.env, **(env or {})},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     def migrate(self) -> None:
@@ -82,9 +87,10 @@ class Service:
             time.sleep(0.2)
         raise AssertionError("the API did not become ready:\n" + (self.data_dir / "api.log").read_text())
 
-    def start_worker(self) -> subprocess.Popen[bytes]:
+    def start_worker(self, **env: str) -> subprocess.Popen[bytes]:
+        """A worker process; `env` overrides settings for it alone (e.g. its own route to the store)."""
         log_name = f"worker-{len(self.workers)}.log"
-        worker = self._spawn([sys.executable, "-m", "ganforge", "worker"], log_name)
+        worker = self._spawn([sys.executable, "-m", "ganforge", "worker"], log_name, env)
         self.workers.append(worker)
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from tests.service import Service, free_port, wait_for
+from tests.tcp_proxy import TcpProxy
 
 SPEC = {
     "name": "fault",
@@ -191,3 +192,35 @@ def test_ganforge_up_restarts_a_dead_worker(bare_service: Service) -> None:
     finally:
         up.send_signal(signal.SIGTERM)
         up.wait(timeout=60)
+
+
+@pytest.mark.parametrize("bare_service", ["postgres"], indirect=True)
+def test_a_worker_cut_off_from_the_store_checkpoints_locally_and_the_job_resumes(bare_service: Service) -> None:
+    service = bare_service
+    proxy = TcpProxy(5432)
+    proxy.start()
+    through_proxy = service.env["GANFORGE_DATABASE_URL"].replace(":5432/", f":{proxy.port}/")
+    service.start_api()
+    service.start_worker(GANFORGE_DATABASE_URL=through_proxy)
+    spec = {
+        **SPEC,
+        "training": {**SPEC["training"], "steps": 3000},
+        "every": {"metrics": 10, "samples": 3000, "checkpoint": 1000},
+    }
+    with service.client() as client:
+        job = client.post("/v1/jobs", json=spec).json()
+        wait_for_step(client, job["id"], 200)
+        proxy.cut()  # the worker alone loses the store; the API still has it
+        requeued = wait_for(client, job["id"], ("queued",), timeout=60)
+        assert requeued["attempt"] == 1
+        time.sleep(3)  # let the cut-off worker finish its local checkpoint
+        proxy.start()
+        done = wait_for(client, job["id"], ("succeeded", "failed"), timeout=180)
+        assert done["status"] == "succeeded" and done["attempt"] == 2, service.logs()
+        # The cut-off worker blocked at its step-1000 checkpoint, then wrote it with the metrics it
+        # could not send; those (steps 210..1000) can only have come from that checkpoint.
+        series = client.get(f"/v1/jobs/{job['id']}/metrics", params={"names": "loss_d"}).json()["series"]
+        assert series["loss_d"]["steps"] == list(range(10, 3001, 10))
+        assert 1000 in [c["step"] for c in client.get(f"/v1/jobs/{job['id']}/checkpoints").json()]
+    log = (service.data_dir / "worker-0.log").read_text()
+    assert "has not answered" in log and f"resuming job {job['id']} from step 1000" in log

@@ -17,11 +17,13 @@ import tempfile
 import threading
 import time
 from collections import deque
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 from safetensors.torch import save_file
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from models.artifacts import ArtifactStore
 from models.records import JobStatus
@@ -29,6 +31,13 @@ from models.store import JobStore, MetricPoint
 from worker.snapshots import image_grid, npy_bytes, scatter
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+# Connection-level failures: the store is away (restarting, unreachable), not a bug in the write.
+STORE_ERRORS = (OperationalError, InterfaceError)
+
+
+class StoreLost(Exception):
+    """The job store stayed away longer than the grace period."""
 
 
 def job_prefix(job_id: str) -> str:
@@ -58,6 +67,7 @@ class StoreSink:
         self.scratch_dir = scratch_dir
         self._buffer: list[MetricPoint] = []
         self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
         self._step = 0
         self._rate: deque[tuple[float, int]] = deque(maxlen=30)
         self.stop_reason: str | None = None  # "cancel", "lost", "shutdown", "store lost"
@@ -77,7 +87,10 @@ class StoreSink:
         self._closed.set()
         self._thread.join()
         if self.stop_reason != "store lost":
-            self.flush()
+            try:
+                self._retrying(self.flush)
+            except StoreLost:
+                pass  # the job stays `running`; the reconciler re-queues it and it resumes from its checkpoint
 
     def request_stop(self, reason: str) -> None:
         if self.stop_reason is None:
@@ -88,33 +101,50 @@ class StoreSink:
         while not self._closed.wait(self.flush_seconds):
             try:
                 self.flush()
-                self._failing_since = None
-            except Exception:  # the store is away: keep the buffer, try again next tick
-                now = time.monotonic()
-                self._failing_since = self._failing_since or now
-                log.warning(
-                    "job %s: could not write progress for %.0f s; will retry", self.job_id, now - self._failing_since
-                )
-                if now - self._failing_since > self.store_grace_seconds:
-                    self.request_stop("store lost")
+            except STORE_ERRORS:  # the store is away: the buffer is kept, the next tick tries again
+                self._store_failed()
+
+    def _store_failed(self) -> None:
+        """Note a failed store write; past the grace period, stop the job with a local checkpoint."""
+        now = time.monotonic()
+        self._failing_since = self._failing_since or now
+        away = now - self._failing_since
+        log.warning("job %s: the job store has not answered for %.1f s", self.job_id, away)
+        if away > self.store_grace_seconds:
+            self.request_stop("store lost")
+            raise StoreLost(f"the job store has not answered for {away:.0f} s")
+
+    def _retrying(self, write: Callable[[], T]) -> T:
+        """A store write, retried while the store is away (raises StoreLost after the grace period)."""
+        delay = 0.2
+        while True:
+            try:
+                return write()
+            except STORE_ERRORS:
+                self._store_failed()
+                time.sleep(delay)
+                delay = min(2 * delay, 2.0)
 
     def flush(self) -> None:
-        with self._lock:
-            points, self._buffer = self._buffer, []
-            step = self._step
-        try:
-            status = self.store.record_progress(
-                job_id=self.job_id,
-                worker=self.worker,
-                attempt=self.attempt,
-                step=step,
-                steps_per_sec=self._steps_per_sec(),
-                points=points,
-            )
-        except Exception:
+        """Write the buffered metrics and the progress in one commit; the buffer is kept if it fails."""
+        with self._flush_lock:
             with self._lock:
-                self._buffer = points + self._buffer
-            raise
+                points, self._buffer = self._buffer, []
+                step = self._step
+            try:
+                status = self.store.record_progress(
+                    job_id=self.job_id,
+                    worker=self.worker,
+                    attempt=self.attempt,
+                    step=step,
+                    steps_per_sec=self._steps_per_sec(),
+                    points=points,
+                )
+            except Exception:
+                with self._lock:
+                    self._buffer = points + self._buffer
+                raise
+            self._failing_since = None
         if status is None:
             self.request_stop("lost")
         elif status == JobStatus.CANCELLING:
@@ -149,18 +179,28 @@ class StoreSink:
             png = scatter(samples, self.real_points)
         self.artifacts.put_bytes(f"{prefix}.npy", npy_bytes(samples.astype(np.float32)))
         self.artifacts.put_bytes(f"{prefix}.png", png)
-        self.store.add_sample(
-            job_id=self.job_id,
-            step=step,
-            count=len(samples),
-            png_key=f"{prefix}.png",
-            npy_key=f"{prefix}.npy",
-            labels=labels.astype(int).tolist() if labels is not None else None,
-            evaluation=evaluation,
-        )
+        try:
+            self._retrying(
+                lambda: self.store.add_sample(
+                    job_id=self.job_id,
+                    step=step,
+                    count=len(samples),
+                    png_key=f"{prefix}.png",
+                    npy_key=f"{prefix}.npy",
+                    labels=labels.astype(int).tolist() if labels is not None else None,
+                    evaluation=evaluation,
+                )
+            )
+        except StoreLost:
+            pass  # the loop stops at this step and checkpoints locally
 
     def checkpoint(self, step: int, weights: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
-        if self.stop_reason == "store lost":
+        try:
+            if self.stop_reason == "store lost":
+                raise StoreLost("the job store is away")
+            # Metrics up to this step are committed before the checkpoint is, so a resume never skips any.
+            self._retrying(self.flush)
+        except StoreLost:
             # No store to record it in: keep the unwritten metrics inside the checkpoint;
             # the worker that resumes it writes them first (see worker/tasks.py).
             with self._lock:
@@ -168,12 +208,15 @@ class StoreSink:
                 self._buffer = []
             self._write_checkpoint(step, weights, state)
             return
-        # Metrics up to this step are committed before the checkpoint is, so a resume never skips any.
-        self.flush()
         weights_key, state_key, size = self._write_checkpoint(step, weights, state)
-        self.store.add_checkpoint(
-            job_id=self.job_id, step=step, weights_key=weights_key, state_key=state_key, size_bytes=size
-        )
+        try:
+            self._retrying(
+                lambda: self.store.add_checkpoint(
+                    job_id=self.job_id, step=step, weights_key=weights_key, state_key=state_key, size_bytes=size
+                )
+            )
+        except StoreLost:
+            pass  # the files are complete; the worker that resumes the job registers them
 
     def _write_checkpoint(
         self, step: int, weights: dict[str, torch.Tensor], state: dict[str, Any]

@@ -70,6 +70,7 @@ def load_resume_state(store: JobStore, artifacts: ArtifactStore, job_id: str) ->
     with artifacts.open(state_key) as handle:
         state: dict[str, Any] = torch.load(io.BytesIO(handle.read()), weights_only=True, map_location="cpu")
     step = int(state["step"])
+    log.info("resuming job %s from step %d", job_id, step)
     if store.get_checkpoint(job_id=job_id, step=step) is None:
         weights_key = state_key.removesuffix(".state.pt") + ".safetensors"
         size = artifacts.size(weights_key) + artifacts.size(state_key)
