@@ -28,6 +28,8 @@ def make_celery(settings: Settings) -> Celery:
             "processed_folder": str(folder / "processed"),
             "control_folder": str(folder / "control"),
             "store_processed": False,
+            # The default 1 s poll would add up to a second between POST and running.
+            "polling_interval": 0.1,
         }
     app.conf.update(
         broker_transport_options=transport_options,
