@@ -26,9 +26,9 @@ from safetensors.torch import save_file
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from models.artifacts import ArtifactStore
+from models.pictures import image_grid, npy_bytes, scatter
 from models.records import JobStatus
 from models.store import JobStore, MetricPoint
-from worker.snapshots import image_grid, npy_bytes, scatter
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
