@@ -11,6 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from migrations import upgrade
+from models.db import make_engine
+from models.store import JobStore
 from tests.service import REDIS_URL, Service, create_postgres_database, drop_postgres_database, service_env
 
 BACKENDS = ["postgres", "embedded"]
@@ -51,5 +54,23 @@ def bare_service(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ser
         yield deployment
     finally:
         deployment.stop()
+        if database:
+            drop_postgres_database(database)
+
+
+@pytest.fixture(params=["postgres", "sqlite"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JobStore]:
+    """A migrated, empty job store on PostgreSQL and on SQLite."""
+    database = None
+    if request.param == "postgres":
+        database, url = create_postgres_database()
+    else:
+        url = f"sqlite:///{tmp_path / 'store.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    try:
+        yield JobStore(engine)
+    finally:
+        engine.dispose()
         if database:
             drop_postgres_database(database)

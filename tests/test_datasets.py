@@ -514,25 +514,6 @@ def test_worker_memory_maps_a_large_local_dataset_and_resizes_with_torch(
 # --------------------------------------------------------------------------- the store's dataset methods
 
 
-@pytest.fixture(params=["postgres", "sqlite"])
-def job_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
-    from migrations import upgrade
-    from models.db import make_engine
-    from models.store import JobStore
-
-    database, url = (
-        create_postgres_database() if request.param == "postgres" else (None, f"sqlite:///{tmp_path / 's.db'}")
-    )
-    upgrade(url)
-    engine = make_engine(url)
-    try:
-        yield JobStore(engine)
-    finally:
-        engine.dispose()
-        if database:
-            drop_postgres_database(database)
-
-
 def _record(store: Any, dataset_id: str, owner: str, content_hash: str) -> tuple[Any, bool]:
     info = {"kind": "points", "shape": [2], "size": 3}
     return store.create_dataset(
@@ -548,26 +529,26 @@ def _record(store: Any, dataset_id: str, owner: str, content_hash: str) -> tuple
     )
 
 
-def test_store_dedupes_by_owner_and_hash_and_guards_deletes(job_store: Any) -> None:
+def test_store_dedupes_by_owner_and_hash_and_guards_deletes(store: Any) -> None:
     from sqlalchemy import update
 
     from models.records import Job
     from models.spec import JobSpec
     from models.store import DatasetInUse
 
-    first, created = _record(job_store, "d1", "team-a", "h")
-    again, created_again = _record(job_store, "d2", "team-a", "h")  # the unique constraint decides, not a pre-check
+    first, created = _record(store, "d1", "team-a", "h")
+    again, created_again = _record(store, "d2", "team-a", "h")  # the unique constraint decides, not a pre-check
     assert created and not created_again and again.id == "d1"
-    assert _record(job_store, "d3", "team-b", "h")[1]  # another owner's identical content is theirs
-    assert [d.id for d in job_store.list_datasets(owner="team-a")[0]] == ["d1"]
+    assert _record(store, "d3", "team-b", "h")[1]  # another owner's identical content is theirs
+    assert [d.id for d in store.list_datasets(owner="team-a")[0]] == ["d1"]
 
     spec = JobSpec.model_validate({"dataset": {"id": "d1"}, "architecture": {"name": "mlp"}, "loss": {"name": "nsgan"}})
-    job, _ = job_store.create_job(owner="team-a", spec=spec, idempotency_key=None)
+    job, _ = store.create_job(owner="team-a", spec=spec, idempotency_key=None)
     with pytest.raises(DatasetInUse) as refused:
-        job_store.delete_dataset(dataset_id="d1", owner="team-a")
+        store.delete_dataset(dataset_id="d1", owner="team-a")
     assert refused.value.job_ids == [job.id]
-    assert job_store.delete_dataset(dataset_id="d1", owner="team-b") is None
-    with job_store.session() as session, session.begin():
+    assert store.delete_dataset(dataset_id="d1", owner="team-b") is None
+    with store.session() as session, session.begin():
         session.execute(update(Job).where(Job.id == job.id).values(status="succeeded"))
-    assert job_store.delete_dataset(dataset_id="d1", owner="team-a").id == "d1"
-    assert job_store.get_dataset(dataset_id="d1") is None
+    assert store.delete_dataset(dataset_id="d1", owner="team-a").id == "d1"
+    assert store.get_dataset(dataset_id="d1") is None

@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
-import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import update
 
-from migrations import upgrade
-from models.db import make_engine
 from models.records import Base, Job
 from models.spec import JobSpec
 from models.store import JobStore, MetricPoint, utcnow
-from tests.service import create_postgres_database, drop_postgres_database
 
 SPEC = JobSpec.model_validate(
     {
@@ -26,23 +20,6 @@ SPEC = JobSpec.model_validate(
         "training": {"max_attempts": 2},
     }
 )
-
-
-@pytest.fixture(params=["postgres", "sqlite"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JobStore]:
-    database = None
-    if request.param == "postgres":
-        database, url = create_postgres_database()
-    else:
-        url = f"sqlite:///{tmp_path / 'store.db'}"
-    upgrade(url)
-    engine = make_engine(url)
-    try:
-        yield JobStore(engine)
-    finally:
-        engine.dispose()
-        if database:
-            drop_postgres_database(database)
 
 
 def test_migrations_create_exactly_the_models_tables(store: JobStore) -> None:
