@@ -241,3 +241,27 @@ def test_events_arrive_live_and_many_followers_share_one_reader(service: Service
         wait_for(client, job["id"], ("cancelled",))
     assert live_delays and max(live_delays) < 1.0, live_delays
     assert many <= one * 1.5 + 1, (one, many)
+
+
+def test_a_diverging_loss_fails_the_job_with_the_step_and_keeps_the_last_good_checkpoint(service: Service) -> None:
+    import re
+
+    with service.client() as client:
+        spec = small_spec("lsgan", steps=50)
+        spec["loss"] = {
+            "name": "lsgan",
+            "optimizer": "rmsprop",
+            "lr_g": 10.0,
+            "lr_d": 10.0,
+        }  # blows up in a step or two
+        spec["every"] = {"metrics": 1, "samples": 50, "checkpoint": 1}
+        job = client.post("/v1/jobs", json=spec).json()
+        done = wait_for(client, job["id"], ("succeeded", "failed"))
+        assert done["status"] == "failed", done
+        match = re.search(r"(\w+) became (nan|inf|-inf) at step (\d+)", done["error"])
+        assert match, done["error"]
+        step = int(match.group(3))
+        checkpoints = [c["step"] for c in client.get(f"/v1/jobs/{job['id']}/checkpoints").json()]
+        assert checkpoints == list(range(1, step))
+        expected = f"last good checkpoint at step {step - 1}" if step > 1 else "no checkpoint was written"
+        assert expected in done["error"]
