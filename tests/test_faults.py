@@ -6,6 +6,7 @@ import io
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -16,13 +17,15 @@ import pytest
 from tests.service import Service, free_port, wait_for
 from tests.tcp_proxy import TcpProxy
 
+STEPS = 3000
 SPEC = {
     "name": "fault",
     "dataset": {"builtin": "ring8"},
     "architecture": {"name": "mlp", "hidden": 64, "depth": 2},
     "loss": {"name": "nsgan"},
-    "training": {"steps": 600, "batch_size": 64, "seed": 7},
-    "every": {"metrics": 10, "samples": 600, "checkpoint": 100},
+    # Long enough (a few seconds) that a fault injected at step 250 lands mid-run on a fast machine.
+    "training": {"steps": STEPS, "batch_size": 64, "seed": 7},
+    "every": {"metrics": 10, "samples": STEPS, "checkpoint": 500},
 }
 
 
@@ -33,14 +36,14 @@ def wait_for_step(client: httpx.Client, job_id: str, step: int, timeout: float =
         time.sleep(0.1)
 
 
-def final_samples(client: httpx.Client, job_id: str, step: int = 600) -> np.ndarray:
+def final_samples(client: httpx.Client, job_id: str, step: int = STEPS) -> np.ndarray:
     return np.load(io.BytesIO(client.get(f"/v1/jobs/{job_id}/samples/{step}.npy").content), allow_pickle=False)
 
 
 def assert_every_step_once(client: httpx.Client, job_id: str) -> None:
     series = client.get(f"/v1/jobs/{job_id}/metrics", params={"names": "loss_d,loss_g"}).json()["series"]
     for name in ("loss_d", "loss_g"):
-        assert series[name]["steps"] == list(range(10, 601, 10)), name
+        assert series[name]["steps"] == list(range(10, STEPS + 1, 10)), name
 
 
 def reference_run(service: Service, client: httpx.Client) -> np.ndarray:
@@ -84,7 +87,7 @@ def test_sigterm_checkpoints_and_hands_the_job_back(bare_service: Service) -> No
     service.start_api()
     first = service.start_worker()
     with service.client() as client:
-        job = client.post("/v1/jobs", json={**SPEC, "every": {**SPEC["every"], "checkpoint": 1000}}).json()
+        job = client.post("/v1/jobs", json={**SPEC, "every": {**SPEC["every"], "checkpoint": 5000}}).json()
         wait_for_step(client, job["id"], 150)
         first.send_signal(signal.SIGTERM)  # the main process only, as `docker stop` does
         first.wait(timeout=60)
@@ -105,7 +108,7 @@ def test_postgres_restart_during_a_run_loses_nothing(bare_service: Service) -> N
     service.start_api()
     service.start_worker()
     with service.client() as client:
-        job = client.post("/v1/jobs", json={**SPEC, "training": {**SPEC["training"], "steps": 1500}}).json()
+        job = client.post("/v1/jobs", json={**SPEC, "training": {**SPEC["training"], "steps": 6000}}).json()
         wait_for_step(client, job["id"], 100)
         cluster = next(Path("/etc/postgresql").iterdir()).name
         subprocess.run(
@@ -114,7 +117,7 @@ def test_postgres_restart_during_a_run_loses_nothing(bare_service: Service) -> N
         done = wait_for(client, job["id"], ("succeeded", "failed"), timeout=240)
         assert done["status"] == "succeeded", service.logs()
         series = client.get(f"/v1/jobs/{job['id']}/metrics", params={"names": "loss_d"}).json()["series"]
-        assert series["loss_d"]["steps"] == list(range(10, 1501, 10))
+        assert series["loss_d"]["steps"] == list(range(10, 6001, 10))
 
 
 @pytest.mark.parametrize("bare_service", ["postgres"], indirect=True)
@@ -160,7 +163,7 @@ def test_ganforge_up_restarts_a_dead_worker(bare_service: Service) -> None:
     service = bare_service
     port = free_port()
     up = subprocess.Popen(
-        ["ganforge", "up", "--port", str(port)],
+        [sys.executable, "-m", "ganforge", "up", "--port", str(port)],
         env=service.env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
