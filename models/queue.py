@@ -43,7 +43,6 @@ def make_celery(settings: Settings) -> Celery:
         worker_prefetch_multiplier=1,
         task_acks_late=True,
         task_reject_on_worker_lost=True,
-        worker_hijack_root_logger=False,
     )
     return app
 

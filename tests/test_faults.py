@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -25,7 +26,7 @@ SPEC = {
     "loss": {"name": "nsgan"},
     # Long enough (a few seconds) that a fault injected at step 250 lands mid-run on a fast machine.
     "training": {"steps": STEPS, "batch_size": 64, "seed": 7},
-    "every": {"metrics": 10, "samples": STEPS, "checkpoint": 500},
+    "every": {"metrics": 10, "samples": STEPS, "checkpoint": 100},
 }
 
 
@@ -68,18 +69,27 @@ def test_killed_worker_resumes_elsewhere_with_the_same_result(bare_service: Serv
     with service.client() as client:
         job = client.post("/v1/jobs", json=SPEC).json()
         wait_for_step(client, job["id"], 250)
-        killed_at = time.monotonic()
         service.kill_worker(first, signal.SIGKILL)
+        killed_at = time.monotonic()
+        step_at_kill = client.get(f"/v1/jobs/{job['id']}").json()["progress"]["step"]
         service.start_worker()
+        while client.get(f"/v1/jobs/{job['id']}").json()["attempt"] < 2:  # re-queued, then claimed again
+            assert time.monotonic() - killed_at < 60, service.logs()
+            time.sleep(0.1)
+        resumed_after = time.monotonic() - killed_at
         done = wait_for(client, job["id"], ("succeeded", "failed"), timeout=180)
         assert done["status"] == "succeeded", service.logs()
         assert done["attempt"] == 2
-        resumed_after = time.monotonic() - killed_at
         assert_every_step_once(client, job["id"])
         reasons = status_reasons(client, job["id"])
         assert any("silent for over" in r and "re-queued" in r for r in reasons), reasons
         np.testing.assert_allclose(final_samples(client, job["id"]), reference_run(service, client), atol=1e-4)
-    print(f"killed at step >= 250; job finished {resumed_after:.1f} s after the kill")
+    resumed_from = int(re.findall(r"from step (\d+)", (service.data_dir / "worker-1.log").read_text())[-1])
+    print(
+        f"\nkill -9 at step {step_at_kill}: running again {resumed_after:.1f} s later "
+        f"(lease timeout {service.env['GANFORGE_LEASE_TIMEOUT_SECONDS']} s), resumed from step {resumed_from}, "
+        f"{step_at_kill - resumed_from} steps recomputed"
+    )
 
 
 def test_sigterm_checkpoints_and_hands_the_job_back(bare_service: Service) -> None:
