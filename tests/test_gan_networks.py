@@ -131,6 +131,18 @@ def test_began_discriminator_is_an_auto_encoder_scoring_reconstruction_error(arc
     assert torch.allclose(d(x).score, (x - recon).abs().flatten(1).mean(1))
 
 
+def test_began_code_is_narrower_than_the_data() -> None:
+    # A 2-D code on 2-D points lets the auto-encoder learn the identity: no signal for G.
+    points = build_gan(
+        spec({"name": "mlp", "hidden": 8, "latent_dim": 2}, {"name": "began"}), BUILTIN_DATASETS["ring8"], CPU
+    )
+    assert points.discriminator.bottleneck.out_features == 1
+    images16 = build_gan(
+        spec({"name": "dcgan", "base_channels": 4, "latent_dim": 64}, {"name": "began"}, 16), images(1, 16), CPU
+    )
+    assert images16.discriminator.bottleneck.out_features == 64
+
+
 def test_resnet_spectral_norm_option() -> None:
     info = images(3, 32)
     arch = {"name": "resnet", "base_channels": 4, "latent_dim": 8}

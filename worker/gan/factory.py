@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -34,9 +35,12 @@ def _discriminator(spec: JobSpec, info: DatasetInfo, objective: Objective, num_c
     # A per-sample gradient penalty is wrong through batch norm: layer norm in such a critic.
     norm = "layer" if objective.penalised else "batch"
     if objective.began is not None:
+        # The code must be narrower than the data, or the auto-encoder learns the identity and
+        # reconstructs fakes as well as reals: no signal for G (2-D points: a 1-D code).
+        bottleneck = min(arch.latent_dim, max(1, math.prod(info.shape) // 2))
         encoder, features = bodies.discriminator_body(arch, info.shape, "none")
-        decoder = bodies.generator_body(arch, arch.latent_dim, info.shape, "none")
-        return AutoEncoderDiscriminator(encoder, features, arch.latent_dim, decoder)
+        decoder = bodies.generator_body(arch, bottleneck, info.shape, "none")
+        return AutoEncoderDiscriminator(encoder, features, bottleneck, decoder)
     pack = spec.training.pack
     channels = info.shape[0] + (num_classes if objective.conditioning == "concat" else 0)
     body, features = bodies.discriminator_body(arch, (channels * pack, *info.shape[1:]), norm)
