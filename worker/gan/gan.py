@@ -34,9 +34,10 @@ from worker.gan.penalties import (
 Batch = tuple[Tensor, Tensor | None]
 
 
-def _grad_norm(module: nn.Module) -> Tensor:
+def _grad_norm(module: nn.Module, device: torch.device) -> Tensor:
+    """‖∇θ‖₂ over all of a module's parameter gradients, as a device tensor (no sync)."""
     grads = [p.grad for p in module.parameters() if p.grad is not None]
-    return torch.nn.utils.get_total_norm(grads).detach() if grads else torch.zeros(())
+    return torch.nn.utils.get_total_norm(grads).detach() if grads else torch.zeros((), device=device)
 
 
 class GAN:
@@ -113,7 +114,7 @@ class GAN:
             loss = loss + o.info.weight * info_nll  # trains Q and D's shared body
         self.opt_d.zero_grad(set_to_none=True)
         loss.backward()
-        metrics["grad_norm_d"] = _grad_norm(d)
+        metrics["grad_norm_d"] = _grad_norm(d, self.device)
         self.opt_d.step()
         self.discriminator_steps += 1
         if o.clip_value is not None:
@@ -154,7 +155,7 @@ class GAN:
             loss.backward()
         finally:
             d.requires_grad_(True)
-        metrics["grad_norm_g"] = _grad_norm(self.generator)
+        metrics["grad_norm_g"] = _grad_norm(self.generator, self.device)
         self.opt_g.step()
         metrics["loss_g"] = loss.detach()
         return metrics
