@@ -55,7 +55,12 @@ class MLPArchitecture(StrictModel):
 
     name: Literal["mlp"]
     latent_dim: int = Field(default=2, ge=1, le=1024)
-    hidden: int = Field(default=256, ge=4, le=8192)
+    hidden: int = Field(
+        default=512,
+        ge=4,
+        le=8192,
+        description="units per hidden layer (512 as in the WGAN-GP toy code; at 256 grid25 kept losing modes, see bench/ZOO_RESULTS.md)",
+    )
     depth: int = Field(default=3, ge=1, le=16)
 
 
