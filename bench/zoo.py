@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from models.spec import LOSS_CLASSES, JobSpec  # noqa: E402
 from worker.gan import load_builtin  # noqa: E402
 from worker.gan.classifier import evaluate_labelled_samples, train_classifier  # noqa: E402
+from worker.gan.datasets import MIXTURES  # noqa: E402
 from worker.gan.factory import build_gan  # noqa: E402
 from worker.trainer import train  # noqa: E402
 
@@ -41,12 +42,22 @@ PUBLISHED = [  # method, ring8 modes / %HQ, grid25 modes / %HQ, source (GAN_REFE
     ("VEEGAN", "8 / 52.9", "24.6 / 40", "VEEGAN Table 1"),
 ]
 ALL_LOSSES = list(LOSS_CLASSES)
+# Small enough for a shared CPU: DCGAN at 16 px, 32 base channels, batch 64 (--set overrides any of them).
+DIGITS_SETTINGS = [
+    "architecture.name=dcgan",
+    "architecture.base_channels=32",
+    "architecture.latent_dim=64",
+    "dataset.resize=16",
+    "training.batch_size=64",
+]
 
 
 class EvaluationSink:
-    """Keeps the evaluation of every snapshot; drops checkpoints."""
+    """Keeps the evaluation of every snapshot (and prints it to stderr as progress); drops checkpoints."""
 
-    def __init__(self) -> None:
+    def __init__(self, label: str = "") -> None:
+        self.label = label
+        self.last_samples: np.ndarray | None = None
         self.evaluations: list[tuple[int, dict[str, float]]] = []
 
     def metrics(self, step: int, values: dict[str, float]) -> None:
@@ -55,8 +66,11 @@ class EvaluationSink:
     def sample(
         self, step: int, samples: np.ndarray, labels: np.ndarray | None, evaluation: dict[str, float] | None
     ) -> None:
+        self.last_samples = samples
         if evaluation is not None:
             self.evaluations.append((step, evaluation))
+            modes, hq = int(evaluation["modes_covered"]), 100 * evaluation["hq_fraction"]
+            print(f"[{self.label}] step {step}: {modes} modes, {hq:.1f} % HQ", file=sys.stderr, flush=True)
 
     def checkpoint(self, step: int, weights: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
         pass
@@ -72,6 +86,13 @@ def _set(body: dict[str, Any], dotted: str, value: Any) -> None:
     body[leaf] = value
 
 
+def _value(raw: str) -> Any:
+    try:
+        return json.loads(raw)  # numbers, true/false/null, lists
+    except json.JSONDecodeError:
+        return raw  # a bare word such as a loss name
+
+
 def make_spec(loss: str, dataset: str, steps: int, seed: int, overrides: list[str]) -> JobSpec:
     body: dict[str, Any] = {
         "name": f"zoo-{loss}-{dataset}",
@@ -83,16 +104,21 @@ def make_spec(loss: str, dataset: str, steps: int, seed: int, overrides: list[st
     }
     for item in overrides:
         key, _, raw = item.partition("=")
-        _set(body, key, json.loads(raw) if raw[:1] in "-0123456789[{tfn" else raw)
+        _set(body, key, _value(raw))
     return JobSpec.model_validate(body)
 
 
-def run_points(loss: str, dataset: str, steps: int, seed: int, overrides: list[str], threads: int) -> dict[str, Any]:
+def run_points(
+    loss: str, dataset: str, steps: int, seed: int, overrides: list[str], threads: int, save: str | None
+) -> dict[str, Any]:
     torch.set_num_threads(threads)
     spec = make_spec(loss, dataset, steps, seed, overrides)
-    sink = EvaluationSink()
+    sink = EvaluationSink(f"{loss} {dataset} seed {seed}")
     result = train(spec, load_builtin(dataset), sink, torch.device("cpu"))
-    final = sink.evaluations[-1][1]
+    if save and sink.last_samples is not None:
+        Path(save).mkdir(parents=True, exist_ok=True)
+        np.save(Path(save) / f"{loss}-{dataset}-{steps}-{seed}.npy", sink.last_samples)
+    final = {**sink.evaluations[-1][1], **spread(sink.last_samples, dataset)}
     trace = " ".join(f"{int(e['modes_covered'])}/{round(100 * e['hq_fraction'])}" for _, e in sink.evaluations)
     return {
         "loss": loss,
@@ -105,16 +131,31 @@ def run_points(loss: str, dataset: str, steps: int, seed: int, overrides: list[s
     }
 
 
+def spread(samples: np.ndarray | None, dataset: str) -> dict[str, float]:
+    """Diagnostics beside the protocol, to tell collapse from imprecision: the median standardised
+    distance to the nearest mode, and how many modes hold at least 1 % of the samples at any distance."""
+    if samples is None:
+        return {}
+    centers, std = MIXTURES[dataset]
+    distances = np.linalg.norm(samples[:, None, :2] - centers[None], axis=2) / std
+    counts = np.bincount(distances.argmin(1), minlength=len(centers))
+    return {
+        "median_sigma": float(np.median(distances.min(1))),
+        "modes_with_mass": float((counts >= 0.01 * len(samples)).sum()),
+    }
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| loss | data | steps | seed | wall s | modes covered | HQ % | reverse KL | modes / HQ % at each tenth of the run |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| loss | data | steps | seed | wall s | modes covered | HQ % | reverse KL | median dist/σ | modes with ≥1 % mass | modes / HQ % at each tenth of the run |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         modes = 8 if r["dataset"] == "ring8" else 25
         lines.append(
             f"| {r['loss']} | {r['dataset']} | {r['steps']} | {r['seed']} | {r['seconds']:.0f} | "
-            f"{int(r['modes_covered'])}/{modes} | {100 * r['hq_fraction']:.1f} | {r['reverse_kl']:.3f} | {r['trace']} |"
+            f"{int(r['modes_covered'])}/{modes} | {100 * r['hq_fraction']:.1f} | {r['reverse_kl']:.3f} | "
+            f"{r.get('median_sigma', float('nan')):.1f} | {int(r.get('modes_with_mass', -1))} | {r['trace']} |"
         )
     lines += [
         "",
@@ -138,10 +179,16 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument("--digits", action="store_true", help="instead: cgan accuracy and infogan purity on digits")
     parser.add_argument("--digits-steps", type=int, default=3000)
+    parser.add_argument("--save-samples", help="write each run's final 2,500 samples (.npy) into this folder")
+    parser.add_argument(
+        "--render", help="print the table of a previous run's JSON lines (log file) instead of training"
+    )
     parser.add_argument("--out", help="append the table (with this command) to this markdown file")
     args = parser.parse_args()
     started = time.perf_counter()
-    if args.digits:
+    if args.render:
+        text = render(args.render, args.save_samples)
+    elif args.digits:
         torch.set_num_threads(args.threads)
         text = digits_table(args.digits_steps, [int(s) for s in args.seeds.split(",")], args.set)
     else:
@@ -161,7 +208,7 @@ def points_table(args: argparse.Namespace) -> str:
     else:
         steps = dict.fromkeys(steps, int(args.steps))
     runs = [
-        (loss, dataset, steps[dataset], int(seed), args.set, args.threads)
+        (loss, dataset, steps[dataset], int(seed), args.set, args.threads, args.save_samples)
         for dataset in args.datasets.split(",")
         for loss in args.losses.split(",")
         for seed in args.seeds.split(",")
@@ -171,6 +218,16 @@ def points_table(args: argparse.Namespace) -> str:
         for row in pool.map(_run_packed, runs):
             rows.append(row)
             print(json.dumps(row), flush=True)
+    return table(rows)
+
+
+def render(log: str, samples_dir: str | None) -> str:
+    """The table of the JSON rows in `log`, adding the spread columns from saved samples when missing."""
+    rows = [json.loads(line) for line in Path(log).read_text().splitlines() if line.startswith("{")]
+    for row in rows:
+        saved = Path(samples_dir or ".") / f"{row['loss']}-{row['dataset']}-{row['steps']}-{row['seed']}.npy"
+        if "median_sigma" not in row and saved.exists():
+            row.update(spread(np.load(saved), row["dataset"]))
     return table(rows)
 
 
@@ -190,29 +247,38 @@ class LastStateSink(EvaluationSink):
 def digits_table(steps: int, seeds: list[int], overrides: list[str]) -> str:
     """cgan's class accuracy and infogan's code purity on digits, judged by a classifier trained on digits."""
     lines = [
-        "| loss | arch | px | steps | seed | wall s | metric | value | Fréchet (classifier features) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| loss | arch | px | batch | steps | seed | wall s | cgan class accuracy | infogan code purity | infogan code NMI | Fréchet (classifier features) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    classifier_lines = []
+    notes = []
     for seed in seeds:
+        classifier = None
         for loss in ("cgan", "infogan"):
-            spec = make_spec(loss, "digits", steps, seed, ["architecture.name=dcgan", "dataset.resize=16", *overrides])
+            spec = make_spec(loss, "digits", steps, seed, [*DIGITS_SETTINGS, *overrides])
             data = load_builtin("digits", spec.dataset.resize)
+            assert data.y is not None
+            if classifier is None:
+                classifier, accuracy = train_classifier(data.x, data.y, seed=seed)
+                notes.append(
+                    f"classifier (seed {seed}): held-out accuracy {accuracy:.3f} on real {data.info.shape[-1]} px digits"
+                )
             sink = LastStateSink()
             result = train(spec, data, sink, torch.device("cpu"))
-            assert sink.state is not None and data.y is not None
+            assert sink.state is not None
             gan = build_gan(spec, data.info, torch.device("cpu"))
             gan.load_state_dict(sink.state["gan"])
-            classifier, accuracy = train_classifier(data.x, data.y, seed=seed)
-            scores = evaluate_labelled_samples(gan, classifier, data.x, data.info.num_classes, seed=seed)
-            metric = "class_accuracy" if loss == "cgan" else "code_purity"
+            s = evaluate_labelled_samples(gan, classifier, data.x, data.info.num_classes, seed=seed)
             lines.append(
-                f"| {loss} | {spec.architecture.name} | {data.info.shape[-1]} | {result.step} | {seed} | "
-                f"{result.seconds:.0f} | {metric} | {scores[metric]:.3f} | {scores['frechet']:.2f} |"
+                f"| {loss} (base {getattr(spec.loss, 'base', '')}) | {spec.architecture.name} | {data.info.shape[-1]} | "
+                f"{spec.training.batch_size} | {result.step} | {seed} | {result.seconds:.0f} | "
+                f"{_fmt(s.get('class_accuracy'))} | {_fmt(s.get('code_purity'))} | {_fmt(s.get('code_nmi'))} | {s['frechet']:.1f} |"
             )
-            classifier_lines.append(f"classifier (seed {seed}) held-out accuracy on real digits: {accuracy:.3f}")
             print(lines[-1], flush=True)
-    return "\n".join(lines + [""] + sorted(set(classifier_lines)))
+    return "\n".join(lines + [""] + notes)
+
+
+def _fmt(value: float | None) -> str:
+    return "" if value is None else f"{value:.3f}"
 
 
 if __name__ == "__main__":

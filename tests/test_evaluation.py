@@ -79,7 +79,7 @@ def test_classifier_learns_digits_and_frechet_separates_real_from_noise() -> Non
     torch.manual_seed(0)
     data = load_builtin("digits")
     assert data.y is not None
-    model, accuracy = train_classifier(data.x, data.y, seed=0, epochs=8)
+    model, accuracy = train_classifier(data.x, data.y, seed=0, epochs=12)
     assert accuracy > 0.9
     same = frechet_distance(model, data.x[:800], data.x[800:1600])
     noise = frechet_distance(model, data.x[:800], torch.rand(800, 1, 8, 8) * 2 - 1)

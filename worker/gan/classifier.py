@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from worker.gan.gan import GAN
 
 FEATURES = 64
+BATCH = 128
 
 
 class DigitClassifier(nn.Module):
@@ -23,14 +24,14 @@ class DigitClassifier(nn.Module):
     def __init__(self, channels: int, size: int, num_classes: int) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(channels, 32, 3, padding=1),
+            nn.Conv2d(channels, 16, 3, padding=1),
             nn.ReLU(),
             nn.MaxPool2d(2) if size > 8 else nn.Identity(),  # keep it cheap at 16-64 px
-            nn.Conv2d(32, 64, 3, padding=1),
+            nn.Conv2d(16, 32, 3, padding=1),
             nn.ReLU(),
             nn.AdaptiveAvgPool2d(4),
             nn.Flatten(),
-            nn.Linear(64 * 16, FEATURES),
+            nn.Linear(32 * 16, FEATURES),
             nn.ReLU(),
         )
         self.head = nn.Linear(FEATURES, num_classes)
@@ -43,7 +44,7 @@ class DigitClassifier(nn.Module):
 
 
 def train_classifier(
-    x: Tensor, y: Tensor, seed: int = 0, epochs: int = 20, holdout: float = 0.2
+    x: Tensor, y: Tensor, seed: int = 0, epochs: int = 40, holdout: float = 0.2
 ) -> tuple[DigitClassifier, float]:
     """Train on (1 − holdout) of the images; return the classifier (eval mode) and its held-out accuracy.
 
@@ -58,7 +59,7 @@ def train_classifier(
         model = DigitClassifier(x.shape[1], x.shape[-1], int(y.max()) + 1)
     optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
     for _ in range(epochs):
-        for batch in torch.randperm(cut, generator=generator).split(64):
+        for batch in torch.randperm(cut, generator=generator).split(BATCH):
             index = train_idx[batch]
             loss = F.cross_entropy(model(x[index]), y[index])
             optimizer.zero_grad()
