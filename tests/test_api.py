@@ -145,7 +145,9 @@ def test_catalog_lists_every_loss_architecture_and_dataset_with_defaults(service
     assert set(catalog["losses"]) == set(LOSS_CLASSES)
     assert set(catalog["architectures"]) == set(ARCHITECTURE_CLASSES)
     assert {"ring8", "grid25", "spiral", "digits"} <= set(catalog["datasets"])
-    assert catalog["losses"]["wgan-gp"]["defaults"]["gp_weight"] == 10.0
+    # λ is left unset by default and resolved per data set; the parameter says how
+    assert catalog["losses"]["wgan-gp"]["defaults"]["gp_weight"] is None
+    assert "0.1 on 2-D points" in catalog["losses"]["wgan-gp"]["parameters"]["gp_weight"]["description"]
     assert "1704.00028" in catalog["losses"]["wgan-gp"]["paper"]
 
 

@@ -85,7 +85,7 @@ def toy_gan(loss: dict[str, Any], critic: nn.Module | None = None) -> tuple[GAN,
     gan = GAN(
         generator=generator,
         discriminator=critic,
-        objective=objective_from_spec(spec.loss),
+        objective=objective_from_spec(spec.loss, REAL.shape[1:]),
         latent=LatentSpace(latent_dim=2),
         opt_g=torch.optim.SGD(generator.parameters(), lr=0.1),
         opt_d=torch.optim.SGD(critic.parameters(), lr=0.1),
@@ -221,7 +221,7 @@ def test_dragan_perturbation_by_hand() -> None:
 def test_wgan_gp_step_interpolates_per_sample_and_penalises_the_flattened_norm(monkeypatch: pytest.MonkeyPatch) -> None:
     eps = torch.tensor([[0.0], [0.25], [0.5], [1.0]])
     monkeypatch.setattr("worker.gan.gan.per_sample_uniform", lambda x: eps)
-    gan, critic = toy_gan({"name": "wgan-gp", "n_critic": 1})
+    gan, critic = toy_gan({"name": "wgan-gp", "n_critic": 1, "gp_weight": 10.0})
     metrics = gan.train_step(real_batches())
     x_hat = eps * REAL + (1 - eps) * FAKE
     penalty = (x_hat.norm(dim=1) - 1).pow(2).mean()  # ∇D(x̂) = a·x̂ with a = 1
@@ -288,9 +288,9 @@ def test_wgan_clamps_every_critic_parameter_after_every_critic_step() -> None:
 
 
 def test_wgan_critic_boost_schedule_of_the_official_code() -> None:
-    objective = objective_from_spec(make_spec({"name": "wgan", "critic_boost": True}).loss)
+    objective = objective_from_spec(make_spec({"name": "wgan", "critic_boost": True}).loss, (2,))
     assert [objective.critic_steps(s) for s in (0, 24, 25, 499, 500, 501, 1000)] == [100, 100, 5, 5, 100, 5, 100]
-    plain = objective_from_spec(make_spec({"name": "wgan"}).loss)
+    plain = objective_from_spec(make_spec({"name": "wgan"}).loss, (2,))
     assert plain.critic_steps(0) == 5
     gan = make_gan({"name": "wgan", "critic_boost": True})
     data = load_builtin("ring8")
@@ -462,3 +462,14 @@ def test_loss_and_architecture_names_match_the_spec() -> None:
                     build_gan(spec, digits, CPU)
             else:
                 build_gan(spec, digits, CPU)
+
+
+@pytest.mark.parametrize("name", ["wgan-gp", "dragan"])
+def test_unset_penalty_weight_is_the_toy_value_on_2d_points_and_the_papers_elsewhere(name: str) -> None:
+    unset = make_spec({"name": name}).loss
+    assert objective_from_spec(unset, (2,)).penalty_weight == 0.1
+    assert objective_from_spec(unset, (1, 16, 16)).penalty_weight == 10.0
+    assert objective_from_spec(unset, (5,)).penalty_weight == 10.0  # tabular rows: the paper's
+    assert objective_from_spec(make_spec({"name": name, "gp_weight": 3.0}).loss, (2,)).penalty_weight == 3.0
+    wrapped = make_spec({"name": "cgan", "base": name}).loss
+    assert objective_from_spec(wrapped, (2,)).penalty_weight == 0.1

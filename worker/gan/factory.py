@@ -58,7 +58,7 @@ def build_gan(spec: JobSpec, info: DatasetInfo, device: torch.device) -> GAN:
     problems = check_compatible(spec, info)
     if problems:
         raise ValueError("; ".join(problem.message for problem in problems))
-    objective = objective_from_spec(spec.loss)
+    objective = objective_from_spec(spec.loss, info.shape)
     arch = spec.architecture
     num_classes = info.num_classes if spec.loss.name == "cgan" else 0
     codes = objective.info

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from torch import Tensor
 
+from models.spec import default_gp_weight
 from worker.gan import losses
 
 DLoss = Callable[[Tensor, Tensor], Tensor]
@@ -81,8 +82,8 @@ def _adversarial(name: str, loss: Any) -> tuple[DLoss, GLoss]:
     }[name]
 
 
-def objective_from_spec(loss: Any) -> Objective:
-    """Resolve a `models.spec` loss (any of LOSS_CLASSES) into an Objective."""
+def objective_from_spec(loss: Any, data_shape: tuple[int, ...]) -> Objective:
+    """Resolve a `models.spec` loss (any of LOSS_CLASSES) into an Objective for data of `data_shape`."""
     optimizer = {"name": loss.optimizer, "lr_g": loss.lr_g, "lr_d": loss.lr_d, "betas": tuple(loss.betas)}
     common = {"n_critic": loss.n_critic, "r1_gamma": loss.r1_gamma, "r1_every": loss.r1_every, "optimizer": optimizer}
     if loss.name == "began":
@@ -93,10 +94,11 @@ def objective_from_spec(loss: Any) -> Objective:
     extra: dict[str, Any] = {}
     if base.name == "wgan":
         extra = {"clip_value": base.clip_value, "critic_boost": base.critic_boost}
-    elif base.name == "wgan-gp":
-        extra = {"penalty": "wgan-gp", "penalty_weight": base.gp_weight, "penalty_target": 1.0}
-    elif base.name == "dragan":
-        extra = {"penalty": "dragan", "penalty_weight": base.gp_weight, "penalty_target": base.k}
+    elif base.name in ("wgan-gp", "dragan"):
+        weight = base.gp_weight if base.gp_weight is not None else default_gp_weight(data_shape)
+        extra = {"penalty": base.name, "penalty_weight": weight, "penalty_target": 1.0}
+    if base.name == "dragan":
+        extra["penalty_target"] = base.k
         extra["perturb_scale"] = base.perturb_scale
     if loss.name == "cgan":
         extra["conditioning"] = loss.conditioning
