@@ -73,6 +73,7 @@ class MLPArchitecture(StrictModel):
         description="units per hidden layer (512 as in the WGAN-GP toy code; at 256 grid25 kept losing modes, see bench/ZOO_RESULTS.md)",
     )
     depth: int = Field(default=3, ge=1, le=16)
+    spectral_norm: bool = Field(default=False, description="spectral norm on every layer of D (Miyato et al. 2018)")
 
 
 class DCGANArchitecture(StrictModel):

@@ -152,6 +152,15 @@ def test_resnet_spectral_norm_option() -> None:
     assert not any("parametrizations" in name for name, _ in without.named_parameters())
 
 
+def test_mlp_spectral_norm_option_covers_every_linear_layer_of_d() -> None:
+    arch = {"name": "mlp", "hidden": 8, "depth": 3}
+    with_sn = build_gan(spec({**arch, "spectral_norm": True}, {"name": "hinge"}), BUILTIN_DATASETS["ring8"], CPU)
+    linears = [m for m in with_sn.discriminator.modules() if isinstance(m, nn.Linear)]
+    assert len(linears) == 4 and all(hasattr(m, "parametrizations") for m in linears)
+    without = build_gan(spec(arch, {"name": "hinge"}), BUILTIN_DATASETS["ring8"], CPU).discriminator
+    assert not any(hasattr(m, "parametrizations") for m in without.modules())
+
+
 def test_generate_is_eval_mode_no_grad_restores_train_mode_and_uses_the_ema_copy() -> None:
     info = images(1, 16)
     gan = build_gan(

@@ -7,7 +7,7 @@ import math
 from torch import nn
 
 from models.spec import MLPArchitecture
-from worker.gan.networks.common import Norm
+from worker.gan.networks.common import Norm, sn
 
 
 def generator_body(arch: MLPArchitecture, in_dim: int, shape: tuple[int, ...], norm: Norm = "none") -> nn.Module:
@@ -25,6 +25,6 @@ def discriminator_body(arch: MLPArchitecture, in_shape: tuple[int, ...], norm: N
     layers: list[nn.Module] = [nn.Flatten()]
     width = math.prod(in_shape)
     for _ in range(arch.depth):
-        layers += [nn.Linear(width, arch.hidden), nn.LeakyReLU(0.2)]
+        layers += [sn(nn.Linear(width, arch.hidden), arch.spectral_norm), nn.LeakyReLU(0.2)]
         width = arch.hidden
     return nn.Sequential(*layers), width
