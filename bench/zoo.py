@@ -30,6 +30,7 @@ from models.spec import LOSS_CLASSES, JobSpec  # noqa: E402
 from worker.gan import load_builtin  # noqa: E402
 from worker.gan.classifier import evaluate_labelled_samples, train_classifier  # noqa: E402
 from worker.gan.datasets import MIXTURES  # noqa: E402
+from worker.gan.evaluation import nearest_modes  # noqa: E402
 from worker.gan.factory import build_gan  # noqa: E402
 from worker.trainer import train  # noqa: E402
 
@@ -136,11 +137,10 @@ def spread(samples: np.ndarray | None, dataset: str) -> dict[str, float]:
     distance to the nearest mode, and how many modes hold at least 1 % of the samples at any distance."""
     if samples is None:
         return {}
-    centers, std = MIXTURES[dataset]
-    distances = np.linalg.norm(samples[:, None, :2] - centers[None], axis=2) / std
-    counts = np.bincount(distances.argmin(1), minlength=len(centers))
+    nearest, sigmas, modes = nearest_modes(samples, dataset)
+    counts = np.bincount(nearest, minlength=modes)
     return {
-        "median_sigma": float(np.median(distances.min(1))),
+        "median_sigma": float(np.median(sigmas)),
         "modes_with_mass": float((counts >= 0.01 * len(samples)).sum()),
     }
 
@@ -151,7 +151,7 @@ def table(rows: list[dict[str, Any]]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        modes = 8 if r["dataset"] == "ring8" else 25
+        modes = len(MIXTURES[r["dataset"]][0])
         lines.append(
             f"| {r['loss']} | {r['dataset']} | {r['steps']} | {r['seed']} | {r['seconds']:.0f} | "
             f"{int(r['modes_covered'])}/{modes} | {100 * r['hq_fraction']:.1f} | {r['reverse_kl']:.3f} | "

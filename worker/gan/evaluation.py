@@ -21,22 +21,28 @@ def evaluate_points(samples: np.ndarray, dataset: str) -> dict[str, float] | Non
     """
     if dataset not in MIXTURES:
         return None
-    centers, std = MIXTURES[dataset]
-    points = np.asarray(samples, dtype=np.float64).reshape(len(samples), -1)[:, :2]
-    finite = np.isfinite(points).all(axis=1)
-    distances = np.linalg.norm(points[finite, None, :] - centers[None], axis=2) / std
-    nearest = distances.argmin(axis=1)
-    high_quality = distances[np.arange(len(nearest)), nearest] < HQ_STDS
-    modes = len(centers)
+    nearest, sigmas, modes = nearest_modes(samples, dataset)
+    high_quality = sigmas < HQ_STDS
     covered = np.unique(nearest[high_quality]).size
     counts = np.bincount(nearest, minlength=modes).astype(np.float64)
     share = counts / max(counts.sum(), 1.0)
     nonzero = share > 0
     reverse_kl = (
-        float((share[nonzero] * np.log(share[nonzero] * modes)).sum()) if finite.any() else float(np.log(modes))
+        float((share[nonzero] * np.log(share[nonzero] * modes)).sum()) if len(nearest) else float(np.log(modes))
     )
     return {
         "modes_covered": float(covered),
-        "hq_fraction": float(high_quality.sum() / max(len(points), 1)),
+        "hq_fraction": float(high_quality.sum() / max(len(samples), 1)),
         "reverse_kl": reverse_kl,
     }
+
+
+def nearest_modes(samples: np.ndarray, dataset: str) -> tuple[np.ndarray, np.ndarray, int]:
+    """Each finite sample's nearest mode of `dataset` (a mixture) and its standardised distance ‖Δ‖/σ
+    to it; and the number of modes. Non-finite samples are left out."""
+    centers, std = MIXTURES[dataset]
+    points = np.asarray(samples, dtype=np.float64).reshape(len(samples), -1)[:, :2]
+    points = points[np.isfinite(points).all(axis=1)]
+    distances = np.linalg.norm(points[:, None, :] - centers[None], axis=2) / std
+    nearest = distances.argmin(axis=1)
+    return nearest, distances[np.arange(len(nearest)), nearest], len(centers)
