@@ -97,9 +97,8 @@ def objective_from_spec(loss: Any, data_shape: tuple[int, ...]) -> Objective:
     elif base.name in ("wgan-gp", "dragan"):
         weight = base.gp_weight if base.gp_weight is not None else default_gp_weight(data_shape)
         extra = {"penalty": base.name, "penalty_weight": weight, "penalty_target": 1.0}
-    if base.name == "dragan":
-        extra["penalty_target"] = base.k
-        extra["perturb_scale"] = base.perturb_scale
+        if base.name == "dragan":
+            extra.update(penalty_target=base.k, perturb_scale=base.perturb_scale)
     if loss.name == "cgan":
         extra["conditioning"] = loss.conditioning
     if loss.name == "infogan":
