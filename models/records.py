@@ -10,6 +10,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # SQLite only auto-increments INTEGER PRIMARY KEY columns.
 BigIntPK = BigInteger().with_variant(Integer(), "sqlite")
+# The largest integer a BIGINT column (and SQLite's INTEGER) holds: every integer a client sends is bounded by it.
+DB_INT_MAX = 2**63 - 1
 
 
 class Base(DeclarativeBase):
