@@ -2,12 +2,23 @@
 
 The broker message only names the job. The claim is a conditional UPDATE, so a
 duplicate message is a no-op; a job re-queued after a worker died resumes from
-its latest checkpoint.
+its latest complete checkpoint (worker/checkpoints.py). While it trains, the
+lease keeper (worker/lease.py) holds the lease and the sink (worker/sink.py)
+writes what the trainer produces.
+
+How a run ends:
+  trained all steps         -> succeeded
+  diverged / raised         -> failed, with the first non-finite step or the error
+  cancelled by the user     -> cancelled, last checkpoint kept
+  SIGTERM (deploy, scale)   -> checkpointed and handed back: queued again, no attempt used up
+  store away past the grace -> checkpointed locally, marked as a hand-back: the reconciler
+                               re-queues the job when its lease expires, and the worker that
+                               resumes it gives back the attempt that expiry used up
+  lease lost                -> nothing (another worker has the job)
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import signal
@@ -18,19 +29,20 @@ from functools import lru_cache
 from typing import Any
 
 import torch
-from safetensors.torch import load as safetensors_load
 
 from models.artifacts import ArtifactStore
 from models.db import make_engine
 from models.queue import TRAIN_TASK, send_train
 from models.records import JobStatus
-from models.settings import get_settings
+from models.settings import Settings, get_settings
 from models.spec import JobSpec
 from models.store import JobStore
 from worker.celery_app import app
+from worker.checkpoints import LoadedCheckpoint, latest_complete, load_checkpoint, load_weights
 from worker.gan import LoadedData, load_builtin
-from worker.sink import StoreSink, job_prefix
-from worker.trainer import NonFiniteLoss, resolve_device, train
+from worker.lease import LeaseKeeper, StoreLost
+from worker.sink import StoreSink
+from worker.trainer import Diverged, resolve_device, train
 from worker.uploaded import load_uploaded
 
 log = logging.getLogger(__name__)
@@ -44,38 +56,50 @@ def _stores(pid: int) -> tuple[JobStore, ArtifactStore]:
 
 
 def stores() -> tuple[JobStore, ArtifactStore]:
+    """This process's job store and artifact store."""
     return _stores(os.getpid())
 
 
 def worker_name() -> str:
+    """host:pid, the name a claim records."""
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def load_data(spec: JobSpec, store: JobStore, artifacts: ArtifactStore) -> LoadedData:
+    """The spec's data set: built-in, or an uploaded one through its canonical reader."""
     if spec.dataset.builtin is not None:
         return load_builtin(spec.dataset.builtin, spec.dataset.resize)
     return load_uploaded(spec.dataset, store=store, artifacts=artifacts)
 
 
-def load_resume_state(store: JobStore, artifacts: ArtifactStore, job_id: str) -> dict[str, Any] | None:
-    """The newest complete checkpoint of the job, from the artifact store.
+def resume_from(keeper: LeaseKeeper, store: JobStore, artifacts: ArtifactStore, job_id: str) -> LoadedCheckpoint | None:
+    """The job's newest complete checkpoint, settled with the store; None for a fresh start.
 
-    A worker that lost the store wrote its last checkpoint without a row: register
-    it now and write the metrics it could not.
+    A checkpoint its writer could not register (the store was away) is registered
+    now, its unwritten metrics go into the keeper's buffer, and when it was written
+    as a hand-back the attempt its writer's expired lease used up is given back.
+    Registering comes first, so a crash in between never gives an attempt back twice.
     """
-    states = [key for key in artifacts.list(f"{job_prefix(job_id)}/checkpoints") if key.endswith(".state.pt")]
-    if not states:
+    keys = latest_complete(artifacts, job_id)
+    if keys is None:
         return None
-    state_key = states[-1]  # zero-padded step numbers sort in step order
-    with artifacts.open(state_key) as handle:
-        state: dict[str, Any] = torch.load(io.BytesIO(handle.read()), weights_only=True, map_location="cpu")
-    step = int(state["step"])
-    log.info("resuming job %s from step %d", job_id, step)
-    if store.get_checkpoint(job_id=job_id, step=step) is None:
-        weights_key = state_key.removesuffix(".state.pt") + ".safetensors"
-        size = artifacts.size(weights_key) + artifacts.size(state_key)
-        store.add_checkpoint(job_id=job_id, step=step, weights_key=weights_key, state_key=state_key, size_bytes=size)
-    return state
+    loaded = load_checkpoint(artifacts, keys)
+    log.info("resuming job %s from step %d", job_id, keys.step)
+    if store.get_checkpoint(job_id=job_id, step=keys.step) is None:
+        size = artifacts.size(keys.weights)
+        store.add_checkpoint(
+            job_id=job_id, step=keys.step, weights_key=keys.weights, state_key=keys.state, size_bytes=size
+        )
+        if loaded.handed_back is not None:
+            store.forgive_attempt(
+                job_id=job_id,
+                worker=keeper.worker,
+                token=keeper.token,
+                reason=f"resumed from the checkpoint at step {keys.step} that the previous worker wrote "
+                f"while handing the job back ({loaded.handed_back})",
+            )
+    keeper.add_points(loaded.pending_metrics)
+    return loaded
 
 
 def load_init_weights(store: JobStore, artifacts: ArtifactStore, spec: JobSpec) -> dict[str, torch.Tensor] | None:
@@ -86,17 +110,16 @@ def load_init_weights(store: JobStore, artifacts: ArtifactStore, spec: JobSpec) 
     checkpoint = store.get_checkpoint(job_id=spec.init_from.job, step=step)
     if checkpoint is None:
         raise LookupError(f"init_from: job {spec.init_from.job} has no checkpoint at step {spec.init_from.step}")
-    return safetensors_load(artifacts.read_bytes(checkpoint.weights_key))
+    return load_weights(artifacts, checkpoint.weights_key)
 
 
 # Set once this pool process was told to shut down: it takes no new job after that.
 _shutting_down = threading.Event()
 
 
-def _shut_down(sink: StoreSink | None) -> None:
+def _shut_down(keeper: LeaseKeeper) -> None:
     _shutting_down.set()
-    if sink is not None:
-        sink.request_stop("shutdown")
+    keeper.request_stop("shutdown")
 
 
 @app.task(name=TRAIN_TASK, ignore_result=True)
@@ -113,56 +136,86 @@ def train_job(job_id: str) -> str:
         log.info("job %s not claimable (already taken, finished or unknown): message dropped", job_id)
         return "not claimed"
     settings = get_settings()
-    spec = JobSpec.model_validate(job.spec)
-    sink: StoreSink | None = None
+    keeper = LeaseKeeper(
+        store=store,
+        job_id=job_id,
+        worker=worker,
+        token=job.lease_token,
+        flush_seconds=settings.metrics_flush_seconds,
+        grace_seconds=settings.lease_timeout_seconds,
+    )
+    with keeper:
+        return _run(keeper, store, artifacts, job.spec, settings)
+
+
+def _run(
+    keeper: LeaseKeeper, store: JobStore, artifacts: ArtifactStore, spec_json: dict[str, Any], settings: Settings
+) -> str:
+    job_id, worker = keeper.job_id, keeper.worker
 
     def end(status: str, reason: str, error: str | None = None) -> str:
-        store.finish(job_id=job_id, worker=worker, attempt=job.attempt, status=status, reason=reason, error=error)
+        keeper.close()  # progress and metrics first, then the final status
+        try:
+            keeper.retrying(
+                lambda: store.finish(
+                    job_id=job_id, worker=worker, token=keeper.token, status=status, reason=reason, error=error
+                )
+            )
+        except StoreLost:
+            log.error("job %s: could not record %s: the store stayed away", job_id, status)
         return status
 
+    spec = JobSpec.model_validate(spec_json)
     try:
         data = load_data(spec, store, artifacts)
-        resume = load_resume_state(store, artifacts, job_id)
+        resume = resume_from(keeper, store, artifacts, job_id)
         sink = StoreSink(
+            keeper=keeper,
             store=store,
             artifacts=artifacts,
             job_id=job_id,
-            worker=worker,
-            attempt=job.attempt,
-            spec_json=job.spec,
+            spec_json=spec_json,
             real_points=data.x[:2500].numpy() if data.info.kind == "points" else None,
-            flush_seconds=settings.metrics_flush_seconds,
             scratch_dir=str(settings.data_dir / "tmp"),
-            store_grace_seconds=settings.lease_timeout_seconds,
         )
-        for name, step, value in resume.pop("pending_metrics", []) if resume else []:
-            sink.metrics(int(step), {name: float(value)})
-        sink.start()
-        previous = signal.signal(signal.SIGTERM, lambda _sig, _frame: _shut_down(sink))
+        keeper.start()
+        previous = signal.signal(signal.SIGTERM, lambda _sig, _frame: _shut_down(keeper))
         try:
             device = resolve_device(spec.training.device)
-            result = train(spec, data, sink, device, resume, load_init_weights(store, artifacts, spec))
+            init = load_init_weights(store, artifacts, spec)
+            result = train(spec, data, sink, device, resume.state if resume else None, init)
         finally:
             signal.signal(signal.SIGTERM, previous)
-        sink.close()
-    except NonFiniteLoss as exc:
-        if sink is not None:
             sink.close()
+    except Diverged as exc:
         latest = store.get_checkpoint(job_id=job_id, step=None)
         kept = f"; last good checkpoint at step {latest.step}" if latest else "; no checkpoint was written"
         return end(JobStatus.FAILED, f"training diverged: {exc}{kept}", error=f"{exc}{kept}")
     except Exception as exc:
-        if sink is not None:
-            sink.close()
         log.exception("job %s failed", job_id)
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
         return end(JobStatus.FAILED, f"worker error: {detail}", error=detail)
     if not result.stopped:
         return end(JobStatus.SUCCEEDED, f"trained {result.step} steps in {result.seconds:.1f} s")
-    if sink.stop_reason == "cancel":
+    reason = keeper.stop_reason
+    if reason == "cancel":
         return end(JobStatus.CANCELLED, f"cancelled by the user at step {result.step}; checkpoint kept")
-    if sink.stop_reason == "shutdown":
-        end(JobStatus.QUEUED, f"worker {worker} shut down at step {result.step}; checkpointed and re-queued")
-        send_train(app, job_id)
-        return "handed back"
+    if reason == "shutdown":
+        keeper.close()
+        why = f"worker {worker} shut down at step {result.step}; checkpointed and handed back"
+        try:
+            handed = keeper.retrying(
+                lambda: store.hand_back(job_id=job_id, worker=worker, token=keeper.token, reason=why)
+            )
+        except StoreLost:
+            handed = False  # the lease expires; the reconciler re-queues it
+        if handed:
+            send_train(app, job_id)
+            return "handed back"
+        return "lease lost while handing back"
+    if reason == "store lost":
+        log.warning(
+            "job %s: the store is away; checkpointed locally at step %d for the next worker", job_id, result.step
+        )
+        return "store lost: checkpointed locally"
     return "lease lost"

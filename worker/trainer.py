@@ -4,14 +4,17 @@
     result = train(spec, data, sink, torch.device("cpu"))
 
 `train` knows nothing of the store, the broker or files: the sink (worker/sink.py
-in the service, any object with the `Sink` methods in a benchmark) receives
-everything. It resumes exactly from a checkpoint's `state`: network and
+in the service, any object with the `Sink` methods in a benchmark or a test)
+receives everything. It resumes exactly from a checkpoint's `state`: network and
 optimizer state, RNG state, step, and the fixed sample latent.
+
+A run that diverges raises `Diverged` naming the first step a metric was NaN or
+inf (worker/divergence.py); no non-finite metric, snapshot or checkpoint reaches
+the sink.
 """
 
 from __future__ import annotations
 
-import math
 import random
 import time
 from dataclasses import dataclass
@@ -22,6 +25,7 @@ import torch
 
 from models.spec import JobSpec
 from worker.data import Batches
+from worker.divergence import Diverged, NonFiniteWatch, check_samples, check_tensors
 from worker.gan import GAN, LoadedData, build_gan, evaluate_points
 
 DEFAULT_IMAGE_SAMPLES = 64
@@ -44,20 +48,20 @@ class Sink(Protocol):
         ...
 
 
-class NonFiniteLoss(Exception):
-    def __init__(self, step: int, name: str, value: float) -> None:
-        super().__init__(f"{name} became {value} at step {step}")
-        self.step, self.name, self.value = step, name, value
+__all__ = ["Diverged", "Sink", "TrainResult", "resolve_device", "train"]
 
 
 @dataclass(frozen=True)
 class TrainResult:
+    """Where the loop ended: the last step trained, whether the sink stopped it, and the wall time."""
+
     step: int
     stopped: bool
     seconds: float
 
 
 def resolve_device(requested: str) -> torch.device:
+    """The spec's device ("auto", "cpu", "cuda", ...); RuntimeError for cuda on a machine without one."""
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if requested == "cuda" and not torch.cuda.is_available():
@@ -89,6 +93,7 @@ def train(
 
     `resume` (a checkpoint's state) continues a run exactly; `init_weights` (a
     checkpoint's safetensors weights) starts a new run from trained networks.
+    Raises Diverged at the first metrics, snapshot or checkpoint after a non-finite value.
     """
     training, every = spec.training, spec.every
     seed = training.seed
@@ -127,42 +132,47 @@ def train(
             "rng": rng,
         }
 
+    watch = NonFiniteWatch(device)
+
+    def checkpoint() -> None:
+        current = state()
+        check_tensors(step, current["gan"])  # weights and optimiser state: nothing non-finite is kept
+        sink.checkpoint(step, gan.weights(), current)
+
     started = time.perf_counter()
     last_checkpoint = step
     while step < training.steps:
         values = gan.train_step(batches.next)
         step += 1
+        watch.observe(step, values)
         final = step == training.steps
-        if step % every.metrics == 0 or step % every.checkpoint == 0 or final:
-            sink.metrics(step, _finite(step, values))
-        if step % every.samples == 0 or final:
-            samples, labels, evaluation = _snapshot(gan, fixed, real_points, dataset_name)
+        metrics_now = step % every.metrics == 0 or step % every.checkpoint == 0 or final
+        samples_now = step % every.samples == 0 or final
+        checkpoint_now = step % every.checkpoint == 0 or final
+        if metrics_now or samples_now or checkpoint_now:
+            watch.check()  # the device is read here anyway: one sync reports the first bad step
+        if metrics_now:
+            sink.metrics(step, {name: float(value) for name, value in values.items()})
+        if samples_now:
+            samples, labels = _snapshot(gan, fixed)
+            check_samples(step, samples, None)
+            evaluation = evaluate_points(samples, dataset_name) if real_points is not None else None
+            check_samples(step, samples, evaluation)
             sink.sample(step, samples, labels, evaluation)
             if evaluation:
                 sink.metrics(step, evaluation)
-        if step % every.checkpoint == 0 or final:
-            sink.checkpoint(step, gan.weights(), state())
+        if checkpoint_now:
+            checkpoint()
             last_checkpoint = step
         if sink.should_stop():
             if step != last_checkpoint:
-                sink.checkpoint(step, gan.weights(), state())
+                watch.check()
+                checkpoint()
             return TrainResult(step=step, stopped=True, seconds=time.perf_counter() - started)
     return TrainResult(step=step, stopped=False, seconds=time.perf_counter() - started)
 
 
-def _finite(step: int, values: dict[str, torch.Tensor]) -> dict[str, float]:
-    """Read the step's metrics off the device; a NaN or inf fails the job before it is checkpointed."""
-    floats = {name: float(value) for name, value in values.items()}
-    for name, value in floats.items():
-        if not math.isfinite(value):
-            raise NonFiniteLoss(step, name, value)
-    return floats
-
-
-def _snapshot(
-    gan: GAN, fixed: dict[str, torch.Tensor], real_points: np.ndarray | None, dataset_name: str
-) -> tuple[np.ndarray, np.ndarray | None, dict[str, float] | None]:
+def _snapshot(gan: GAN, fixed: dict[str, torch.Tensor]) -> tuple[np.ndarray, np.ndarray | None]:
     samples = gan.generate(fixed).float().cpu().numpy()
     labels = gan.snapshot_labels(fixed)
-    evaluation = evaluate_points(samples, dataset_name) if real_points is not None else None
-    return samples, (labels.cpu().numpy() if labels is not None else None), evaluation
+    return samples, (labels.cpu().numpy() if labels is not None else None)
