@@ -31,7 +31,8 @@ def test_hand_made_samples() -> None:
     assert result == {
         "modes_covered": 1.0,
         "hq_fraction": 0.75,
-        "reverse_kl": pytest.approx(0.75 * math.log(0.75 * 8) + 0.25 * math.log(0.25 * 8)),
+        "reverse_kl": pytest.approx(math.log(8)),  # the HQ histogram: all three in mode 0
+        "reverse_kl_all": pytest.approx(0.75 * math.log(0.75 * 8) + 0.25 * math.log(0.25 * 8)),
     }
 
 

@@ -11,8 +11,9 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from models.catalog import ARCHITECTURE_CLASSES, AUTOENCODER_ARCHITECTURES, LOSS_CLASSES
 from models.datasets import BUILTIN_DATASETS
-from models.spec import ARCHITECTURE_CLASSES, AUTOENCODER_ARCHITECTURES, LOSS_CLASSES, JobSpec
+from models.spec import JobSpec
 from worker.gan import ARCHITECTURES, GAN, LOSSES, build_gan, load_builtin
 from worker.gan import losses as L
 from worker.gan.discriminator import DOutput
@@ -251,17 +252,72 @@ def test_dragan_d_loss_backpropagates_the_adversarial_term(monkeypatch: pytest.M
     close(critic.b.grad, expected_b_grad)
 
 
-def test_r1_is_lazy_and_scaled_by_its_interval() -> None:
+def test_lazy_r1_is_its_own_step_every_interval_with_the_penalty_times_the_interval() -> None:
     gan, critic = toy_gan({"name": "nsgan", "r1_gamma": 2.0, "r1_every": 4})
-    first = gan.train_step(real_batches())  # D step 0: R1 applies
-    r1 = REAL.pow(2).sum(1).mean()  # E‖∇D(x)‖² = E‖x‖² at a = 1
-    close(first["r1"], float(r1))
-    close(first["loss_d"], float(L.d_minimax(quadratic(REAL), quadratic(FAKE)) + 4 * 2.0 / 2 * r1))
-    with torch.no_grad():  # D step 1 (no R1) scores with the critic and generator as they are now
-        d_real, d_fake = critic(REAL).score, critic(gan.generator(torch.zeros(4, 2))).score
-    second = gan.train_step(real_batches())
-    close(second["loss_d"], float(L.d_minimax(d_real, d_fake)))
-    close(second["r1"], float(r1))  # the metric keeps the last computed value
+    records: list[tuple[int, float, float, bool]] = []  # D step, a, ∂/∂a, whether b has a gradient
+    step = gan.opt_d.step
+
+    def recording_step(*args: Any, **kwargs: Any) -> Any:
+        assert critic.a.grad is not None
+        records.append(
+            (gan.discriminator_steps, float(critic.a.detach()), float(critic.a.grad), critic.b.grad is not None)
+        )
+        return step(*args, **kwargs)
+
+    gan.opt_d.step = recording_step  # type: ignore[method-assign]
+    metrics = [gan.train_step(real_batches()) for _ in range(9)]  # nsgan: one D step per G step
+    # D steps 0..8, and a regularisation step right after D steps 0, 4 and 8 (StyleGAN2-ADA's phases)
+    assert [r[0] for r in records] == [0, 0, 1, 2, 3, 4, 4, 5, 6, 7, 8, 8]
+    mean_sq = float(REAL.pow(2).sum(1).mean())  # E‖x‖²; ∇ₓD = a·x, so R1 = a²·E‖x‖²
+    for index in (1, 6, 11):
+        _, a, grad_a, b_has_grad = records[index]
+        # the step's loss is interval·γ/2·a²·E‖x‖² = 4·a²·E‖x‖² alone: ∂/∂a = 8·a·E‖x‖², b untouched
+        close(grad_a, 8 * a * mean_sq, tol=1e-4)
+        assert not b_has_grad
+    for index in (0, 2, 3, 4, 5, 7, 8, 9, 10):
+        assert records[index][3]  # the main steps carry the adversarial loss (b's gradient)
+    a_at_reg = records[6][1]
+    close(metrics[4]["r1"], a_at_reg**2 * mean_sq, tol=1e-4)  # the metric: E‖∇D(x)‖² of the last R1 step
+    close(metrics[5]["r1"], a_at_reg**2 * mean_sq, tol=1e-4)  # kept between R1 steps
+
+
+def test_r1_every_step_is_part_of_the_d_loss() -> None:
+    gan, _ = toy_gan({"name": "nsgan", "r1_gamma": 2.0, "r1_every": 1})
+    calls = []
+    step = gan.opt_d.step
+    gan.opt_d.step = lambda *a, **k: (calls.append(1), step(*a, **k))[1]  # type: ignore[method-assign]
+    first = gan.train_step(real_batches())
+    r1 = float(REAL.pow(2).sum(1).mean())  # at a = 1
+    close(first["r1"], r1)
+    close(first["loss_d"], float(L.d_minimax(quadratic(REAL), quadratic(FAKE))) + 2.0 / 2 * r1)
+    assert len(calls) == 1  # no separate regularisation step
+
+
+@pytest.mark.parametrize(
+    "loss,lr,betas",
+    [({"name": "nsgan"}, 2e-4, (0.5, 0.999)), ({"name": "hinge"}, 2e-4, (0.0, 0.9))],
+)
+def test_lazy_r1_scales_the_d_optimisers_lr_and_betas_by_interval_over_interval_plus_one(
+    loss: dict[str, Any], lr: float, betas: tuple[float, float]
+) -> None:
+    for every, c in ((16, 16 / 17), (4, 4 / 5), (1, 1.0)):
+        gan = make_gan({**loss, "r1_gamma": 1.0, "r1_every": every, "lr_d": lr, "lr_g": lr, "betas": list(betas)})
+        group = gan.opt_d.param_groups[0]
+        close(group["lr"], lr * c, tol=1e-12)
+        close(group["betas"][0], betas[0] ** c, tol=1e-12)
+        close(group["betas"][1], betas[1] ** c, tol=1e-12)
+        g_group = gan.opt_g.param_groups[0]  # G has no lazy regulariser: its optimiser is as given
+        assert g_group["lr"] == lr and tuple(g_group["betas"]) == betas
+    plain = make_gan({**loss, "lr_d": lr, "lr_g": lr, "betas": list(betas)})  # no R1: no scaling
+    assert plain.opt_d.param_groups[0]["lr"] == lr and tuple(plain.opt_d.param_groups[0]["betas"]) == betas
+
+
+def test_lazy_r1_on_rmsprop_scales_lr_and_alpha() -> None:
+    gan = make_gan({"name": "wgan", "r1_gamma": 1.0, "r1_every": 4, "lr_d": 5e-5, "lr_g": 5e-5})
+    group = gan.opt_d.param_groups[0]
+    assert isinstance(gan.opt_d, torch.optim.RMSprop)
+    close(group["lr"], 5e-5 * 0.8, tol=1e-12)
+    close(group["alpha"], 0.99**0.8, tol=1e-12)
 
 
 # ------------------------------------------------------------------ losses in the training step
@@ -346,14 +402,31 @@ def test_infogan_mutual_information_trains_g_q_and_the_shared_body() -> None:
     assert float(after[1.0][3]["mutual_info"]) <= math.log(3) + math.log(2) + 10
 
 
-def test_the_fake_batch_is_generated_once_per_d_step_and_reused_for_g() -> None:
+@pytest.mark.parametrize("loss,n_critic", [("nsgan", 1), ("wgan-gp", 5), ("infogan", 1), ("cgan", 1)])
+def test_g_step_draws_fresh_noise_and_d_steps_train_on_detached_fakes(loss: str, n_critic: int) -> None:
     data = load_builtin("ring8")
-    for loss, n_critic in (("nsgan", 1), ("wgan-gp", 5), ("infogan", 1)):
-        gan = make_gan({"name": loss})
-        calls: list[int] = []
-        gan.generator.register_forward_hook(lambda *_, calls=calls: calls.append(1))
-        gan.train_step(lambda: (data.x[:8], None))
-        assert len(calls) == n_critic, loss
+    torch.manual_seed(0)
+    gan = make_gan({"name": loss})
+    seen: list[dict[str, Tensor]] = []
+    grad_enabled: list[bool] = []
+
+    def record(_: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Tensor], out: Tensor) -> None:
+        seen.append({k: v.clone() for k, v in kwargs.items()})
+        grad_enabled.append(out.requires_grad)
+
+    gan.generator.register_forward_hook(record, with_kwargs=True)
+    gan.train_step(lambda: (data.x[:8], data.y[:8] if data.y is not None else None))
+    assert len(seen) == n_critic + 1  # one batch per D step, then G's own
+    assert grad_enabled == [False] * n_critic + [True]  # D's fakes carry no graph into G
+    d_last, g = seen[-2], seen[-1]
+    assert not torch.equal(d_last["z"], g["z"])
+    for name in ("labels", "categorical", "continuous"):  # cgan's labels, infogan's codes: fresh too
+        if name in g:
+            assert not torch.equal(d_last[name], g[name]), name
+    if loss == "cgan":
+        assert "labels" in g
+    if loss == "infogan":
+        assert {"categorical", "continuous"} <= g.keys()
 
 
 def test_no_batch_norm_in_a_critic_with_a_gradient_penalty() -> None:

@@ -8,14 +8,16 @@ from typing import Any
 import torch
 from torch import nn
 
+from models.admission import check_compatible
 from models.datasets import DatasetInfo
-from models.spec import JobSpec, check_compatible
+from models.spec import JobSpec
 from worker.gan.discriminator import AutoEncoderDiscriminator, Discriminator, QHead
 from worker.gan.gan import GAN
 from worker.gan.generator import Generator
 from worker.gan.latent import LatentSpace
 from worker.gan.networks import BODIES
 from worker.gan.objectives import Objective, objective_from_spec
+from worker.gan.penalties import lazy_regularisation_ratio
 
 MIN_LABEL_DIM, MAX_LABEL_DIM = 16, 128
 
@@ -24,10 +26,18 @@ def _label_dim(num_classes: int) -> int:
     return min(MAX_LABEL_DIM, max(MIN_LABEL_DIM, num_classes)) if num_classes else 0
 
 
-def _optimizer(params: Any, name: str, lr: float, betas: tuple[float, float]) -> torch.optim.Optimizer:
+RMSPROP_ALPHA = 0.99  # PyTorch's default smoothing constant (RMSProp's counterpart of Adam's β2)
+
+
+def _optimizer(
+    params: Any, name: str, lr: float, betas: tuple[float, float], lazy_interval: int = 1
+) -> torch.optim.Optimizer:
+    # A lazily regularised network takes interval+1 steps per interval: lr·c and betas^c keep its
+    # optimiser's time constants per interval (StyleGAN2-ADA's mb_ratio); RMSProp's α as Adam's β2.
+    c = lazy_regularisation_ratio(lazy_interval)
     if name == "rmsprop":
-        return torch.optim.RMSprop(params, lr=lr)
-    return torch.optim.Adam(params, lr=lr, betas=betas)
+        return torch.optim.RMSprop(params, lr=lr * c, alpha=RMSPROP_ALPHA**c)
+    return torch.optim.Adam(params, lr=lr * c, betas=(betas[0] ** c, betas[1] ** c))
 
 
 def _discriminator(spec: JobSpec, info: DatasetInfo, objective: Objective, num_classes: int) -> nn.Module:
@@ -73,16 +83,22 @@ def build_gan(spec: JobSpec, info: DatasetInfo, device: torch.device) -> GAN:
     body = BODIES[arch.name].generator_body(arch, in_dim, info.shape, "batch")
     generator = Generator(
         body, arch.latent_dim, num_classes, label_dim, latent.categorical_codes, latent.continuous_codes
-    ).to(device)
-    discriminator = _discriminator(spec, info, objective, num_classes).to(device)
+    )
+    discriminator = _discriminator(spec, info, objective, num_classes)
+    # The paper's initialisation (each architecture module says which); G's label embedding keeps
+    # PyTorch's N(0, 1): it is an input code concatenated beside z ~ N(0, I).
+    BODIES[arch.name].initialise(generator.body)
+    BODIES[arch.name].initialise(discriminator)
+    generator, discriminator = generator.to(device), discriminator.to(device)
     opt = objective.optimizer
+    lazy = objective.r1_every if objective.lazy_r1 else 1
     return GAN(
         generator=generator,
         discriminator=discriminator,
         objective=objective,
         latent=latent,
         opt_g=_optimizer(generator.parameters(), opt["name"], opt["lr_g"], opt["betas"]),
-        opt_d=_optimizer(discriminator.parameters(), opt["name"], opt["lr_d"], opt["betas"]),
+        opt_d=_optimizer(discriminator.parameters(), opt["name"], opt["lr_d"], opt["betas"], lazy),
         device=device,
         ema_decay=spec.training.ema_decay,
         pack=spec.training.pack,

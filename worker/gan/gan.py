@@ -3,8 +3,12 @@
     gan = build_gan(spec, info, device)     # worker/gan/factory.py
     metrics = gan.train_step(batches.next)  # n_critic D updates, then one G update
 
-The fake batch of the last D update is generated once with its graph kept:
-D trains on it detached, G reuses it (GAN_REFERENCE.md, pitfalls).
+Every D update draws its own noise (and labels / codes) and trains on a fake
+batch made without a graph; the G update draws a fresh batch of its own, as
+every official implementation does (WGAN, WGAN-GP, DRAGAN, InfoGAN, SNGAN).
+A Lipschitz constraint (weight clipping, gradient penalties) applies to the
+critic — its body and its D head — never to InfoGAN's Q head. Lazy R1 is a
+separate regularisation step every `r1_every` D steps (StyleGAN2-ADA).
 """
 
 from __future__ import annotations
@@ -32,6 +36,16 @@ from worker.gan.penalties import (
 )
 
 Batch = tuple[Tensor, Tensor | None]
+
+
+def critic_parameters(discriminator: nn.Module) -> list[nn.Parameter]:
+    """The parameters a critic's Lipschitz constraint covers: all of D's but its Q head's (InfoGAN).
+
+    Q only predicts codes from D's features; clipping it keeps Q from ever learning them.
+    """
+    q_head = getattr(discriminator, "q_head", None)
+    exclude = {id(p) for p in q_head.parameters()} if isinstance(q_head, nn.Module) else set()
+    return [p for p in discriminator.parameters() if id(p) not in exclude]
 
 
 def _grad_norm(module: nn.Module, device: torch.device) -> Tensor:
@@ -64,19 +78,22 @@ class GAN:
         k0 = objective.began.k0 if objective.began else 0.0
         self.k = torch.tensor(k0, device=device)  # BEGAN's k_t; a tensor so the step never syncs
         self.last_r1 = torch.zeros((), device=device)
+        self._critic_params = critic_parameters(discriminator)
 
     # ------------------------------------------------------------------ training
 
     def train_step(self, next_batch: Callable[[], Batch]) -> dict[str, Tensor]:
-        """n_critic D updates, each on a fresh real batch, then one G update. Detached 0-d metrics."""
+        """n_critic D updates, each on a fresh real batch and fresh noise, then one G update on
+        fresh noise of the same batch size. Returns detached 0-d metrics."""
         steps = self.objective.critic_steps(self.generator_steps)
-        for i in range(steps):
+        for _ in range(steps):
             real, labels = next_batch()
-            with torch.set_grad_enabled(i == steps - 1):  # only the last fake batch is reused by G
-                inputs = self.latent.sample(real.shape[0], real.device)
+            inputs = self.latent.sample(real.shape[0], real.device)
+            with torch.no_grad():  # D trains on detached fakes
                 fake = self.generator(**inputs)
-            metrics = self._discriminator_step(real, labels, fake.detach(), inputs)
-        metrics.update(self._generator_step(fake, inputs))
+            metrics = self._discriminator_step(real, labels, fake, inputs)
+        inputs = self.latent.sample(real.shape[0], real.device)
+        metrics.update(self._generator_step(self.generator(**inputs), inputs))
         self.generator_steps += 1
         if self.ema is not None:
             self.ema.update(self.generator)
@@ -87,7 +104,8 @@ class GAN:
     ) -> dict[str, Tensor]:
         o, d = self.objective, self.discriminator
         r1_now = o.r1_gamma > 0 and self.discriminator_steps % o.r1_every == 0
-        if r1_now:
+        r1_inline = r1_now and not o.lazy_r1  # r1_every 1: R1 is part of every D loss (Mescheder et al.)
+        if r1_inline:
             real = real.detach().requires_grad_(True)
         out_real = d(real, labels)
         out_fake = d(fake, inputs.get("labels"))
@@ -103,12 +121,10 @@ class GAN:
             penalty = self._gradient_penalty(real.detach(), fake, labels)
             loss = loss + o.penalty_weight * penalty
             metrics["gradient_penalty"] = penalty.detach()
-        if r1_now:
+        if r1_inline:
             r1 = r1_penalty(gradient_norms(out_real.score, real, self.pack))
-            loss = loss + o.r1_every * o.r1_gamma / 2 * r1  # lazy: scaled by the interval (StyleGAN2)
+            loss = loss + o.r1_gamma / 2 * r1
             self.last_r1 = r1.detach()
-        if o.r1_gamma > 0:
-            metrics["r1"] = self.last_r1
         if o.info is not None:
             info_nll = self.latent.code_nll(self._q(out_fake.features), inputs, o.info.continuous_std)
             loss = loss + o.info.weight * info_nll  # trains Q and D's shared body
@@ -116,11 +132,12 @@ class GAN:
         loss.backward()
         metrics["grad_norm_d"] = _grad_norm(d, self.device)
         self.opt_d.step()
+        self._constrain()
+        if r1_now and o.lazy_r1:
+            self._lazy_r1_step(real, labels)
         self.discriminator_steps += 1
-        if o.clip_value is not None:
-            with torch.no_grad():
-                for p in d.parameters():
-                    p.clamp_(-o.clip_value, o.clip_value)
+        if o.r1_gamma > 0:
+            metrics["r1"] = self.last_r1
         if o.began is not None:
             loss_real, loss_fake = out_real.score.detach().mean(), out_fake.score.detach().mean()
             metrics["m_global"] = losses.began_convergence(loss_real, loss_fake, o.began.gamma)
@@ -130,6 +147,27 @@ class GAN:
             loss_d=loss.detach(), d_real=out_real.score.detach().mean(), d_fake=out_fake.score.detach().mean()
         )
         return metrics
+
+    def _constrain(self) -> None:
+        """WGAN's weight clipping after every critic optimiser step: the critic's parameters only."""
+        clip = self.objective.clip_value
+        if clip is not None:
+            with torch.no_grad():
+                for p in self._critic_params:
+                    p.clamp_(-clip, clip)
+
+    def _lazy_r1_step(self, real: Tensor, labels: Tensor | None) -> None:
+        """StyleGAN2-ADA's D regularisation phase: its own backward and optimiser step on the main
+        step's real batch, the penalty γ/2·E‖∇ₓD(x)‖² multiplied by the interval. The optimiser's lr
+        and betas were scaled by interval/(interval+1) when it was built (factory.py)."""
+        o = self.objective
+        real = real.detach().requires_grad_(True)
+        r1 = r1_penalty(gradient_norms(self.discriminator(real, labels).score, real, self.pack))
+        self.opt_d.zero_grad(set_to_none=True)
+        (o.r1_every * o.r1_gamma / 2 * r1).backward()
+        self.opt_d.step()
+        self._constrain()
+        self.last_r1 = r1.detach()
 
     def _gradient_penalty(self, real: Tensor, fake: Tensor, labels: Tensor | None) -> Tensor:
         o = self.objective

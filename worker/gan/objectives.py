@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from torch import Tensor
 
-from models.spec import default_gp_weight
+from models.catalog import default_gp_weight
 from worker.gan import losses
 
 DLoss = Callable[[Tensor, Tensor], Tensor]
@@ -61,6 +61,11 @@ class Objective:
     def penalised(self) -> bool:
         """Whether D is trained with a per-sample gradient penalty (so it must not use batch norm)."""
         return self.penalty is not None or self.r1_gamma > 0
+
+    @property
+    def lazy_r1(self) -> bool:
+        """Whether R1 runs as its own regularisation step every `r1_every` > 1 D steps (StyleGAN2-ADA)."""
+        return self.r1_gamma > 0 and self.r1_every > 1
 
     def critic_steps(self, generator_step: int) -> int:
         """D steps before generator step `generator_step` (0-based)."""

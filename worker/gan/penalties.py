@@ -62,3 +62,10 @@ def norm_penalty(norms: Tensor, target: float) -> Tensor:
 def r1_penalty(norms: Tensor) -> Tensor:
     """E‖∇ₓD(x)‖² on real data; the caller multiplies by γ/2 (and by the lazy interval)."""
     return norms.pow(2).mean()
+
+
+def lazy_regularisation_ratio(interval: int) -> float:
+    """c = interval/(interval+1): the factor on the lr, and the power on Adam's betas, of an optimiser
+    that also takes a regularisation step every `interval` steps (StyleGAN2-ADA training_loop.py's
+    `mb_ratio`; Karras et al. 2020, 1912.04958, lazy regularisation). 1.0 for interval 1 (no lazy step)."""
+    return interval / (interval + 1) if interval > 1 else 1.0

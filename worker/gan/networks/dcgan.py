@@ -7,7 +7,9 @@ import math
 from torch import nn
 
 from models.spec import DCGANArchitecture
-from worker.gan.networks.common import Norm, norm2d
+from worker.gan.networks.common import Norm, norm2d, reinit, reset_norms, weight_layers
+
+INIT_STD = 0.02
 
 
 def _doublings(size: int) -> int:
@@ -53,3 +55,12 @@ def discriminator_body(
         width *= 2
     layers.append(nn.Flatten())
     return nn.Sequential(*layers), width * 4 * 4
+
+
+def initialise(net: nn.Module) -> None:
+    """Radford et al. 2015 (1511.06434, §4): every conv, transposed conv, linear and embedding weight
+    N(0, 0.02²), biases 0; batch-norm (and the layer norm that replaces it in a penalised critic)
+    weights N(1, 0.02²), biases 0, as the official code (Newmu/dcgan_code) draws its BN gains."""
+    for layer in weight_layers(net):
+        reinit(layer, lambda w: nn.init.normal_(w, 0.0, INIT_STD))
+    reset_norms(net, INIT_STD)

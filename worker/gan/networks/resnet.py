@@ -8,7 +8,9 @@ import torch
 from torch import Tensor, nn
 
 from models.spec import ResNetArchitecture
-from worker.gan.networks.common import Norm, norm2d, sn
+from worker.gan.networks.common import Norm, glorot, norm2d, reinit, reset_norms, sn, weight_layers
+
+RESIDUAL_GAIN = math.sqrt(2)
 
 
 class GeneratorBlock(nn.Module):
@@ -93,3 +95,19 @@ def discriminator_body(
         size //= 2
     blocks.append(DiscriminatorBlock(width, width, False, False, spectral, norm))
     return nn.Sequential(*blocks, _SumPool()), width
+
+
+def initialise(net: nn.Module) -> None:
+    """As pfnet-research/sngan_projection (gen_models/ and dis_models/resblocks.py, resnet_*.py):
+    Glorot uniform with gain √2 for the two convolutions of every residual branch, gain 1 for
+    everything else (1×1 shortcuts, G's input linear and output conv, D's linear head, projection
+    embedding and Q head); biases 0; norm layers weight 1, bias 0 (Chainer's defaults)."""
+    residual = {
+        id(layer)
+        for block in net.modules()
+        if isinstance(block, GeneratorBlock | DiscriminatorBlock)
+        for layer in weight_layers(block.residual)
+    }
+    for layer in weight_layers(net):
+        reinit(layer, glorot(RESIDUAL_GAIN if id(layer) in residual else 1.0))
+    reset_norms(net)
