@@ -26,7 +26,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from models.spec import LOSS_CLASSES, JobSpec  # noqa: E402
+from models.catalog import LOSS_CLASSES  # noqa: E402
+from models.spec import JobSpec  # noqa: E402
 from worker.gan import load_builtin  # noqa: E402
 from worker.gan.classifier import evaluate_labelled_samples, train_classifier  # noqa: E402
 from worker.gan.datasets import MIXTURES  # noqa: E402
@@ -147,14 +148,15 @@ def spread(samples: np.ndarray | None, dataset: str) -> dict[str, float]:
 
 def table(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| loss | data | steps | seed | wall s | modes covered | HQ % | reverse KL | median dist/σ | modes with ≥1 % mass | modes / HQ % at each tenth of the run |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| loss | data | steps | seed | wall s | modes covered | HQ % | reverse KL (HQ) | reverse KL (all) | median dist/σ | modes with ≥1 % mass | modes / HQ % at each tenth of the run |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         modes = len(MIXTURES[r["dataset"]][0])
         lines.append(
             f"| {r['loss']} | {r['dataset']} | {r['steps']} | {r['seed']} | {r['seconds']:.0f} | "
             f"{int(r['modes_covered'])}/{modes} | {100 * r['hq_fraction']:.1f} | {r['reverse_kl']:.3f} | "
+            f"{r.get('reverse_kl_all', float('nan')):.3f} | "
             f"{r.get('median_sigma', float('nan')):.1f} | {int(r.get('modes_with_mass', -1))} | {r['trace']} |"
         )
     lines += [
