@@ -1,17 +1,17 @@
-"""The job spec: what a client posts to `POST /v1/jobs`.
+"""The job spec schema: what a client posts to `POST /v1/jobs`.
 
 Pure pydantic, no torch: the API validates names and numbers here, the worker
 resolves the names to code (`worker/gan`). Every loss class carries its
 paper's defaults (see shared GAN_REFERENCE.md); a spec may override any of them.
+The names and what the catalog serves are in models/catalog.py; whether a spec
+may run (its data set, warm start, data-dependent defaults) in models/admission.py.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-
-from models.datasets import BUILTIN_DATASETS, DatasetInfo
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class StrictModel(BaseModel):
@@ -27,16 +27,13 @@ Optimizer = Literal["adam", "rmsprop"]
 
 BuiltinName = Literal["ring8", "grid25", "spiral", "digits"]
 
-# λ of the gradient penalties (WGAN-GP, DRAGAN) when a spec leaves it unset: the papers' 10, but 0.1
-# on 2-D points, the WGAN-GP authors' toy setting ("smaller lambda makes things faster for toy
-# tasks"). At 10 both collapse on ring8 within 5k steps (bench/ZOO_RESULTS.md).
-PAPER_GP_WEIGHT, TOY_GP_WEIGHT = 10.0, 0.1
+# λ left unset is filled at admission from the data (models.catalog.default_gp_weight).
 GP_WEIGHT_HELP = "penalty weight λ; unset: 10 (paper), 0.1 on 2-D points (the WGAN-GP toy code)"
 
-
-def default_gp_weight(data_shape: tuple[int, ...]) -> float:
-    """The penalty weight for data of this shape (one example) when the spec leaves it unset."""
-    return TOY_GP_WEIGHT if tuple(data_shape) == (2,) else PAPER_GP_WEIGHT
+# Every integer a client sends is bounded well inside what the store holds (models.records.DB_INT_MAX):
+# counts of steps by the largest run a spec may ask for, seeds by what torch and numpy seed with.
+MAX_STEPS = 10_000_000
+MAX_SEED = 2**31 - 1
 
 
 # --------------------------------------------------------------------------- dataset
@@ -97,14 +94,6 @@ Architecture = Annotated[
     MLPArchitecture | DCGANArchitecture | ResNetArchitecture,
     Field(discriminator="name"),
 ]
-ARCHITECTURE_CLASSES: dict[str, type[StrictModel]] = {
-    "mlp": MLPArchitecture,
-    "dcgan": DCGANArchitecture,
-    "resnet": ResNetArchitecture,
-}
-IMAGE_ARCHITECTURES = frozenset({"dcgan", "resnet"})
-# Architectures that can build BEGAN's auto-encoder discriminator.
-AUTOENCODER_ARCHITECTURES = frozenset({"mlp", "dcgan"})
 
 
 # --------------------------------------------------------------------------- losses
@@ -202,7 +191,7 @@ class BEGANLoss(_Optimisation):
 
 AdversarialName = Literal["minimax", "nsgan", "lsgan", "wgan", "wgan-gp", "dragan", "hinge"]
 
-_BASE_LOSSES: dict[str, type[_Optimisation]] = {
+BASE_LOSS_CLASSES: dict[str, type[_Optimisation]] = {
     "minimax": MinimaxLoss,
     "nsgan": NSGANLoss,
     "lsgan": LSGANLoss,
@@ -213,12 +202,17 @@ _BASE_LOSSES: dict[str, type[_Optimisation]] = {
 }
 # Fields a base loss may add on top of _Optimisation, all optional in a wrapper loss.
 _BASE_SPECIFIC = sorted(
-    {f for cls in _BASE_LOSSES.values() for f in cls.model_fields} - set(_Optimisation.model_fields) - {"name"}
+    {f for cls in BASE_LOSS_CLASSES.values() for f in cls.model_fields} - set(_Optimisation.model_fields) - {"name"}
 )
 
 
 class _WrappedLoss(StrictModel):
-    """A loss built on an adversarial base loss; unset fields take the base's defaults."""
+    """A loss built on an adversarial base loss; unset fields take the base's defaults.
+
+    The optimiser, learning rates, betas, n_critic and penalties come from the base loss's
+    paper unless the spec sets them, except on the wrapper's own paper base (`paper_base`),
+    where the wrapper's paper settings (`paper_defaults`) apply.
+    """
 
     base: AdversarialName = "nsgan"
     optimizer: Optimizer | None = None
@@ -237,12 +231,14 @@ class _WrappedLoss(StrictModel):
     k: float | None = Field(default=None, ge=0)
     perturb_scale: PositiveFloat | None = None
 
-    # Defaults this loss sets over its base's (InfoGAN's paper has its own optimisers).
-    _own_defaults: dict[str, Any] = {}
+    # The loss's own paper ran it on one base with its own optimiser settings: those apply on that
+    # base only; on any other base the base's paper settings do (InfoGAN on wgan keeps RMSProp 5e-5).
+    paper_base: ClassVar[str | None] = None
+    paper_defaults: ClassVar[dict[str, Any]] = {}
 
     @model_validator(mode="after")
     def _fill_from_base(self) -> _WrappedLoss:
-        base_cls = _BASE_LOSSES[self.base]
+        base_cls = BASE_LOSS_CLASSES[self.base]
         # A stored spec (model_dump) carries the inapplicable fields as None: only a value is stray.
         stray = [
             f
@@ -252,16 +248,17 @@ class _WrappedLoss(StrictModel):
         if stray:
             raise ValueError(f"{', '.join(stray)} does not apply to base loss '{self.base}'")
         base_defaults = base_cls(name=self.base)  # type: ignore[call-arg]
+        own = self.paper_defaults if self.base == self.paper_base else {}
         for field in base_cls.model_fields:
             if field == "name" or field in self.model_fields_set:
                 continue
-            default = self._own_defaults.get(field, getattr(base_defaults, field))
+            default = own.get(field, getattr(base_defaults, field))
             object.__setattr__(self, field, default)
         return self
 
     def base_loss(self) -> _Optimisation:
         """The adversarial loss this one wraps, with the resolved hyperparameters."""
-        base_cls = _BASE_LOSSES[self.base]
+        base_cls = BASE_LOSS_CLASSES[self.base]
         values = {f: getattr(self, f) for f in base_cls.model_fields if f != "name"}
         return base_cls(name=self.base, **values)  # type: ignore[call-arg]
 
@@ -274,7 +271,7 @@ class CGANLoss(_WrappedLoss):
 
 
 class InfoGANLoss(_WrappedLoss):
-    """Chen et al. 2016 (arXiv 1606.03657); official optimisers G 1e-3, D 2e-4, beta1 0.5."""
+    """Chen et al. 2016 (arXiv 1606.03657); on its paper's base (nsgan) the official optimisers: Adam, G 1e-3, D 2e-4, beta1 0.5."""
 
     name: Literal["infogan"]
     info_lambda: float = Field(default=1.0, ge=0, description="weight of the mutual-information term")
@@ -283,7 +280,8 @@ class InfoGANLoss(_WrappedLoss):
     )
     continuous_codes: int = Field(default=2, ge=0, le=64)
     continuous_std: PositiveFloat = Field(default=1.0, description="fixed std of the factored Gaussian Q")
-    _own_defaults = {"lr_g": 1e-3, "lr_d": 2e-4}
+    paper_base: ClassVar[str | None] = "nsgan"
+    paper_defaults: ClassVar[dict[str, Any]] = {"optimizer": "adam", "lr_g": 1e-3, "lr_d": 2e-4, "betas": (0.5, 0.999)}
 
     @model_validator(mode="after")
     def _some_code(self) -> InfoGANLoss:
@@ -305,29 +303,23 @@ Loss = Annotated[
     | InfoGANLoss,
     Field(discriminator="name"),
 ]
-LOSS_CLASSES: dict[str, type[StrictModel]] = {
-    **_BASE_LOSSES,
-    "began": BEGANLoss,
-    "cgan": CGANLoss,
-    "infogan": InfoGANLoss,
-}
-# Losses whose D output is a critic value, not a probability logit.
-GRADIENT_PENALTY_LOSSES = frozenset({"wgan-gp", "dragan"})
-
 
 # --------------------------------------------------------------------------- training
 
 
 class Training(StrictModel):
-    steps: int = Field(default=5000, ge=1, le=10_000_000, description="generator steps")
+    steps: int = Field(default=5000, ge=1, le=MAX_STEPS, description="generator steps")
     batch_size: int = Field(default=256, ge=1, le=65_536)
-    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    seed: int = Field(default=0, ge=0, le=MAX_SEED)
     ema_decay: float | None = Field(
         default=None, gt=0, lt=1, description="EMA of G's weights; samples and checkpoints use the EMA copy"
     )
     pack: int = Field(default=1, ge=1, le=16, description="PacGAN: D sees this many samples at once")
     sample_count: int | None = Field(
-        default=None, ge=1, le=10_000, description="samples per snapshot; default 64 images or 2,500 points"
+        default=None,
+        ge=1,
+        le=10_000,
+        description="samples per snapshot; unset: 64 images or 2,500 points (filled in at submission)",
     )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     max_attempts: int = Field(default=3, ge=1, le=20)
@@ -340,16 +332,26 @@ class Training(StrictModel):
 
 
 class Every(StrictModel):
-    metrics: int = Field(default=10, ge=1, description="log metrics every N steps")
-    samples: int = Field(default=500, ge=1, description="sample snapshot every N steps")
-    checkpoint: int = Field(default=1000, ge=1, description="checkpoint every N steps (and at the end)")
+    metrics: int = Field(default=10, ge=1, le=MAX_STEPS, description="log metrics every N steps")
+    samples: int = Field(default=500, ge=1, le=MAX_STEPS, description="sample snapshot every N steps")
+    checkpoint: int = Field(default=1000, ge=1, le=MAX_STEPS, description="checkpoint every N steps (and at the end)")
 
 
 class InitFrom(StrictModel):
-    """Warm start: begin from another job's checkpoint (same architecture and loss networks)."""
+    """Warm start: begin from another job's checkpoint, whose networks must have this spec's shapes."""
 
     job: str = Field(min_length=1, max_length=64)
-    step: int | Literal["latest"] = "latest"
+    step: int | Literal["latest"] = Field(default="latest", description="a checkpoint's step, or 'latest'")
+
+    @field_validator("step", mode="before")
+    @classmethod
+    def _step(cls, value: Any) -> Any:
+        # One check for the union, so an error names init_from.step rather than each member of the union.
+        if value == "latest":
+            return value
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_STEPS:
+            raise ValueError(f"must be 'latest' or a step number from 0 to {MAX_STEPS}")
+        return value
 
 
 class JobSpec(StrictModel):
@@ -365,82 +367,3 @@ class JobSpec(StrictModel):
     tags: dict[Annotated[str, Field(min_length=1, max_length=64)], Annotated[str, Field(max_length=256)]] = Field(
         default_factory=dict, max_length=32
     )
-
-
-# --------------------------------------------------------------------------- compatibility
-
-
-class SpecProblem(Exception):
-    """A spec that is well formed but cannot work with its data set."""
-
-    def __init__(self, loc: tuple[str | int, ...], message: str) -> None:
-        super().__init__(message)
-        self.loc = loc
-        self.message = message
-
-
-def check_compatible(spec: JobSpec, info: DatasetInfo) -> list[SpecProblem]:
-    """Every reason this spec cannot train on this data set (empty when it can)."""
-    problems: list[SpecProblem] = []
-    arch, loss = spec.architecture.name, spec.loss.name
-    if info.kind == "points" and arch in IMAGE_ARCHITECTURES:
-        problems.append(
-            SpecProblem(
-                ("architecture", "name"),
-                f"'{arch}' is an image architecture; this data set holds points of dimension {info.shape[0]}: use 'mlp'",
-            )
-        )
-    if info.kind == "images":
-        size = spec.dataset.resize or info.shape[-1]
-        if arch in IMAGE_ARCHITECTURES and size not in (16, 32, 64):
-            problems.append(
-                SpecProblem(
-                    ("dataset", "resize"),
-                    f"'{arch}' needs 16, 32 or 64 px images; the data set is {info.shape[-1]} px: set dataset.resize",
-                )
-            )
-        if info.shape[-1] != info.shape[-2] and spec.dataset.resize is None:
-            problems.append(SpecProblem(("dataset", "resize"), "images are not square: set dataset.resize"))
-    elif spec.dataset.resize is not None:
-        problems.append(SpecProblem(("dataset", "resize"), "resize applies to image data sets only"))
-    if loss == "cgan" and not info.num_classes:
-        problems.append(SpecProblem(("loss", "name"), "cgan needs a labelled data set; this one has no labels"))
-    elif loss == "cgan" and info.num_classes == 1:
-        problems.append(SpecProblem(("loss", "name"), "cgan needs at least 2 classes; this data set has only one"))
-    if loss == "began" and arch not in AUTOENCODER_ARCHITECTURES:
-        problems.append(
-            SpecProblem(
-                ("architecture", "name"),
-                f"began needs an auto-encoder discriminator, which '{arch}' does not provide: use one of {sorted(AUTOENCODER_ARCHITECTURES)}",
-            )
-        )
-    if spec.training.pack > 1 and loss in ("began", "infogan"):
-        problems.append(SpecProblem(("training", "pack"), f"{loss} scores single samples: pack must be 1"))
-    return problems
-
-
-# Loss fields that change the networks' shapes (the rest are optimiser settings).
-_NETWORK_FIELDS = ("name", "base", "conditioning", "categorical_codes", "continuous_codes")
-
-
-def check_warm_start(spec: JobSpec, source: JobSpec) -> list[SpecProblem]:
-    """Reasons the weights of a `source` job cannot initialise `spec`'s networks."""
-    problems = []
-    if spec.architecture != source.architecture:
-        problems.append(SpecProblem(("init_from", "job"), "that job's architecture differs from this spec's"))
-    mine, theirs = spec.loss.model_dump(), source.loss.model_dump()
-    if any(mine.get(f) != theirs.get(f) for f in _NETWORK_FIELDS):
-        problems.append(
-            SpecProblem(
-                ("init_from", "job"),
-                "that job's loss builds different networks (name, base, conditioning or codes differ)",
-            )
-        )
-    if spec.training.pack != source.training.pack:
-        problems.append(SpecProblem(("init_from", "job"), "that job's training.pack differs (D's input size)"))
-    return problems
-
-
-def resolve_dataset_info(ref: DatasetRef) -> DatasetInfo | None:
-    """The description of a built-in data set (None for an upload: ask the store)."""
-    return BUILTIN_DATASETS[ref.builtin] if ref.builtin else None

@@ -10,37 +10,14 @@ from fastapi import APIRouter, Header, Query, Response
 from api.deps import BrokerDep, CurrentOwner, OwnedJob, StoreDep
 from api.errors import ApiError, spec_problems_error
 from api.schemas import JobOut, JobPage, ValidatedSpec
-from models.datasets import DatasetInfo
+from models.admission import DatasetNotFound, SpecRejected, admit
 from models.queue import send_train
 from models.records import JobStatus
-from models.spec import JobSpec, SpecProblem, check_compatible, check_warm_start, resolve_dataset_info
-from models.store import IdempotencyConflict, InvalidCursor, JobStore
+from models.spec import JobSpec
+from models.store import IdempotencyConflict, InvalidCursor
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
-
-
-def dataset_info(store: JobStore, spec: JobSpec, owner: str) -> DatasetInfo:
-    info = resolve_dataset_info(spec.dataset)
-    if info is not None:
-        return info
-    record = store.get_dataset(dataset_id=spec.dataset.id or "", owner=owner)
-    if record is None:
-        message = f"no data set {spec.dataset.id!r}"  # another owner's is indistinguishable from a missing one
-        raise ApiError(404, "not_found", message, [{"field": "dataset.id", "message": message}])
-    return DatasetInfo.model_validate(record.info)
-
-
-def warm_start_problems(store: JobStore, spec: JobSpec, owner: str) -> list[SpecProblem]:
-    if spec.init_from is None:
-        return []
-    source = store.get_job(job_id=spec.init_from.job, owner=owner)
-    if source is None:
-        return [SpecProblem(("init_from", "job"), f"no job {spec.init_from.job!r}")]
-    step = None if spec.init_from.step == "latest" else spec.init_from.step
-    if store.get_checkpoint(job_id=source.id, step=step) is None:
-        return [SpecProblem(("init_from", "step"), f"job {source.id} has no checkpoint at step {spec.init_from.step}")]
-    return check_warm_start(spec, JobSpec.model_validate(source.spec))
 
 
 @router.post("", status_code=201, response_model=JobOut | ValidatedSpec, responses={200: {"model": JobOut}})
@@ -55,10 +32,17 @@ def submit_job(
     ] = False,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> JobOut | ValidatedSpec:
-    """Submit a training job. A retry with the same `Idempotency-Key` returns the same job."""
-    problems = check_compatible(spec, dataset_info(store, spec, owner)) + warm_start_problems(store, spec, owner)
-    if problems:
-        raise spec_problems_error(problems)
+    """Submit a training job. A retry with the same `Idempotency-Key` returns the same job.
+
+    The stored spec is the admitted one: data-dependent defaults filled in, as it will run.
+    """
+    try:
+        spec = admit(spec=spec, owner=owner, store=store)
+    except DatasetNotFound as exc:  # another owner's data set is indistinguishable from a missing one
+        message = str(exc)
+        raise ApiError(404, "not_found", message, [{"field": "dataset.id", "message": message}]) from None
+    except SpecRejected as exc:
+        raise spec_problems_error(exc.problems) from None
     if validate_only:
         response.status_code = 200
         return ValidatedSpec(valid=True, spec=spec.model_dump(mode="json"))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -10,8 +9,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api.deps import BrokerDep, StoreDep
-from models.datasets import BUILTIN_DATASETS
-from models.spec import ARCHITECTURE_CLASSES, LOSS_CLASSES, StrictModel
+from models.catalog import catalog as catalog_body
 
 router = APIRouter(tags=["system"])
 
@@ -49,25 +47,7 @@ def prometheus(request: Request) -> Response:
     return Response(generate_latest(request.app.state.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-def _describe(cls: type[StrictModel]) -> dict[str, Any]:
-    schema = cls.model_json_schema()
-    return {
-        "paper": inspect.getdoc(cls),
-        "defaults": _defaults(cls),
-        "parameters": {k: v for k, v in schema.get("properties", {}).items() if k != "name"},
-    }
-
-
-def _defaults(cls: type[StrictModel]) -> dict[str, Any]:
-    name = cls.model_fields["name"].annotation.__args__[0]  # type: ignore[union-attr]
-    return {k: v for k, v in cls(name=name).model_dump(mode="json").items() if k != "name"}  # type: ignore[call-arg]
-
-
 @router.get("/v1/catalog")
 def catalog() -> dict[str, Any]:
-    """Every loss, architecture and built-in data set with its parameters, defaults and paper."""
-    return {
-        "losses": {name: _describe(cls) for name, cls in LOSS_CLASSES.items()},
-        "architectures": {name: _describe(cls) for name, cls in ARCHITECTURE_CLASSES.items()},
-        "datasets": {name: info.model_dump(mode="json") for name, info in BUILTIN_DATASETS.items()},
-    }
+    """Every loss, architecture (with its initialisation) and built-in data set with its parameters, defaults and paper."""
+    return catalog_body()
