@@ -5,6 +5,8 @@ BIN := $(VENV)/bin
 # A CPU build of torch: without it pip resolves `torch` to a multi-GB CUDA build.
 TORCH ?= torch==2.13.0
 TORCH_INDEX ?=
+# What `make run` passes to `ganforge up`, e.g. make run UP_ARGS="--port 8011 --data-dir ./gf-data".
+UP_ARGS ?= --demo
 
 .PHONY: install run test lint bench
 
@@ -17,8 +19,10 @@ $(BIN)/ganforge: pyproject.toml
 
 install: $(BIN)/ganforge
 
+# make runs this one command without a shell; make does not pass SIGINT on to it (it waits for it),
+# so `ganforge up` watches its parent and stops when make is told to (ganforge/parent.py).
 run: install  ## embedded default: SQLite + file-system broker, API on :8000, one worker, a demo job
-	$(BIN)/ganforge up --demo
+	$(BIN)/ganforge up $(UP_ARGS)
 
 test: install  ## lint, types, then the whole suite against PostgreSQL + Redis and the embedded default
 	$(BIN)/ruff check .

@@ -3,9 +3,11 @@
 One training job per worker process: prefork pool, prefetch 1, late acks (models/queue.py).
 
 Graceful shutdown: Celery's warm shutdown would wait for a training job to
-finish, which can take hours. On SIGTERM the main process forwards the signal to
-its pool processes; the running task checkpoints and hands its job back to the
-queue (worker/tasks.py), then the worker exits.
+finish, which can take hours. On SIGTERM or SIGINT the main process forwards
+SIGTERM to the pool processes that run a job; the running task checkpoints and
+hands its job back to the queue (worker/tasks.py), then the worker exits. An idle
+pool process is left alone: Celery closes it, and a signal would only make Celery
+report it as killed.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ import os
 import signal
 from typing import Any
 
-from celery.signals import worker_init, worker_shutting_down
+from celery.signals import worker_shutting_down
+from celery.worker import state as worker_state
 
 from models.queue import make_celery
 from models.settings import get_settings
@@ -25,23 +28,25 @@ log = logging.getLogger(__name__)
 app = make_celery(get_settings())
 app.conf.update(include=["worker.tasks"], worker_concurrency=1)
 
-_controller: list[Any] = []
 
-
-@worker_init.connect
-def _remember_controller(sender: Any = None, **_kwargs: Any) -> None:
-    _controller[:] = [sender]
+def running_jobs() -> dict[int, str]:
+    """Pool process id → id of the job it runs, for the tasks this worker's pool has started."""
+    running: dict[int, str] = {}
+    for request in list(worker_state.active_requests):
+        pid, args = getattr(request, "worker_pid", None), getattr(request, "args", None) or ["?"]
+        if pid and pid != os.getpid():
+            running[int(pid)] = str(args[0])
+    return running
 
 
 @worker_shutting_down.connect
 def _hand_back_running_jobs(**_kwargs: Any) -> None:
-    pool = getattr(_controller[0], "pool", None) if _controller else None
-    processes = getattr(getattr(pool, "_pool", None), "_pool", None) or []
-    for process in processes:
-        pid = getattr(process, "pid", None)
-        if pid and pid != os.getpid():
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            log.info("asked pool process %s to checkpoint and hand its job back", pid)
+    running = running_jobs()
+    if not running:
+        log.info("no training job is running; the worker stops now")
+    for pid, job_id in running.items():
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            continue
+        log.info("asked pool process %s to checkpoint job %s and put it back in the queue", pid, job_id)

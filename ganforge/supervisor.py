@@ -1,0 +1,218 @@
+"""`ganforge up`: migrate, then run the API and one worker until told to stop.
+
+The children run in process groups of their own, so a terminal's Ctrl-C reaches this
+process alone and the shutdown happens once, in order: SIGTERM to the worker (a running
+job checkpoints and goes back to the queue; an idle worker just exits) and to the API.
+A second Ctrl-C kills them at once. The children get SIGTERM from the kernel if this
+process dies without cleaning up (Linux `PR_SET_PDEATHSIG`), and this process stops
+when its own parent exits or is dying (ganforge/parent.py: `make run` told SIGINT).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from types import FrameType
+
+from ganforge.parent import ParentWatch
+
+log = logging.getLogger("ganforge")
+
+DEMO_SPEC = {
+    "name": "demo-ring8-nsgan",
+    "dataset": {"builtin": "ring8"},
+    "architecture": {"name": "mlp"},
+    "loss": {"name": "nsgan"},
+    "training": {"steps": 2000, "batch_size": 256},
+    "every": {"metrics": 10, "samples": 250, "checkpoint": 500},
+}
+POLL_SECONDS = 0.5
+# A worker handing a job back writes a checkpoint first; past this it is killed (the lease re-queues the job).
+WORKER_GRACE_SECONDS = 30.0
+API_GRACE_SECONDS = 10.0
+# A worker that dies soon after starting (broker unreachable) is restarted after a growing pause, up to this.
+MAX_RESTART_DELAY_SECONDS = 30.0
+_PR_SET_PDEATHSIG = 1
+
+
+def api_command(host: str, port: int) -> list[str]:
+    """The uvicorn command line that serves `api.app:app` on host:port."""
+    return [sys.executable, "-m", "uvicorn", "api.app:app", "--host", host, "--port", str(port), "--no-access-log"]
+
+
+def worker_command() -> list[str]:
+    """The Celery command line of one training worker (prefork, one process) on the configured queue."""
+    from models.settings import get_settings
+
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "worker.celery_app",
+        "worker",
+        "--loglevel",
+        "INFO",
+        "--pool",
+        "prefork",
+        "--concurrency",
+        "1",
+        "-Q",
+        get_settings().queue,
+        "-n",
+        f"ganforge-{os.getpid()}@%h",
+    ]
+
+
+def migrate() -> None:
+    """Create the data dir and bring the store's schema to the latest Alembic revision."""
+    from migrations import upgrade
+    from models.settings import get_settings
+
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.database_url)
+    log.info("schema is at the latest revision (%s)", settings.database_url.split("@")[-1])
+
+
+def _die_with_parent() -> None:
+    # Runs in the child between fork and exec; the setting survives exec.
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+def spawn(command: list[str]) -> subprocess.Popen[bytes]:
+    """Start `command` as the leader of a new process group that gets SIGTERM if we die."""
+    return subprocess.Popen(command, process_group=0, preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+
+
+def wait_ready(url: str, timeout: float = 60.0) -> bool:
+    """Poll `url`/readyz until it answers 200 (True) or `timeout` seconds pass (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:
+                if response.status == 200:
+                    return True
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.5)
+    return False
+
+
+def submit_demo(url: str) -> None:
+    """Submit DEMO_SPEC and print how to follow it."""
+    request = urllib.request.Request(
+        f"{url}/v1/jobs", data=json.dumps(DEMO_SPEC).encode(), headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        job = json.load(response)
+    print(
+        f"\ndemo job {job['id']} submitted: follow it with\n"
+        f"  curl {url}/v1/jobs/{job['id']}\n  curl -N {url}/v1/jobs/{job['id']}/events\n"
+        f"  open {url}/v1/jobs/{job['id']}/samples/2000.png when it has succeeded\n",
+        flush=True,
+    )
+
+
+class Up:
+    """The API and one worker, kept running until a stop signal or the parent's end."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.stop_reason: str | None = None
+        self.signals = 0
+        self.api: subprocess.Popen[bytes] | None = None
+        self.worker: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{'127.0.0.1' if self.host in ('0.0.0.0', '::') else self.host}:{self.port}"
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        self.signals += 1
+        if self.signals == 1:
+            self.stop_reason = f"got {signal.Signals(signum).name}"
+            log.info("%s: stopping the worker and the API (again to kill them at once)", self.stop_reason)
+        else:
+            log.info("got %s again: killing the worker and the API", signal.Signals(signum).name)
+            for process in (self.worker, self.api):
+                _kill_group(process)
+
+    def install_signal_handlers(self) -> None:
+        """SIGINT, SIGTERM and SIGHUP stop the service; SIGHUP stays ignored under nohup."""
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            if sig == signal.SIGHUP and signal.getsignal(sig) == signal.SIG_IGN:
+                continue
+            signal.signal(sig, self._on_signal)
+
+    def run(self, demo: bool) -> int:
+        """Serve until stopped; 0 when stopped on request, 1 when the API died."""
+        parent = ParentWatch()
+        self.install_signal_handlers()
+        migrate()
+        if self.stop_reason is not None:
+            return 0
+        self.api = spawn(api_command(self.host, self.port))
+        self.worker = spawn(worker_command())
+        started, restarts = time.monotonic(), 0
+        restart_at: float | None = None
+        try:
+            if demo and wait_ready(self.url) and self.stop_reason is None:
+                submit_demo(self.url)
+            while self.stop_reason is None:
+                self.stop_reason = parent.reason_to_stop()
+                if self.stop_reason is not None:
+                    log.info("%s: stopping the worker and the API", self.stop_reason)
+                    break
+                if self.api.poll() is not None:
+                    log.error("the API exited with %s; stopping", self.api.returncode)
+                    return 1
+                if restart_at is None and self.worker.poll() is not None:
+                    # A worker that lived a minute had a real life: restart at once; a crash loop backs off.
+                    restarts = 0 if time.monotonic() - started > 60 else restarts + 1
+                    delay = min(MAX_RESTART_DELAY_SECONDS, 0.5 * 2**restarts) if restarts else 0.0
+                    log.warning(
+                        "the worker exited with %s; starting a new one in %.1f s", self.worker.returncode, delay
+                    )
+                    restart_at = time.monotonic() + delay
+                if restart_at is not None and time.monotonic() >= restart_at:
+                    self.worker, started, restart_at = spawn(worker_command()), time.monotonic(), None
+                time.sleep(POLL_SECONDS)
+            return 0
+        finally:
+            self.stop()
+
+    def stop(self) -> None:
+        """SIGTERM the worker and the API, wait for them, kill what outlives its grace."""
+        for process in (self.worker, self.api):
+            if process is not None and process.poll() is None:
+                process.terminate()
+        for process, grace in ((self.worker, WORKER_GRACE_SECONDS), (self.api, API_GRACE_SECONDS)):
+            if process is None:
+                continue
+            try:
+                process.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                log.warning("process %s did not stop within %.0f s; killing it", process.pid, grace)
+                _kill_group(process)
+                process.wait()
+        log.info("stopped")
+
+
+def _kill_group(process: subprocess.Popen[bytes] | None) -> None:
+    if process is None or process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGKILL)  # the group: a Celery worker's pool processes too
+    except ProcessLookupError:
+        pass

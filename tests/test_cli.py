@@ -1,0 +1,259 @@
+"""`ganforge` on the command line: argument parsing, and how `ganforge up` stops.
+
+The shutdown tests run the real thing: `ganforge up` (embedded: SQLite, the
+file-system broker) as a process, told to stop the ways a user does — Ctrl-C,
+its parent shell killed, `make run` told SIGINT — and check it stops its API and
+worker within seconds, saying only INFO lines.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ganforge.cli import build_parser
+from ganforge.parent import ParentWatch, dying_of
+from tests.service import ROOT, free_port, service_env
+
+# An idle Celery worker's warm shutdown alone takes ~4 s on Redis and ~8 s on the file-system broker
+# (its event loop drains the broker for 2 s, twice, then its pool and timer threads wake each second).
+STOP_WITHIN_SECONDS = 20.0
+
+
+def _sigint_default() -> None:
+    # A process started in the background by a non-interactive shell inherits SIGINT ignored; the user's doesn't.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+# --- parsing ---------------------------------------------------------------------------------------------
+
+
+def test_the_readme_fault_command_parses_with_the_global_option_after_the_subcommand() -> None:
+    args = build_parser().parse_args(["up", "--data-dir", "./gf-data", "--port", "8011"])
+    assert (args.command, args.data_dir, args.port, args.host, args.demo) == (
+        "up",
+        Path("./gf-data"),
+        8011,
+        "127.0.0.1",
+        False,
+    )
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--data-dir", "/tmp/d", "up", "--port", "8011"],
+        ["up", "--port", "8011", "--data-dir", "/tmp/d"],
+        ["worker", "--data-dir", "/tmp/d"],
+        ["--data-dir", "/tmp/d", "migrate"],
+        ["api", "--data-dir", "/tmp/d", "--host", "0.0.0.0"],
+    ],
+)
+def test_data_dir_parses_before_or_after_any_subcommand(argv: list[str]) -> None:
+    assert build_parser().parse_args(argv).data_dir == Path("/tmp/d")
+
+
+def test_no_data_dir_leaves_the_setting_alone() -> None:
+    assert not hasattr(build_parser().parse_args(["worker"]), "data_dir")
+
+
+@pytest.mark.parametrize("port", ["0", "65536", "-1", "http"])
+def test_a_port_out_of_range_is_a_usage_error_naming_the_option(port: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(["up", "--port", port])
+    assert exit_info.value.code == 2
+    assert f"argument --port: invalid port value: '{port}'" in capsys.readouterr().err
+
+
+def test_an_option_the_subcommand_does_not_take_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(["worker", "--port", "8000"])
+    assert exit_info.value.code == 2
+    assert "unrecognized arguments: --port 8000" in capsys.readouterr().err
+
+
+# --- watching the parent -----------------------------------------------------------------------------------
+
+BLOCKS_SIGINT = (
+    "import signal, sys, time\n"
+    "signal.signal(signal.SIGINT, signal.SIG_DFL)\n"
+    "signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})\n"
+    "print('ready', flush=True); time.sleep(60)\n"
+)
+CATCHES_SIGINT = "import time\nprint('ready', flush=True); time.sleep(60)\n"  # Python catches SIGINT
+
+
+@pytest.mark.parametrize(("code", "expected"), [(BLOCKS_SIGINT, signal.SIGINT), (CATCHES_SIGINT, None)])
+def test_dying_of_sees_a_stop_signal_held_blocked_at_its_default_action(
+    code: str, expected: signal.Signals | None
+) -> None:
+    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, preexec_fn=_sigint_default)
+    try:
+        assert process.stdout is not None and process.stdout.readline() == b"ready\n"
+        assert dying_of(process.pid) == expected
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_dying_of_a_missing_process_is_none() -> None:
+    assert dying_of(2**22 + 1) is None  # above Linux's largest pid
+
+
+def test_parent_watch_says_why_once_the_parent_is_gone() -> None:
+    watch = ParentWatch(pid=os.getppid())
+    assert watch.reason_to_stop() is None
+    assert ParentWatch(pid=1).reason_to_stop() is None  # started by init: nothing to follow
+    gone = ParentWatch(pid=os.getppid() + 1 if os.getppid() > 1 else 2)
+    assert gone.reason_to_stop() == f"its parent process {gone.pid} exited"
+
+
+# --- `ganforge up` stopping ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Up:
+    """A `ganforge up` under test, its output in a file."""
+
+    launcher: subprocess.Popen[bytes]  # `ganforge up` itself, or the shell or make that started it
+    port: int
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_ready(self) -> None:
+        """Wait for /readyz and for the worker's ' ready.' line (its pool exists: the idle case is real)."""
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            assert self.launcher.poll() is None, self.output()
+            try:
+                api_ready = httpx.get(f"http://127.0.0.1:{self.port}/readyz", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                api_ready = False
+            if api_ready and " ready." in self.output():
+                return
+            time.sleep(0.2)
+        raise AssertionError("ganforge up did not become ready:\n" + self.output())
+
+    def up_pid(self) -> int:
+        """`ganforge up`'s pid: the launcher's one child (make runs its recipe without a shell)."""
+        children = subprocess.run(["pgrep", "-P", str(self.launcher.pid)], capture_output=True, text=True)
+        pids = [int(pid) for pid in children.stdout.split()]
+        assert len(pids) == 1, (children.stdout, self.output())
+        assert "ganforge" in Path(f"/proc/{pids[0]}/cmdline").read_text(), self.output()
+        return pids[0]
+
+    def descendants(self, pid: int) -> list[int]:
+        children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+        return [int(c) for c in children] + [d for c in children for d in self.descendants(int(c))]
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def wait_gone(pids: list[int], timeout: float) -> float:
+    """Seconds until none of `pids` runs; fails past `timeout`."""
+    start = time.monotonic()
+    while any(alive(pid) for pid in pids):
+        assert time.monotonic() - start < timeout, [pid for pid in pids if alive(pid)]
+        time.sleep(0.1)
+    return time.monotonic() - start
+
+
+@pytest.fixture
+def start_up(tmp_path: Path) -> Iterator[Callable[[list[str]], Up]]:
+    """Start a command that runs `ganforge up` (embedded, free port, temp data dir); kill what is left after."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(argv: list[str]) -> Up:
+        port = free_port()
+        env = service_env(tmp_path / "data", None, None)
+        log = tmp_path / "up.log"
+        command = [part.replace("{port}", str(port)).replace("{data}", str(tmp_path / "data")) for part in argv]
+        launcher = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=env,
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_sigint_default,
+        )
+        started.append(launcher)
+        return Up(launcher, port, log)
+
+    yield start
+    for launcher in started:
+        for pid in Up(launcher, 0, Path()).descendants(launcher.pid) + [launcher.pid]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        launcher.wait()
+
+
+UP = [sys.executable, "-m", "ganforge", "up", "--data-dir", "{data}", "--port", "{port}"]
+
+
+def assert_quiet_stop(up: Up) -> None:
+    output = up.output()
+    assert "ERROR" not in output and "Traceback" not in output, output
+    assert "hand" not in output.lower(), output  # no job ran: nothing was handed back
+    assert "got SIGINT" in output or "parent process" in output, output
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"http://127.0.0.1:{up.port}/healthz", timeout=2)
+
+
+def test_ctrl_c_stops_an_idle_up_promptly_with_info_lines_only(start_up: Callable[[list[str]], Up]) -> None:
+    up = start_up(UP)
+    up.wait_ready()
+    processes = [up.launcher.pid, *up.descendants(up.launcher.pid)]
+    assert len(processes) >= 4, processes  # up, the API, the worker and its pool process
+    up.launcher.send_signal(signal.SIGINT)
+    seconds = wait_gone(processes, STOP_WITHIN_SECONDS)
+    assert up.launcher.wait() == 0
+    assert_quiet_stop(up)
+    print(f"\nidle `ganforge up` stopped {seconds:.1f} s after SIGINT")
+
+
+def test_up_stops_when_its_parent_shell_is_killed(start_up: Callable[[list[str]], Up]) -> None:
+    # `; true` keeps the shell alive as up's parent instead of exec-ing up.
+    shell = start_up(["/bin/sh", "-c", " ".join(UP) + "; true"])
+    shell.wait_ready()
+    up_pid = shell.up_pid()
+    processes = [up_pid, *shell.descendants(up_pid)]
+    shell.launcher.kill()
+    shell.launcher.wait()
+    seconds = wait_gone(processes, STOP_WITHIN_SECONDS)
+    assert_quiet_stop(shell)
+    print(f"\n`ganforge up` stopped {seconds:.1f} s after its parent shell was killed")
+
+
+def test_sigint_to_make_alone_stops_make_run(start_up: Callable[[list[str]], Up]) -> None:
+    # -o: the venv is there; make must not rebuild it however new pyproject.toml is.
+    make = start_up(
+        ["make", "--no-print-directory", "-o", ".venv/bin/ganforge", "run", "UP_ARGS=--data-dir {data} --port {port}"]
+    )
+    make.wait_ready()
+    up_pid = make.up_pid()
+    processes = [make.launcher.pid, up_pid, *make.descendants(up_pid)]
+    make.launcher.send_signal(signal.SIGINT)  # make's pid alone, not its process group
+    seconds = wait_gone(processes, STOP_WITHIN_SECONDS)
+    assert make.launcher.wait() == -signal.SIGINT
+    assert_quiet_stop(make)
+    print(f"\n`make run` stopped {seconds:.1f} s after SIGINT to make alone")
