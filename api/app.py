@@ -8,8 +8,10 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Gauge
+from pydantic import ValidationError
 
 from api import errors, events
+from api.gate import RequestGate
 from api.reconciler import Reconciler
 from api.routes import datasets, jobs, results, system
 from models.artifacts import ArtifactStore
@@ -33,7 +35,11 @@ class JobGauges:
             self.gauge.labels(status=status).set(counts.get(status, 0))
 
 
+log = logging.getLogger("ganforge.api")
+
+
 def create_app(settings: Settings | None = None, *, reconcile: bool = True) -> FastAPI:
+    """The API for `settings` (default: the environment's); raises pydantic.ValidationError for unsafe settings."""
     settings = settings or get_settings()
 
     @asynccontextmanager
@@ -60,6 +66,8 @@ def create_app(settings: Settings | None = None, *, reconcile: bool = True) -> F
     app.state.job_gauges = JobGauges(app.state.registry, app.state.store)
     app.state.event_hub = events.EventHub(app.state.store, app.state.registry)
     errors.install(app)
+    # In front of the routers: a request is authenticated and size-checked before its body is read.
+    app.add_middleware(RequestGate, settings=settings)
     for router in (jobs.router, datasets.router, results.router, events.router, system.router):
         app.include_router(router)
     return app
@@ -71,6 +79,11 @@ logging.basicConfig(level=logging.INFO)
 def __getattr__(name: str) -> FastAPI:
     # `uvicorn api.app:app` builds the app on first access, from the environment's settings.
     if name == "app":
-        globals()["app"] = created = create_app()
+        try:
+            created = create_app()
+        except ValidationError as exc:  # settings that would fail open or run unsafely: refuse to start
+            log.critical("refusing to start: invalid settings\n%s", exc)
+            raise SystemExit(2) from None
+        globals()["app"] = created
         return created
     raise AttributeError(name)

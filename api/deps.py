@@ -1,16 +1,22 @@
-"""Request dependencies: the store, the caller, and the caller's job (so no route can forget ownership)."""
+"""Request dependencies: the store, the caller, and the caller's job (so no route can forget ownership).
+
+Also the integer types every path, query and header parameter uses, bounded by what the store holds.
+"""
 
 from __future__ import annotations
 
+import re
 import secrets
+from collections.abc import Mapping
 from typing import Annotated
 
 from celery import Celery
 from fastapi import Depends, Header, Path, Request
+from pydantic import BeforeValidator, Field
 
 from api.errors import ApiError
 from models.artifacts import ArtifactStore
-from models.records import Job
+from models.records import DB_INT_MAX, Job
 from models.settings import Settings
 from models.store import JobStore
 
@@ -37,17 +43,36 @@ ArtifactsDep = Annotated[ArtifactStore, Depends(get_artifacts)]
 BrokerDep = Annotated[Celery, Depends(get_broker)]
 
 
+ANONYMOUS = "anonymous"
+UNAUTHORIZED_MESSAGE = "missing or unknown API key: send 'Authorization: Bearer <key>'"
+
+
+def owner_for(keys: Mapping[str, str], authorization: str | None) -> str | None:
+    """The owner of the bearer token in an Authorization header value; 'anonymous' when `keys` is empty (auth off).
+
+    The one key lookup: the request gate (before the body is read) and the `CurrentOwner` dependency both use it.
+    None means unauthorized: no header, another scheme, an empty or unknown token. Every known token is compared
+    in constant time, so the answer's timing does not tell how much of a token matched.
+    """
+    if not keys:
+        return ANONYMOUS
+    scheme, _, token = (authorization or "").strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        return None
+    found = None
+    for known, owner in keys.items():
+        if secrets.compare_digest(known.encode(), token.encode()):
+            found = owner
+    return found
+
+
 def current_owner(settings: SettingsDep, authorization: Annotated[str | None, Header()] = None) -> str:
-    """The caller's owner name from `Authorization: Bearer <token>`; 'anonymous' when auth is off."""
-    owners = settings.owners_by_token()
-    if not owners:
-        return "anonymous"
-    scheme, _, token = (authorization or "").partition(" ")
-    if scheme.lower() == "bearer":
-        for known, owner in owners.items():
-            if secrets.compare_digest(known.encode(), token.strip().encode()):
-                return owner
-    raise ApiError(401, "unauthorized", "missing or unknown API key: send 'Authorization: Bearer <key>'")
+    """The caller's owner name from `Authorization: Bearer <token>`; 'anonymous' when auth is off; else 401."""
+    owner = owner_for(settings.api_keys, authorization)
+    if owner is None:
+        raise ApiError(401, "unauthorized", UNAUTHORIZED_MESSAGE)
+    return owner
 
 
 CurrentOwner = Annotated[str, Depends(current_owner)]
@@ -62,3 +87,19 @@ def owned_job(store: StoreDep, owner: CurrentOwner, job_id: Annotated[str, Path(
 
 
 OwnedJob = Annotated[Job, Depends(owned_job)]
+
+
+def plain_decimal(value: object) -> object:
+    """A header's or path's text as an int only when it is plain ASCII decimal digits ("²", "-1", "1e3" are not)."""
+    if isinstance(value, str):
+        if not _DECIMAL.fullmatch(value):
+            raise ValueError("must be a plain decimal integer (ASCII digits 0-9 only)")
+        return int(value)
+    return value
+
+
+_DECIMAL = re.compile(r"[0-9]{1,40}")
+# Every integer a client sends is one the store can hold (a BIGINT); beyond that, a 422 naming the field.
+StoreInt = Annotated[int, Field(ge=0, le=DB_INT_MAX)]
+# An event id as EventSource sends it in Last-Event-ID (or in ?after=): digits only, within the store's range.
+EventId = Annotated[int, Field(ge=0, le=DB_INT_MAX), BeforeValidator(plain_decimal)]

@@ -12,9 +12,11 @@ from celery import Celery
 from models.settings import Settings
 
 TRAIN_TASK = "ganforge.train"
+VISIBILITY_TIMEOUT_SECONDS = 24 * 3600
 
 
 def make_celery(settings: Settings) -> Celery:
+    """The Celery app for `settings.broker_url` (file-system folders are created; nothing connects yet)."""
     app = Celery("ganforge", broker=settings.broker_url)
     transport_options: dict[str, object] = {}
     if settings.broker_url.startswith("filesystem"):
@@ -31,6 +33,9 @@ def make_celery(settings: Settings) -> Celery:
             # The default 1 s poll would add up to a second between POST and running.
             "polling_interval": 0.1,
         }
+    elif settings.broker_url.startswith(("redis://", "rediss://")):
+        # The job row's lease decides what runs, not the broker: a day (as Airflow), not Redis's hour, so a training job is not re-delivered mid-run; a lost one the reconciler re-sends, a duplicate is a no-op claim.
+        transport_options = {"visibility_timeout": VISIBILITY_TIMEOUT_SECONDS}
     app.conf.update(
         broker_transport_options=transport_options,
         broker_connection_retry_on_startup=True,

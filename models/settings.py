@@ -1,20 +1,65 @@
 """One settings object, read from GANFORGE_* environment variables.
 
 Unset means the embedded default: a SQLite file, a Celery broker on the local
-file system, and artifacts in a folder, all under the data dir.
+file system, and artifacts in a folder, all under the data dir. Settings that
+would make the service fail open (keys that let anyone in, production without
+keys) or run unsafely (a lease renewed too rarely) refuse validation, so a
+process with them refuses to start.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+OWNER_MAX_LENGTH = 128  # the store's owner column
+# The worker's metrics flush is what renews its lease: a flush this fraction of the lease timeout leaves three
+# missed flushes (a slow commit, a store restart) before the reconciler takes a live job away.
+FLUSH_TO_LEASE_RATIO = 4
+
+
+def parse_api_keys(value: str) -> dict[str, str]:
+    """`token=owner,token2=owner2` as {token: owner}; "" means no keys (auth off).
+
+    Raises ValueError naming GANFORGE_API_KEYS and the entry's position (never the token) for an empty or
+    whitespace-only value, an empty entry, an entry without '=', an empty token or owner, a token with
+    whitespace in it, an owner longer than the store holds, and a token listed twice.
+    """
+    if value == "":
+        return {}
+    if not value.strip():
+        raise ValueError("GANFORGE_API_KEYS is set but holds only whitespace: give token=owner pairs or unset it")
+    keys: dict[str, str] = {}
+    for position, entry in enumerate(value.split(","), start=1):
+        where = f"GANFORGE_API_KEYS entry {position}"
+        token, equals, owner = entry.strip().partition("=")
+        token, owner = token.strip(), owner.strip()
+        if not entry.strip():
+            raise ValueError(f"{where} is empty (a stray comma?)")
+        if not equals:
+            raise ValueError(f"{where} has no '=': each entry is token=owner")
+        if not token:
+            raise ValueError(f"{where} has an empty token: a bare 'Authorization: Bearer' would log in as {owner!r}")
+        if not owner:
+            raise ValueError(f"{where} has an empty owner")
+        if any(character.isspace() for character in token):
+            raise ValueError(f"{where}: a token cannot contain whitespace (it could never be sent as a Bearer token)")
+        if len(owner) > OWNER_MAX_LENGTH:
+            raise ValueError(f"{where}: the owner is longer than {OWNER_MAX_LENGTH} characters")
+        if token in keys:
+            raise ValueError(f"{where} repeats an earlier entry's token: each token names one owner")
+        keys[token] = owner
+    return keys
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="GANFORGE_", extra="ignore")
+    # hide_input_in_errors: a refused GANFORGE_API_KEYS must not print its tokens into the log.
+    model_config = SettingsConfigDict(env_prefix="GANFORGE_", extra="ignore", hide_input_in_errors=True)
 
     data_dir: Path = Field(default=Path("ganforge-data"), description="where the embedded default keeps everything")
     database_url: str = Field(default="", description="SQLAlchemy URL; default: SQLite file in the data dir")
@@ -22,17 +67,28 @@ class Settings(BaseSettings):
     artifacts_url: str = Field(
         default="", description="local folder or fsspec URL (s3://bucket/prefix); default: data dir"
     )
-    api_keys: str = Field(
-        default="",
-        description="comma-separated token=owner pairs; empty means no auth (every caller is 'anonymous')",
+    api_keys: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict,
+        repr=False,
+        description="comma-separated token=owner pairs, parsed once into {token: owner}; "
+        "empty means no auth (every caller is 'anonymous')",
     )
-    environment: str = Field(default="development", description="'production' refuses to run without API keys")
+    environment: Literal["development", "production"] = Field(
+        default="development", description="'production' refuses to start without API keys"
+    )
     queue: str = Field(default="ganforge", description="Celery queue the training tasks go to")
-    heartbeat_seconds: float = Field(default=5.0, gt=0, description="how often a worker renews its job lease")
     lease_timeout_seconds: float = Field(default=60.0, gt=0, description="a running job silent this long is re-queued")
     redeliver_seconds: float = Field(default=60.0, gt=0, description="a queued job unclaimed this long is re-sent")
     reconcile_seconds: float = Field(default=10.0, gt=0, description="how often the API's reconciler looks")
-    metrics_flush_seconds: float = Field(default=1.0, gt=0, description="the worker writes metrics at most this often")
+    metrics_flush_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        description="how often a worker writes its metrics and progress, which renews its job's lease; "
+        f"at most lease_timeout_seconds / {FLUSH_TO_LEASE_RATIO}",
+    )
+    max_json_body_bytes: int = Field(
+        default=1024**2, gt=0, description="largest JSON request body; a larger one is a 413 before it is read"
+    )
     max_upload_bytes: int = Field(default=2 * 1024**3, gt=0, description="largest dataset upload accepted")
     max_archive_bytes: int = Field(
         default=8 * 1024**3, gt=0, description="largest total uncompressed size of an uploaded .zip/.npz's members"
@@ -42,11 +98,28 @@ class Settings(BaseSettings):
         default=16 * 1024**3, gt=0, description="largest normalised data set (float32) an upload may become"
     )
     max_classes: int = Field(default=1000, gt=0, description="most distinct labels a data set may have")
+    max_compression_ratio: float = Field(
+        default=200.0, gt=1, description="most an archive entry over 1 MiB may unpack to, per compressed byte"
+    )
+    ingest_memory_bytes: int = Field(
+        default=2 * 1024**3, gt=0, description="address-space limit of the subprocess that normalises an upload"
+    )
+    ingest_timeout_seconds: float = Field(default=3600.0, gt=0, description="wall-clock limit of that subprocess")
 
     @field_validator("data_dir")
     @classmethod
     def _absolute(cls, value: Path) -> Path:
         return value.expanduser().resolve()
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _parse_keys(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return parse_api_keys(value)
+        if isinstance(value, Mapping):
+            # a mapping given in code gets the same checks as the environment's string
+            return parse_api_keys(",".join(f"{token}={owner}" for token, owner in value.items())) if value else {}
+        return value
 
     @model_validator(mode="after")
     def _fill_embedded_defaults(self) -> Settings:
@@ -56,20 +129,27 @@ class Settings(BaseSettings):
             self.broker_url = "filesystem://"
         if not self.artifacts_url:
             self.artifacts_url = str(self.data_dir / "artifacts")
+        return self
+
+    @model_validator(mode="after")
+    def _refuse_unsafe(self) -> Settings:
         if self.environment == "production" and not self.api_keys:
             raise ValueError("GANFORGE_API_KEYS must be set when GANFORGE_ENVIRONMENT=production")
+        if self.metrics_flush_seconds > self.lease_timeout_seconds / FLUSH_TO_LEASE_RATIO:
+            raise ValueError(
+                f"GANFORGE_METRICS_FLUSH_SECONDS ({self.metrics_flush_seconds:g}) must be at most "
+                f"GANFORGE_LEASE_TIMEOUT_SECONDS / {FLUSH_TO_LEASE_RATIO} "
+                f"({self.lease_timeout_seconds / FLUSH_TO_LEASE_RATIO:g}): the flush renews the job's lease, "
+                "so a slower one lets the reconciler re-queue a job that is still training"
+            )
         return self
 
     @property
     def broker_dir(self) -> Path:
         return self.data_dir / "broker"
 
-    def owners_by_token(self) -> dict[str, str]:
-        pairs = (item.split("=", 1) for item in self.api_keys.split(",") if item.strip())
-        return {token.strip(): owner.strip() for token, owner in pairs}
-
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process's settings (read once)."""
+    """The process's settings (read once); raises pydantic.ValidationError for settings that refuse to start."""
     return Settings()

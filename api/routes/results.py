@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Path, Query
 from fastapi.responses import StreamingResponse
 
-from api.deps import ArtifactsDep, OwnedJob, StoreDep
+from api.deps import ArtifactsDep, OwnedJob, StoreDep, StoreInt
 from api.errors import ApiError
 from api.schemas import CheckpointOut, MetricsOut, SampleOut, Series
 from models.artifacts import ArtifactStore
@@ -29,7 +29,7 @@ def get_metrics(
     names: Annotated[
         str | None, Query(description="comma-separated series names; default all", max_length=2000)
     ] = None,
-    since_step: Annotated[int, Query(ge=0)] = 0,
+    since_step: Annotated[StoreInt, Query()] = 0,
     max_points: Annotated[int, Query(ge=2, le=100_000)] = 2000,
 ) -> MetricsOut:
     """Series by name; a series longer than max_points comes back as per-bucket min and max."""
@@ -71,7 +71,7 @@ def get_checkpoint(
     job: OwnedJob,
     store: StoreDep,
     artifacts: ArtifactsDep,
-    step: Annotated[str, Path(pattern=r"^(latest|\d{1,12})$")],
+    step: Annotated[str, Path(pattern=r"^(latest|[0-9]{1,12})$", description="a step, or latest")],
     file: Annotated[
         Literal["weights", "state"], Query(description="weights: safetensors; state: resume state (torch)")
     ] = "weights",
