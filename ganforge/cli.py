@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 from pathlib import Path
 
 log = logging.getLogger("ganforge")
@@ -62,14 +63,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run `ganforge` with `argv` (default sys.argv[1:]); the exit status. `api` and `worker` exec."""
+    """Run `ganforge` with `argv` (default sys.argv[1:]); the exit status. `api` and `worker` exec.
+
+    Exit status 2: a usage error, or settings that fail validation (nothing is started).
+    """
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     data_dir: Path | None = getattr(args, "data_dir", None)
     if data_dir is not None:
         os.environ["GANFORGE_DATA_DIR"] = str(data_dir.expanduser().resolve())
-    from ganforge import supervisor  # after GANFORGE_DATA_DIR is set: settings are read once
+    from pydantic import ValidationError
 
+    from ganforge import supervisor  # after GANFORGE_DATA_DIR is set: settings are read once
+    from models.settings import get_settings
+
+    try:
+        get_settings()
+    except ValidationError as exc:
+        # One readable refusal instead of a traceback from whichever process reads the settings first.
+        print(f"ganforge: refusing to start, the GANFORGE_* settings are invalid: {exc}", file=sys.stderr)
+        return 2
     if args.command == "migrate":
         supervisor.migrate()
         return 0
