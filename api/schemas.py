@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from models.records import Checkpoint, Job, Sample
 from models.store import as_utc
@@ -27,8 +27,11 @@ class JobOut(BaseModel):
     tags: dict[str, Any]
     progress: Progress
     latest_metrics: dict[str, float]
-    attempt: int
-    max_attempts: int
+    attempt: int = Field(
+        description="the attempt running or next to run, from 1; only attempts that failed (the worker crashed "
+        "or went silent past its lease) count, a hand-back (shutdown, deploy) does not; never above max_attempts"
+    )
+    max_attempts: int = Field(description="how many failed attempts the job may use before it fails")
     error: str | None
     created_at: datetime
     updated_at: datetime
@@ -48,7 +51,7 @@ class JobOut(BaseModel):
             tags=job.tags,
             progress=Progress(step=job.step, total_steps=job.total_steps, steps_per_sec=rate, eta_seconds=eta),
             latest_metrics=job.latest_metrics,
-            attempt=job.attempt,
+            attempt=min(job.attempt, job.max_attempts),
             max_attempts=job.max_attempts,
             error=job.error,
             created_at=as_utc(job.created_at),
@@ -104,7 +107,7 @@ class SampleOut(BaseModel):
 
 class CheckpointOut(BaseModel):
     step: int
-    size_bytes: int
+    size_bytes: int = Field(description="size of the weights file (safetensors) that `url` downloads, in bytes")
     url: str
     state_url: str
     created_at: datetime

@@ -12,6 +12,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 BigIntPK = BigInteger().with_variant(Integer(), "sqlite")
 # The largest integer a BIGINT column (and SQLite's INTEGER) holds: every integer a client sends is bounded by it.
 DB_INT_MAX = 2**63 - 1
+DB_INT_MIN = -(2**63)
 
 
 class Base(DeclarativeBase):
@@ -50,8 +51,14 @@ class Job(Base):
     dataset_id: Mapped[str | None] = mapped_column(String(64))
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
     spec_hash: Mapped[str] = mapped_column(String(64))
-    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    # The attempt running or next to run (1-based): only attempts that failed (crash, lease expiry) advance it,
+    # and it never exceeds max_attempts. Shown to users.
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
     max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    # The lease's fencing token: every claim increments it, so a worker that lost its lease can write nothing.
+    lease_token: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # The lease token that already had an attempt forgiven (forgive_attempt gives back at most one per lease).
+    forgiven_token: Mapped[int | None] = mapped_column(BigInteger)
     worker: Mapped[str | None] = mapped_column(String(255))
     step: Mapped[int] = mapped_column(BigInteger, default=0)
     total_steps: Mapped[int] = mapped_column(BigInteger)

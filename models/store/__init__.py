@@ -1,0 +1,38 @@
+"""The job store: every SQL statement of ganforge lives in this package.
+
+One module per idea, composed into `JobStore`:
+
+- `jobs`: submission (idempotent create), get, list, cancel, enqueue marks, counts
+- `lease`: the worker's lease (claim, heartbeat, progress, finish, hand back, forgive an attempt) and the
+  reconciler's queries
+- `results`: events, metrics, samples, checkpoints
+- `datasets`: uploaded data set records
+- `paging`: the one keyset-paging helper; `bounds`: client integers kept within BIGINT
+
+Methods take keyword-only arguments; each call is one short transaction (no
+transaction stays open while a job trains).
+"""
+
+from __future__ import annotations
+
+from models.store.base import as_utc, utcnow
+from models.store.datasets import DatasetsStore
+from models.store.errors import DatasetInUse, IdempotencyConflict, InvalidCursor
+from models.store.jobs import JobsStore
+from models.store.lease import LeaseStore
+from models.store.results import MetricPoint, ResultsStore
+
+
+class JobStore(JobsStore, LeaseStore, ResultsStore, DatasetsStore):
+    """All reads and writes of jobs, leases, events, metrics, samples, checkpoints and data sets."""
+
+
+__all__ = [
+    "DatasetInUse",
+    "IdempotencyConflict",
+    "InvalidCursor",
+    "JobStore",
+    "MetricPoint",
+    "as_utc",
+    "utcnow",
+]

@@ -1,0 +1,63 @@
+"""What every part of the job store shares: the session factory, time, and the job's event log."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, overload
+
+from sqlalchemy import Engine, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from models.records import Job, JobEvent
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC (every stored time is UTC)."""
+    return datetime.now(UTC)
+
+
+@overload
+def as_utc(value: datetime) -> datetime: ...
+@overload
+def as_utc(value: None) -> None: ...
+def as_utc(value: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; every stored time is UTC."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
+
+
+def append_event(session: Session, job_id: str, kind: str, data: dict[str, Any]) -> int:
+    """Append one event to the job's log in the caller's transaction; returns its per-job seq (1, 2, ...)."""
+    # Allocating seq under the job row's lock makes events commit in seq order.
+    seq = session.execute(
+        update(Job).where(Job.id == job_id).values(last_event=Job.last_event + 1).returning(Job.last_event)
+    ).scalar_one()
+    session.add(JobEvent(job_id=job_id, seq=seq, kind=kind, time=utcnow(), data=data))
+    return seq
+
+
+def transition(session: Session, job: Job, to: str, reason: str, **extra: Any) -> None:
+    """Move `job` to status `to` and log a `status` event (from, to, reason, attempt, plus `extra`)."""
+    data = {"from": job.status, "to": to, "reason": reason, "attempt": job.attempt, **extra}
+    job.status = to
+    job.updated_at = utcnow()
+    session.flush()
+    append_event(session, job.id, "status", data)
+
+
+class StoreBase:
+    """The engine and its sessions; each store call is one short transaction."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    def session(self) -> Session:
+        """A new session (use as `with store.session() as s, s.begin(): ...`)."""
+        return self._sessions()
+
+    def ping(self) -> None:
+        """Raise when the database does not answer."""
+        with self.session() as session:
+            session.execute(select(1))

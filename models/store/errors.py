@@ -1,0 +1,19 @@
+"""The job store's domain errors (the API maps each to a 4xx)."""
+
+from __future__ import annotations
+
+
+class IdempotencyConflict(Exception):
+    """The Idempotency-Key was used before with a different spec."""
+
+
+class InvalidCursor(ValueError):
+    """A page cursor the store could not have produced."""
+
+
+class DatasetInUse(Exception):
+    """A data set cannot be deleted while queued or running jobs use it."""
+
+    def __init__(self, job_ids: list[str]) -> None:
+        super().__init__(f"used by active jobs: {', '.join(job_ids)}")
+        self.job_ids = job_ids

@@ -1,0 +1,149 @@
+"""Submission and the API's view of jobs: create (idempotent), get, list, cancel, mark enqueued, counts."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from models.records import Job, JobStatus
+from models.spec import JobSpec
+from models.store.base import StoreBase, append_event, transition, utcnow
+from models.store.errors import IdempotencyConflict
+from models.store.paging import keyset_page
+
+
+def spec_hash(spec_json: dict[str, object]) -> str:
+    """The hex SHA-256 of the spec's canonical JSON (what an Idempotency-Key is bound to)."""
+    return hashlib.sha256(json.dumps(spec_json, sort_keys=True).encode()).hexdigest()
+
+
+class JobsStore(StoreBase):
+    """Jobs as the API sees them."""
+
+    def create_job(self, *, owner: str, spec: JobSpec, idempotency_key: str | None) -> tuple[Job, bool]:
+        """Store a new queued job; returns (job, created).
+
+        With an `idempotency_key` the owner used before, returns that earlier job
+        and False, also when concurrent calls race with one key: the insert is
+        `INSERT ... ON CONFLICT (owner, idempotency_key) DO NOTHING`, so exactly one
+        creates and the others read its row. Raises IdempotencyConflict when the
+        key was used with a different spec.
+        """
+        spec_json = spec.model_dump(mode="json")
+        digest = spec_hash(spec_json)
+        now = utcnow()
+        job_id = str(uuid.uuid4())
+        row = {
+            "id": job_id,
+            "owner": owner,
+            "name": spec.name,
+            "status": JobStatus.QUEUED,
+            "spec": spec_json,
+            "tags": dict(spec.tags),
+            "dataset_id": spec.dataset.id,
+            "idempotency_key": idempotency_key,
+            "spec_hash": digest,
+            "attempt": 1,
+            "max_attempts": spec.training.max_attempts,
+            "lease_token": 0,
+            "step": 0,
+            "total_steps": spec.training.steps,
+            "latest_metrics": {},
+            "last_event": 0,
+            "created_at": now,
+            "updated_at": now,
+        }
+        with self.session() as session, session.begin():
+            insert = postgresql.insert if _dialect(session) == "postgresql" else sqlite.insert
+            statement = (
+                insert(Job)
+                .values(row)
+                .on_conflict_do_nothing(index_elements=[Job.owner, Job.idempotency_key])
+                .returning(Job.seq)
+            )
+            # On PostgreSQL a racing insert waits for the winner's commit, then does nothing; the read below
+            # (a fresh snapshot under READ COMMITTED) sees the winner's row. SQLite writers are serialised.
+            created = session.execute(statement).scalar_one_or_none() is not None
+            if created:
+                append_event(
+                    session,
+                    job_id,
+                    "status",
+                    {"from": None, "to": JobStatus.QUEUED, "reason": "submitted", "attempt": 1},
+                )
+                return session.scalars(select(Job).where(Job.id == job_id)).one(), True
+            earlier = session.scalars(
+                select(Job).where(Job.owner == owner, Job.idempotency_key == idempotency_key)
+            ).one()
+            if earlier.spec_hash != digest:
+                raise IdempotencyConflict(idempotency_key)
+            return earlier, False
+
+    def get_job(self, *, job_id: str, owner: str | None = None) -> Job | None:
+        """The job, or None when it does not exist or belongs to another owner."""
+        with self.session() as session:
+            query = select(Job).where(Job.id == job_id)
+            if owner is not None:
+                query = query.where(Job.owner == owner)
+            return session.scalar(query)
+
+    def list_jobs(
+        self,
+        *,
+        owner: str,
+        status: str | None = None,
+        tag: tuple[str, str] | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> tuple[list[Job], str | None]:
+        """The owner's jobs newest first, at most `limit` (1..1000), and the next page's cursor (None at the end).
+
+        `cursor` is the next_cursor of the previous page; raises InvalidCursor for any other string.
+        """
+        query = select(Job).where(Job.owner == owner)
+        if status is not None:
+            query = query.where(Job.status == status)
+        with self.session() as session:
+            if tag is None:
+                return keyset_page(session, query, Job.seq, limit=limit, cursor=cursor)
+            # Tags are a small JSON object; filter in Python so SQLite and PostgreSQL agree.
+            key, value = tag
+            return keyset_page(
+                session, query, Job.seq, limit=limit, cursor=cursor, keep=lambda job: job.tags.get(key) == value
+            )
+
+    def request_cancel(self, *, job_id: str, owner: str) -> Job | None:
+        """Queued jobs are cancelled at once; running ones go to `cancelling` for the worker to stop.
+
+        Returns the job (None when the owner has no such job); a finished job is returned unchanged.
+        """
+        with self.session() as session, session.begin():
+            job = session.scalar(select(Job).where(Job.id == job_id, Job.owner == owner).with_for_update())
+            if job is None:
+                return None
+            if job.status == JobStatus.QUEUED:
+                transition(session, job, JobStatus.CANCELLED, "cancelled by the user before it started")
+                job.finished_at = utcnow()
+            elif job.status == JobStatus.RUNNING:
+                transition(session, job, JobStatus.CANCELLING, "cancel requested by the user")
+            return job
+
+    def mark_enqueued(self, *, job_id: str) -> None:
+        """Record that the job's broker message was just sent (the reconciler re-sends old ones)."""
+        with self.session() as session, session.begin():
+            session.execute(update(Job).where(Job.id == job_id).values(enqueued_at=utcnow()))
+
+    def count_jobs_by_status(self) -> dict[str, int]:
+        """How many jobs are in each status (statuses with none are absent)."""
+        with self.session() as session:
+            rows = session.execute(select(Job.status, func.count()).group_by(Job.status)).all()
+        return {status: int(count) for status, count in rows}
+
+
+def _dialect(session: Session) -> str:
+    return session.get_bind().dialect.name
