@@ -336,7 +336,9 @@ def test_client_integers_beyond_bigint_never_reach_sql(store: JobStore, value: i
     job, _ = store.create_job(owner="a", spec=SPEC, idempotency_key=None)
     claimed = _claim(store, job.id, "w")
     points = [MetricPoint("loss", step, float(step)) for step in (0, 5, 10)]
-    store.record_progress(job_id=job.id, worker="w", token=claimed.lease_token, step=10, steps_per_sec=1.0, points=points)
+    store.record_progress(
+        job_id=job.id, worker="w", token=claimed.lease_token, step=10, steps_per_sec=1.0, points=points
+    )
     store.add_checkpoint(job_id=job.id, step=10, weights_key="w", state_key="s", size_bytes=1)
     assert store.get_sample(job_id=job.id, step=value) is None
     assert store.get_checkpoint(job_id=job.id, step=value) is None
