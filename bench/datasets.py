@@ -7,7 +7,7 @@
 2. Uploads it over HTTP, streamed, to a real uvicorn API (embedded default:
    SQLite, local artifact store): MB/s of the whole POST (receive, check,
    normalise, preview, store), then MB/s of normalisation alone, in-process.
-3. Loads it as a job does (worker.uploaded.load_uploaded: memory-mapped when
+3. Loads it as a job does (worker.uploaded.load_uploaded through models.ingest.canonical: memory-mapped when
    over 256 MB on a local store, else read into memory) and times
    worker.data.Batches on it against a plain in-memory tensor of the same
    values, in the same run: printed as ratios (1.00 = as fast as a tensor).
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import shutil
 import sys
 import tempfile
 import time
@@ -30,10 +31,10 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from api.archives import Limits  # noqa: E402
-from api.ingest import Upload, normalise  # noqa: E402
 from models.artifacts import ArtifactStore  # noqa: E402
 from models.db import make_engine  # noqa: E402
+from models.ingest import Limits, canonical, options_from_form  # noqa: E402
+from models.ingest.normalise import normalise  # noqa: E402
 from models.settings import Settings  # noqa: E402
 from models.spec import DatasetRef  # noqa: E402
 from models.store import JobStore  # noqa: E402
@@ -78,13 +79,13 @@ def upload(service: Service, path: Path) -> tuple[dict[str, object], float]:
 
 
 def normalise_only(path: Path, scratch: Path) -> tuple[float, float]:
-    """Wall and CPU seconds of api.ingest.normalise on the archive."""
+    """Wall and CPU seconds of models.ingest.normalise.normalise on the archive (in this process)."""
     directory = Path(tempfile.mkdtemp(dir=scratch))
-    (directory / "upload").symlink_to(path)
+    options = options_from_form(path.name, {})
     started, cpu = time.perf_counter(), time.process_time()
-    normalise(Upload(directory=directory, filename=path.name), Limits.of(Settings(data_dir=scratch)), None)
+    normalise(path, directory / "canonical", options, Limits.of(Settings(data_dir=scratch)))
     seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
-    Upload(directory=directory).discard()
+    shutil.rmtree(directory)
     return seconds, cpu
 
 
@@ -159,7 +160,7 @@ def main() -> None:
         store, artifacts = JobStore(make_engine(settings.database_url)), ArtifactStore(settings.artifacts_url)
         ref = DatasetRef(id=str(dataset["id"]))
         for label, threshold in (("memory-mapped", 0), ("read into memory", 1 << 62)):
-            uploaded.MMAP_BYTES = threshold
+            canonical.MMAP_BYTES = threshold
             started = time.perf_counter()
             data = uploaded.load_uploaded(ref, store=store, artifacts=artifacts)
             load = time.perf_counter() - started

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class DatasetInfo(BaseModel):
     """Shape and labels of a data set, as the spec checks and the worker builds networks.
 
     `shape` is one example's shape: `(D,)` for points/rows, `(C, H, W)` for images.
-    Image values are stored in [-1, 1]; points as they are.
+    Image values are stored in [-1, 1]; points as they are. For an uploaded data
+    set the `source_*` fields, `alpha` and `warnings` say how its values were read
+    (models/ingest/values.py holds the rules).
     """
 
     model_config = ConfigDict(frozen=True)
@@ -22,6 +24,18 @@ class DatasetInfo(BaseModel):
     class_names: tuple[str, ...] = ()
     size: int = 0
     description: str = ""
+    source_dtype: str = Field(
+        default="", description="the uploaded x's numpy dtype, or the Pillow modes of the uploaded images"
+    )
+    source_range: tuple[float, float] | None = Field(
+        default=None,
+        description="images: the source values stored as -1 and +1 (null when image modes with different ranges "
+        "are mixed; the description lists each); rows: the smallest and largest value",
+    )
+    alpha: Literal["", "composited over white"] = Field(
+        default="", description="what was done with transparency, when some image had it"
+    )
+    warnings: tuple[str, ...] = Field(default=(), description="what a user should know about how the data was read")
 
 
 BUILTIN_DATASETS: dict[str, DatasetInfo] = {

@@ -495,20 +495,21 @@ def test_worker_memory_maps_a_large_local_dataset_and_resizes_with_torch(
     import torch
 
     from models.artifacts import ArtifactStore
+    from models.ingest import canonical
     from worker import uploaded
 
     artifacts = ArtifactStore(str(tmp_path))
     x = RNG.uniform(-1, 1, (10, 3, 32, 32)).astype(np.float32)
     (tmp_path / "datasets" / "d").mkdir(parents=True)
     np.save(tmp_path / "datasets" / "d" / "x.npy", x)
-    monkeypatch.setattr(uploaded, "MMAP_BYTES", 1)
-    mapped = uploaded.read_array(artifacts, "datasets/d/x.npy")
+    monkeypatch.setattr(canonical, "MMAP_BYTES", 1)
+    mapped = canonical.read_array(artifacts, "datasets/d/x.npy")
     assert isinstance(mapped, np.memmap) and np.array_equal(mapped, x)
     tensor = torch.from_numpy(mapped)
     resized = uploaded.resize_images(tensor, 16)
     assert resized.shape == (10, 3, 16, 16) and float(resized.abs().max()) <= 1.0
-    monkeypatch.setattr(uploaded, "MMAP_BYTES", 10**12)
-    assert not isinstance(uploaded.read_array(artifacts, "datasets/d/x.npy"), np.memmap)
+    monkeypatch.setattr(canonical, "MMAP_BYTES", 10**12)
+    assert not isinstance(canonical.read_array(artifacts, "datasets/d/x.npy"), np.memmap)
 
 
 # --------------------------------------------------------------------------- the store's dataset methods

@@ -1,27 +1,23 @@
 """An uploaded data set as tensors, loaded once per job from its canonical stored form.
 
-The API wrote the canonical form (api/normalise.py): `x.npy` float32, rows as
-uploaded or N×C×H×W images in [-1, 1], and `y.npy` int64 labels when labelled.
-So loading decodes nothing: on a local artifact store a large `x.npy` is
-memory-mapped (copy-on-write: nothing is read until a batch touches it, and jobs
-on one machine share the page cache); otherwise it is read into memory once.
+The form (x.npy float32, y.npy int64 labels) is described and read in one place,
+models/ingest/canonical.py; loading decodes nothing (a large local x.npy is
+memory-mapped). Here it becomes tensors, resampled on the training machine when
+the spec asks for another image size.
 """
 
 from __future__ import annotations
 
-import os
-
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from models.artifacts import ArtifactStore
 from models.datasets import DatasetInfo
+from models.ingest import CanonicalMismatch, read_canonical
 from models.spec import DatasetRef
 from models.store import JobStore
 from worker.gan import LoadedData
 
-MMAP_BYTES = 256 * 1024**2
 RESIZE_CHUNK = 1024
 
 
@@ -35,29 +31,15 @@ def load_uploaded(ref: DatasetRef, *, store: JobStore, artifacts: ArtifactStore)
     if record is None:
         raise DatasetUnavailable(f"data set {ref.id!r} no longer exists")
     info = DatasetInfo.model_validate(record.info)
-    x = read_array(artifacts, f"{record.data_key}/x.npy")
-    y = read_array(artifacts, f"{record.data_key}/y.npy") if info.num_classes else None
-    if x.dtype != np.float32 or x.shape != (info.size, *info.shape):
-        raise DatasetUnavailable(f"data set {ref.id!r}: stored x is {x.dtype} {x.shape}, its record says otherwise")
-    if y is not None and (y.dtype != np.int64 or y.shape != (info.size,)):
-        raise DatasetUnavailable(f"data set {ref.id!r}: stored labels do not match its record")
+    try:
+        x, y = read_canonical(artifacts, record.data_key, info)
+    except CanonicalMismatch as exc:
+        raise DatasetUnavailable(f"data set {ref.id!r}: {exc}") from None
     tensor = torch.from_numpy(x)
     if info.kind == "images" and ref.resize is not None and info.shape[1:] != (ref.resize, ref.resize):
         tensor = resize_images(tensor, ref.resize)
         info = info.model_copy(update={"shape": tuple(tensor.shape[1:])})
     return LoadedData(tensor, torch.from_numpy(y) if y is not None else None, info)
-
-
-def read_array(artifacts: ArtifactStore, key: str) -> np.ndarray:
-    """A canonical .npy: memory-mapped when local and large, else read whole (never unpickled)."""
-    path = artifacts.local_path(key)
-    if path is not None:
-        # "c" (copy-on-write) gives a writable array, which torch.from_numpy wants, without touching the file.
-        if os.path.getsize(path) >= MMAP_BYTES:
-            return np.load(path, mmap_mode="c", allow_pickle=False)  # type: ignore[no-any-return]
-        return np.load(path, allow_pickle=False)  # type: ignore[no-any-return]
-    with artifacts.open(key) as handle:
-        return np.lib.format.read_array(handle, allow_pickle=False)  # type: ignore[no-any-return]
 
 
 def resize_images(x: torch.Tensor, side: int) -> torch.Tensor:

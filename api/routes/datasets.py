@@ -11,8 +11,10 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import ArtifactsDep, CurrentOwner, SettingsDep, StoreDep
 from api.errors import ApiError
-from api.ingest import RESIZE_RANGE, ingest, receive
+from api.multipart import receive
 from models.datasets import DatasetInfo
+from models.ingest import RESIZE_RANGE, Limits
+from models.ingest.publish import ingest_upload
 from models.records import Dataset
 from models.store import DatasetInUse, InvalidCursor, as_utc
 
@@ -73,12 +75,22 @@ _UPLOAD_FORM: dict[str, Any] = {
                             "description": ".npz (x: N×D rows or N×[C×]H×W images, optional integer y) "
                             "or .zip of class folders of PNG/JPEG images",
                         },
-                        "name": {"type": "string", "maxLength": 200},
+                        "name": {
+                            "type": "string",
+                            "maxLength": 200,
+                            "description": "default: the file name without its extension",
+                        },
                         "resize": {
                             "type": "integer",
                             "minimum": RESIZE_RANGE[0],
                             "maximum": RESIZE_RANGE[1],
                             "description": "resample every image to this square size (px)",
+                        },
+                        "value_range": {
+                            "type": "string",
+                            "pattern": r"^\s*-?[0-9.eE+-]+\s*,\s*-?[0-9.eE+-]+\s*$",
+                            "description": ".npz images: the source values that mean black and white, 'low,high' "
+                            "(default: the dtype's range for integers, [0, 1], [-1, 1] or [0, 255] for floats)",
                         },
                     },
                 }
@@ -109,11 +121,21 @@ async def upload_dataset(
     artifacts: ArtifactsDep,
     owner: CurrentOwner,
 ) -> DatasetOut:
-    """Upload a data set (streamed); the same content uploaded again returns the earlier data set (200)."""
+    """Upload a data set (streamed); the same content uploaded again returns the earlier data set (200).
+
+    Normalisation runs in a bounded subprocess (models/ingest/isolated.py), waited on from the threadpool.
+    """
     upload = await receive(request, settings=settings)
     try:
         dataset, created = await run_in_threadpool(
-            ingest, upload, owner=owner, settings=settings, store=store, artifacts=artifacts
+            ingest_upload,
+            upload.path,
+            upload.filename,
+            upload.fields,
+            owner=owner,
+            limits=Limits.of(settings),
+            store=store,
+            artifacts=artifacts,
         )
     finally:
         await run_in_threadpool(upload.discard)

@@ -2,10 +2,11 @@
 
 Limits are checked before anything is unpacked: the entry count from the
 end-of-central-directory record (so a central directory of millions of entries
-is never parsed), then the declared uncompressed sizes (zipfile never inflates a
-member past its declared size: a lying header fails its CRC/size check), then
-every entry's path: no absolute paths, no '..', no symbolic links, no encryption.
-Nothing is ever extracted to disk.
+is never parsed), then the declared uncompressed sizes and every entry's ratio
+of unpacked to compressed bytes (zipfile never inflates a member past its
+declared size: a lying header fails its CRC/size check), then every entry's
+path: no absolute paths, no '..', no symbolic links, no encryption. Nothing is
+ever extracted.
 """
 
 from __future__ import annotations
@@ -14,11 +15,10 @@ import re
 import stat
 import struct
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
-from api.errors import ApiError
-from models.settings import Settings
+from models.ingest.errors import invalid, too_large
+from models.ingest.limits import RATIO_FLOOR_BYTES, Limits
 
 _EOCD = b"PK\x05\x06"
 _ZIP64_LOCATOR = b"PK\x06\x07"
@@ -26,36 +26,8 @@ _ZIP64_EOCD = b"PK\x06\x06"
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
 
-@dataclass(frozen=True)
-class Limits:
-    """What one upload may grow into."""
-
-    archive_bytes: int
-    archive_files: int
-    dataset_bytes: int
-    classes: int
-
-    @classmethod
-    def of(cls, settings: Settings) -> Limits:
-        return cls(
-            archive_bytes=settings.max_archive_bytes,
-            archive_files=settings.max_archive_files,
-            dataset_bytes=settings.max_dataset_bytes,
-            classes=settings.max_classes,
-        )
-
-
-def invalid(field: str, message: str) -> ApiError:
-    """422 for content that cannot become a data set, with the field path."""
-    return ApiError(422, "invalid_dataset", f"{field}: {message}", [{"field": field, "message": message}])
-
-
-def too_large(field: str, message: str) -> ApiError:
-    """413 for content over one of the configured limits."""
-    return ApiError(413, "too_large", f"{field}: {message}", [{"field": field, "message": message}])
-
-
 def is_zip(path: Path) -> bool:
+    """Whether the file starts like a zip archive (an .npz is one)."""
     with open(path, "rb") as handle:
         return handle.read(4) in (b"PK\x03\x04", _EOCD)
 
@@ -83,8 +55,11 @@ def entry_count(path: Path) -> int | None:
         return int(struct.unpack_from("<Q", record, 32)[0])
 
 
-def open_archive(path: Path, limits: Limits) -> zipfile.ZipFile:
-    """The upload as a ZipFile whose every entry passed the limits and the path checks."""
+def open_archive(path: Path, limits: Limits, *, npz: bool = False) -> zipfile.ZipFile:
+    """The upload as a ZipFile whose every entry passed the limits and the path checks.
+
+    Raises IngestError: 422 for a damaged archive or an unsafe entry, 413 over a limit.
+    """
     count = entry_count(path)
     if count is None:
         raise invalid("file", "not a valid .zip or .npz archive (truncated or corrupt?)")
@@ -105,10 +80,26 @@ def open_archive(path: Path, limits: Limits) -> zipfile.ZipFile:
             )
         for entry in entries:
             check_entry(entry)
+            check_ratio(entry, limits, npz=npz)
     except BaseException:
         archive.close()
         raise
     return archive
+
+
+def check_ratio(entry: zipfile.ZipInfo, limits: Limits, *, npz: bool = False) -> None:
+    """Refuse (413) an entry over 1 MiB that unpacks to more than GANFORGE_MAX_COMPRESSION_RATIO × its size.
+
+    The field is `file.<array>` for an .npz member, else `file`.
+    """
+    ratio = entry.file_size / max(1, entry.compress_size)
+    if entry.file_size > RATIO_FLOOR_BYTES and ratio > limits.compression_ratio:
+        array = npz and entry.filename.endswith(".npy")
+        raise too_large(
+            f"file.{entry.filename[: -len('.npy')]}" if array else "file",
+            f"{entry.filename!r} unpacks {entry.compress_size} bytes into {entry.file_size} "
+            f"(compression ratio {ratio:.0f}); at most {limits.compression_ratio:g} (GANFORGE_MAX_COMPRESSION_RATIO)",
+        )
 
 
 def check_entry(entry: zipfile.ZipInfo) -> None:

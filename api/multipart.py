@@ -1,8 +1,8 @@
-"""Receiving a data set upload: streamed to a temporary folder, normalised once, published.
+"""Receiving a data set upload: the multipart body streamed to a temporary folder, nothing else.
 
     upload = await receive(request, settings=settings)   # 413 past the limit, 400 when truncated
     try:
-        dataset, created = ingest(upload, owner=owner, settings=settings, store=store, artifacts=artifacts)
+        ...  # models.ingest.publish.ingest_upload(upload.path, upload.filename, upload.fields, ...)
     finally:
         upload.discard()
 
@@ -12,40 +12,65 @@ memory, and is counted against GANFORGE_MAX_UPLOAD_BYTES while it streams.
 Everything an upload writes lives in that folder until the canonical files are
 moved into the artifact store, and the folder is removed whatever happens, so a
 refused upload leaves no file and no record behind.
+
+The file part's name is read as RFC 7578 and RFC 6266 allow: `filename="..."`
+(UTF-8, with HTML's %22/%0D/%0A escapes) or `filename*=utf-8''...` (RFC 5987
+percent-encoding), the latter winning when both are sent.
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
+from urllib.parse import unquote_to_bytes
 
-import numpy as np
 from python_multipart.multipart import MultipartParseError, MultipartParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 
-from api.archives import Limits, invalid, is_zip, too_large
-from api.canonical import Canonical
 from api.errors import ApiError
-from api.image_folders import normalise_image_zip
-from api.npz import normalise_npz
-from api.previews import preview_png
-from models.artifacts import ArtifactStore
-from models.records import Dataset
 from models.settings import Settings
-from models.store import JobStore
 
-FIELDS = ("file", "name", "resize")
+FIELDS = ("file", "name", "resize", "value_range")
 MAX_FIELD_BYTES = 1024
 FORM_OVERHEAD = 64 * 1024  # multipart headers and the small fields, on top of the file
 DRAIN_BYTES = 16 * 1024**2  # read this much of a refused body so the client sees the answer, not a reset
 FLUSH_BYTES = 1024**2
-RESIZE_RANGE = (4, 1024)
+_EXTENDED = re.compile(rb"""(?:^|;)\s*filename\*\s*=\s*"?([^;"]*)"?""", re.IGNORECASE)
+_HTML_ESCAPES = {"%22": '"', "%0D": "\r", "%0A": "\n", "%0d": "\r", "%0a": "\n"}
+
+
+def invalid(field: str, message: str) -> ApiError:
+    """422 for a form that cannot be read as an upload, with the field path."""
+    return ApiError(422, "invalid_dataset", f"{field}: {message}", [{"field": field, "message": message}])
+
+
+def too_large(field: str, message: str) -> ApiError:
+    """413 for a body over GANFORGE_MAX_UPLOAD_BYTES."""
+    return ApiError(413, "too_large", f"{field}: {message}", [{"field": field, "message": message}])
+
+
+def part_filename(disposition: bytes, options: dict[bytes, bytes]) -> str | None:
+    """The file name a part's Content-Disposition gives (`filename*` first), None when it gives none."""
+    extended = _EXTENDED.search(disposition)
+    if extended is not None:
+        charset, _, rest = extended.group(1).partition(b"'")
+        _language, _, encoded = rest.partition(b"'")
+        if charset.lower() not in (b"utf-8", b"iso-8859-1") or not encoded:
+            raise invalid("file", "filename* must be charset'language'percent-encoded, in UTF-8 or ISO-8859-1")
+        try:
+            return unquote_to_bytes(encoded).decode(charset.decode("ascii"))
+        except (UnicodeDecodeError, LookupError):
+            raise invalid("file", "filename* is not valid text in its declared charset") from None
+    if b"filename" not in options:
+        return None
+    name = options[b"filename"].decode("utf-8", "replace")
+    return re.sub("%22|%0[DAda]", lambda match: _HTML_ESCAPES[match.group(0)], name)
 
 
 @dataclass
@@ -107,9 +132,10 @@ class _Form:
         if name in self.upload.fields or (name == "file" and self.handle is not None):
             raise invalid(name, "given more than once")
         if name == "file":
-            if b"filename" not in options:
+            filename = part_filename(self.disposition, options)
+            if not filename:
                 raise invalid("file", "must be a file part (with a filename ending in .npz or .zip)")
-            self.upload.filename = options[b"filename"].decode("utf-8", "replace")
+            self.upload.filename = filename
             self.handle = open(self.upload.path, "xb")  # noqa: SIM115 - closed by close()
         self.part = name
 
@@ -200,74 +226,3 @@ async def _drain(stream: AsyncIterator[bytes]) -> None:
                 break
     except ClientDisconnect:
         pass
-
-
-def ingest(
-    upload: Upload, *, owner: str, settings: Settings, store: JobStore, artifacts: ArtifactStore
-) -> tuple[Dataset, bool]:
-    """Normalise a received upload and store it; the owner's earlier data set when the content is the same."""
-    name, resize = _form_fields(upload)
-    canonical = normalise(upload, Limits.of(settings), resize)
-    existing = store.find_dataset(owner=owner, content_hash=canonical.content_hash)
-    if existing is not None:
-        return existing, False
-    return publish(canonical, owner=owner, name=name, store=store, artifacts=artifacts)
-
-
-def _form_fields(upload: Upload) -> tuple[str, int | None]:
-    name = upload.fields.get("name", "").strip() or Path(upload.filename).stem.strip() or "dataset"
-    if len(name) > 200 or not name.isprintable():
-        raise invalid("name", "must be printable text of at most 200 characters")
-    text = upload.fields.get("resize", "").strip()
-    if not text:
-        return name, None
-    low, high = RESIZE_RANGE
-    if not text.isdigit() or not low <= int(text) <= high:
-        raise invalid("resize", f"must be a whole number of pixels from {low} to {high} (the square side)")
-    return name, int(text)
-
-
-def normalise(upload: Upload, limits: Limits, resize: int | None) -> Canonical:
-    """The canonical form of an upload, in a folder next to it."""
-    suffix = Path(upload.filename).suffix.lower()
-    if suffix not in (".npz", ".zip"):
-        raise invalid("file", f"file name {upload.filename!r}: upload an .npz of arrays or a .zip of class folders")
-    if not is_zip(upload.path):
-        raise invalid("file", f"not a valid {suffix} file (an .npz and a .zip are both zip archives)")
-    directory = upload.directory / "canonical"
-    directory.mkdir()
-    if suffix == ".npz":
-        return normalise_npz(upload.path, directory, limits, resize)
-    return normalise_image_zip(upload.path, directory, limits, resize)
-
-
-def publish(
-    canonical: Canonical, *, owner: str, name: str, store: JobStore, artifacts: ArtifactStore
-) -> tuple[Dataset, bool]:
-    """Move the canonical files and a preview into the artifact store, then record the data set."""
-    dataset_id = str(uuid.uuid4())
-    prefix = f"datasets/{dataset_id}"
-    x = np.load(canonical.directory / "x.npy", mmap_mode="r", allow_pickle=False)
-    (canonical.directory / "preview.png").write_bytes(preview_png(x, canonical.info.kind))
-    del x
-    size_bytes = canonical.size_bytes
-    try:
-        for file in [*canonical.files, "preview.png"]:
-            artifacts.put_file(f"{prefix}/{file}", canonical.directory / file)
-        dataset, created = store.create_dataset(
-            dataset_id=dataset_id,
-            owner=owner,
-            name=name,
-            format=canonical.format,
-            info=canonical.info.model_dump(mode="json"),
-            content_hash=canonical.content_hash,
-            size_bytes=size_bytes,
-            data_key=prefix,
-            preview_key=f"{prefix}/preview.png",
-        )
-    except BaseException:
-        artifacts.delete(prefix)
-        raise
-    if not created:  # the same content arrived concurrently: keep the first
-        artifacts.delete(prefix)
-    return dataset, created
