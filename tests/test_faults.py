@@ -107,9 +107,35 @@ def test_sigterm_checkpoints_and_hands_the_job_back(bare_service: Service) -> No
         assert handed["attempt"] == 1
         service.start_worker()
         done = wait_for(client, job["id"], ("succeeded", "failed"), timeout=180)
-        assert done["status"] == "succeeded" and done["attempt"] == 2, service.logs()
+        assert done["status"] == "succeeded" and done["attempt"] == 1, service.logs()  # a hand-back is no attempt
         assert_every_step_once(client, job["id"])
-        assert any("shut down" in r for r in status_reasons(client, job["id"]))
+        assert any("handed back" in r and "shut down" in r for r in status_reasons(client, job["id"]))
+
+
+def test_a_hand_back_does_not_use_up_an_attempt(bare_service: Service) -> None:
+    # Fault 8: max_attempts 2; one SIGTERM (checkpointed, handed back), then one crash: the job still succeeds.
+    service = bare_service
+    service.start_api()
+    first = service.start_worker()
+    spec = {**SPEC, "training": {**SPEC["training"], "max_attempts": 2}}
+    with service.client() as client:
+        job = client.post("/v1/jobs", json=spec).json()
+        wait_for_step(client, job["id"], 150)
+        first.send_signal(signal.SIGTERM)
+        first.wait(timeout=60)
+        handed = wait_for(client, job["id"], ("queued",), timeout=30)
+        assert handed["attempt"] == 1, handed
+        second = service.start_worker()
+        wait_for_step(client, job["id"], handed["progress"]["step"] + 100)
+        service.kill_worker(second, signal.SIGKILL)
+        service.start_worker()
+        done = wait_for(client, job["id"], ("succeeded", "failed"), timeout=180)
+        assert done["status"] == "succeeded", (done, service.logs())
+        assert done["attempt"] == 2 and done["max_attempts"] == 2, done
+        assert_every_step_once(client, job["id"])
+        reasons = status_reasons(client, job["id"])
+        assert any("handed back" in r and "shut down" in r for r in reasons), reasons
+        assert any("silent for over" in r and "attempt 1 of 2 failed" in r for r in reasons), reasons
 
 
 @pytest.mark.parametrize("bare_service", ["postgres"], indirect=True)
@@ -225,11 +251,13 @@ def test_a_worker_cut_off_from_the_store_checkpoints_locally_and_the_job_resumes
         wait_for_step(client, job["id"], 200)
         proxy.cut()  # the worker alone loses the store; the API still has it
         requeued = wait_for(client, job["id"], ("queued",), timeout=60)
-        assert requeued["attempt"] == 1
+        assert requeued["attempt"] == 2  # the expired lease counts as a failed attempt until the successor knows better
         time.sleep(3)  # let the cut-off worker finish its local checkpoint
         proxy.start()
         done = wait_for(client, job["id"], ("succeeded", "failed"), timeout=180)
-        assert done["status"] == "succeeded" and done["attempt"] == 2, service.logs()
+        # It resumed from a checkpoint marked as a hand-back, so the attempt the lease expiry used is given back.
+        assert done["status"] == "succeeded" and done["attempt"] == 1, service.logs()
+        assert any("given back" in r for r in status_reasons(client, job["id"]))
         # The cut-off worker blocked at its step-1000 checkpoint, then wrote it with the metrics it
         # could not send; those (steps 210..1000) can only have come from that checkpoint.
         series = client.get(f"/v1/jobs/{job['id']}/metrics", params={"names": "loss_d"}).json()["series"]

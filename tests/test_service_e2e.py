@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import time
 
 import numpy as np
@@ -67,6 +68,7 @@ def test_job_trains_and_its_results_come_back(service: Service, loss: str) -> No
         assert [c["step"] for c in checkpoints] == [100, 200]
         latest = client.get(f"/v1/jobs/{job['id']}/checkpoints/latest")
         assert latest.status_code == 200
+        assert checkpoints[-1]["size_bytes"] == len(latest.content)  # the download's size, not the resume state's
         weights = load_safetensors(latest.content)
         with safe_open(_tmp_file(service, latest.content), framework="pt") as handle:
             metadata = handle.metadata()
@@ -244,8 +246,6 @@ def test_events_arrive_live_and_many_followers_share_one_reader(service: Service
 
 
 def test_a_diverging_loss_fails_the_job_with_the_step_and_keeps_the_last_good_checkpoint(service: Service) -> None:
-    import re
-
     with service.client() as client:
         spec = small_spec("lsgan", steps=50)
         spec["loss"] = {
@@ -265,3 +265,25 @@ def test_a_diverging_loss_fails_the_job_with_the_step_and_keeps_the_last_good_ch
         assert checkpoints == list(range(1, step))
         expected = f"last good checkpoint at step {step - 1}" if step > 1 else "no checkpoint was written"
         assert expected in done["error"]
+
+
+def test_a_divergence_from_step_1_is_reported_at_step_1_and_nothing_non_finite_is_published(
+    service: Service,
+) -> None:
+    # Fault 7, the input: NaN from step 1; metrics every 200 (never read before the end), samples every 20.
+    spec = small_spec("lsgan", steps=100)
+    spec["loss"] = {"name": "lsgan", "lr_g": 1e30, "lr_d": 1e30}
+    spec["every"] = {"metrics": 200, "samples": 20}
+    with service.client() as client:
+        job = client.post("/v1/jobs", json=spec).json()
+        done = wait_for(client, job["id"], ("succeeded", "failed"))
+        assert done["status"] == "failed", done
+        assert re.fullmatch(r"\w+ became (nan|inf|-inf) at step 1; no checkpoint was written", done["error"]), done
+        samples = client.get(f"/v1/jobs/{job['id']}/samples").json()
+        for sample in samples:  # none is expected; any that is there must be finite
+            points = np.load(io.BytesIO(client.get(sample["npy_url"]).content), allow_pickle=False)
+            assert np.isfinite(points).all(), sample
+        assert samples == []
+        assert client.get(f"/v1/jobs/{job['id']}/checkpoints").json() == []
+        metrics = client.get(f"/v1/jobs/{job['id']}/metrics").json()["series"]
+        assert all(np.isfinite(series["values"]).all() for series in metrics.values()), metrics
