@@ -177,20 +177,20 @@ def network_signature(spec: JobSpec, info: DatasetInfo) -> dict[str, Any]:
     }
 
 
-# For each part of the signature: what it is, and the spec fields that decide it (the first one that
-# differs between the two specs is the field a refusal names).
+# For each part of the signature: what it is, and the spec fields that decide it, the loss and the
+# architecture before the fields they enable (a refusal names the first one that differs between the specs).
 _SIGNATURE_PARTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "data_shape": ("the data's shape", ("dataset.resize", "dataset.builtin", "dataset.id")),
-    "num_classes": ("cgan's number of classes", ("dataset.builtin", "dataset.id", "loss.name")),
-    "conditioning": ("cgan's conditioning", ("loss.conditioning", "loss.name")),
-    "categorical_codes": ("InfoGAN's categorical codes", ("loss.categorical_codes", "loss.name")),
-    "continuous_codes": ("InfoGAN's continuous codes", ("loss.continuous_codes", "loss.name")),
+    "num_classes": ("cgan's number of classes", ("loss.name", "dataset.builtin", "dataset.id")),
+    "conditioning": ("cgan's conditioning", ("loss.name", "loss.conditioning")),
+    "categorical_codes": ("InfoGAN's categorical codes", ("loss.name", "loss.categorical_codes")),
+    "continuous_codes": ("InfoGAN's continuous codes", ("loss.name", "loss.continuous_codes")),
     "discriminator": ("the kind of discriminator", ("loss.name",)),
     "discriminator_norm": (
         "D's normalisation layers (a gradient penalty or R1 rules out batch norm)",
-        ("loss.r1_gamma", "loss.name", "loss.base"),
+        ("architecture.name", "loss.r1_gamma", "loss.name", "loss.base"),
     ),
-    "pack": ("D's packed input (PacGAN)", ("training.pack",)),
+    "pack": ("D's packed input (PacGAN)", ("loss.name", "training.pack")),
 }
 
 
@@ -203,8 +203,7 @@ def _value(spec: JobSpec, path: str) -> Any:
 
 def _blame(spec: JobSpec, source: JobSpec, paths: tuple[str, ...]) -> str:
     differing = [p for p in paths if _value(spec, p) != _value(source, p)]
-    set_here = [p for p in differing if _value(spec, p) is not None]
-    return (set_here or differing or list(paths))[0]
+    return (differing or list(paths))[0]
 
 
 def check_warm_start(
@@ -212,32 +211,31 @@ def check_warm_start(
 ) -> list[SpecProblem]:
     """Every reason the weights of `source` (trained on `source_info`) cannot initialise `spec`'s networks.
 
-    One problem per differing part of `network_signature`, at the field of `spec` that makes it differ.
+    Compares the two `network_signature`s; one problem per field of `spec` that makes them differ,
+    saying which parts of the networks differ (empty when the weights load).
     """
     mine, theirs = network_signature(spec, info), network_signature(source, source_info)
-    problems: list[SpecProblem] = []
+    reasons: dict[str, list[str]] = {}
     arch_here, arch_there = mine["architecture"], theirs["architecture"]
     for field in [*arch_here, *(k for k in arch_there if k not in arch_here)]:
         here, there = arch_here.get(field), arch_there.get(field)
         if here != there:
-            problems.append(
-                SpecProblem(
-                    ("architecture", field),
-                    f"init_from: job {source_id}'s architecture differs from this spec's "
-                    f"(architecture.{field}: {there!r} there, {here!r} here); its weights cannot load",
-                )
+            reasons.setdefault(f"architecture.{field}", []).append(
+                f"its architecture differs from this spec's in {field}: {there!r} there, {here!r} here"
             )
     for part, (what, paths) in _SIGNATURE_PARTS.items():
         if mine[part] != theirs[part]:
-            path = _blame(spec, source, paths)
-            problems.append(
-                SpecProblem(
-                    tuple(path.split(".")),
-                    f"init_from: job {source_id}'s networks differ from this spec's in {what} "
-                    f"({theirs[part]!r} there, {mine[part]!r} here); its weights cannot load",
-                )
+            reasons.setdefault(_blame(spec, source, paths), []).append(
+                f"{what}: {theirs[part]!r} there, {mine[part]!r} here"
             )
-    return problems
+    return [
+        SpecProblem(
+            tuple(path.split(".")),
+            f"init_from: the networks of job {source_id} differ from this spec's ({'; '.join(why)}): "
+            "its weights cannot load",
+        )
+        for path, why in reasons.items()
+    ]
 
 
 def _warm_start_problems(spec: JobSpec, info: DatasetInfo, *, owner: str, store: AdmissionStore) -> list[SpecProblem]:

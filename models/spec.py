@@ -28,7 +28,9 @@ Optimizer = Literal["adam", "rmsprop"]
 BuiltinName = Literal["ring8", "grid25", "spiral", "digits"]
 
 # λ left unset is filled at admission from the data (models.catalog.default_gp_weight).
-GP_WEIGHT_HELP = "penalty weight λ; unset: 10 (paper), 0.1 on 2-D points (the WGAN-GP toy code)"
+GP_WEIGHT_HELP = (
+    "penalty weight λ; unset: 10 (paper), 0.1 on 2-D points (the WGAN-GP toy code), filled in at submission"
+)
 
 # Every integer a client sends is bounded well inside what the store holds (models.records.DB_INT_MAX):
 # counts of steps by the largest run a spec may ask for, seeds by what torch and numpy seed with.
