@@ -216,3 +216,115 @@ def test_a_spec_that_cannot_work_is_refused_with_its_reason() -> None:
         build_gan(spec({"name": "dcgan"}, {"name": "nsgan"}), BUILTIN_DATASETS["ring8"], CPU)
     with pytest.raises(ValueError, match="labelled"):
         build_gan(spec({"name": "mlp"}, {"name": "cgan"}, None), DatasetInfo(kind="points", shape=(2,)), CPU)
+
+
+# ------------------------------------------------------------------ initialisation, as each paper's code
+
+
+def weight(layer: nn.Module) -> torch.Tensor:
+    """A layer's own weight (under spectral norm: the unnormalised original)."""
+    if hasattr(layer, "parametrizations"):
+        return layer.parametrizations.weight.original.detach()
+    return layer.weight.detach()
+
+
+def weight_layers(net: nn.Module) -> list[nn.Module]:
+    return [m for m in net.modules() if isinstance(m, nn.Linear | nn.Conv2d | nn.ConvTranspose2d | nn.Embedding)]
+
+
+def assert_uniform(w: torch.Tensor, bound: float) -> None:
+    """Drawn from U(±bound): inside it, reaching near it, with the uniform's std bound/√3."""
+    assert float(w.abs().max()) <= bound * (1 + 1e-6)
+    assert float(w.abs().max()) > 0.9 * bound
+    assert float(w.std()) == pytest.approx(bound / 3**0.5, rel=0.1)
+
+
+def glorot_bound(w: torch.Tensor, gain: float = 1.0) -> float:
+    receptive = w[0][0].numel() if w.dim() > 2 else 1
+    fan_in, fan_out = w.shape[1] * receptive, w.shape[0] * receptive
+    return gain * (6 / (fan_in + fan_out)) ** 0.5
+
+
+def assert_biases_zero(net: nn.Module) -> None:
+    for layer in weight_layers(net):
+        if getattr(layer, "bias", None) is not None:
+            assert not layer.bias.any()
+
+
+@pytest.mark.parametrize("loss", [{"name": "cgan"}, {"name": "wgan-gp"}])
+def test_dcgan_weights_are_normal_002_and_norm_gains_normal_1_002(loss: dict[str, Any]) -> None:
+    torch.manual_seed(0)
+    gan = build_gan(spec({"name": "dcgan", "base_channels": 16, "latent_dim": 16}, loss, 32), images(1, 32), CPU)
+    g, d = gan.generator, gan.discriminator
+    weights = torch.cat([weight(m).flatten() for net in (g.body, d) for m in weight_layers(net)])
+    assert weights.numel() > 50_000
+    assert float(weights.mean()) == pytest.approx(0.0, abs=1e-3)
+    assert float(weights.std()) == pytest.approx(0.02, rel=0.02)  # PyTorch's default here: std 0.009–0.144
+    for net in (g.body, d):
+        for layer in weight_layers(net):  # every layer, the smallest too (D's head, the projection)
+            assert float(weight(layer).std()) == pytest.approx(0.02, rel=0.35), layer
+    norms = [m for net in (g, d) for m in net.modules() if isinstance(m, nn.BatchNorm2d | nn.GroupNorm)]
+    assert any(isinstance(m, nn.GroupNorm) for m in norms) == (loss["name"] == "wgan-gp")  # layer norm in a GP critic
+    gains = torch.cat([m.weight.detach() for m in norms])
+    assert float(gains.mean()) == pytest.approx(1.0, abs=0.005)
+    assert float(gains.std()) == pytest.approx(0.02, rel=0.2)
+    assert not torch.cat([m.bias.detach() for m in norms]).any()
+    assert_biases_zero(g)
+    assert_biases_zero(d)
+    if loss["name"] == "cgan":  # G's label embedding is an input code beside z ~ N(0, I): PyTorch's N(0, 1)
+        assert g.embedding is not None
+        assert float(g.embedding.weight.detach().std()) == pytest.approx(1.0, rel=0.25)
+
+
+def test_resnet_is_glorot_uniform_gain_sqrt2_in_residual_branches_and_1_elsewhere_as_sngan() -> None:
+    from worker.gan.networks.resnet import DiscriminatorBlock, GeneratorBlock
+
+    torch.manual_seed(0)
+    arch = {"name": "resnet", "base_channels": 32, "latent_dim": 16}
+    gan = build_gan(spec(arch, {"name": "cgan"}, 32), images(3, 32), CPU)
+    g, d = gan.generator, gan.discriminator
+    residual = {
+        id(layer)
+        for net in (g, d)
+        for block in net.modules()
+        if isinstance(block, GeneratorBlock | DiscriminatorBlock)
+        for layer in weight_layers(block.residual)
+    }
+    assert len(residual) == 2 * 3 + 2 * 3  # two convs per block, three blocks each at 32 px
+    checked = 0
+    for layer in weight_layers(g.body) + weight_layers(d):
+        w = weight(layer)
+        gain = 2**0.5 if id(layer) in residual else 1.0
+        if w.numel() >= 256:  # the statistics of tiny layers say little (D's 1×1 shortcut from 3 channels)
+            assert_uniform(w, glorot_bound(w, gain))
+            checked += 1
+        else:
+            assert float(w.abs().max()) <= glorot_bound(w, gain) * (1 + 1e-6)
+    assert checked >= 15  # residual convs, shortcuts, G's linear and output conv, D's head and projection
+    assert_biases_zero(g.body)
+    assert_biases_zero(d)
+    for m in g.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            assert torch.equal(m.weight, torch.ones_like(m.weight)) and not m.bias.any()
+    # Spectral norm registered again after the draw: its estimate σ fits the new weights (W/σ has norm 1).
+    for layer in weight_layers(d):
+        if hasattr(layer, "parametrizations"):
+            normalised = layer.weight.detach().reshape(layer.weight.shape[0], -1)
+            assert float(torch.linalg.matrix_norm(normalised, ord=2)) == pytest.approx(1.0, rel=0.05), layer
+
+
+def test_mlp_is_he_uniform_into_each_relu_and_glorot_uniform_for_output_layers_as_the_wgan_gp_toy_code() -> None:
+    torch.manual_seed(0)
+    arch = {"name": "mlp", "hidden": 256, "depth": 3}
+    gan = build_gan(spec(arch, {"name": "infogan"}), BUILTIN_DATASETS["ring8"], CPU)
+    g, d = gan.generator, gan.discriminator
+    g_layers, d_body = weight_layers(g.body), weight_layers(d.body)
+    assert len(g_layers) == 4 and len(d_body) == 3
+    for layer in g_layers[:3] + d_body + [d.q_head.net[0]]:  # each feeds a (leaky) ReLU
+        w = weight(layer)
+        assert_uniform(w, (6 / w.shape[1]) ** 0.5)
+    for layer in (g_layers[3], d.head, d.q_head.net[2]):  # outputs: G's points, D's score, Q's codes
+        w = weight(layer)
+        assert_uniform(w, glorot_bound(w))
+    assert_biases_zero(g.body)
+    assert_biases_zero(d)

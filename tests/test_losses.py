@@ -17,6 +17,7 @@ from models.spec import JobSpec
 from worker.gan import ARCHITECTURES, GAN, LOSSES, build_gan, load_builtin
 from worker.gan import losses as L
 from worker.gan.discriminator import DOutput
+from worker.gan.gan import critic_parameters
 from worker.gan.latent import LatentSpace
 from worker.gan.objectives import BOOST_CRITIC_STEPS, objective_from_spec
 from worker.gan.penalties import dragan_perturb, gradient_norms, interpolate, per_sample_uniform
@@ -341,6 +342,55 @@ def test_wgan_clamps_every_critic_parameter_after_every_critic_step() -> None:
     assert len(seen) == 5
     assert all(value <= 0.01 + 1e-9 for value in seen[1:])  # clamped after each of the earlier critic steps
     assert max(float(p.detach().abs().max()) for p in params) <= 0.01 + 1e-9
+
+
+def infogan_on(base: str, **loss: Any) -> GAN:
+    spec = make_spec(
+        {"name": "infogan", "base": base, "categorical_codes": [10], "continuous_codes": 0, **loss},
+        {"name": "mlp", "hidden": 32, "depth": 2},
+        batch_size=64,
+    )
+    return build_gan(spec, BUILTIN_DATASETS["ring8"], CPU)
+
+
+def test_infogan_on_wgan_clips_the_critic_but_not_q_and_learns_the_code() -> None:
+    torch.manual_seed(0)
+    gan = infogan_on("wgan", lr_g=1e-3, lr_d=1e-3, n_critic=1)
+    clip = gan.objective.clip_value
+    assert clip == 0.01
+    q_params = list(gan.discriminator.q_head.parameters())
+    critic = critic_parameters(gan.discriminator)
+    assert {id(p) for p in critic} | {id(p) for p in q_params} == {id(p) for p in gan.discriminator.parameters()}
+    assert not {id(p) for p in critic} & {id(p) for p in q_params}
+    data = load_builtin("ring8").x
+    draw = torch.Generator().manual_seed(1)
+    cross_entropy = []
+    for _ in range(200):
+        metrics = gan.train_step(lambda: (data[torch.randint(len(data), (64,), generator=draw)], None))
+        cross_entropy.append(math.log(10) - float(metrics["mutual_info"]))  # one categorical code: H(c) − MI
+    assert max(float(p.detach().abs().max()) for p in critic) <= clip + 1e-9  # body and D head clipped
+    assert max(float(p.detach().abs().max()) for p in q_params) > 5 * clip  # Q's own head is not
+    assert cross_entropy[0] == pytest.approx(math.log(10), abs=0.05)
+    # log 10 = 2.30 nats is chance; a clipped Q head stays there. Measured: 1.12 after 200 steps.
+    assert sum(cross_entropy[-20:]) / 20 < 0.6 * math.log(10)
+
+
+def test_infogan_gradient_penalty_is_of_d_output_only() -> None:
+    data = load_builtin("ring8").x
+    for base in ("wgan-gp", "dragan"):
+        torch.manual_seed(0)
+        gan = infogan_on(base, info_lambda=0.0, n_critic=1)
+        seen: list[bool] = []
+        step = gan.opt_d.step
+
+        def recording_step(*args: Any, gan: GAN = gan, seen: list[bool] = seen, step: Any = step) -> Any:
+            seen.append(all(p.grad is None or not p.grad.any() for p in gan.discriminator.q_head.parameters()))
+            return step(*args)
+
+        gan.opt_d.step = recording_step  # type: ignore[method-assign]
+        metrics = gan.train_step(lambda: (data[:64], None))
+        assert float(metrics["gradient_penalty"]) > 0
+        assert seen == [True], base  # with the MI term off, nothing (no penalty) reaches Q
 
 
 def test_wgan_critic_boost_schedule_of_the_official_code() -> None:
