@@ -3,19 +3,24 @@ idempotent submission under concurrency, paging cursors, client integers, migrat
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import text, update
 
 from api.schemas import JobOut
-from migrations import downgrade, upgrade
+from migrations import HERE as MIGRATIONS
+from migrations import alembic_config, downgrade, upgrade
 from models.records import DB_INT_MAX, Base, Job
 from models.spec import JobSpec
 from models.store import IdempotencyConflict, InvalidCursor, JobStore, MetricPoint, utcnow
@@ -92,13 +97,74 @@ def test_migration_0002_separates_the_lease_token_from_the_attempt_up_and_down(s
     assert JobOut.of(_job(store, "restarted")).attempt == 3
     claimed = _claim(store, "restarted", "w")
     assert claimed.lease_token == 5 and claimed.attempt == 3
+    store.record_progress(
+        job_id="restarted", worker="w", token=5, step=3, steps_per_sec=None, points=[MetricPoint("loss", 3, 0.5)]
+    )
+    store.add_checkpoint(job_id="restarted", step=3, weights_key="w", state_key="s", size_bytes=1)
+    children = _child_rows(store)
+    assert children == {"job_events": 3, "metrics": 1, "checkpoints": 1}
     store.engine.dispose()
     downgrade(url, "0001")
     with store.engine.connect() as connection:
         rows = dict(connection.execute(text("SELECT id, attempt FROM jobs")).all())  # type: ignore[arg-type]
     assert rows == {"never-run": 0, "restarted": 5, "once": 1}  # the old meaning: claims so far
+    assert _child_rows(store) == children  # no copy-and-drop of the jobs table cascaded to its children
     store.engine.dispose()
     upgrade(url)
+    assert _child_rows(store) == children
+
+
+def _child_rows(store: JobStore) -> dict[str, int]:
+    with store.engine.connect() as connection:
+        return {
+            table: int(connection.execute(text(f"SELECT count(*) FROM {table}")).scalar_one())
+            for table in ("job_events", "metrics", "checkpoints")
+        }
+
+
+BATCH_PROBE = '''"""a migration that copies the jobs table (SQLite batch mode), as a future one may"""
+import sqlalchemy as sa
+from alembic import op
+
+revision = "probe"
+down_revision = {head!r}
+branch_labels = None
+depends_on = None
+# SQLite copies the table; PostgreSQL alters it in place (it cannot drop a table others reference).
+RECREATE = "always" if op.get_context().dialect.name == "sqlite" else "auto"
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("jobs", recreate=RECREATE) as batch:
+        batch.add_column(sa.Column("probe", sa.Integer(), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("jobs", recreate=RECREATE) as batch:
+        batch.drop_column("probe")
+'''
+
+
+def test_a_migration_that_copies_the_jobs_table_keeps_every_child_row(store: JobStore, tmp_path: Path) -> None:
+    """On SQLite, dropping the old copy of a table with foreign keys enforced would cascade-delete its children."""
+    scripts = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS, scripts, ignore=shutil.ignore_patterns("__pycache__"))
+    head = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+    (scripts / "versions" / "probe.py").write_text(BATCH_PROBE.format(head=head))
+    job, _ = store.create_job(owner="a", spec=SPEC, idempotency_key=None)
+    token = _claim(store, job.id, "w").lease_token
+    store.record_progress(
+        job_id=job.id, worker="w", token=token, step=1, steps_per_sec=None, points=[MetricPoint("loss", 1, 0.5)]
+    )
+    store.add_checkpoint(job_id=job.id, step=1, weights_key="w", state_key="s", size_bytes=1)
+    children = _child_rows(store)
+    config = alembic_config(store.engine.url.render_as_string(hide_password=False))
+    config.set_main_option("script_location", str(scripts))
+    store.engine.dispose()
+    command.upgrade(config, "probe")
+    assert _child_rows(store) == children
+    command.downgrade(config, head or "")
+    assert _child_rows(store) == children
 
 
 # --------------------------------------------------------------------------- leases and attempts

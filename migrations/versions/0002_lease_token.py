@@ -21,9 +21,9 @@ depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("jobs", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("lease_token", sa.BigInteger(), server_default="0", nullable=False))
-        batch_op.add_column(sa.Column("forgiven_token", sa.BigInteger(), nullable=True))
+    # Plain ALTER TABLE on both databases: SQLite's batch mode would copy and drop the jobs table.
+    op.add_column("jobs", sa.Column("lease_token", sa.BigInteger(), server_default="0", nullable=False))
+    op.add_column("jobs", sa.Column("forgiven_token", sa.BigInteger(), nullable=True))
     # Every claim so far raised attempt: that count is the fencing token a running worker still holds.
     op.execute("UPDATE jobs SET lease_token = attempt")
     # The new attempt is 1-based and bounded by max_attempts (old rows could show attempt 4 of 3).
@@ -34,6 +34,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     # The old code reads attempt as the claim count and fencing token.
     op.execute("UPDATE jobs SET attempt = lease_token")
-    with op.batch_alter_table("jobs", schema=None) as batch_op:
-        batch_op.drop_column("forgiven_token")
-        batch_op.drop_column("lease_token")
+    # ALTER TABLE DROP COLUMN (SQLite 3.35+), not batch mode: dropping the copied jobs table would cascade
+    # to every event, metric, sample and checkpoint.
+    op.execute("ALTER TABLE jobs DROP COLUMN forgiven_token")
+    op.execute("ALTER TABLE jobs DROP COLUMN lease_token")
