@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -19,7 +20,7 @@ from tests.service import Service, free_port, wait_for
 from tests.tcp_proxy import TcpProxy
 
 STEPS = 3000
-SPEC = {
+SPEC: dict[str, Any] = {
     "name": "fault",
     "dataset": {"builtin": "ring8"},
     "architecture": {"name": "mlp", "hidden": 64, "depth": 2},

@@ -6,7 +6,9 @@ import io
 import json
 import re
 import time
+from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 import torch
@@ -112,7 +114,7 @@ def test_cancel_stops_a_running_job_and_keeps_its_checkpoint(service: Service) -
 
 
 def test_a_duplicate_broker_message_runs_the_job_once(service: Service) -> None:
-    broker = make_celery(Settings(_env_file=None, **_settings_from_env(service.env)))
+    broker = make_celery(Settings(**_settings_from_env(service.env)))
     with service.client() as client:
         job = client.post("/v1/jobs", json=small_spec("nsgan", steps=100)).json()
         send_train(broker, job["id"])
@@ -128,15 +130,15 @@ def test_a_duplicate_broker_message_runs_the_job_once(service: Service) -> None:
         assert client.get(f"/v1/jobs/{job['id']}").json()["attempt"] == 1
 
 
-def _settings_from_env(env: dict[str, str]) -> dict[str, str]:
+def _settings_from_env(env: dict[str, str]) -> dict[str, Any]:
     return {k.removeprefix("GANFORGE_").lower(): v for k, v in env.items() if k.startswith("GANFORGE_")}
 
 
-def _events(client: object, job_id: str) -> list[dict[str, object]]:
+def _events(client: httpx.Client, job_id: str) -> list[dict[str, Any]]:
     """Read the job's whole SSE stream (it ends after the final status)."""
-    events: list[dict[str, object]] = []
-    current: dict[str, object] = {}
-    with client.stream("GET", f"/v1/jobs/{job_id}/events") as response:  # type: ignore[attr-defined]
+    events: list[dict[str, Any]] = []
+    current: dict[str, Any] = {}
+    with client.stream("GET", f"/v1/jobs/{job_id}/events") as response:
         assert response.status_code == 200
         for line in response.iter_lines():
             if line.startswith("id: "):
