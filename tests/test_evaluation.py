@@ -36,12 +36,47 @@ def test_hand_made_samples() -> None:
     }
 
 
+def test_reverse_kl_counts_high_quality_samples_only_as_pacgans_histogram() -> None:
+    centers = ring8_centers()  # σ = 0.01
+    hq = [centers[0]] * 4 + [centers[1] + [0.0, 0.02]] * 4  # 2σ off: still HQ
+    lq = [centers[2] + [0.04, 0.0]] * 8  # 4σ off: nearest mode 2, low quality
+    result = evaluate_points(np.array(hq + lq), "ring8")
+    assert result is not None
+    assert result["modes_covered"] == 2 and result["hq_fraction"] == 0.5
+    # HQ histogram (4, 4, 0, …) / 8 → 2 · ½ log(½ · 8) = log 4
+    assert result["reverse_kl"] == pytest.approx(math.log(4))
+    # all samples (4, 4, 8, 0, …) / 16 → 2 · ¼ log(¼ · 8) + ½ log(½ · 8) = 1.5 log 2
+    assert result["reverse_kl_all"] == pytest.approx(1.5 * math.log(2))
+
+
+def test_reverse_kl_is_zero_for_uniform_hq_samples_however_the_rest_falls() -> None:
+    centers = grid25_centers()  # σ = 0.05
+    far = np.repeat([[-4.5, -4.5]], 25, axis=0)  # 14σ from (−4, −4): low quality, nearest that mode
+    result = evaluate_points(np.concatenate([centers, far]), "grid25")
+    assert result is not None
+    assert result["modes_covered"] == 25 and result["hq_fraction"] == 0.5
+    assert result["reverse_kl"] == pytest.approx(0.0, abs=1e-12)
+    # all samples: 26 of 50 at (−4, −4), 1 of 50 at each other mode
+    assert result["reverse_kl_all"] == pytest.approx(0.52 * math.log(0.52 * 25) + 24 * 0.02 * math.log(0.02 * 25))
+
+
+def test_reverse_kl_without_hq_samples_is_log_k_and_non_finite_samples_count_in_neither() -> None:
+    centers = ring8_centers()
+    samples = np.array([centers[3] + [0.05, 0.0], centers[5] + [0.0, 0.05], [np.inf, 0.0], [np.nan, np.nan]])
+    result = evaluate_points(samples, "ring8")
+    assert result is not None
+    assert result["modes_covered"] == 0 and result["hq_fraction"] == 0.0
+    assert result["reverse_kl"] == pytest.approx(math.log(8))  # no HQ sample: no better than total collapse
+    assert result["reverse_kl_all"] == pytest.approx(math.log(4))  # the two finite ones: modes 3 and 5, ½ each
+
+
 def test_collapse_to_one_mode_has_reverse_kl_log_k() -> None:
     samples = np.repeat(grid25_centers()[7:8], 2500, axis=0)
     result = evaluate_points(samples, "grid25")
     assert result is not None
     assert result["modes_covered"] == 1 and result["hq_fraction"] == 1.0
     assert result["reverse_kl"] == pytest.approx(math.log(25))
+    assert result["reverse_kl_all"] == pytest.approx(math.log(25))
 
 
 def test_far_and_non_finite_samples_are_low_quality() -> None:
