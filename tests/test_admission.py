@@ -14,10 +14,11 @@ from typing import Any
 import pytest
 import torch
 
-from models.admission import check_warm_start, fill_defaults, network_signature
+from models.admission import DatasetNotFound, SpecRejected, admit, check_warm_start, fill_defaults, network_signature
 from models.catalog import DEFAULT_IMAGE_SAMPLES, DEFAULT_POINT_SAMPLES, PAPER_GP_WEIGHT, TOY_GP_WEIGHT
 from models.datasets import BUILTIN_DATASETS, DatasetInfo
 from models.spec import BASE_LOSS_CLASSES, JobSpec
+from models.store import JobStore
 from tests.service import Service, wait_for
 from tests.test_spec import INTEGER_CASES, INTEGER_IDS
 from worker.gan import GAN, build_gan, load_builtin
@@ -233,6 +234,78 @@ def test_the_signature_leaves_out_what_does_not_shape_the_networks() -> None:
     info = BUILTIN_DATASETS["ring8"]
     assert network_signature(VARIANTS["ring8-nsgan"], info) == network_signature(VARIANTS["ring8-nsgan-lr"], info)
     assert "lr_g" not in str(network_signature(VARIANTS["ring8-nsgan"], info))
+
+
+# --------------------------------------------------------------------------- uploads, through the store (PostgreSQL and SQLite)
+
+
+def _upload(store: JobStore, dataset_id: str, owner: str, info: DatasetInfo) -> None:
+    store.create_dataset(
+        dataset_id=dataset_id,
+        owner=owner,
+        name=dataset_id,
+        format="npz",
+        info=info.model_dump(mode="json"),
+        content_hash=dataset_id,
+        size_bytes=1,
+        data_key=f"datasets/{dataset_id}",
+        preview_key=None,
+    )
+
+
+def _finished_job(store: JobStore, owner: str, spec: JobSpec) -> str:
+    job, _ = store.create_job(owner=owner, spec=spec, idempotency_key=None)
+    store.add_checkpoint(job_id=job.id, step=2, weights_key="w", state_key="s", size_bytes=1)
+    return job.id
+
+
+def warm(spec: JobSpec, **init_from: Any) -> JobSpec:
+    return JobSpec.model_validate({**spec.model_dump(), "init_from": init_from})
+
+
+def _refused(spec: JobSpec, owner: str, store: JobStore) -> list[str]:
+    with pytest.raises(SpecRejected) as refused:
+        admit(spec=spec, owner=owner, store=store)
+    return [".".join(map(str, p.loc)) for p in refused.value.problems]
+
+
+def test_admission_resolves_the_owners_upload_and_checks_a_warm_start_from_it(store: JobStore) -> None:
+    faces = DatasetInfo(kind="images", shape=(3, 32, 32), num_classes=4, size=100)
+    rows = DatasetInfo(kind="points", shape=(5,), num_classes=3, size=100)
+    _upload(store, "faces", "team-a", faces)
+    _upload(store, "faces6", "team-a", faces.model_copy(update={"num_classes": 6}))
+    _upload(store, "rows", "team-a", rows)
+
+    def on(dataset_id: str, **loss: Any) -> JobSpec:
+        arch = {"name": "dcgan"} if dataset_id.startswith("faces") else {"name": "mlp"}
+        return JobSpec.model_validate({"dataset": {"id": dataset_id}, "architecture": arch, "loss": loss})
+
+    # Defaults come from the upload's description: images → λ 10 and 64 samples; 5-D rows → λ 10, 2,500.
+    admitted = admit(spec=on("faces", name="wgan-gp"), owner="team-a", store=store)
+    assert (admitted.loss.gp_weight, admitted.training.sample_count) == (PAPER_GP_WEIGHT, 64)  # type: ignore[union-attr]
+    admitted = admit(spec=on("rows", name="dragan"), owner="team-a", store=store)
+    assert (admitted.loss.gp_weight, admitted.training.sample_count) == (PAPER_GP_WEIGHT, 2500)  # type: ignore[union-attr]
+    # Another owner's upload is as missing as a missing one.
+    for owner, dataset_id in (("team-b", "faces"), ("team-a", "nope")):
+        with pytest.raises(DatasetNotFound):
+            admit(spec=on(dataset_id, name="nsgan"), owner=owner, store=store)
+    # Every problem at once: an image architecture on rows and a warm start from another owner's job.
+    source = _finished_job(store, "team-a", admit(spec=on("faces", name="cgan"), owner="team-a", store=store))
+    _upload(store, "rows-b", "team-b", rows)
+    wrong = warm(
+        on("rows-b", name="nsgan").model_copy(update={"architecture": on("faces", name="nsgan").architecture}),
+        job=source,
+    )
+    assert _refused(wrong, "team-b", store) == ["architecture.name", "init_from.job"]
+    # A cgan from 4 classes into 6: refused at the field that changes them; the same data set loads.
+    assert _refused(warm(on("faces6", name="cgan"), job=source), "team-a", store) == ["dataset.id"]
+    same = warm(on("faces", name="cgan", lr_g=1e-5), job=source, step=2)
+    assert admit(spec=same, owner="team-a", store=store).init_from == same.init_from
+    assert _refused(warm(same, job=source, step=3), "team-a", store) == ["init_from.step"]
+    # The source's data set deleted after the job ended: its networks' shapes are unknown, so no warm start.
+    assert store.request_cancel(job_id=source, owner="team-a") is not None
+    assert store.delete_dataset(dataset_id="faces", owner="team-a") is not None
+    assert _refused(warm(on("faces6", name="nsgan"), job=source), "team-a", store) == ["init_from.job"]
 
 
 # --------------------------------------------------------------------------- on the real service
