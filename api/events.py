@@ -1,9 +1,21 @@
 """Server-Sent Events for one job, resumable with Last-Event-ID.
 
 Each event's id is its per-job sequence number in the job's event log, so a
-client that reconnects with Last-Event-ID gets exactly what it missed. However
-many clients follow a job, one poller per job per API process reads the store
-(`JobFeed`); a client that is behind catches up with one read of its own.
+client that reconnects with Last-Event-ID gets exactly what it missed. The SSE
+protocol itself (framing, the retry field, pings, disconnect detection) is
+sse-starlette's; the fan-out is ours: however many clients follow a running job,
+one poller per job per API process reads the store (`JobFeed`), and a client
+that is behind catches up with reads of its own.
+
+Where a stream starts, given the client's position `after` and the job row read
+for this request (its status and `last_event`, the head of its log):
+
+- a finished job: the events after `after` straight from the store, then the
+  end; nothing left (`after` at or past the end) is 204 No Content, the status
+  that tells a browser's EventSource to stop reconnecting;
+- a running job: `after` past the head is treated as the head (the client gets
+  the next events, as a new follower would); no client's position ever sets the
+  shared feed's state, which starts at the head the job row shows.
 """
 
 from __future__ import annotations
@@ -15,19 +27,21 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi import APIRouter, Header, Query, Request, Response
 from prometheus_client import CollectorRegistry, Counter
+from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import OwnedJob, StoreDep
+from api.deps import EventId, OwnedJob
 from models.records import JobStatus
 from models.store import JobStore, as_utc
 
 router = APIRouter(prefix="/v1/jobs/{job_id}", tags=["events"])
 
 POLL_SECONDS = 0.2
-KEEPALIVE_SECONDS = 15.0
+STORE_AWAY_SECONDS = 1.0
+PING_SECONDS = 15.0
+RETRY_MS = 1000
 RING = 2000
 
 
@@ -42,18 +56,22 @@ class Event:
     def final(self) -> bool:
         return self.kind == "status" and self.data.get("to") in JobStatus.FINAL
 
-    def encode(self) -> str:
+    def sse(self) -> ServerSentEvent:
         payload = json.dumps({"time": self.time.isoformat(), **self.data}, separators=(",", ":"))
-        return f"id: {self.seq}\nevent: {self.kind}\ndata: {payload}\n\n"
+        return ServerSentEvent(payload, event=self.kind, id=str(self.seq), sep="\n")
 
 
 class JobFeed:
-    """The recent events of one job, read by one poller and shared by its subscribers."""
+    """The recent events of one running job, read by one poller and shared by its subscribers.
 
-    def __init__(self, hub: EventHub, job_id: str, start: int) -> None:
+    The ring holds events (base, last]; `base` starts at the head of the log when the feed is made and only moves
+    forward as the ring drops old events. Subscribers only read the feed's state.
+    """
+
+    def __init__(self, hub: EventHub, job_id: str, head: int) -> None:
         self.hub, self.job_id = hub, job_id
-        self.base = start  # the ring holds events (base, last]
-        self.last = start
+        self.base = head
+        self.last = head
         self.ring: list[Event] = []
         self.finished = False
         self.subscribers = 0
@@ -61,89 +79,111 @@ class JobFeed:
         self.task: asyncio.Task[None] | None = None
 
     async def poll(self) -> None:
-        while self.subscribers > 0 and not self.finished:
-            try:
-                events = await self.hub.read(self.job_id, self.last)
-            except Exception:  # the store is away: subscribers wait, the poller tries again
-                await asyncio.sleep(1.0)
-                continue
-            if events:
-                self.ring.extend(events)
-                if len(self.ring) > RING:
-                    dropped = self.ring[: len(self.ring) - RING]
-                    self.ring = self.ring[-RING:]
-                    self.base = dropped[-1].seq
-                self.last = events[-1].seq
-                self.finished = any(event.final for event in events)
-                async with self.changed:
-                    self.changed.notify_all()
-            else:
-                await asyncio.sleep(POLL_SECONDS)
-        self.hub.feeds.pop(self.job_id, None)
+        try:
+            while self.subscribers > 0 and not self.finished:
+                try:
+                    events = await self.hub.read(self.job_id, self.last)
+                except Exception:  # the store is away: subscribers wait, the poller tries again
+                    await asyncio.sleep(STORE_AWAY_SECONDS)
+                    continue
+                if events:
+                    self.ring.extend(events)
+                    if len(self.ring) > RING:
+                        self.base = self.ring[-RING - 1].seq
+                        self.ring = self.ring[-RING:]
+                    self.last = events[-1].seq
+                    self.finished = any(event.final for event in events)
+                    async with self.changed:
+                        self.changed.notify_all()
+                else:
+                    await asyncio.sleep(POLL_SECONDS)
+        finally:
+            if self.hub.feeds.get(self.job_id) is self:
+                del self.hub.feeds[self.job_id]
+            async with self.changed:  # wake subscribers so a finished feed ends their streams
+                self.changed.notify_all()
 
-    async def wait(self, after: int, timeout: float) -> None:
+    async def wait(self, after: int) -> None:
+        """Until the feed holds an event after `after`, or it has finished."""
         async with self.changed:
-            try:
-                await asyncio.wait_for(self.changed.wait_for(lambda: self.last > after or self.finished), timeout)
-            except TimeoutError:
-                pass
+            await self.changed.wait_for(lambda: self.last > after or self.finished)
 
 
 class EventHub:
+    """The per-process registry of job feeds, and the one place SSE reads the store (counted for /metrics)."""
+
     def __init__(self, store: JobStore, registry: CollectorRegistry) -> None:
         self.store = store
         self.feeds: dict[str, JobFeed] = {}
         self.reads = Counter("ganforge_event_store_reads", "event-log reads made for SSE clients", registry=registry)
 
     async def read(self, job_id: str, after: int) -> list[Event]:
+        """One batch (at most the store's page) of the job's events with seq > after, in order."""
         self.reads.inc()
         rows = await run_in_threadpool(self.store.events_after, job_id=job_id, after=after)
         return [Event(row.seq, row.kind, as_utc(row.time), row.data) for row in rows]
 
-    async def follow(self, job_id: str, after: int, request: Request) -> AsyncIterator[str]:
+    async def replay(self, job_id: str, after: int, head: int) -> AsyncIterator[ServerSentEvent]:
+        """A finished job's events after `after`, to `head`, the end of its log."""
+        yield ServerSentEvent(retry=RETRY_MS, sep="\n")
+        while after < head and (events := await self.read(job_id, after)):
+            for event in events:
+                yield event.sse()
+            after = events[-1].seq
+
+    async def follow(self, job_id: str, head: int, after: int) -> AsyncIterator[ServerSentEvent]:
+        """A running job's events after `after` (at most `head`), live, until its final status."""
         feed = self.feeds.get(job_id)
         if feed is None:
-            feed = self.feeds[job_id] = JobFeed(self, job_id, after)
+            feed = self.feeds[job_id] = JobFeed(self, job_id, head)
         feed.subscribers += 1
-        if feed.task is None or feed.task.done():
+        if feed.task is None:
             feed.task = asyncio.create_task(feed.poll())
         try:
-            yield "retry: 1000\n\n"
+            yield ServerSentEvent(retry=RETRY_MS, sep="\n")
             while True:
                 if after < feed.base:  # behind the ring: catch up from the store
                     events = [e for e in await self.read(job_id, after) if e.seq <= feed.base]
+                    if not events:  # the log holds nothing more up to the ring's base
+                        after = feed.base
+                        continue
                 else:
                     events = [e for e in feed.ring if e.seq > after]
                 for event in events:
                     after = event.seq
-                    yield event.encode()
+                    yield event.sse()
                     if event.final:
                         return
                 if events:
                     continue
-                if await request.is_disconnected():
-                    return
-                before = feed.last
-                await feed.wait(after, KEEPALIVE_SECONDS)
-                if feed.last == before and not feed.finished:
-                    yield ": keep-alive\n\n"
+                if feed.finished or feed.task.done():
+                    return  # nothing more will come (or the poller stopped): the client reconnects from `after`
+                await feed.wait(after)
         finally:
             feed.subscribers -= 1
 
 
-@router.get("/events")
+@router.get(
+    "/events",
+    response_class=EventSourceResponse,
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "the events after the client's position"},
+        204: {"description": "the job has finished and the client has every event: stop reconnecting"},
+    },
+)
 async def job_events(
     job: OwnedJob,
-    store: StoreDep,
     request: Request,
-    last_event_id: Annotated[str | None, Header()] = None,
-    after: Annotated[int | None, Query(ge=0, description="start after this event id (as Last-Event-ID)")] = None,
-) -> StreamingResponse:
+    last_event_id: Annotated[EventId | None, Header(description="resume after this event id")] = None,
+    after: Annotated[EventId | None, Query(description="start after this event id (as Last-Event-ID)")] = None,
+) -> Response:
     """status, metrics, sample and checkpoint events; the stream ends after the job's final status."""
-    start = after if after is not None else (int(last_event_id) if last_event_id and last_event_id.isdigit() else 0)
+    position = after if after is not None else (last_event_id or 0)
     hub: EventHub = request.app.state.event_hub
-    return StreamingResponse(
-        hub.follow(job.id, start, request),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    if job.status in JobStatus.FINAL:
+        if position >= job.last_event:
+            return Response(status_code=204)
+        stream = hub.replay(job.id, position, job.last_event)
+    else:
+        stream = hub.follow(job.id, job.last_event, min(position, job.last_event))
+    return EventSourceResponse(stream, ping=PING_SECONDS, sep="\n")
