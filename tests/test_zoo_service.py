@@ -7,7 +7,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from models.spec import LOSS_CLASSES
+from models.catalog import LOSS_CLASSES
 from tests.service import Service, wait_for
 
 POINTS = {"dataset": {"builtin": "ring8"}, "architecture": {"name": "mlp", "hidden": 32, "depth": 2}}
@@ -63,6 +63,11 @@ def test_every_loss_trains_through_the_service(service: Service) -> None:
             names = set(client.get(f"/v1/jobs/{job_id}/metrics").json()["series"])
             assert {"loss_g", "loss_d", "grad_norm_g", "grad_norm_d"} <= names, (loss, names)
             assert SPECIFIC_METRICS.get(loss, set()) <= names, (loss, names)
+            if spec["loss"].get("r1_gamma"):  # type: ignore[union-attr]
+                assert "r1" in names, names
+            if spec["dataset"]["builtin"] == "ring8":  # type: ignore[index]
+                # the PacGAN protocol, reverse KL over HQ samples and over all of them
+                assert {"modes_covered", "hq_fraction", "reverse_kl", "reverse_kl_all"} <= names, names
             sample = client.get(f"/v1/jobs/{job_id}/samples").json()[-1]
             picture = Image.open(io.BytesIO(client.get(sample["png_url"]).content))
             batch = np.load(io.BytesIO(client.get(sample["npy_url"]).content))
