@@ -39,6 +39,7 @@ def normalise_isolated(upload: Path, directory: Path, options: IngestOptions, li
     when it fails in any other way (a bug, logged with the child's stderr).
     """
     result = directory.parent / "ingest-result.json"
+    result.unlink(missing_ok=True)  # only this run's answer counts
     request = {
         "upload": str(upload),
         "directory": str(directory),

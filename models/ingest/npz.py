@@ -67,7 +67,9 @@ def _normalise(
             writer.append(chunk.astype(np.float32))
         same = bool(np.all(low == high))
         warnings: tuple[str, ...] = (
-            (f"every row is the same point ({', '.join(f'{v:g}' for v in low)})",) if same else ()
+            (f"every row is the same point ({', '.join(f'{v:g}' for v in low[:8])}{', …' if len(low) > 8 else ''})",)
+            if same
+            else ()
         )
         description = f"uploaded .npz: {count} rows of dimension {shape[0]} ({dtype}, stored as float32)"
         info = DatasetInfo(

@@ -78,7 +78,7 @@ def decode(image: Image.Image, channels: int, name: str) -> Picture:
     alpha = has_alpha(image)
     if alpha:
         # Palette and colour keys become an alpha band first; premultiplied bands are un-premultiplied.
-        image = image.convert("LA" if mode in ("L", "La") else "RGBA")
+        image = image.convert("LA" if mode in ("L", "LA", "La") else "RGBA")
     elif mode == "P":
         image = image.convert("RGB")
     elif mode in _TO_RGB:
