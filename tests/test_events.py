@@ -41,7 +41,9 @@ class Stream:
         return [event["id"] for event in self.events]
 
 
-def read_stream(client: httpx.Client, job_id: str, stop: threading.Event | None = None, **headers: str) -> Stream:
+def read_stream(
+    client: httpx.Client, job_id: str, stop: threading.Event | None = None, headers: dict[str, str] | None = None
+) -> Stream:
     """Read a job's stream to its end (or until `stop` is set); each event is {"id", "event", "data"}."""
     stream = Stream()
     current: dict[str, Any] = {}
@@ -100,12 +102,12 @@ def test_a_finished_jobs_stream_answers_at_once(service: Service, finished: tupl
             assert client.get(f"/v1/jobs/{job_id}/events", params={"after": position}).status_code == 204
         # behind the end: the missed events, then the end
         started = time.monotonic()
-        resumed = read_stream(client, job_id, **{"Last-Event-ID": str(final - 3)})
+        resumed = read_stream(client, job_id, headers={"Last-Event-ID": str(final - 3)})
         assert time.monotonic() - started < 1.0
         assert resumed.status == 200 and resumed.ended and resumed.ids == [final - 2, final - 1, final]
         assert resumed.events == whole.events[-3:]
         middle = whole.ids[len(whole.ids) // 2]
-        assert read_stream(client, job_id, **{"Last-Event-ID": str(middle)}).events == whole.events[middle:]
+        assert read_stream(client, job_id, headers={"Last-Event-ID": str(middle)}).events == whole.events[middle:]
     # nothing keeps reading the store for the finished job once its clients are answered
     before = store_reads(service)
     time.sleep(1.0)
@@ -122,19 +124,22 @@ def test_a_last_event_id_that_is_not_a_plain_integer_in_range_is_422(
 ) -> None:
     job_id, _ = finished
     with service.client() as client:
-        response = client.get(f"/v1/jobs/{job_id}/events", headers={"Last-Event-ID": value})
+        response = client.get(f"/v1/jobs/{job_id}/events", headers={b"Last-Event-ID": value})
         assert response.status_code == 422, response.text
         assert "header.last-event-id" in {detail["field"] for detail in response.json()["error"]["details"]}
 
 
 def follow_in_thread(
-    service: Service, job_id: str, stop: threading.Event, **headers: str
+    service: Service, job_id: str, stop: threading.Event, position: int | None = None
 ) -> tuple[threading.Thread, list[Stream]]:
+    """A follower reading the job's stream in a thread (from `position` as its Last-Event-ID); its Stream lands
+    in the list when the stream ends."""
+    headers = {"Last-Event-ID": str(position)} if position is not None else None
     result: list[Stream] = []
 
     def run() -> None:
         with service.client() as client:
-            result.append(read_stream(client, job_id, stop, **headers))
+            result.append(read_stream(client, job_id, stop, headers))
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
@@ -147,7 +152,7 @@ def test_a_position_past_a_running_jobs_head_is_treated_as_the_head(service: Ser
         wait_for(client, job_id, ("running",))
         stop = threading.Event()
         # the reconnect of a client that saw more than this log holds (another deployment's ids, a typo) ...
-        ahead, ahead_result = follow_in_thread(service, job_id, stop, **{"Last-Event-ID": str(10**12)})
+        ahead, ahead_result = follow_in_thread(service, job_id, stop, 10**12)
         time.sleep(0.5)
         # ... and a normal follower of the same job, on the same per-job feed
         normal, normal_result = follow_in_thread(service, job_id, stop)
@@ -175,10 +180,7 @@ def test_many_followers_joining_at_different_positions_share_one_poller(service:
         wait_for(client, job_id, ("running",))
         time.sleep(1.0)  # some events to be behind
         stop = threading.Event()
-        followers = [
-            follow_in_thread(service, job_id, stop, **({"Last-Event-ID": str(position)} if position else {}))
-            for position in (0, 1, 2, 10**9, 0, 10**15)
-        ]
+        followers = [follow_in_thread(service, job_id, stop, position) for position in (None, 1, 2, 10**9, 0, 10**15)]
         time.sleep(1.5)
         before, started = store_reads(service), time.monotonic()
         time.sleep(2.0)
