@@ -39,7 +39,9 @@ from models.settings import Settings
 FIELDS = ("file", "name", "resize", "value_range")
 MAX_FIELD_BYTES = 1024
 FORM_OVERHEAD = 64 * 1024  # multipart headers and the small fields, on top of the file
-DRAIN_BYTES = 16 * 1024**2  # read this much of a refused body so the client sees the answer, not a reset
+# Read this much of a refused body so the client sees the answer, not a reset; below the 1 MiB of form room the
+# request gate (api/gate.py) allows past GANFORGE_MAX_UPLOAD_BYTES, so the gate never answers over this answer.
+DRAIN_BYTES = 512 * 1024
 FLUSH_BYTES = 1024**2
 _EXTENDED = re.compile(rb"""(?:^|;)\s*filename\*\s*=\s*"?([^;"]*)"?""", re.IGNORECASE)
 _HTML_ESCAPES = {"%22": '"', "%0D": "\r", "%0A": "\n", "%0d": "\r", "%0a": "\n"}
