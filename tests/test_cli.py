@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -229,6 +230,37 @@ def test_ctrl_c_stops_an_idle_up_promptly_with_info_lines_only(start_up: Callabl
     assert up.launcher.wait() == 0
     assert_quiet_stop(up)
     print(f"\nidle `ganforge up` stopped {seconds:.1f} s after SIGINT")
+
+
+def test_ctrl_c_of_up_running_a_job_hands_the_job_back(start_up: Callable[[list[str]], Up]) -> None:
+    up = start_up(UP)
+    up.wait_ready()
+    spec = {
+        "dataset": {"builtin": "ring8"},
+        "architecture": {"name": "mlp", "hidden": 32, "depth": 2},
+        "loss": {"name": "nsgan"},
+        "training": {"steps": 1_000_000, "batch_size": 32},
+        "every": {"metrics": 10, "samples": 1_000_000, "checkpoint": 1_000_000},
+    }
+    with httpx.Client(base_url=f"http://127.0.0.1:{up.port}", headers={"Authorization": "Bearer key-a"}) as client:
+        job = client.post("/v1/jobs", json=spec, timeout=30).json()
+        deadline = time.monotonic() + 90
+        while client.get(f"/v1/jobs/{job['id']}", timeout=30).json()["progress"]["step"] < 50:
+            assert time.monotonic() < deadline, up.output()
+            time.sleep(0.2)
+    processes = [up.launcher.pid, *up.descendants(up.launcher.pid)]
+    up.launcher.send_signal(signal.SIGINT)
+    seconds = wait_gone(processes, STOP_WITHIN_SECONDS)
+    output = up.output()
+    assert up.launcher.wait() == 0 and "Traceback" not in output, output
+    assert f"to checkpoint job {job['id']} and put it back in the queue" in output, output
+    with sqlite3.connect(up.log.parent / "data" / "ganforge.db") as store:
+        status, step = store.execute(
+            "SELECT j.status, max(c.step) FROM jobs j JOIN checkpoints c ON c.job_id = j.id WHERE j.id = ?",
+            (job["id"],),
+        ).fetchone()
+    assert status == "queued" and step >= 50, (status, step)  # checkpointed at shutdown, back in the queue
+    print(f"\n`ganforge up` running a job stopped {seconds:.1f} s after SIGINT, job handed back at step {step}")
 
 
 def test_up_stops_when_its_parent_shell_is_killed(start_up: Callable[[list[str]], Up]) -> None:

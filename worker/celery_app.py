@@ -39,7 +39,6 @@ def running_jobs() -> dict[int, str]:
     return running
 
 
-@worker_shutting_down.connect
 def _hand_back_running_jobs(**_kwargs: Any) -> None:
     running = running_jobs()
     if not running:
@@ -50,3 +49,7 @@ def _hand_back_running_jobs(**_kwargs: Any) -> None:
         except ProcessLookupError:
             continue
         log.info("asked pool process %s to checkpoint job %s and put it back in the queue", pid, job_id)
+
+
+# weak=False: the receiver lives as long as the app.
+worker_shutting_down.connect(_hand_back_running_jobs, weak=False)
