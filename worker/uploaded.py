@@ -1,9 +1,9 @@
 """An uploaded data set as tensors, loaded once per job from its canonical stored form.
 
-The form (x.npy float32, y.npy int64 labels) is described and read in one place,
-models/ingest/canonical.py; loading decodes nothing (a large local x.npy is
-memory-mapped). Here it becomes tensors, resampled on the training machine when
-the spec asks for another image size.
+The stored form is described, written and read in one place,
+models/ingest/canonical.py (read_canonical decodes nothing and memory-maps a
+large local array). Here it becomes tensors, resampled on the training machine
+when the spec asks for another image size.
 """
 
 from __future__ import annotations
