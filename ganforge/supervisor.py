@@ -36,6 +36,7 @@ DEMO_SPEC = {
     "every": {"metrics": 10, "samples": 250, "checkpoint": 500},
 }
 POLL_SECONDS = 0.5
+DEMO_READY_SECONDS = 60.0
 # A worker handing a job back writes a checkpoint first; past this it is killed (the lease re-queues the job).
 WORKER_GRACE_SECONDS = 30.0
 API_GRACE_SECONDS = 10.0
@@ -95,18 +96,13 @@ def spawn(command: list[str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(command, process_group=0, preexec_fn=_die_with_parent if sys.platform == "linux" else None)
 
 
-def wait_ready(url: str, timeout: float = 60.0) -> bool:
-    """Poll `url`/readyz until it answers 200 (True) or `timeout` seconds pass (False)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:
-                if response.status == 200:
-                    return True
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.5)
-    return False
+def is_ready(url: str) -> bool:
+    """True when `url`/readyz answers 200 within a second."""
+    try:
+        with urllib.request.urlopen(f"{url}/readyz", timeout=1) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
 
 
 def submit_demo(url: str) -> None:
@@ -166,10 +162,16 @@ class Up:
         self.worker = spawn(worker_command())
         started, restarts = time.monotonic(), 0
         restart_at: float | None = None
+        # The demo waits for readiness inside the loop, so a Ctrl-C during start-up is not held up.
+        demo_until = time.monotonic() + DEMO_READY_SECONDS if demo else None
         try:
-            if demo and wait_ready(self.url) and self.stop_reason is None:
-                submit_demo(self.url)
             while self.stop_reason is None:
+                if demo_until is not None and is_ready(self.url):
+                    submit_demo(self.url)
+                    demo_until = None
+                elif demo_until is not None and time.monotonic() > demo_until:
+                    log.warning("the API was not ready within %.0f s: no demo job submitted", DEMO_READY_SECONDS)
+                    demo_until = None
                 self.stop_reason = parent.reason_to_stop()
                 if self.stop_reason is not None:
                     log.info("%s: stopping the worker and the API", self.stop_reason)

@@ -27,7 +27,7 @@ from tests.service import ROOT, free_port, service_env
 
 # An idle Celery worker's warm shutdown alone takes ~4 s on Redis and ~8 s on the file-system broker
 # (its event loop drains the broker for 2 s, twice, then its pool and timer threads wake each second).
-STOP_WITHIN_SECONDS = 20.0
+STOP_WITHIN_SECONDS = 15.0
 
 
 def _sigint_default() -> None:
