@@ -537,6 +537,10 @@ def test_blank_or_bombed_uploads_are_refused_with_the_field(api: Service) -> Non
             assert response.status_code == status, response.text
             details = response.json()["error"]["details"]
             assert details[0]["field"] == field and fragment in details[0]["message"], details
+        stated = client.post("/v1/datasets", files={"file": cases[0][:2]}, data={"value_range": "0,255"})
+        assert stated.status_code == 201, stated.text
+        assert stated.json()["info"]["source_range"] == [0.0, 255.0]
+        assert (stored_x(api, stated.json()).min(), stored_x(api, stated.json()).max()) == (-1.0, 1.0)
 
 
 def _rss_kb(pid: int, key: str = "VmRSS") -> int:
