@@ -160,6 +160,12 @@ def test_a_bad_value_range_is_refused(tmp_path: Path, text: str) -> None:
     assert error.field == "value_range"
 
 
+def test_value_range_is_refused_for_rows_and_zips(tmp_path: Path) -> None:
+    rows = refused(tmp_path / "rows", "rows.npz", npz_bytes(x=np.zeros((4, 2))), value_range="0,1")
+    pictures = refused(tmp_path / "zip", "pictures.zip", zip_bytes({"a/1.png": b""}), value_range="0,1")
+    assert rows.field == pictures.field == "value_range"
+
+
 @pytest.mark.parametrize(("fill", "shade"), [(0, "black"), (255, "white"), (128, "gray")])
 def test_constant_images_are_refused(tmp_path: Path, fill: int, shade: str) -> None:
     error = refused(tmp_path, "blank.npz", npz_bytes(x=np.full((4, 8, 8), fill, np.uint8)))
@@ -281,6 +287,25 @@ def test_each_pillow_mode_is_read_by_its_real_range(mode: str) -> None:
     assert (float(values.min()), float(values.max())) == pytest.approx((low, high), abs=1e-6)
     assert float(values.mean()) == pytest.approx(mean, abs=0.01)
     assert picture.alpha == (mode in ("LA", "La", "PA", "RGBA", "RGBa"))
+
+
+@pytest.mark.parametrize("mode", ["L", "P", "RGB"])
+def test_a_png_transparency_key_is_composited_over_white(mode: str) -> None:
+    """The ramp's black column is the key: it becomes white (+1); the rest is the ramp."""
+    image = MODES[mode]()
+    key = (0, 0, 0) if mode == "RGB" else 0
+    with Image.open(io.BytesIO(_keyed_png(image, key))) as keyed:
+        assert keyed.mode == mode and "transparency" in keyed.info
+        picture = decode(keyed, 1 if mode == "L" else 3, "keyed.png")
+    right = _gradient().astype(np.float64) / 127.5 - 1
+    right[:, 0] = 1.0
+    assert picture.alpha and np.allclose(picture.values, right[None], atol=1e-6)
+
+
+def _keyed_png(image: Image.Image, key: Any) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", transparency=key)
+    return buffer.getvalue()
 
 
 def test_lab_is_converted_to_srgb_as_pillow_does() -> None:

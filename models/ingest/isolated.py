@@ -87,7 +87,9 @@ def child_main(argv: list[str]) -> int:
 
     request = json.loads(argv[0])
     limits = Limits(**request["limits"])
-    resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
+    _soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    ceiling = limits.memory_bytes if hard == resource.RLIM_INFINITY else min(limits.memory_bytes, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (ceiling, ceiling))  # a process may lower, never raise, its hard limit
     parent = os.getppid()
 
     def orphaned() -> None:  # an API that went away takes its uploads' work with it

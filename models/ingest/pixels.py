@@ -7,8 +7,8 @@ Each mode is read by its real range, not by the values seen:
 | 1 | gray | [0, 1] |
 | L, P (palette, expanded to RGB), RGB, RGBX (X dropped) | 8-bit | [0, 255] |
 | CMYK, YCbCr, LAB, HSV | converted to RGB by Pillow (no ICC profile) | [0, 255] |
-| LA, La, PA, RGBA, RGBa, or any mode with a `transparency` key | alpha composited over white | [0, 255] |
-| I;16, I;16B, I;16L, I;16N | 16-bit gray, any byte order | [0, 65535] |
+| LA, La, PA, RGBA, RGBa; L, P, RGB with a `transparency` key | alpha composited over white | [0, 255] |
+| I;16, I;16B, I;16L, I;16N | 16-bit gray, any byte order (a 16-bit colour key is ignored) | [0, 65535] |
 | I | 32-bit signed gray | [-2147483648, 2147483647] |
 | F | refused: floating-point pictures have no range; send them as an .npz | |
 
