@@ -301,3 +301,15 @@ def test_invalid_settings_refuse_to_start_with_one_clear_line(command: str, tmp_
     assert result.stderr.startswith("ganforge: refusing to start, the GANFORGE_* settings are invalid:"), result.stderr
     assert "GANFORGE_API_KEYS must be set" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "ganforge.db").exists()  # nothing was started or created
+
+
+def test_a_killed_up_takes_its_api_and_worker_with_it(start_up: Callable[[list[str]], Up]) -> None:
+    up = start_up(UP)
+    up.wait_ready()
+    children = up.descendants(up.launcher.pid)
+    up.launcher.kill()  # no handler runs: the kernel's parent-death signal must stop them
+    up.launcher.wait()
+    seconds = wait_gone(children, STOP_WITHIN_SECONDS)
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"http://127.0.0.1:{up.port}/healthz", timeout=2)
+    print(f"\nAPI and worker of a SIGKILLed `ganforge up` gone {seconds:.1f} s later")
