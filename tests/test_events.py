@@ -100,6 +100,10 @@ def test_a_finished_jobs_stream_answers_at_once(service: Service, finished: tupl
             assert response.status_code == 204 and response.content == b"", (position, response.text)
             assert time.monotonic() - started < 1.0
             assert client.get(f"/v1/jobs/{job_id}/events", params={"after": position}).status_code == 204
+            print(
+                f"Last-Event-ID {position} of a finished job (final id {final}): 204 in "
+                f"{(time.monotonic() - started) * 1000:.0f} ms"
+            )
         # behind the end: the missed events, then the end
         started = time.monotonic()
         resumed = read_stream(client, job_id, headers={"Last-Event-ID": str(final - 3)})
@@ -129,6 +133,15 @@ def test_a_last_event_id_that_is_not_a_plain_integer_in_range_is_422(
         assert "header.last-event-id" in {detail["field"] for detail in response.json()["error"]["details"]}
 
 
+def wait_until_training(client: httpx.Client, job_id: str, timeout: float = 60.0) -> None:
+    """Until the job is running and has written progress, so events flow every metrics flush."""
+    wait_for(client, job_id, ("running",))
+    deadline = time.monotonic() + timeout
+    while client.get(f"/v1/jobs/{job_id}").json()["progress"]["step"] == 0:
+        assert time.monotonic() < deadline, "the job wrote no progress"
+        time.sleep(0.1)
+
+
 def follow_in_thread(
     service: Service, job_id: str, stop: threading.Event, position: int | None = None
 ) -> tuple[threading.Thread, list[Stream]]:
@@ -149,7 +162,7 @@ def follow_in_thread(
 def test_a_position_past_a_running_jobs_head_is_treated_as_the_head(service: Service) -> None:
     with service.client() as client:
         job_id = client.post("/v1/jobs", json=spec(10_000_000)).json()["id"]
-        wait_for(client, job_id, ("running",))
+        wait_until_training(client, job_id)
         stop = threading.Event()
         # the reconnect of a client that saw more than this log holds (another deployment's ids, a typo) ...
         ahead, ahead_result = follow_in_thread(service, job_id, stop, 10**12)
@@ -171,13 +184,14 @@ def test_a_position_past_a_running_jobs_head_is_treated_as_the_head(service: Ser
     # the past-the-head client got the events written after it connected: the tail of the whole log, then the end
     assert past.status == 200 and past.ended and len(past.ids) >= 3, past.ids
     assert past.events == whole.events[whole.ids.index(past.ids[0]) :]
+    print(f"past-the-head follower + a normal one: {rate:.1f} store reads/s, {len(past.ids)} events delivered to it")
     assert rate <= MAX_STORE_READS_PER_SECOND, f"{rate:.1f} store reads/s: a follower spins"
 
 
 def test_many_followers_joining_at_different_positions_share_one_poller(service: Service) -> None:
     with service.client() as client:
         job_id = client.post("/v1/jobs", json=spec(10_000_000)).json()["id"]
-        wait_for(client, job_id, ("running",))
+        wait_until_training(client, job_id)
         time.sleep(1.0)  # some events to be behind
         stop = threading.Event()
         followers = [follow_in_thread(service, job_id, stop, position) for position in (None, 1, 2, 10**9, 0, 10**15)]
@@ -196,4 +210,25 @@ def test_many_followers_joining_at_different_positions_share_one_poller(service:
     for stream in streams[1:]:
         assert stream.events == whole.events[whole.ids.index(stream.ids[0]) :]
     assert streams[1].ids[0] == 2 and streams[2].ids[0] == 3
+    print(f"six followers at positions 0, 1, 2, 1e9, 0, 1e15: {rate:.1f} store reads/s")
     assert rate <= MAX_STORE_READS_PER_SECOND, f"{rate:.1f} store reads/s with six followers"
+
+
+def test_when_the_last_follower_disconnects_the_job_is_no_longer_polled(service: Service) -> None:
+    with service.client() as client:
+        job_id = client.post("/v1/jobs", json=spec(10_000_000)).json()["id"]
+        wait_until_training(client, job_id)
+        stop = threading.Event()
+        followers = [follow_in_thread(service, job_id, stop, position) for position in (None, 10**12)]
+        time.sleep(1.5)
+        stop.set()  # each client closes its connection at its next line
+        for thread, result in followers:
+            thread.join(timeout=10)
+            assert result and result[0].status == 200 and not result[0].ended and result[0].events
+        time.sleep(1.0)  # the server notices the disconnects; the poller stops at its next round
+        before = store_reads(service)
+        time.sleep(1.5)
+        polled = store_reads(service) - before
+        assert client.post(f"/v1/jobs/{job_id}/cancel").status_code == 202
+        wait_for(client, job_id, ("cancelled",))
+    assert polled == 0, f"{polled} store reads for a job nobody follows"
