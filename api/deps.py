@@ -22,18 +22,22 @@ from models.store import JobStore
 
 
 def get_settings(request: Request) -> Settings:
+    """The app's settings."""
     return request.app.state.settings  # type: ignore[no-any-return]
 
 
 def get_store(request: Request) -> JobStore:
+    """The app's job store."""
     return request.app.state.store  # type: ignore[no-any-return]
 
 
 def get_artifacts(request: Request) -> ArtifactStore:
+    """The app's artifact store."""
     return request.app.state.artifacts  # type: ignore[no-any-return]
 
 
 def get_broker(request: Request) -> Celery:
+    """The app's Celery app (sends wake-ups to workers)."""
     return request.app.state.celery  # type: ignore[no-any-return]
 
 

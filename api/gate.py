@@ -100,6 +100,7 @@ class LimitedBody:
 
 
 def too_large_message(limit: int) -> str:
+    """The 413's message for a body limit in bytes."""
     return f"the request body is larger than the limit of {limit} bytes"
 
 
