@@ -120,6 +120,11 @@ def submit_demo(url: str) -> None:
     )
 
 
+def parent_watch() -> ParentWatch | None:
+    """A watch on our parent, or None under `nohup` (SIGHUP ignored): the user asked to outlive the parent."""
+    return None if signal.getsignal(signal.SIGHUP) == signal.SIG_IGN else ParentWatch()
+
+
 class Up:
     """The API and one worker, kept running until a stop signal or the parent's end."""
 
@@ -153,7 +158,7 @@ class Up:
 
     def run(self, demo: bool) -> int:
         """Serve until stopped; 0 when stopped on request, 1 when the API died."""
-        parent = ParentWatch()
+        parent = parent_watch()
         self.install_signal_handlers()
         migrate()
         if self.stop_reason is not None:
@@ -172,7 +177,7 @@ class Up:
                 elif demo_until is not None and time.monotonic() > demo_until:
                     log.warning("the API was not ready within %.0f s: no demo job submitted", DEMO_READY_SECONDS)
                     demo_until = None
-                self.stop_reason = parent.reason_to_stop()
+                self.stop_reason = parent.reason_to_stop() if parent else None
                 if self.stop_reason is not None:
                     log.info("%s: stopping the worker and the API", self.stop_reason)
                     break

@@ -23,6 +23,7 @@ import pytest
 
 from ganforge.cli import build_parser
 from ganforge.parent import ParentWatch, dying_of
+from ganforge.supervisor import parent_watch
 from tests.service import ROOT, free_port, service_env
 
 # An idle Celery worker's warm shutdown alone takes ~4 s on Redis and ~8 s on the file-system broker
@@ -116,6 +117,16 @@ def test_parent_watch_says_why_once_the_parent_is_gone() -> None:
     assert ParentWatch(pid=1).reason_to_stop() is None  # started by init: nothing to follow
     gone = ParentWatch(pid=os.getppid() + 1 if os.getppid() > 1 else 2)
     assert gone.reason_to_stop() == f"its parent process {gone.pid} exited"
+
+
+def test_under_nohup_up_does_not_follow_its_parent() -> None:
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        assert parent_watch() is None
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+    watch = parent_watch()
+    assert watch is not None and watch.pid == os.getppid()
 
 
 # --- `ganforge up` stopping ---------------------------------------------------------------------------------
