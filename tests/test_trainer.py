@@ -236,3 +236,12 @@ def test_the_watch_reports_the_first_bad_step_and_its_name_without_reading_the_d
     watch.observe(7, finite)
     with pytest.raises(Diverged, match="^loss_g became nan at step 5$"):
         watch.check()
+
+
+def test_observing_a_step_never_reads_the_device() -> None:
+    # Meta tensors have no values: any read back to the host (a sync on a GPU) would raise here.
+    watch = NonFiniteWatch(torch.device("meta"))
+    for step in range(1, 100):
+        watch.observe(step, {"loss_d": torch.zeros((), device="meta"), "loss_g": torch.zeros((), device="meta")})
+    with pytest.raises(RuntimeError, match="meta"):
+        watch.check()  # the one place that reads

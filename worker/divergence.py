@@ -60,12 +60,16 @@ class NonFiniteWatch:
         raise Diverged(step, name, value)
 
 
-def check_samples(step: int, samples: np.ndarray, evaluation: Mapping[str, float] | None) -> None:
-    """Raise Diverged when a snapshot (or its evaluation) holds a NaN or an inf."""
+def check_samples(step: int, samples: np.ndarray) -> None:
+    """Raise Diverged when a snapshot (host memory, any shape) holds a NaN or an inf."""
     finite = np.isfinite(samples)
     if not finite.all():
         raise Diverged(step, "samples", float(samples[~finite].flat[0]))
-    for name, value in (evaluation or {}).items():
+
+
+def check_values(step: int, values: Mapping[str, float]) -> None:
+    """Raise Diverged naming the first of `values` (host floats, e.g. an evaluation) that is not finite."""
+    for name, value in values.items():
         if not math.isfinite(value):
             raise Diverged(step, name, value)
 

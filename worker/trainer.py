@@ -25,7 +25,7 @@ import torch
 
 from models.spec import JobSpec
 from worker.data import Batches
-from worker.divergence import Diverged, NonFiniteWatch, check_samples, check_tensors
+from worker.divergence import Diverged, NonFiniteWatch, check_samples, check_tensors, check_values
 from worker.gan import GAN, LoadedData, build_gan, evaluate_points
 
 DEFAULT_IMAGE_SAMPLES = 64
@@ -155,9 +155,9 @@ def train(
             sink.metrics(step, {name: float(value) for name, value in values.items()})
         if samples_now:
             samples, labels = _snapshot(gan, fixed)
-            check_samples(step, samples, None)
+            check_samples(step, samples)
             evaluation = evaluate_points(samples, dataset_name) if real_points is not None else None
-            check_samples(step, samples, evaluation)
+            check_values(step, evaluation or {})
             sink.sample(step, samples, labels, evaluation)
             if evaluation:
                 sink.metrics(step, evaluation)
