@@ -177,9 +177,11 @@ class Up:
                 elif demo_until is not None and time.monotonic() > demo_until:
                     log.warning("the API was not ready within %.0f s: no demo job submitted", DEMO_READY_SECONDS)
                     demo_until = None
-                self.stop_reason = parent.reason_to_stop() if parent else None
-                if self.stop_reason is not None:
-                    log.info("%s: stopping the worker and the API", self.stop_reason)
+                # A local first: a signal handled meanwhile has set stop_reason, which must not be overwritten.
+                parent_reason = parent.reason_to_stop() if parent else None
+                if parent_reason is not None:
+                    self.stop_reason = parent_reason
+                    log.info("%s: stopping the worker and the API", parent_reason)
                     break
                 if self.api.poll() is not None:
                     log.error("the API exited with %s; stopping", self.api.returncode)
