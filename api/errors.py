@@ -11,7 +11,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from models.spec import ARCHITECTURE_CLASSES, LOSS_CLASSES, SpecProblem
+from models.admission import SpecProblem
+from models.catalog import ARCHITECTURE_CLASSES, LOSS_CLASSES
+from models.ingest.errors import IngestError
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,11 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse(status_code=exc.status, content=error_body(exc.code, exc.message, exc.details))
+
+    @app.exception_handler(IngestError)
+    async def _ingest_error(_request: Request, exc: IngestError) -> JSONResponse:
+        details = [{"field": exc.field, "message": exc.message}]
+        return JSONResponse(status_code=exc.status_hint, content=error_body(exc.code, str(exc), details))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:

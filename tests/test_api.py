@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from models.spec import ARCHITECTURE_CLASSES, LOSS_CLASSES
+from models.catalog import ARCHITECTURE_CLASSES, LOSS_CLASSES
 from tests.service import Service, wait_for
 
 BASE = {"dataset": {"builtin": "ring8"}, "architecture": {"name": "mlp"}, "loss": {"name": "nsgan"}}
