@@ -81,7 +81,11 @@ def main(argv: list[str] | None = None) -> int:
         get_settings()
     except ValidationError as exc:
         # One readable refusal instead of a traceback from whichever process reads the settings first.
-        print(f"ganforge: refusing to start, the GANFORGE_* settings are invalid: {exc}", file=sys.stderr)
+        reasons = "; ".join(
+            f"GANFORGE_{'_'.join(map(str, error['loc'])).upper()}: {error['msg']}" if error["loc"] else error["msg"]
+            for error in exc.errors()
+        )
+        print(f"ganforge: refusing to start, the GANFORGE_* settings are invalid: {reasons}", file=sys.stderr)
         return 2
     if args.command == "migrate":
         supervisor.migrate()

@@ -310,8 +310,17 @@ def test_invalid_settings_refuse_to_start_with_one_clear_line(command: str, tmp_
     )
     assert result.returncode == 2, result
     assert result.stderr.startswith("ganforge: refusing to start, the GANFORGE_* settings are invalid:"), result.stderr
-    assert "GANFORGE_API_KEYS must be set" in result.stderr and "Traceback" not in result.stderr
+    assert "GANFORGE_API_KEYS must be set" in result.stderr and len(result.stderr.splitlines()) == 1, result.stderr
     assert not (tmp_path / "ganforge.db").exists()  # nothing was started or created
+
+
+def test_an_invalid_setting_is_named_in_the_refusal(tmp_path: Path) -> None:
+    env = service_env(tmp_path, None, None, GANFORGE_LEASE_TIMEOUT_SECONDS="soon")
+    result = subprocess.run(
+        [sys.executable, "-m", "ganforge", "migrate"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1, result.stderr
+    assert "GANFORGE_LEASE_TIMEOUT_SECONDS: Input should be a valid number" in result.stderr, result.stderr
 
 
 def test_a_killed_up_takes_its_api_and_worker_with_it(start_up: Callable[[list[str]], Up]) -> None:
