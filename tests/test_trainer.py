@@ -238,6 +238,26 @@ def test_the_watch_reports_the_first_bad_step_and_its_name_without_reading_the_d
         watch.check()
 
 
+@pytest.mark.parametrize(
+    ("steps", "bad_steps", "first"),
+    [
+        (range(1, 601), [300, 450], 300),  # held steps folded across FOLD_EVERY boundaries
+        (range(1, 601), [256, 257], 256),  # the last step of a fold
+        (range(1, 601), [600], 600),  # still held when read
+        (range(10, 1000, 10), [20, 500], 20),  # steps that are not consecutive
+    ],
+)
+def test_the_watch_keeps_the_first_bad_step_however_the_steps_come(
+    steps: range, bad_steps: list[int], first: int
+) -> None:
+    watch = NonFiniteWatch(CPU)
+    for step in steps:
+        bad = float("-inf") if step in bad_steps else 0.25
+        watch.observe(step, {"loss_d": torch.tensor(0.5), "gradient_penalty": torch.tensor(bad)})
+    with pytest.raises(Diverged, match=f"^gradient_penalty became -inf at step {first}$"):
+        watch.check()
+
+
 def test_observing_a_step_never_reads_the_device() -> None:
     # Meta tensors have no values: any read back to the host (a sync on a GPU) would raise here.
     watch = NonFiniteWatch(torch.device("meta"))
