@@ -165,8 +165,11 @@ def _run(
             log.error("job %s: could not record %s: the store stayed away", job_id, status)
         return status
 
-    spec = JobSpec.model_validate(spec_json)
+    # The lease is held from here on, through data loading too, and SIGTERM hands the job back at any point.
+    keeper.start()
+    previous = signal.signal(signal.SIGTERM, lambda _sig, _frame: _shut_down(keeper))
     try:
+        spec = JobSpec.model_validate(spec_json)
         data = load_data(spec, store, artifacts)
         resume = resume_from(keeper, store, artifacts, job_id)
         sink = StoreSink(
@@ -178,23 +181,25 @@ def _run(
             real_points=data.x[:2500].numpy() if data.info.kind == "points" else None,
             scratch_dir=str(settings.data_dir / "tmp"),
         )
-        keeper.start()
-        previous = signal.signal(signal.SIGTERM, lambda _sig, _frame: _shut_down(keeper))
         try:
             device = resolve_device(spec.training.device)
             init = load_init_weights(store, artifacts, spec)
             result = train(spec, data, sink, device, resume.state if resume else None, init)
         finally:
-            signal.signal(signal.SIGTERM, previous)
             sink.close()
     except Diverged as exc:
-        latest = store.get_checkpoint(job_id=job_id, step=None)
+        try:
+            latest = keeper.retrying(lambda: store.get_checkpoint(job_id=job_id, step=None))
+        except StoreLost:
+            latest = None
         kept = f"; last good checkpoint at step {latest.step}" if latest else "; no checkpoint was written"
         return end(JobStatus.FAILED, f"training diverged: {exc}{kept}", error=f"{exc}{kept}")
     except Exception as exc:
         log.exception("job %s failed", job_id)
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
         return end(JobStatus.FAILED, f"worker error: {detail}", error=detail)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     if not result.stopped:
         return end(JobStatus.SUCCEEDED, f"trained {result.step} steps in {result.seconds:.1f} s")
     reason = keeper.stop_reason
