@@ -35,13 +35,19 @@ DEFAULT_POINT_SAMPLES = 2500
 class Sink(Protocol):
     """Where the loop's output goes."""
 
-    def metrics(self, step: int, values: dict[str, float]) -> None: ...
+    def metrics(self, step: int, values: dict[str, float]) -> None:
+        """Finite metric values (losses, gradient norms, an evaluation) at `step`."""
+        ...
 
     def sample(
         self, step: int, samples: np.ndarray, labels: np.ndarray | None, evaluation: dict[str, float] | None
-    ) -> None: ...
+    ) -> None:
+        """A finite snapshot from the fixed latent: (n, 2) points or (n, C, H, W) images in [-1, 1]."""
+        ...
 
-    def checkpoint(self, step: int, weights: dict[str, torch.Tensor], state: dict[str, Any]) -> None: ...
+    def checkpoint(self, step: int, weights: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
+        """Finite CPU weights for safetensors and the resume `state` (loads with weights_only=True)."""
+        ...
 
     def should_stop(self) -> bool:
         """True when the loop must stop now (cancel, shutdown, lost lease)."""
