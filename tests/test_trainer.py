@@ -19,7 +19,7 @@ from models.store import MetricPoint
 from worker import trainer
 from worker.checkpoints import CheckpointKeys, latest_complete, load_checkpoint, load_weights, write_checkpoint
 from worker.divergence import Diverged, NonFiniteWatch
-from worker.gan import GAN, LoadedData, load_builtin
+from worker.gan import GAN, LoadedData, build_gan, load_builtin
 from worker.trainer import train
 
 CPU = torch.device("cpu")
@@ -166,7 +166,7 @@ def test_the_issues_divergence_fails_at_step_1_and_publishes_nothing(ring8: Load
 
 def poison_at(monkeypatch: pytest.MonkeyPatch, step: int, *, before: bool, module: str) -> None:
     """Make `module`'s weights inf just before (or just after) G step `step` of every GAN the trainer builds."""
-    build = trainer.build_gan
+    build = build_gan
 
     def build_poisoned(*args: Any, **kwargs: Any) -> GAN:
         gan = build(*args, **kwargs)
