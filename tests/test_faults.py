@@ -19,6 +19,9 @@ import pytest
 from tests.service import Service, free_port, wait_for
 from tests.tcp_proxy import TcpProxy
 
+# Each test starts, kills and restarts processes and waits out lease timeouts: tens of seconds.
+pytestmark = pytest.mark.slow
+
 STEPS = 3000
 SPEC: dict[str, Any] = {
     "name": "fault",
