@@ -38,6 +38,7 @@ from tests.service import (  # noqa: E402
 )
 from worker.data import Batches  # noqa: E402
 from worker.gan import build_gan, load_builtin  # noqa: E402
+from worker.lease import LeaseKeeper  # noqa: E402
 from worker.sink import StoreSink  # noqa: E402
 from worker.trainer import train  # noqa: E402
 
@@ -74,20 +75,21 @@ def service_steps_per_sec(spec: JobSpec, folder: Path) -> float:
     claimed = store.claim(job_id=job.id, worker="bench")
     assert claimed is not None
     data = load_builtin("ring8")
+    keeper = LeaseKeeper(
+        store=store, job_id=job.id, worker="bench", token=claimed.lease_token, flush_seconds=1.0, grace_seconds=60.0
+    )
     sink = StoreSink(
+        keeper=keeper,
         store=store,
         artifacts=artifacts,
         job_id=job.id,
-        worker="bench",
-        attempt=claimed.attempt,
         spec_json=job.spec,
         real_points=data.x[:2500].numpy(),
-        flush_seconds=1.0,
         scratch_dir=str(folder / "tmp"),
     )
-    sink.start()
+    keeper.start()
     result = train(spec, data, sink, torch.device("cpu"))
-    sink.close()
+    keeper.close()
     return result.step / result.seconds
 
 
