@@ -65,8 +65,3 @@ def reinit(layer: nn.Module, init: Callable[[Tensor], object]) -> None:
 def glorot(gain: float = 1.0) -> Callable[[Tensor], object]:
     """Glorot/Xavier uniform: U(±gain·√(6/(fan_in+fan_out))) (Chainer's GlorotUniform(scale=gain))."""
     return lambda w: nn.init.xavier_uniform_(w, gain=gain)
-
-
-def he_uniform(w: Tensor) -> object:
-    """He uniform for a ReLU layer: U(±√(6/fan_in)), i.e. std √(2/fan_in) (tflib's `he`)."""
-    return nn.init.kaiming_uniform_(w, nonlinearity="relu")
