@@ -1,6 +1,8 @@
 """Request dependencies: the store, the caller, and the caller's job (so no route can forget ownership).
 
-Also the integer types every path, query and header parameter uses, bounded by what the store holds.
+Also the integer types every path, query and header parameter uses, bounded by what the store holds, and the
+text types: a path id outside the id alphabet is a 404, query and header text with control characters a 422;
+no such string reaches SQL.
 """
 
 from __future__ import annotations
@@ -12,12 +14,13 @@ from typing import Annotated
 
 from celery import Celery
 from fastapi import Depends, Header, Path, Request
-from pydantic import BeforeValidator, Field
+from pydantic import AfterValidator, BeforeValidator, Field
 
 from api.errors import ApiError
 from models.artifacts import ArtifactStore
 from models.records import DB_INT_MAX, Job
 from models.settings import Settings
+from models.spec import is_id, plain_text
 from models.store import JobStore
 
 
@@ -82,11 +85,16 @@ def current_owner(settings: SettingsDep, authorization: Annotated[str | None, He
 CurrentOwner = Annotated[str, Depends(current_owner)]
 
 
-def owned_job(store: StoreDep, owner: CurrentOwner, job_id: Annotated[str, Path(max_length=64)]) -> Job:
-    """The caller's job; another owner's job is indistinguishable from a missing one (404)."""
-    job = store.get_job(job_id=job_id, owner=owner)
+def not_found(what: str, given: str) -> ApiError:
+    """404 for `what` (e.g. "job") named `given`; a string that is no id is not echoed back."""
+    return ApiError(404, "not_found", f"no {what} {given!r}" if is_id(given) else f"no {what} with this id")
+
+
+def owned_job(store: StoreDep, owner: CurrentOwner, job_id: Annotated[str, Path()]) -> Job:
+    """The caller's job; another owner's job and a string that is no job id are as missing as a missing one (404)."""
+    job = store.get_job(job_id=job_id, owner=owner) if is_id(job_id) else None
     if job is None:
-        raise ApiError(404, "not_found", f"no job {job_id!r}")
+        raise not_found("job", job_id)
     return job
 
 
@@ -102,7 +110,18 @@ def plain_decimal(value: object) -> object:
     return value
 
 
+def printable_ascii(value: str) -> str:
+    """`value` when it is 1 or more printable ASCII characters (space to '~'); else ValueError (422)."""
+    if not value or not all(" " <= c <= "~" for c in value):
+        raise ValueError("must be 1 to 255 printable ASCII characters (space to '~')")
+    return value
+
+
 _DECIMAL = re.compile(r"[0-9]{1,40}")
+# Client text for a query or header: no control characters or lone surrogates (422 naming the parameter).
+QueryText = Annotated[str, AfterValidator(plain_text)]
+# An Idempotency-Key as the IETF draft's clients send it: a short printable ASCII string, never empty.
+IdempotencyKey = Annotated[str, Field(max_length=255), AfterValidator(printable_ascii)]
 # Every integer a client sends is one the store can hold (a BIGINT); beyond that, a 422 naming the field.
 StoreInt = Annotated[int, Field(ge=0, le=DB_INT_MAX)]
 # An event id as EventSource sends it in Last-Event-ID (or in ?after=): digits only, within the store's range.

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from models.admission import SpecProblem
+from models.artifacts import ArtifactMissing
 from models.catalog import ARCHITECTURE_CLASSES, LOSS_CLASSES
 from models.ingest.errors import IngestError
 
@@ -20,6 +21,10 @@ log = logging.getLogger(__name__)
 # In a discriminated union pydantic puts the tag into the path (loss.wgan-gp.gp_weight); users wrote loss.gp_weight.
 _TAGS = {"loss": set(LOSS_CLASSES), "architecture": set(ARCHITECTURE_CLASSES)}
 _SOURCES = {"body", "query", "path", "header"}
+# An error answer lists at most this many fields (and how many more there were): a body of 70,000 unknown fields
+# must not come back as a 6 MB answer. Each field path is cut at FIELD_CHARS_MAX for the same reason.
+DETAILS_MAX = 50
+FIELD_CHARS_MAX = 200
 
 
 def field_path(loc: Sequence[Any]) -> str:
@@ -35,7 +40,9 @@ def field_path(loc: Sequence[Any]) -> str:
         if isinstance(part, str) and (part.startswith("function-") or part.startswith("tagged-union[")):
             continue
         cleaned.append(str(part))
-    return ".".join(cleaned)
+    # A lone surrogate (a JSON key "\ud800") cannot be encoded as UTF-8: the answer shows it escaped.
+    path = ".".join(cleaned).encode("utf-8", "backslashreplace").decode("utf-8")
+    return path if len(path) <= FIELD_CHARS_MAX else path[:FIELD_CHARS_MAX] + "…"
 
 
 class ApiError(Exception):
@@ -45,7 +52,12 @@ class ApiError(Exception):
 
 
 def error_body(code: str, message: str, details: list[dict[str, str]] | None = None) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message, "details": details or []}}
+    """The one error shape; past DETAILS_MAX details, the first DETAILS_MAX and `details_omitted` (how many more)."""
+    details = details or []
+    body: dict[str, Any] = {"code": code, "message": message, "details": details[:DETAILS_MAX]}
+    if len(details) > DETAILS_MAX:
+        body["details_omitted"] = len(details) - DETAILS_MAX
+    return {"error": body}
 
 
 def spec_problems_error(problems: list[SpecProblem]) -> ApiError:
@@ -56,12 +68,19 @@ def spec_problems_error(problems: list[SpecProblem]) -> ApiError:
 def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        # Only the listed errors are formatted: 70,000 of them would cost time as well as bytes.
         details = [
             {"field": field_path(error["loc"]), "message": error["msg"], "type": error["type"]}
-            for error in exc.errors()
+            for error in errors[:DETAILS_MAX]
         ]
         summary = "; ".join(f"{d['field'] or '(body)'}: {d['message']}" for d in details[:5])
-        return JSONResponse(status_code=422, content=error_body("validation_error", summary, details))
+        if len(errors) > DETAILS_MAX:
+            summary += f"; and {len(errors) - DETAILS_MAX} more not listed"
+        content = error_body("validation_error", summary, details)
+        if len(errors) > DETAILS_MAX:
+            content["error"]["details_omitted"] = len(errors) - DETAILS_MAX
+        return JSONResponse(status_code=422, content=content)
 
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
@@ -71,6 +90,12 @@ def install(app: FastAPI) -> None:
     async def _ingest_error(_request: Request, exc: IngestError) -> JSONResponse:
         details = [{"field": exc.field, "message": exc.message}]
         return JSONResponse(status_code=exc.status_hint, content=error_body(exc.code, str(exc), details))
+
+    @app.exception_handler(ArtifactMissing)
+    async def _artifact_missing(_request: Request, exc: ArtifactMissing) -> JSONResponse:
+        # A record whose file is gone (deleted by hand, lost storage): missing, not an internal error.
+        message = "a file this answer needs is missing from the artifact store (deleted?)"
+        return JSONResponse(status_code=404, content=error_body("artifact_missing", message))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import unquote_to_bytes
 
-from python_multipart.multipart import MultipartParseError, MultipartParser, parse_options_header
+from python_multipart.exceptions import FormParserError
+from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 
@@ -43,6 +44,7 @@ FORM_OVERHEAD = 64 * 1024  # multipart headers and the small fields, on top of t
 # request gate (api/gate.py) allows past GANFORGE_MAX_UPLOAD_BYTES, so the gate never answers over this answer.
 DRAIN_BYTES = 512 * 1024
 FLUSH_BYTES = 1024**2
+MAX_BOUNDARY = 70  # RFC 2046 §5.1.1
 _EXTENDED = re.compile(rb"""(?:^|;)\s*filename\*\s*=\s*"?([^;"]*)"?""", re.IGNORECASE)
 _HTML_ESCAPES = {"%22": '"', "%0D": "\r", "%0A": "\n", "%0d": "\r", "%0a": "\n"}
 
@@ -174,6 +176,20 @@ def _too_big(limit: int) -> ApiError:
     return too_large("file", f"the upload is larger than the limit of {limit} bytes (GANFORGE_MAX_UPLOAD_BYTES)")
 
 
+def _malformed(field: str, message: str) -> ApiError:
+    """400 for a body (or its Content-Type's boundary) the multipart parser refuses."""
+    return ApiError(400, "malformed_body", f"{field}: {message}", [{"field": field, "message": message}])
+
+
+def _boundary(options: dict[bytes, bytes]) -> bytes:
+    """The Content-Type's boundary when RFC 2046 allows it (1 to 70 characters, no control ones); else 400."""
+    boundary = options.get(b"boundary", b"")
+    if not 0 < len(boundary) <= MAX_BOUNDARY or any(byte < 0x20 or byte > 0x7E for byte in boundary):
+        message = f"the multipart boundary must be 1 to {MAX_BOUNDARY} printable ASCII characters (RFC 2046)"
+        raise _malformed("header.content-type", message)
+    return boundary
+
+
 def _truncated() -> ApiError:
     message = "the upload ended early: the multipart body has no closing boundary (truncated upload?)"
     return ApiError(400, "truncated_upload", f"file: {message}", [{"field": "file", "message": message}])
@@ -184,6 +200,7 @@ async def receive(request: Request, *, settings: Settings) -> Upload:
     content_type, options = parse_options_header(request.headers.get("content-type"))
     if content_type != b"multipart/form-data" or b"boundary" not in options:
         raise ApiError(415, "unsupported_media_type", "send multipart/form-data with the data set in the field 'file'")
+    boundary = _boundary(options)
     limit = settings.max_upload_bytes
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit + FORM_OVERHEAD:
@@ -195,13 +212,16 @@ async def receive(request: Request, *, settings: Settings) -> Upload:
     stream = request.stream()
     try:
         try:
-            parser = MultipartParser(options[b"boundary"], form.callbacks())  # type: ignore[arg-type]
+            try:
+                parser = MultipartParser(boundary, form.callbacks())  # type: ignore[arg-type]
+            except FormParserError as exc:  # a boundary the library refuses though RFC 2046 allows it
+                raise _malformed("header.content-type", f"the multipart boundary cannot be used ({exc})") from None
             async for chunk in stream:
                 parser.write(chunk)
                 await form.flush(FLUSH_BYTES)
             await form.flush()
-        except MultipartParseError as exc:
-            raise ApiError(400, "malformed_body", f"the multipart body cannot be parsed ({exc})") from None
+        except FormParserError as exc:  # every error of the multipart library: the body is at fault
+            raise _malformed("body", f"the multipart body cannot be parsed ({exc})") from None
         except ApiError:
             await _drain(stream)
             raise

@@ -18,6 +18,14 @@ from fsspec.implementations.local import LocalFileSystem
 CHUNK = 1024 * 1024
 
 
+class ArtifactMissing(FileNotFoundError):
+    """A key names no object: its record exists but the file was deleted or never written (the API: 404)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"artifact {key!r} is missing from the artifact store")
+        self.key = key
+
+
 class ArtifactStore:
     def __init__(self, url: str) -> None:
         self.fs, root = fsspec.core.url_to_fs(url)
@@ -63,7 +71,23 @@ class ArtifactStore:
             os.unlink(source)
 
     def open(self, key: str) -> BinaryIO:
-        return self.fs.open(self._path(key), "rb")  # type: ignore[no-any-return]
+        """The object for reading; raises ArtifactMissing when there is none."""
+        try:
+            return self.fs.open(self._path(key), "rb")  # type: ignore[no-any-return]
+        except FileNotFoundError:
+            raise ArtifactMissing(key) from None
+
+    def open_sized(self, key: str) -> tuple[BinaryIO, int]:
+        """The object opened for reading and its size in bytes; raises ArtifactMissing when there is none.
+
+        Opened before anything is sent, so a missing file is an error answer, never a response cut short.
+        """
+        handle = self.open(key)
+        try:
+            return handle, self.size(key)
+        except BaseException:
+            handle.close()
+            raise
 
     def read_bytes(self, key: str) -> bytes:
         with self.open(key) as handle:
@@ -76,7 +100,11 @@ class ArtifactStore:
                 yield chunk
 
     def size(self, key: str) -> int:
-        return int(self.fs.size(self._path(key)))
+        """The object's size in bytes; raises ArtifactMissing when there is none."""
+        try:
+            return int(self.fs.size(self._path(key)))
+        except FileNotFoundError:
+            raise ArtifactMissing(key) from None
 
     def exists(self, key: str) -> bool:
         return bool(self.fs.exists(self._path(key)))

@@ -9,9 +9,11 @@ may run (its data set, warm start, data-dependent defaults) in models/admission.
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class StrictModel(BaseModel):
@@ -20,9 +22,60 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
-PositiveFloat = Annotated[float, Field(gt=0)]
+# Every float reaches torch as float32: beyond its largest finite value it overflows (torch refuses it at step 0).
+FLOAT32_MAX = 3.4028234663852886e38
+
+
+def within_float32(value: float) -> float:
+    """`value` when float32 holds it (|value| <= FLOAT32_MAX); else ValueError (pydantic: 422 naming the field)."""
+    if abs(value) > FLOAT32_MAX:
+        raise ValueError(f"must be within ±{FLOAT32_MAX:.7g}, the largest float32 (training runs in float32)")
+    return value
+
+
+Float = Annotated[float, AfterValidator(within_float32)]
+NonNegativeFloat = Annotated[float, Field(ge=0), AfterValidator(within_float32)]
+PositiveFloat = Annotated[float, Field(gt=0), AfterValidator(within_float32)]
 UnitFloat = Annotated[float, Field(ge=0, le=1)]
-Betas = tuple[UnitFloat, UnitFloat]
+# torch's Adam needs 0 <= beta < 1 (a beta of 1 divides by zero in the bias correction).
+Beta = Annotated[float, Field(ge=0, lt=1)]
+Betas = tuple[Beta, Beta]
+
+# Ids of jobs and data sets (uuid4 today): anything outside this alphabet names nothing and never reaches SQL.
+ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
+ID_HELP = "1 to 64 ASCII letters, digits, '-' or '_'"
+
+
+def is_id(value: str) -> bool:
+    """Whether `value` is of the id alphabet of jobs and data sets (ID_PATTERN)."""
+    return ID_PATTERN.fullmatch(value) is not None
+
+
+def unwanted_character(value: str) -> str | None:
+    """The first control character (C0, DEL, C1) or lone surrogate in `value`, None when there is none.
+
+    Such text cannot be stored (PostgreSQL refuses NUL, a surrogate is not UTF-8) or misleads who reads it.
+    """
+    return next((c for c in value if unicodedata.category(c) in ("Cc", "Cs")), None)
+
+
+def plain_text(value: str) -> str:
+    """`value` when it holds no control character or lone surrogate; else ValueError saying which (pydantic: 422)."""
+    bad = unwanted_character(value)
+    if bad is not None:
+        raise ValueError(f"must not contain control characters (found U+{ord(bad):04X})")
+    return value
+
+
+def an_id(value: str) -> str:
+    """`value` when it is of the id alphabet; else ValueError (pydantic: 422 naming the field)."""
+    if not is_id(value):
+        raise ValueError(f"must be an id: {ID_HELP}")
+    return value
+
+
+Text = Annotated[str, AfterValidator(plain_text)]
+Id = Annotated[str, AfterValidator(an_id)]
 Optimizer = Literal["adam", "rmsprop"]
 
 BuiltinName = Literal["ring8", "grid25", "spiral", "digits"]
@@ -45,7 +98,7 @@ class DatasetRef(StrictModel):
     """Exactly one of `builtin` (a shipped data set) or `id` (an upload)."""
 
     builtin: BuiltinName | None = None
-    id: str | None = Field(default=None, min_length=1, max_length=64)
+    id: Id | None = Field(default=None, description=f"an uploaded data set's id: {ID_HELP}")
     resize: Literal[8, 16, 32, 64] | None = Field(
         default=None, description="image data: resample to this square size (px)"
     )
@@ -107,8 +160,8 @@ class _Optimisation(StrictModel):
     lr_d: PositiveFloat = 2e-4
     betas: Betas = (0.5, 0.999)
     n_critic: int = Field(default=1, ge=1, le=100, description="D steps per G step")
-    r1_gamma: float = Field(
-        default=0.0, ge=0, description="R1 penalty weight on real data (Mescheder et al. 2018); 0 = off"
+    r1_gamma: NonNegativeFloat = Field(
+        default=0.0, description="R1 penalty weight on real data (Mescheder et al. 2018); 0 = off"
     )
     r1_every: int = Field(default=16, ge=1, le=1000, description="lazy R1: apply every N D steps")
 
@@ -129,9 +182,9 @@ class LSGANLoss(_Optimisation):
     """Mao et al. 2017 (arXiv 1611.04076), a-b-c coding."""
 
     name: Literal["lsgan"]
-    a: float = 0.0
-    b: float = 1.0
-    c: float = 1.0
+    a: Float = 0.0
+    b: Float = 1.0
+    c: Float = 1.0
 
 
 class WGANLoss(_Optimisation):
@@ -157,7 +210,7 @@ class WGANGPLoss(_Optimisation):
     lr_d: PositiveFloat = 1e-4
     betas: Betas = (0.0, 0.9)
     n_critic: int = Field(default=5, ge=1, le=100)
-    gp_weight: float | None = Field(default=None, ge=0, description=GP_WEIGHT_HELP)
+    gp_weight: NonNegativeFloat | None = Field(default=None, description=GP_WEIGHT_HELP)
 
 
 class DRAGANLoss(_Optimisation):
@@ -167,8 +220,8 @@ class DRAGANLoss(_Optimisation):
     lr_g: PositiveFloat = 1e-4
     lr_d: PositiveFloat = 1e-4
     betas: Betas = (0.5, 0.9)
-    gp_weight: float | None = Field(default=None, ge=0, description=GP_WEIGHT_HELP)
-    k: float = Field(default=1.0, ge=0, description="target gradient norm")
+    gp_weight: NonNegativeFloat | None = Field(default=None, description=GP_WEIGHT_HELP)
+    k: NonNegativeFloat = Field(default=1.0, description="target gradient norm")
     perturb_scale: PositiveFloat = Field(default=0.5, description="x_p = x + scale * std(x) * U[0,1)")
 
 
@@ -222,15 +275,15 @@ class _WrappedLoss(StrictModel):
     lr_d: PositiveFloat | None = None
     betas: Betas | None = None
     n_critic: int | None = Field(default=None, ge=1, le=100)
-    r1_gamma: float | None = Field(default=None, ge=0)
+    r1_gamma: NonNegativeFloat | None = None
     r1_every: int | None = Field(default=None, ge=1, le=1000)
-    a: float | None = None
-    b: float | None = None
-    c: float | None = None
+    a: Float | None = None
+    b: Float | None = None
+    c: Float | None = None
     clip_value: PositiveFloat | None = None
     critic_boost: bool | None = None
-    gp_weight: float | None = Field(default=None, ge=0)
-    k: float | None = Field(default=None, ge=0)
+    gp_weight: NonNegativeFloat | None = None
+    k: NonNegativeFloat | None = None
     perturb_scale: PositiveFloat | None = None
 
     # The loss's own paper ran it on one base with its own optimiser settings: those apply on that
@@ -276,7 +329,7 @@ class InfoGANLoss(_WrappedLoss):
     """Chen et al. 2016 (arXiv 1606.03657); on its paper's base (nsgan) the official optimisers: Adam, G 1e-3, D 2e-4, beta1 0.5."""
 
     name: Literal["infogan"]
-    info_lambda: float = Field(default=1.0, ge=0, description="weight of the mutual-information term")
+    info_lambda: NonNegativeFloat = Field(default=1.0, description="weight of the mutual-information term")
     categorical_codes: list[Annotated[int, Field(ge=2, le=1000)]] = Field(
         default_factory=lambda: [10], max_length=8, description="number of categories of each categorical code"
     )
@@ -342,7 +395,7 @@ class Every(StrictModel):
 class InitFrom(StrictModel):
     """Warm start: begin from another job's checkpoint, whose networks must have this spec's shapes."""
 
-    job: str = Field(min_length=1, max_length=64)
+    job: Id = Field(description=f"the source job's id: {ID_HELP}")
     step: int | Literal["latest"] = Field(default="latest", description="a checkpoint's step, or 'latest'")
 
     @field_validator("step", mode="before")
@@ -359,13 +412,13 @@ class InitFrom(StrictModel):
 class JobSpec(StrictModel):
     """A training job. Only dataset, architecture.name and loss.name are required."""
 
-    name: str = Field(default="", max_length=200)
+    name: Text = Field(default="", max_length=200)
     dataset: DatasetRef
     architecture: Architecture
     loss: Loss
     training: Training = Field(default_factory=Training)
     every: Every = Field(default_factory=Every)
     init_from: InitFrom | None = None
-    tags: dict[Annotated[str, Field(min_length=1, max_length=64)], Annotated[str, Field(max_length=256)]] = Field(
+    tags: dict[Annotated[Text, Field(min_length=1, max_length=64)], Annotated[Text, Field(max_length=256)]] = Field(
         default_factory=dict, max_length=32
     )

@@ -71,7 +71,7 @@ def test_a_wrapped_loss_takes_its_base_defaults_and_overrides() -> None:
         ({"name": "cgan", "clip_value": 0.1}, "clip_value does not apply to base loss 'nsgan'"),
         ({"name": "infogan", "categorical_codes": [], "continuous_codes": 0}, "at least one"),
         ({"name": "wgan", "lr_d": float("nan")}, "finite"),
-        ({"name": "wgan-gp", "betas": [0.5, 1.5]}, "less than or equal to 1"),
+        ({"name": "wgan-gp", "betas": [0.5, 1.5]}, "less than 1"),
         ({"name": "began", "gamma": 0}, "greater than 0"),
     ],
 )

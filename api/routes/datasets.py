@@ -9,13 +9,15 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import ArtifactsDep, CurrentOwner, SettingsDep, StoreDep
+from api.deps import ArtifactsDep, CurrentOwner, SettingsDep, StoreDep, not_found
 from api.errors import ApiError
 from api.multipart import receive
+from models.artifacts import ArtifactMissing
 from models.datasets import DatasetInfo
 from models.ingest import RESIZE_RANGE, Limits
 from models.ingest.publish import ingest_upload
 from models.records import Dataset
+from models.spec import is_id
 from models.store import DatasetInUse, InvalidCursor, as_utc
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
@@ -50,11 +52,11 @@ class DatasetPage(BaseModel):
     next_cursor: str | None
 
 
-def owned_dataset(store: StoreDep, owner: CurrentOwner, dataset_id: Annotated[str, Path(max_length=64)]) -> Dataset:
-    """The caller's data set; another owner's is indistinguishable from a missing one (404)."""
-    record = store.get_dataset(dataset_id=dataset_id, owner=owner)
+def owned_dataset(store: StoreDep, owner: CurrentOwner, dataset_id: Annotated[str, Path()]) -> Dataset:
+    """The caller's data set; another owner's and a string that is no data set id are as missing as a missing one (404)."""
+    record = store.get_dataset(dataset_id=dataset_id, owner=owner) if is_id(dataset_id) else None
     if record is None:
-        raise ApiError(404, "not_found", f"no data set {dataset_id!r}")
+        raise not_found("data set", dataset_id)
     return record
 
 
@@ -170,7 +172,11 @@ def get_preview(dataset: OwnedDataset, artifacts: ArtifactsDep) -> Response:
     """A grid of real examples (images) or a scatter plot of the first two dimensions (rows)."""
     if dataset.preview_key is None:
         raise ApiError(404, "not_found", "this data set has no preview")
-    return Response(artifacts.read_bytes(dataset.preview_key), media_type="image/png")
+    try:
+        return Response(artifacts.read_bytes(dataset.preview_key), media_type="image/png")
+    except ArtifactMissing:
+        message = "the file of this data set's preview is missing from the artifact store (deleted?)"
+        raise ApiError(404, "artifact_missing", message) from None
 
 
 @router.delete(

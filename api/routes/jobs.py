@@ -7,14 +7,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response
 
-from api.deps import BrokerDep, CurrentOwner, OwnedJob, StoreDep
+from api.deps import BrokerDep, CurrentOwner, IdempotencyKey, OwnedJob, QueryText, StoreDep
 from api.errors import ApiError, spec_problems_error
 from api.schemas import JobOut, JobPage, ValidatedSpec
 from models.admission import DatasetNotFound, SpecRejected, admit
 from models.queue import send_train
 from models.records import JobStatus
 from models.spec import JobSpec
-from models.store import IdempotencyConflict, InvalidCursor
+from models.store import DatasetGone, IdempotencyConflict, InvalidCursor
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -30,7 +30,7 @@ def submit_job(
     validate_only: Annotated[
         bool, Query(description="check the spec and return it with defaults; create nothing")
     ] = False,
-    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+    idempotency_key: Annotated[IdempotencyKey | None, Header()] = None,
 ) -> JobOut | ValidatedSpec:
     """Submit a training job. A retry with the same `Idempotency-Key` returns the same job.
 
@@ -39,8 +39,7 @@ def submit_job(
     try:
         spec = admit(spec=spec, owner=owner, store=store)
     except DatasetNotFound as exc:  # another owner's data set is indistinguishable from a missing one
-        message = str(exc)
-        raise ApiError(404, "not_found", message, [{"field": "dataset.id", "message": message}]) from None
+        raise _dataset_not_found(str(exc)) from None
     except SpecRejected as exc:
         raise spec_problems_error(exc.problems) from None
     if validate_only:
@@ -50,6 +49,8 @@ def submit_job(
         job, created = store.create_job(owner=owner, spec=spec, idempotency_key=idempotency_key)
     except IdempotencyConflict:
         raise ApiError(409, "idempotency_conflict", "this Idempotency-Key was used with a different spec") from None
+    except DatasetGone as exc:  # deleted between admission and the insert
+        raise _dataset_not_found(str(exc)) from None
     if created:
         try:
             send_train(broker, job.id)
@@ -61,12 +62,16 @@ def submit_job(
     return JobOut.of(job)
 
 
+def _dataset_not_found(message: str) -> ApiError:
+    return ApiError(404, "not_found", message, [{"field": "dataset.id", "message": message}])
+
+
 @router.get("", response_model=JobPage)
 def list_jobs(
     store: StoreDep,
     owner: CurrentOwner,
     status: Annotated[str | None, Query(pattern="^(" + "|".join(JobStatus.ALL) + ")$")] = None,
-    tag: Annotated[str | None, Query(pattern="^[^:]+:.*$", description="key:value")] = None,
+    tag: Annotated[QueryText | None, Query(pattern="^[^:]+:.*$", description="key:value")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=32)] = None,
 ) -> JobPage:

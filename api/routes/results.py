@@ -2,24 +2,41 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from collections.abc import Iterator
+from typing import Annotated, BinaryIO, Literal
 
 from fastapi import APIRouter, Path, Query
 from fastapi.responses import StreamingResponse
 
-from api.deps import ArtifactsDep, OwnedJob, StoreDep, StoreInt
+from api.deps import ArtifactsDep, OwnedJob, QueryText, StoreDep, StoreInt
 from api.errors import ApiError
 from api.schemas import CheckpointOut, MetricsOut, SampleOut, Series
-from models.artifacts import ArtifactStore
+from models.artifacts import CHUNK, ArtifactMissing, ArtifactStore
 
 router = APIRouter(prefix="/v1/jobs/{job_id}", tags=["results"])
 
 Step = Annotated[int, Path(ge=0, le=10**12)]
 
 
-def stream(artifacts: ArtifactStore, key: str, media_type: str, filename: str) -> StreamingResponse:
-    headers = {"Content-Length": str(artifacts.size(key)), "Content-Disposition": f'attachment; filename="{filename}"'}
-    return StreamingResponse(artifacts.iter_chunks(key), media_type=media_type, headers=headers)
+def stream(artifacts: ArtifactStore, key: str, media_type: str, filename: str, what: str) -> StreamingResponse:
+    """Stream the object at `key`; 404 naming `what` (e.g. "the sample at step 5") when its file is missing."""
+    try:
+        handle, size = artifacts.open_sized(key)
+    except ArtifactMissing:
+        raise missing_file(what) from None
+    headers = {"Content-Length": str(size), "Content-Disposition": f'attachment; filename="{filename}"'}
+    return StreamingResponse(_chunks(handle), media_type=media_type, headers=headers)
+
+
+def missing_file(what: str) -> ApiError:
+    """404 for a record whose file is gone from the artifact store."""
+    return ApiError(404, "artifact_missing", f"the file of {what} is missing from the artifact store (deleted?)")
+
+
+def _chunks(handle: BinaryIO) -> Iterator[bytes]:
+    with handle:
+        while chunk := handle.read(CHUNK):
+            yield chunk
 
 
 @router.get("/metrics", response_model=MetricsOut)
@@ -27,7 +44,7 @@ def get_metrics(
     job: OwnedJob,
     store: StoreDep,
     names: Annotated[
-        str | None, Query(description="comma-separated series names; default all", max_length=2000)
+        QueryText | None, Query(description="comma-separated series names; default all", max_length=2000)
     ] = None,
     since_step: Annotated[StoreInt, Query()] = 0,
     max_points: Annotated[int, Query(ge=2, le=100_000)] = 2000,
@@ -56,9 +73,10 @@ def get_sample(
     sample = store.get_sample(job_id=job.id, step=step)
     if sample is None:
         raise ApiError(404, "not_found", f"no sample at step {step}")
+    what = f"the sample at step {step}"
     if extension == "png":
-        return stream(artifacts, sample.png_key, "image/png", f"{job.id}-{step}.png")
-    return stream(artifacts, sample.npy_key, "application/octet-stream", f"{job.id}-{step}.npy")
+        return stream(artifacts, sample.png_key, "image/png", f"{job.id}-{step}.png", what)
+    return stream(artifacts, sample.npy_key, "application/octet-stream", f"{job.id}-{step}.npy", what)
 
 
 @router.get("/checkpoints", response_model=list[CheckpointOut])
@@ -80,10 +98,15 @@ def get_checkpoint(
     checkpoint = store.get_checkpoint(job_id=job.id, step=None if step == "latest" else int(step))
     if checkpoint is None:
         raise ApiError(404, "not_found", f"no checkpoint at step {step}")
+    what = f"the checkpoint at step {checkpoint.step} ({file})"
     if file == "state":
         return stream(
-            artifacts, checkpoint.state_key, "application/octet-stream", f"{job.id}-{checkpoint.step}.state.pt"
+            artifacts, checkpoint.state_key, "application/octet-stream", f"{job.id}-{checkpoint.step}.state.pt", what
         )
     return stream(
-        artifacts, checkpoint.weights_key, "application/octet-stream", f"{job.id}-{checkpoint.step}.safetensors"
+        artifacts,
+        checkpoint.weights_key,
+        "application/octet-stream",
+        f"{job.id}-{checkpoint.step}.safetensors",
+        what,
     )

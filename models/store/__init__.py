@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from models.store.base import as_utc, utcnow
 from models.store.datasets import DatasetsStore
-from models.store.errors import DatasetInUse, IdempotencyConflict, InvalidCursor
+from models.store.errors import DatasetGone, DatasetInUse, IdempotencyConflict, InvalidCursor
 from models.store.jobs import JobsStore
 from models.store.lease import LeaseStore
 from models.store.results import MetricPoint, ResultsStore
@@ -28,6 +28,7 @@ class JobStore(JobsStore, LeaseStore, ResultsStore, DatasetsStore):
 
 
 __all__ = [
+    "DatasetGone",
     "DatasetInUse",
     "IdempotencyConflict",
     "InvalidCursor",

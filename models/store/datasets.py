@@ -9,6 +9,7 @@ from sqlalchemy.exc import IntegrityError
 
 from models.records import Dataset, Job, JobStatus
 from models.store.base import StoreBase, utcnow
+from models.store.bounds import storable
 from models.store.errors import DatasetInUse
 from models.store.paging import keyset_page
 
@@ -18,6 +19,8 @@ class DatasetsStore(StoreBase):
 
     def get_dataset(self, *, dataset_id: str, owner: str | None = None) -> Dataset | None:
         """The data set, or None when it does not exist or belongs to another owner."""
+        if not storable(dataset_id, owner):
+            return None
         with self.session() as session:
             query = select(Dataset).where(Dataset.id == dataset_id)
             if owner is not None:
@@ -26,6 +29,8 @@ class DatasetsStore(StoreBase):
 
     def find_dataset(self, *, owner: str, content_hash: str) -> Dataset | None:
         """The owner's data set with this content hash, if one was uploaded before."""
+        if not storable(owner, content_hash):
+            return None
         with self.session() as session:
             return session.scalar(select(Dataset).where(Dataset.owner == owner, Dataset.content_hash == content_hash))
 
@@ -79,6 +84,8 @@ class DatasetsStore(StoreBase):
 
     def delete_dataset(self, *, dataset_id: str, owner: str) -> Dataset | None:
         """Delete the owner's data set record (None when there is none); DatasetInUse while an active job uses it."""
+        if not storable(dataset_id, owner):
+            return None
         with self.session() as session, session.begin():
             record = session.scalar(
                 select(Dataset).where(Dataset.id == dataset_id, Dataset.owner == owner).with_for_update()

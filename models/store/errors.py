@@ -11,6 +11,14 @@ class InvalidCursor(ValueError):
     """A page cursor the store could not have produced."""
 
 
+class DatasetGone(Exception):
+    """A job names the owner's data set, which does not exist (deleted while the job was being submitted)."""
+
+    def __init__(self, dataset_id: str) -> None:
+        super().__init__(f"no data set {dataset_id!r}")
+        self.dataset_id = dataset_id
+
+
 class DatasetInUse(Exception):
     """A data set cannot be deleted while queued or running jobs use it."""
 

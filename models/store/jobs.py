@@ -10,10 +10,11 @@ from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from models.records import Job, JobStatus
+from models.records import Dataset, Job, JobStatus
 from models.spec import JobSpec
 from models.store.base import StoreBase, append_event, transition, utcnow
-from models.store.errors import IdempotencyConflict
+from models.store.bounds import storable
+from models.store.errors import DatasetGone, IdempotencyConflict
 from models.store.paging import keyset_page
 
 
@@ -33,8 +34,16 @@ class JobsStore(StoreBase):
         `INSERT ... ON CONFLICT (owner, idempotency_key) DO NOTHING`, so exactly one
         creates and the others read its row. Raises IdempotencyConflict when the
         key was used with a different spec.
+
+        A job on an uploaded data set holds the data set's row FOR SHARE until it is
+        inserted (delete_dataset holds it FOR UPDATE): a concurrent delete either sees
+        the job and refuses (DatasetInUse) or wins, and then this raises DatasetGone.
+        Raises ValueError for text the database cannot store (NUL, lone surrogates;
+        the spec refuses both before).
         """
         spec_json = spec.model_dump(mode="json")
+        if not storable(idempotency_key, *_texts(spec_json)):
+            raise ValueError("the spec or Idempotency-Key holds text the store cannot hold (NUL or a lone surrogate)")
         digest = spec_hash(spec_json)
         now = utcnow()
         job_id = str(uuid.uuid4())
@@ -59,6 +68,15 @@ class JobsStore(StoreBase):
             "updated_at": now,
         }
         with self.session() as session, session.begin():
+            if spec.dataset.id is not None:
+                # SQLite ignores FOR SHARE; its writers are serialised (BEGIN IMMEDIATE, models/db.py).
+                held = session.scalar(
+                    select(Dataset.id)
+                    .where(Dataset.id == spec.dataset.id, Dataset.owner == owner)
+                    .with_for_update(read=True)
+                )
+                if held is None:
+                    raise DatasetGone(spec.dataset.id)
             insert = postgresql.insert if _dialect(session) == "postgresql" else sqlite.insert
             statement = (
                 insert(Job)
@@ -86,6 +104,8 @@ class JobsStore(StoreBase):
 
     def get_job(self, *, job_id: str, owner: str | None = None) -> Job | None:
         """The job, or None when it does not exist or belongs to another owner."""
+        if not storable(job_id, owner):
+            return None
         with self.session() as session:
             query = select(Job).where(Job.id == job_id)
             if owner is not None:
@@ -122,6 +142,8 @@ class JobsStore(StoreBase):
 
         Returns the job (None when the owner has no such job); a finished job is returned unchanged.
         """
+        if not storable(job_id, owner):
+            return None
         with self.session() as session, session.begin():
             job = session.scalar(select(Job).where(Job.id == job_id, Job.owner == owner).with_for_update())
             if job is None:
@@ -143,6 +165,17 @@ class JobsStore(StoreBase):
         with self.session() as session:
             rows = session.execute(select(Job.status, func.count()).group_by(Job.status)).all()
         return {status: int(count) for status, count in rows}
+
+
+def _texts(value: object) -> list[str]:
+    """Every string in a JSON value, keys included."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [text for key, item in value.items() for text in [str(key), *_texts(item)]]
+    if isinstance(value, list):
+        return [text for item in value for text in _texts(item)]
+    return []
 
 
 def _dialect(session: Session) -> str:

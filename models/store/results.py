@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from models.records import DB_INT_MAX, DB_INT_MIN, Checkpoint, Job, JobEvent, Metric, Sample
 from models.store.base import StoreBase, append_event, utcnow
-from models.store.bounds import clamp, in_db_range
+from models.store.bounds import clamp, in_db_range, storable
 
 # Rows per metrics statement. On PostgreSQL a chunk travels as three array parameters (unnest), far under
 # the wire protocol's 65,535 bound parameters; on SQLite each row is bound alone (executemany).
@@ -138,7 +138,7 @@ class ResultsStore(StoreBase):
         `after` may be any integer (a client's Last-Event-ID): past the largest seq
         there is nothing, below 0 means from the start.
         """
-        if after >= DB_INT_MAX:
+        if after >= DB_INT_MAX or not storable(job_id):
             return []
         with self.session() as session:
             return list(
@@ -152,6 +152,8 @@ class ResultsStore(StoreBase):
 
     def metric_names(self, *, job_id: str) -> list[str]:
         """The names of the job's metric series, sorted."""
+        if not storable(job_id):
+            return []
         with self.session() as session:
             return list(
                 session.scalars(select(Metric.name).where(Metric.job_id == job_id).distinct().order_by(Metric.name))
@@ -164,7 +166,7 @@ class ResultsStore(StoreBase):
 
         Returns steps, values, and whether the series was downsampled.
         """
-        if since_step > DB_INT_MAX:
+        if since_step > DB_INT_MAX or not storable(job_id, name):
             return [], [], False
         base = and_(Metric.job_id == job_id, Metric.name == name, Metric.step >= max(since_step, DB_INT_MIN))
         with self.session() as session:
@@ -199,18 +201,22 @@ class ResultsStore(StoreBase):
 
     def list_samples(self, *, job_id: str) -> list[Sample]:
         """The job's sample snapshots in step order."""
+        if not storable(job_id):
+            return []
         with self.session() as session:
             return list(session.scalars(select(Sample).where(Sample.job_id == job_id).order_by(Sample.step)))
 
     def get_sample(self, *, job_id: str, step: int) -> Sample | None:
         """The snapshot at `step` (any integer), or None."""
-        if not in_db_range(step):
+        if not in_db_range(step) or not storable(job_id):
             return None
         with self.session() as session:
             return session.get(Sample, (job_id, step))
 
     def list_checkpoints(self, *, job_id: str) -> list[Checkpoint]:
         """The job's checkpoints in step order."""
+        if not storable(job_id):
+            return []
         with self.session() as session:
             return list(
                 session.scalars(select(Checkpoint).where(Checkpoint.job_id == job_id).order_by(Checkpoint.step))
@@ -218,7 +224,7 @@ class ResultsStore(StoreBase):
 
     def get_checkpoint(self, *, job_id: str, step: int | None) -> Checkpoint | None:
         """The checkpoint at `step` (any integer), or the latest when step is None; None when there is none."""
-        if step is not None and not in_db_range(step):
+        if (step is not None and not in_db_range(step)) or not storable(job_id):
             return None
         with self.session() as session:
             if step is not None:
