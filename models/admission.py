@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from pydantic import ValidationError
+
 from models.catalog import (
     AUTOENCODER_ARCHITECTURES,
     DISCRIMINATOR_NORM,
@@ -247,7 +249,11 @@ def _warm_start_problems(spec: JobSpec, info: DatasetInfo, *, owner: str, store:
     step = None if spec.init_from.step == "latest" else spec.init_from.step
     if store.get_checkpoint(job_id=source.id, step=step) is None:
         return [SpecProblem(("init_from", "step"), f"job {source.id} has no checkpoint at step {spec.init_from.step}")]
-    source_spec = JobSpec.model_validate(source.spec)
+    try:
+        source_spec = JobSpec.model_validate(source.spec)
+    except ValidationError as exc:  # stored under an older, looser schema (e.g. betas of 1, a tab in its name)
+        where = ".".join(map(str, exc.errors()[0]["loc"]))
+        return [SpecProblem(("init_from", "job"), f"job {source.id}'s spec is no longer valid ({where}): start afresh")]
     try:
         source_info = dataset_info(source_spec.dataset, owner=owner, store=store)
     except DatasetNotFound:

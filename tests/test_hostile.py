@@ -22,7 +22,10 @@ import httpx
 import numpy as np
 import pytest
 from pydantic import BaseModel, ValidationError
+from sqlalchemy import update
 
+from models.admission import SpecRejected, admit
+from models.records import Job
 from models.spec import FLOAT32_MAX, JobSpec
 from models.store import DatasetGone, DatasetInUse, JobStore
 from tests.service import Service, wait_for
@@ -290,6 +293,19 @@ def test_the_store_treats_unstorable_text_as_not_found(store: JobStore) -> None:
         assert store.metric_series(job_id=job.id, name=bad, since_step=0, max_points=10) == ([], [], False)
         assert store.list_samples(job_id=bad) == [] and store.get_sample(job_id=bad, step=1) is None
         assert store.list_checkpoints(job_id=bad) == [] and store.get_checkpoint(job_id=bad, step=None) is None
+        assert store.list_jobs(owner="a", status=bad) == ([], None) and store.list_jobs(owner=bad) == ([], None)
+        with pytest.raises(ValueError, match="cannot hold"):
+            store.create_dataset(
+                dataset_id="d1",
+                owner="a",
+                name=bad,
+                format="npz",
+                info={},
+                content_hash="h",
+                size_bytes=1,
+                data_key="datasets/d1",
+                preview_key=None,
+            )
         # A spec built without validation cannot smuggle it in either: refused before any SQL.
         unchecked = JobSpec.model_validate(BASE).model_copy(update={"name": bad})
         with pytest.raises(ValueError, match="cannot hold"):
@@ -353,3 +369,16 @@ def test_deleting_a_data_set_and_submitting_a_job_on_it_never_both_succeed(store
             assert store.get_dataset(dataset_id=dataset_id) is not None
             outcomes.add(("created", "in use"))
     assert outcomes  # every round ended in one of the two consistent outcomes
+
+
+def test_a_warm_start_from_a_job_stored_under_the_looser_schema_is_422(store: JobStore) -> None:
+    """M3/H2: a job stored before betas < 1 and plain-text names (betas [0.5, 1], a tab in its name) is no source."""
+    job, _ = store.create_job(owner="a", spec=JobSpec.model_validate(BASE), idempotency_key=None)
+    store.add_checkpoint(job_id=job.id, step=5, weights_key="w", state_key="s", size_bytes=1)
+    for old in ({"loss": {**job.spec["loss"], "betas": [0.5, 1.0]}}, {"name": "ring\ttest"}):
+        with store.session() as session, session.begin():
+            session.execute(update(Job).where(Job.id == job.id).values(spec={**job.spec, **old}))
+        with pytest.raises(SpecRejected) as refused:
+            admit(spec=JobSpec.model_validate({**BASE, "init_from": {"job": job.id}}), owner="a", store=store)
+        assert [p.loc for p in refused.value.problems] == [("init_from", "job")], refused.value
+        assert "no longer valid" in refused.value.problems[0].message

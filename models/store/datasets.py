@@ -47,7 +47,12 @@ class DatasetsStore(StoreBase):
         data_key: str,
         preview_key: str | None,
     ) -> tuple[Dataset, bool]:
-        """Store a new data set record; when the owner has this content already, return that one (and False)."""
+        """Store a new data set record; when the owner has this content already, return that one (and False).
+
+        Raises ValueError for text the database cannot store (NUL, lone surrogates; ingestion refuses both before).
+        """
+        if not storable(dataset_id, owner, name, format, content_hash, data_key, preview_key):
+            raise ValueError("the data set's name or keys hold text the store cannot hold (NUL or a lone surrogate)")
         record = Dataset(
             id=dataset_id,
             owner=owner,

@@ -125,6 +125,8 @@ class JobsStore(StoreBase):
 
         `cursor` is the next_cursor of the previous page; raises InvalidCursor for any other string.
         """
+        if not storable(owner, status):
+            return [], None
         query = select(Job).where(Job.owner == owner)
         if status is not None:
             query = query.where(Job.status == status)
