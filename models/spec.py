@@ -165,6 +165,31 @@ class _Optimisation(StrictModel):
     )
     r1_every: int = Field(default=16, ge=1, le=1000, description="lazy R1: apply every N D steps")
 
+    @model_validator(mode="after")
+    def _adam_step_fits(self) -> _Optimisation:
+        problem = adam_step_problem(self.optimizer, {"lr_g": self.lr_g, "lr_d": self.lr_d}, self.betas)
+        if problem:
+            raise ValueError(problem)
+        return self
+
+
+def adam_step_problem(optimizer: str | None, rates: dict[str, float], betas: tuple[float, float]) -> str | None:
+    """Why Adam cannot take its first step with these learning rates and betas (None when it can).
+
+    torch's Adam steps by lr / (1 - beta1^t) as a float32 scalar: at t = 1 that is
+    lr / (1 - beta1), which must stay within float32 (else "value cannot be converted
+    to type float without overflow" at step 0).
+    """
+    if optimizer != "adam":
+        return None
+    for name, rate in rates.items():
+        if rate / (1 - betas[0]) > FLOAT32_MAX:
+            return (
+                f"with adam, {name} / (1 - betas[0]) = {rate / (1 - betas[0]):.3g} overflows float32 "
+                f"(at most {FLOAT32_MAX:.7g}): lower {name} or betas[0]"
+            )
+    return None
+
 
 class MinimaxLoss(_Optimisation):
     """Goodfellow et al. 2014 (arXiv 1406.2661), the saturating generator loss."""
@@ -309,6 +334,10 @@ class _WrappedLoss(StrictModel):
                 continue
             default = own.get(field, getattr(base_defaults, field))
             object.__setattr__(self, field, default)
+        assert self.betas is not None and self.lr_g is not None and self.lr_d is not None  # filled from the base
+        problem = adam_step_problem(self.optimizer, {"lr_g": self.lr_g, "lr_d": self.lr_d}, self.betas)
+        if problem:
+            raise ValueError(problem)
         return self
 
     def base_loss(self) -> _Optimisation:

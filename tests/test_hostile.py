@@ -216,6 +216,8 @@ def test_floats_torch_cannot_use_are_422_naming_the_field(service: Service) -> N
         ({"name": "nsgan", "lr_g": 1e308, "lr_d": 1e30}, ["loss.lr_g"]),
         ({"name": "lsgan", "a": -1e300}, ["loss.a"]),
         ({"name": "dragan", "gp_weight": 1e39}, ["loss.gp_weight"]),
+        # Within float32, but Adam's first step is lr / (1 - beta1) = 6e38: the pair is refused, at the loss.
+        ({"name": "nsgan", "lr_g": 3e38}, ["loss"]),
     ]
     with service.client() as client:
         for loss, fields in cases:
@@ -382,3 +384,24 @@ def test_a_warm_start_from_a_job_stored_under_the_looser_schema_is_422(store: Jo
             admit(spec=JobSpec.model_validate({**BASE, "init_from": {"job": job.id}}), owner="a", store=store)
         assert [p.loc for p in refused.value.problems] == [("init_from", "job")], refused.value
         assert "no longer valid" in refused.value.problems[0].message
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "rmsprop"])
+@pytest.mark.parametrize("betas", [(0.5, 0.999), (0.0, 0.9), (0.999, 0.999), (0.999999, 0.9)])
+def test_the_largest_rates_the_spec_accepts_step_in_torch(optimizer: str, betas: tuple[float, float]) -> None:
+    """M3: what the spec accepts, torch's optimiser steps with in float32; twice that, the spec refuses."""
+    import torch
+
+    largest = FLOAT32_MAX * (1 - betas[0]) * 0.999999 if optimizer == "adam" else FLOAT32_MAX
+    loss = {"name": "nsgan", "optimizer": optimizer, "betas": list(betas), "lr_g": largest, "lr_d": largest}
+    spec = JobSpec.model_validate({**BASE, "loss": loss})
+    weights = torch.nn.Parameter(torch.randn(4))
+    options = {"betas": spec.loss.betas} if optimizer == "adam" else {}  # type: ignore[union-attr]
+    step = (torch.optim.Adam if optimizer == "adam" else torch.optim.RMSprop)([weights], lr=spec.loss.lr_g, **options)  # type: ignore[union-attr]
+    for _ in range(3):
+        step.zero_grad()
+        (weights**2).sum().backward()
+        step.step()  # raises "value cannot be converted to type float without overflow" past float32
+    if optimizer == "adam" and largest * 2 <= FLOAT32_MAX:
+        with pytest.raises(ValidationError, match="overflows float32"):
+            JobSpec.model_validate({**BASE, "loss": {**loss, "lr_g": largest * 2}})
