@@ -41,7 +41,7 @@ def get_artifacts(request: Request) -> ArtifactStore:
 
 def get_broker(request: Request) -> Celery:
     """The app's Celery app (sends wake-ups to workers)."""
-    return request.app.state.celery  # type: ignore[no-any-return]
+    return request.app.state.celery
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

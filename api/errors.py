@@ -92,7 +92,7 @@ def install(app: FastAPI) -> None:
         return JSONResponse(status_code=exc.status_hint, content=error_body(exc.code, str(exc), details))
 
     @app.exception_handler(ArtifactMissing)
-    async def _artifact_missing(_request: Request, exc: ArtifactMissing) -> JSONResponse:
+    async def _artifact_missing(_request: Request, _exc: ArtifactMissing) -> JSONResponse:
         # A record whose file is gone (deleted by hand, lost storage): missing, not an internal error.
         message = "a file this answer needs is missing from the artifact store (deleted?)"
         return JSONResponse(status_code=404, content=error_body("artifact_missing", message))

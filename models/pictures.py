@@ -39,7 +39,8 @@ def _plane(rows: np.ndarray) -> np.ndarray:
     """The first two dimensions of N×D rows (a zero second axis for 1-D rows), finite rows only."""
     rows = rows.reshape(len(rows), -1)
     points = rows[:, :2] if rows.shape[1] >= 2 else np.stack([rows[:, 0], np.zeros(len(rows))], axis=1)
-    return points[np.isfinite(points).all(axis=1)]
+    finite: np.ndarray = points[np.isfinite(points).all(axis=1)]
+    return finite
 
 
 def scatter(points: np.ndarray, background: np.ndarray | None = None) -> bytes:

@@ -384,10 +384,9 @@ def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
 FORTRAN_SHAPES = [(3000, 2), (3, 40, 50), (50, 40, 30), (200, 12, 10, 3), (30, 3, 9, 11), (700, 1)]
 
 
+@pytest.mark.usefixtures("small_chunks")
 @pytest.mark.parametrize("shape", FORTRAN_SHAPES, ids=["x".join(map(str, s)) for s in FORTRAN_SHAPES])
-def test_fortran_ordered_x_is_streamed_to_the_same_data(
-    tmp_path: Path, small_chunks: None, shape: tuple[int, ...]
-) -> None:
+def test_fortran_ordered_x_is_streamed_to_the_same_data(tmp_path: Path, shape: tuple[int, ...]) -> None:
     """Tall, wide and square tiles of the on-disk transpose, against the C-ordered upload."""
     values = np.random.default_rng(1).integers(0, 256, shape).astype(np.uint8)
     c_order = ingest(tmp_path / "c", "c.npz", npz_bytes(x=values))
@@ -395,7 +394,8 @@ def test_fortran_ordered_x_is_streamed_to_the_same_data(
     assert np.array_equal(c_order, fortran)
 
 
-def test_labels_are_counted_and_mapped_in_chunks(tmp_path: Path, small_chunks: None) -> None:
+@pytest.mark.usefixtures("small_chunks")
+def test_labels_are_counted_and_mapped_in_chunks(tmp_path: Path) -> None:
     y = np.random.default_rng(2).choice([-7, 3, 10, 2**40], size=5000)
     ingest(tmp_path / "c", "y.npz", npz_bytes(x=np.zeros((5000, 2)), y=np.asfortranarray(y[:, None])))
     classes, index = np.unique(y, return_inverse=True)

@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 
 
 @lru_cache(maxsize=4)
-def _stores(pid: int) -> tuple[JobStore, ArtifactStore]:
+def _stores(pid: int) -> tuple[JobStore, ArtifactStore]:  # noqa: ARG001 - the cache key
     # Keyed by pid: engines must be created after the pool forks.
     settings = get_settings()
     return JobStore(make_engine(settings.database_url)), ArtifactStore(settings.artifacts_url)
@@ -122,7 +122,7 @@ def _shut_down(keeper: LeaseKeeper) -> None:
     keeper.request_stop("shutdown")
 
 
-@app.task(name=TRAIN_TASK, ignore_result=True)
+@app.task(name=TRAIN_TASK, ignore_result=True)  # type: ignore[untyped-decorator]  # Celery ships no types
 def train_job(job_id: str) -> str:
     """Run one job to its end; returns what happened (for logs)."""
     store, artifacts = stores()

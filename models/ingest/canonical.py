@@ -175,7 +175,7 @@ def read_array(artifacts: ArtifactStore, key: str) -> np.ndarray:
             return np.load(path, mmap_mode="c", allow_pickle=False)  # type: ignore[no-any-return]
         return np.load(path, allow_pickle=False)  # type: ignore[no-any-return]
     with artifacts.open(key) as handle:
-        return np.lib.format.read_array(handle, allow_pickle=False)  # type: ignore[no-any-return]
+        return np.lib.format.read_array(handle, allow_pickle=False)
 
 
 def read_examples(directory: Path, index: np.ndarray) -> np.ndarray:

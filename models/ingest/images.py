@@ -195,7 +195,8 @@ def _decode(
 
 def _resample_plane(plane: np.ndarray, side: int) -> np.ndarray:
     resized = np.asarray(resample(Image.fromarray(np.ascontiguousarray(plane), mode="F"), side))
-    return np.clip(resized, -1.0, 1.0)
+    clipped: np.ndarray = np.clip(resized, -1.0, 1.0)
+    return clipped
 
 
 @contextmanager

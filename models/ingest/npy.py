@@ -83,7 +83,7 @@ def _read_header(handle: IO[bytes], field: str) -> tuple[Any, bool, Any]:
     version = np.lib.format.read_magic(handle)
     if version not in _HEADERS:
         raise invalid(field, f"unsupported .npy format version {version}")
-    return _HEADERS[version](handle)  # type: ignore[no-any-return]
+    return _HEADERS[version](handle)
 
 
 class RowSource:
