@@ -9,11 +9,13 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Gauge
 from pydantic import ValidationError
+from sqlalchemy.exc import SQLAlchemyError
 
 from api import errors, events
 from api.gate import RequestGate
 from api.reconciler import Reconciler
 from api.routes import datasets, jobs, results, system
+from migrations import schema_problem
 from models.artifacts import ArtifactStore
 from models.db import make_engine
 from models.queue import make_celery
@@ -38,8 +40,30 @@ class JobGauges:
 log = logging.getLogger("ganforge.api")
 
 
+class SchemaNotCurrent(RuntimeError):
+    """The store's schema is not the revision this version needs; the message says which and what to run."""
+
+
+def check_schema(store: JobStore) -> None:
+    """Raise SchemaNotCurrent unless the store is at the head revision; an unreachable store is left to /readyz."""
+    try:
+        problem = schema_problem(store.engine)
+    except SQLAlchemyError as exc:
+        if store.engine.dialect.name == "sqlite":  # a file that cannot be opened does not come up by waiting
+            reason = getattr(exc, "orig", None) or exc
+            raise SchemaNotCurrent(f"cannot open the job store ({reason}): run `ganforge migrate`") from exc
+        # A server may come up after the API (a PostgreSQL restart); /readyz reports it until then.
+        log.warning("cannot check the job store's schema (%s): starting, /readyz reports the store", type(exc).__name__)
+        return
+    if problem:
+        raise SchemaNotCurrent(problem)
+
+
 def create_app(settings: Settings | None = None, *, reconcile: bool = True) -> FastAPI:
-    """The API for `settings` (default: the environment's); raises pydantic.ValidationError for unsafe settings."""
+    """The API for `settings` (default: the environment's).
+
+    Raises pydantic.ValidationError for unsafe settings, SchemaNotCurrent when the store needs `ganforge migrate`.
+    """
     settings = settings or get_settings()
 
     @asynccontextmanager
@@ -60,6 +84,8 @@ def create_app(settings: Settings | None = None, *, reconcile: bool = True) -> F
     )
     app.state.settings = settings
     app.state.store = JobStore(make_engine(settings.database_url))
+    # Without this every /v1 call would be a 500 ("no such table") behind a /readyz that says ready.
+    check_schema(app.state.store)
     app.state.artifacts = ArtifactStore(settings.artifacts_url)
     app.state.celery = make_celery(settings)
     app.state.registry = CollectorRegistry()
@@ -83,6 +109,9 @@ def __getattr__(name: str) -> FastAPI:
             created = create_app()
         except ValidationError as exc:  # settings that would fail open or run unsafely: refuse to start
             log.critical("refusing to start: invalid settings\n%s", exc)
+            raise SystemExit(2) from None
+        except SchemaNotCurrent as exc:
+            log.critical("refusing to start: %s", exc)
             raise SystemExit(2) from None
         globals()["app"] = created
         return created

@@ -154,7 +154,7 @@ def test_catalog_lists_every_loss_architecture_and_dataset_with_defaults(service
 def test_health_readiness_and_prometheus(service: Service) -> None:
     import httpx
 
-    assert httpx.get(f"{service.url}/readyz").json()["checks"] == {"store": "ok", "broker": "ok"}
+    assert httpx.get(f"{service.url}/readyz").json()["checks"] == {"store": "ok", "schema": "ok", "broker": "ok"}
     metrics = httpx.get(f"{service.url}/metrics").text
     assert 'ganforge_jobs{status="queued"}' in metrics
     assert httpx.get(f"{service.url}/openapi.json").json()["info"]["title"] == "ganforge"

@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api.deps import BrokerDep, StoreDep
+from migrations import schema_problem
 from models.catalog import catalog as catalog_body
 
 router = APIRouter(tags=["system"])
@@ -22,13 +23,19 @@ def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 def readyz(store: StoreDep, broker: BrokerDep) -> JSONResponse:
-    """Ready when the job store and the broker both answer."""
+    """Ready when the job store answers at the schema revision this version needs and the broker answers."""
     checks: dict[str, str] = {}
     try:
         store.ping()
         checks["store"] = "ok"
     except Exception as exc:
         checks["store"] = f"error: {type(exc).__name__}"
+    if checks["store"] == "ok":
+        try:
+            # The schema can fall behind while the API runs (a downgrade); every /v1 call would then fail.
+            checks["schema"] = schema_problem(store.engine) or "ok"
+        except Exception as exc:
+            checks["schema"] = f"error: {type(exc).__name__}"
     try:
         with broker.connection_for_write() as connection:
             connection.ensure_connection(max_retries=1, timeout=2)
