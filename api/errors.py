@@ -65,15 +65,29 @@ def spec_problems_error(problems: list[SpecProblem]) -> ApiError:
     return ApiError(422, "incompatible_spec", "the spec cannot train on this data set", details)
 
 
+def _detail(error: dict[str, Any]) -> dict[str, str]:
+    """One validation error as {"field", "message", "type"}; a JSON syntax error names the body and its offset."""
+    if error["type"] == "json_invalid":
+        # FastAPI puts the character offset where the field goes: ("body", 12).
+        offset = error["loc"][-1]
+        reason = error.get("ctx", {}).get("error", error["msg"])
+        return {"field": "body", "message": f"invalid JSON at character {offset}: {reason}", "type": "json_invalid"}
+    return {"field": field_path(error["loc"]), "message": error["msg"], "type": error["type"]}
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        if isinstance(exc.body, bytes | bytearray) and exc.body:
+            # FastAPI parses a body as JSON only under a JSON content type and hands the route the raw bytes otherwise
+            # (curl -d sends application/x-www-form-urlencoded): "not a valid dictionary" would hide the cause.
+            sent = request.headers.get("content-type") or "no content-type"
+            message = f"this endpoint takes a JSON body: send `content-type: application/json` (got {sent})"
+            details = [{"field": "header.content-type", "message": message}]
+            return JSONResponse(status_code=415, content=error_body("unsupported_media_type", message, details))
         errors = exc.errors()
         # Only the listed errors are formatted: 70,000 of them would cost time as well as bytes.
-        details = [
-            {"field": field_path(error["loc"]), "message": error["msg"], "type": error["type"]}
-            for error in errors[:DETAILS_MAX]
-        ]
+        details = [_detail(error) for error in errors[:DETAILS_MAX]]
         summary = "; ".join(f"{d['field'] or '(body)'}: {d['message']}" for d in details[:5])
         if len(errors) > DETAILS_MAX:
             summary += f"; and {len(errors) - DETAILS_MAX} more not listed"

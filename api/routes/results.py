@@ -15,7 +15,8 @@ from models.artifacts import CHUNK, ArtifactMissing, ArtifactStore
 
 router = APIRouter(prefix="/v1/jobs/{job_id}", tags=["results"])
 
-Step = Annotated[int, Path(ge=0, le=10**12)]
+# A step (at most 12 digits: far below the store's integer bound) or "latest", the newest.
+STEP_OR_LATEST = r"^(latest|[0-9]{1,12})$"
 
 
 def stream(artifacts: ArtifactStore, key: str, media_type: str, filename: str, what: str) -> StreamingResponse:
@@ -67,16 +68,20 @@ def list_samples(job: OwnedJob, store: StoreDep) -> list[SampleOut]:
 
 @router.get("/samples/{step}.{extension}")
 def get_sample(
-    job: OwnedJob, store: StoreDep, artifacts: ArtifactsDep, step: Step, extension: Literal["png", "npy"]
+    job: OwnedJob,
+    store: StoreDep,
+    artifacts: ArtifactsDep,
+    step: Annotated[str, Path(pattern=STEP_OR_LATEST, description="a step, or latest")],
+    extension: Literal["png", "npy"],
 ) -> StreamingResponse:
-    """The snapshot at `step` as a PNG (grid or scatter plot) or as the raw generated batch (.npy)."""
-    sample = store.get_sample(job_id=job.id, step=step)
+    """The snapshot at `step` (or the newest: latest) as a PNG (grid or scatter plot) or the raw batch (.npy)."""
+    sample = store.get_sample(job_id=job.id, step=None if step == "latest" else int(step))
     if sample is None:
         raise ApiError(404, "not_found", f"no sample at step {step}")
-    what = f"the sample at step {step}"
+    what = f"the sample at step {sample.step}"
     if extension == "png":
-        return stream(artifacts, sample.png_key, "image/png", f"{job.id}-{step}.png", what)
-    return stream(artifacts, sample.npy_key, "application/octet-stream", f"{job.id}-{step}.npy", what)
+        return stream(artifacts, sample.png_key, "image/png", f"{job.id}-{sample.step}.png", what)
+    return stream(artifacts, sample.npy_key, "application/octet-stream", f"{job.id}-{sample.step}.npy", what)
 
 
 @router.get("/checkpoints", response_model=list[CheckpointOut])
@@ -89,7 +94,7 @@ def get_checkpoint(
     job: OwnedJob,
     store: StoreDep,
     artifacts: ArtifactsDep,
-    step: Annotated[str, Path(pattern=r"^(latest|[0-9]{1,12})$", description="a step, or latest")],
+    step: Annotated[str, Path(pattern=STEP_OR_LATEST, description="a step, or latest")],
     file: Annotated[
         Literal["weights", "state"], Query(description="weights: safetensors; state: resume state (torch)")
     ] = "weights",

@@ -206,12 +206,14 @@ class ResultsStore(StoreBase):
         with self.session() as session:
             return list(session.scalars(select(Sample).where(Sample.job_id == job_id).order_by(Sample.step)))
 
-    def get_sample(self, *, job_id: str, step: int) -> Sample | None:
-        """The snapshot at `step` (any integer), or None."""
-        if not in_db_range(step) or not storable(job_id):
+    def get_sample(self, *, job_id: str, step: int | None) -> Sample | None:
+        """The snapshot at `step` (any integer), or the latest when step is None; None when there is none."""
+        if (step is not None and not in_db_range(step)) or not storable(job_id):
             return None
         with self.session() as session:
-            return session.get(Sample, (job_id, step))
+            if step is not None:
+                return session.get(Sample, (job_id, step))
+            return session.scalar(select(Sample).where(Sample.job_id == job_id).order_by(Sample.step.desc()).limit(1))
 
     def list_checkpoints(self, *, job_id: str) -> list[Checkpoint]:
         """The job's checkpoints in step order."""
