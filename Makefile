@@ -26,7 +26,7 @@ run: install  ## embedded default: SQLite + file-system broker, API on :8000, on
 
 test: install  ## lint, types, then the whole suite against PostgreSQL + Redis and the embedded default
 	$(BIN)/ruff check .
-	$(BIN)/mypy models api worker ganforge
+	$(BIN)/mypy models api worker ganforge migrations
 	$(BIN)/pytest -q
 
 bench: install

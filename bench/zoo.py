@@ -66,7 +66,7 @@ class EvaluationSink:
         pass
 
     def sample(
-        self, step: int, samples: np.ndarray, labels: np.ndarray | None, evaluation: dict[str, float] | None
+        self, step: int, samples: np.ndarray, labels: np.ndarray | None, evaluation: dict[str, float] | None  # noqa: ARG002
     ) -> None:
         self.last_samples = samples
         if evaluation is not None:
@@ -242,7 +242,7 @@ class LastStateSink(EvaluationSink):
 
     state: dict[str, Any] | None = None
 
-    def checkpoint(self, step: int, weights: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
+    def checkpoint(self, step: int, weights: dict[str, torch.Tensor], state: dict[str, Any]) -> None:  # noqa: ARG002
         self.state = state
 
 

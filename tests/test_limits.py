@@ -147,9 +147,27 @@ def test_an_upload_declaring_more_than_the_upload_limit_is_413_before_it_is_read
     )
     with socket.create_connection(("127.0.0.1", api.port), timeout=5) as connection:
         connection.sendall(head.encode())
-        answer = connection.recv(65536).decode()
+        answer = _read_answer(connection)
     assert answer.startswith("HTTP/1.1 413 "), answer
     assert "body_too_large" in answer
+
+
+def _read_answer(connection: socket.socket) -> str:
+    """One HTTP answer: its head, then as many body bytes as its Content-Length (they may come in later segments)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = connection.recv(65536)
+        if not chunk:
+            return data.decode()
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(re.search(rb"content-length: *(\d+)", head, re.IGNORECASE)[1])  # type: ignore[index]
+    while len(body) < length:
+        chunk = connection.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return (head + b"\r\n\r\n" + body).decode()
 
 
 def fill_path(path: str, values: dict[str, str]) -> str:

@@ -64,7 +64,7 @@ class QuadraticCritic(nn.Module):
         self.b = nn.Parameter(torch.tensor(b))
         self.q_head = None
 
-    def forward(self, x: Tensor, labels: Tensor | None = None) -> DOutput:
+    def forward(self, x: Tensor, labels: Tensor | None = None) -> DOutput:  # noqa: ARG002 - the D interface
         flat = x.flatten(1)
         return DOutput(self.a * 0.5 * flat.pow(2).sum(1) + self.b, flat)
 
@@ -76,7 +76,7 @@ class ConstantGenerator(nn.Module):
         super().__init__()
         self.points = nn.Parameter(FAKE.clone())
 
-    def forward(self, z: Tensor, **_: Tensor) -> Tensor:
+    def forward(self, z: Tensor, **_: Tensor) -> Tensor:  # noqa: ARG002 - the G interface
         return self.points * 1.0
 
 
@@ -222,7 +222,7 @@ def test_dragan_perturbation_by_hand() -> None:
 
 def test_wgan_gp_step_interpolates_per_sample_and_penalises_the_flattened_norm(monkeypatch: pytest.MonkeyPatch) -> None:
     eps = torch.tensor([[0.0], [0.25], [0.5], [1.0]])
-    monkeypatch.setattr("worker.gan.gan.per_sample_uniform", lambda x: eps)
+    monkeypatch.setattr("worker.gan.gan.per_sample_uniform", lambda _x: eps)
     gan, critic = toy_gan({"name": "wgan-gp", "n_critic": 1, "gp_weight": 10.0})
     metrics = gan.train_step(real_batches())
     x_hat = eps * REAL + (1 - eps) * FAKE
@@ -238,8 +238,8 @@ def test_wgan_gp_step_interpolates_per_sample_and_penalises_the_flattened_norm(m
 def test_dragan_d_loss_backpropagates_the_adversarial_term(monkeypatch: pytest.MonkeyPatch) -> None:
     noise = torch.full_like(REAL, 0.5)
     alpha = torch.tensor([[1.0], [0.0], [0.5], [1.0]])
-    monkeypatch.setattr("worker.gan.gan.uniform_like", lambda x: noise)
-    monkeypatch.setattr("worker.gan.gan.per_sample_uniform", lambda x: alpha)
+    monkeypatch.setattr("worker.gan.gan.uniform_like", lambda _x: noise)
+    monkeypatch.setattr("worker.gan.gan.per_sample_uniform", lambda _x: alpha)
     gan, critic = toy_gan({"name": "dragan", "gp_weight": 10.0, "k": 1.0})
     metrics = gan.train_step(real_batches())
     x_hat = REAL + alpha * (0.5 * float(REAL.std()) * noise)
@@ -460,7 +460,7 @@ def test_g_step_draws_fresh_noise_and_d_steps_train_on_detached_fakes(loss: str,
     seen: list[dict[str, Tensor]] = []
     grad_enabled: list[bool] = []
 
-    def record(_: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Tensor], out: Tensor) -> None:
+    def record(_: nn.Module, _args: tuple[Any, ...], kwargs: dict[str, Tensor], out: Tensor) -> None:
         seen.append({k: v.clone() for k, v in kwargs.items()})
         grad_enabled.append(out.requires_grad)
 

@@ -37,10 +37,12 @@ class DigitClassifier(nn.Module):
         self.head = nn.Linear(FEATURES, num_classes)
 
     def features(self, x: Tensor) -> Tensor:
-        return self.body(x)
+        features: Tensor = self.body(x)
+        return features
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.body(x))
+        logits: Tensor = self.head(self.body(x))
+        return logits
 
 
 def train_classifier(

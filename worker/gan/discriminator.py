@@ -101,6 +101,6 @@ class AutoEncoderDiscriminator(nn.Module):
         self.decoder = decoder
         self.q_head = None
 
-    def forward(self, x: Tensor, labels: Tensor | None = None) -> DOutput:
+    def forward(self, x: Tensor, labels: Tensor | None = None) -> DOutput:  # noqa: ARG002 - every D takes labels
         code = self.bottleneck(self.encoder(x))
         return DOutput(losses.reconstruction_error(x, self.decoder(code)), code)

@@ -201,7 +201,8 @@ class GAN:
     def _q(self, features: Tensor) -> tuple[list[Tensor], Tensor]:
         q_head = self.discriminator.q_head
         assert isinstance(q_head, QHead), "infogan needs a discriminator with a Q head"
-        return q_head(features)
+        codes: tuple[list[Tensor], Tensor] = q_head(features)
+        return codes
 
     # ------------------------------------------------------------------ sampling
 
@@ -216,7 +217,8 @@ class GAN:
         model.eval()
         try:
             with torch.no_grad():
-                return model(**{name: t.to(self.device) for name, t in inputs.items()})
+                samples: Tensor = model(**{name: t.to(self.device) for name, t in inputs.items()})
+                return samples
         finally:
             model.train(was_training)
 

@@ -49,4 +49,5 @@ class Generator(nn.Module):
         if self.continuous_codes:
             assert continuous is not None, "an InfoGAN generator needs its continuous codes"
             parts.append(continuous)
-        return self.body(torch.cat(parts, dim=1) if len(parts) > 1 else z)
+        out: Tensor = self.body(torch.cat(parts, dim=1) if len(parts) > 1 else z)
+        return out

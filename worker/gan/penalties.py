@@ -51,7 +51,8 @@ def input_gradient_norms(critic: Critic, points: Tensor, pack: int = 1) -> Tenso
 def gradient_norms(scores: Tensor, points: Tensor, pack: int = 1) -> Tensor:
     """‖∂scores/∂points‖₂ per critic input (`pack` consecutive samples form one input), flattened."""
     (grad,) = torch.autograd.grad(scores.sum(), points, create_graph=True)
-    return grad.reshape(grad.shape[0] // pack, -1).norm(2, dim=1)
+    norms: Tensor = grad.reshape(grad.shape[0] // pack, -1).norm(2, dim=1)
+    return norms
 
 
 def norm_penalty(norms: Tensor, target: float) -> Tensor:

@@ -10,7 +10,7 @@ from models.spec import MLPArchitecture
 from worker.gan.networks.common import Norm, sn
 
 
-def generator_body(arch: MLPArchitecture, in_dim: int, shape: tuple[int, ...], norm: Norm = "none") -> nn.Module:
+def generator_body(arch: MLPArchitecture, in_dim: int, shape: tuple[int, ...], norm: Norm = "none") -> nn.Module:  # noqa: ARG001 - the builders share one signature; the MLP has no norm layers
     layers: list[nn.Module] = []
     width = in_dim
     for _ in range(arch.depth):
@@ -20,7 +20,7 @@ def generator_body(arch: MLPArchitecture, in_dim: int, shape: tuple[int, ...], n
     return nn.Sequential(*layers)
 
 
-def discriminator_body(arch: MLPArchitecture, in_shape: tuple[int, ...], norm: Norm = "none") -> tuple[nn.Module, int]:
+def discriminator_body(arch: MLPArchitecture, in_shape: tuple[int, ...], norm: Norm = "none") -> tuple[nn.Module, int]:  # noqa: ARG001 - as above
     # No batch norm: the MLP critic serves every loss, gradient penalties included.
     layers: list[nn.Module] = [nn.Flatten()]
     width = math.prod(in_shape)

@@ -30,7 +30,8 @@ class GeneratorBlock(nn.Module):
         self.shortcut = nn.Sequential(nn.Upsample(scale_factor=2), nn.Conv2d(in_ch, out_ch, 1))
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.residual(x) + self.shortcut(x)
+        out: Tensor = self.residual(x) + self.shortcut(x)
+        return out
 
 
 class DiscriminatorBlock(nn.Module):
@@ -53,7 +54,8 @@ class DiscriminatorBlock(nn.Module):
         self.shortcut = nn.Sequential(pool, conv) if first else nn.Sequential(conv, pool)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.residual(x) + self.shortcut(x)
+        out: Tensor = self.residual(x) + self.shortcut(x)
+        return out
 
 
 class _SumPool(nn.Module):
