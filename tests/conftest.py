@@ -7,6 +7,7 @@ reach them fails); `embedded` against SQLite and the file-system broker.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,19 @@ def _deploy(backend: str, data_dir: Path, **extra: str) -> tuple[Service, str | 
     service = Service(env=env, data_dir=data_dir)
     service.migrate()
     return service, database
+
+
+@contextmanager
+def api_only(backend: str, data_dir: Path, **extra: str) -> Iterator[Service]:
+    """A migrated deployment with its API started and no worker, with extra GANFORGE_* settings."""
+    deployment, database = _deploy(backend, data_dir, **extra)
+    try:
+        deployment.start_api()
+        yield deployment
+    finally:
+        deployment.stop()
+        if database:
+            drop_postgres_database(database)
 
 
 @pytest.fixture(scope="module", params=BACKENDS)

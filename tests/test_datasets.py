@@ -21,13 +21,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import BACKENDS
+from tests.conftest import BACKENDS, api_only
 from tests.service import (
-    REDIS_URL,
     Service,
-    create_postgres_database,
-    drop_postgres_database,
-    service_env,
     wait_for,
 )
 
@@ -415,17 +411,8 @@ LIMITS = {
 def limited(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     """An API (no worker needed) whose upload limits are small enough to hit in a test."""
     data_dir = tmp_path_factory.mktemp(f"ganforge-limits-{request.param}")
-    database, url = create_postgres_database() if request.param == "postgres" else (None, None)
-    broker = REDIS_URL if request.param == "postgres" else None
-    deployment = Service(env=service_env(data_dir, url, broker, **LIMITS), data_dir=data_dir)
-    try:
-        deployment.migrate()
-        deployment.start_api()
+    with api_only(request.param, data_dir, **LIMITS) as deployment:
         yield deployment
-    finally:
-        deployment.stop()
-        if database:
-            drop_postgres_database(database)
 
 
 def _bomb() -> bytes:

@@ -29,8 +29,8 @@ from models.ingest.isolated import normalise_isolated
 from models.ingest.normalise import normalise
 from models.ingest.options import dataset_name
 from models.ingest.pixels import decode
-from tests.conftest import BACKENDS
-from tests.service import REDIS_URL, Service, create_postgres_database, drop_postgres_database, service_env
+from tests.conftest import BACKENDS, api_only
+from tests.service import Service
 
 LIMITS = Limits(archive_bytes=8 * 1024**3, archive_files=500_000, dataset_bytes=16 * 1024**3, classes=1000)
 ONE_STEP = 2 / 255  # one 8-bit step of [-1, 1]
@@ -485,18 +485,8 @@ def test_part_file_names_are_read_as_rfc_5987_and_html_send_them() -> None:
 def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     """An API (no worker) whose compression-ratio cap lets deflate's worst (about 1030) through, to stream it."""
     data_dir = tmp_path_factory.mktemp(f"ganforge-ingest-{request.param}")
-    database, url = create_postgres_database() if request.param == "postgres" else (None, None)
-    broker = REDIS_URL if request.param == "postgres" else None
-    env = service_env(data_dir, url, broker, GANFORGE_MAX_COMPRESSION_RATIO="2000")
-    deployment = Service(env=env, data_dir=data_dir)
-    try:
-        deployment.migrate()
-        deployment.start_api()
+    with api_only(request.param, data_dir, GANFORGE_MAX_COMPRESSION_RATIO="2000") as deployment:
         yield deployment
-    finally:
-        deployment.stop()
-        if database:
-            drop_postgres_database(database)
 
 
 def post_raw(service: Service, disposition: str, data: bytes, **fields: str) -> httpx.Response:

@@ -17,8 +17,8 @@ import httpx
 import pytest
 
 from models.records import DB_INT_MAX
-from tests.conftest import BACKENDS, _deploy
-from tests.service import Service, drop_postgres_database
+from tests.conftest import BACKENDS, api_only
+from tests.service import Service
 
 MAX_UPLOAD = 4 * 1024**2
 HUGE = 75 * 1024**2
@@ -30,14 +30,8 @@ OUT_OF_RANGE = (2**63, 2**64, 10**20)
 def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     """A real API process on each backend, with a small upload limit."""
     data_dir = tmp_path_factory.mktemp(f"ganforge-limits-{request.param}")
-    deployment, database = _deploy(request.param, data_dir, GANFORGE_MAX_UPLOAD_BYTES=str(MAX_UPLOAD))
-    try:
-        deployment.start_api()
+    with api_only(request.param, data_dir, GANFORGE_MAX_UPLOAD_BYTES=str(MAX_UPLOAD)) as deployment:
         yield deployment
-    finally:
-        deployment.stop()
-        if database:
-            drop_postgres_database(database)
 
 
 def peak_rss_mb(service: Service) -> float:
