@@ -10,9 +10,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
-import threading
 import uuid
-from collections.abc import Callable
 from functools import partial
 from types import UnionType
 from typing import Annotated, Any, Union, get_args, get_origin
@@ -28,6 +26,7 @@ from models.admission import SpecRejected, admit
 from models.records import Job
 from models.spec import FLOAT32_MAX, JobSpec
 from models.store import DatasetGone, DatasetInUse, JobStore
+from tests.race import at_once
 from tests.service import Service, wait_for
 
 BASE: dict[str, Any] = {
@@ -320,26 +319,6 @@ def test_the_store_treats_unstorable_text_as_not_found(store: JobStore) -> None:
 # --------------------------------------------------------------------------- M1: delete vs submit
 
 
-def _race(*calls: Callable[[], Any]) -> list[Any]:
-    """Run `calls` in threads released at once; what each returned or raised, in order."""
-    barrier = threading.Barrier(len(calls))
-    results: list[Any] = [None] * len(calls)
-
-    def run(index: int) -> None:
-        barrier.wait()
-        try:
-            results[index] = calls[index]()
-        except Exception as exc:  # collected: each side's answer is the point
-            results[index] = exc
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    return results
-
-
 def test_deleting_a_data_set_and_submitting_a_job_on_it_never_both_succeed(store: JobStore) -> None:
     """M1: concurrent create_job on a data set and delete_dataset of it both succeeded on PostgreSQL (3 of 6)."""
     outcomes: set[tuple[str, str]] = set()
@@ -357,7 +336,7 @@ def test_deleting_a_data_set_and_submitting_a_job_on_it_never_both_succeed(store
             preview_key=None,
         )
         spec = JobSpec.model_validate({**BASE, "dataset": {"id": dataset_id}})
-        created, deleted = _race(
+        created, deleted = at_once(
             partial(store.create_job, owner="a", spec=spec, idempotency_key=None),
             partial(store.delete_dataset, dataset_id=dataset_id, owner="a"),
         )

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import threading
 import uuid
+from functools import partial
 from typing import Any
 
 import httpx
 
+from tests.race import at_once
 from tests.service import Service
 
 SPEC: dict[str, Any] = {
@@ -20,26 +21,17 @@ SPEC: dict[str, Any] = {
 }
 
 
-def _post_at_once(service: Service, calls: int, body: dict[str, Any], key: str) -> list[httpx.Response]:
-    """`calls` POST /v1/jobs sent together (one client each, released by a barrier)."""
-    barrier = threading.Barrier(calls)
-    responses: list[Any] = [None] * calls
-
-    def post(index: int) -> None:
-        with service.client() as client:
-            client.get("/healthz")  # connect before the barrier, so the requests really overlap
-            barrier.wait()
-            try:
-                responses[index] = client.post("/v1/jobs", json=body, headers={"Idempotency-Key": key})
-            except httpx.HTTPError as exc:  # kept, so the assertion shows it
-                responses[index] = exc
-
-    threads = [threading.Thread(target=post, args=(i,)) for i in range(calls)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    return responses
+def _post_at_once(service: Service, calls: int, body: dict[str, Any], key: str) -> list[Any]:
+    """`calls` POST /v1/jobs sent together, one connected client each (so the requests really overlap)."""
+    clients = [service.client() for _ in range(calls)]
+    try:
+        for client in clients:
+            client.get("/healthz")
+        posts = [partial(client.post, "/v1/jobs", json=body, headers={"Idempotency-Key": key}) for client in clients]
+        return at_once(*posts)
+    finally:
+        for client in clients:
+            client.close()
 
 
 def test_concurrent_retries_with_one_idempotency_key_get_one_job(service: Service) -> None:

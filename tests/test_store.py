@@ -4,7 +4,6 @@ idempotent submission under concurrency, paging cursors, client integers, migrat
 from __future__ import annotations
 
 import shutil
-import threading
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -24,6 +23,7 @@ from migrations import alembic_config, downgrade, upgrade
 from models.records import DB_INT_MAX, Base, Job
 from models.spec import JobSpec
 from models.store import IdempotencyConflict, InvalidCursor, JobStore, MetricPoint, utcnow
+from tests.race import at_once
 
 SPEC = JobSpec.model_validate(
     {
@@ -302,26 +302,6 @@ def test_unclaimed_jobs_are_sent_again(store: JobStore) -> None:
 # --------------------------------------------------------------------------- submission
 
 
-def _concurrently(calls: int, call: Callable[[], Any]) -> list[Any]:
-    """Run `call` in `calls` threads released at once; returns results (or raised exceptions)."""
-    barrier = threading.Barrier(calls)
-    results: list[Any] = [None] * calls
-
-    def run(index: int) -> None:
-        barrier.wait()
-        try:
-            results[index] = call()
-        except Exception as exc:  # collected so the test shows what each caller got
-            results[index] = exc
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(calls)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    return results
-
-
 def test_concurrent_submissions_with_one_idempotency_key_get_one_job(store: JobStore) -> None:
     """Fault 3: 8 simultaneous create_job calls with one key and one body: one job, created exactly once."""
     for round_ in range(5):  # several rounds, so the race is met on every run
@@ -330,7 +310,7 @@ def test_concurrent_submissions_with_one_idempotency_key_get_one_job(store: JobS
         def submit(key: str = key) -> tuple[Job, bool]:
             return store.create_job(owner="a", spec=SPEC, idempotency_key=key)
 
-        results = _concurrently(8, submit)
+        results = at_once(*[submit] * 8)
         errors = [r for r in results if isinstance(r, Exception)]
         assert errors == []
         assert len({job.id for job, _ in results}) == 1
@@ -339,7 +319,7 @@ def test_concurrent_submissions_with_one_idempotency_key_get_one_job(store: JobS
         job_id = results[0][0].id
         assert [e.data["reason"] for e in store.events_after(job_id=job_id, after=0)] == ["submitted"]
     other = JobSpec.model_validate({**SPEC.model_dump(mode="json"), "name": "another"})
-    results = _concurrently(4, lambda: store.create_job(owner="a", spec=other, idempotency_key="retry-0"))
+    results = at_once(*[lambda: store.create_job(owner="a", spec=other, idempotency_key="retry-0")] * 4)
     assert all(isinstance(r, IdempotencyConflict) for r in results)
     # Keys are per owner.
     _, created = store.create_job(owner="b", spec=other, idempotency_key="retry-0")
