@@ -1,4 +1,5 @@
-# One image for the API and the workers. Build for GPUs with:
+# One image for the API and the workers: `.[all,s3]` (the API alone needs only `.[api,s3]`, no torch:
+# a smaller API image would install that and skip the torch step). Build for GPUs with:
 #   docker build --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu124 .
 FROM python:3.11-slim
 ARG TORCH=torch==2.13.0
@@ -12,7 +13,7 @@ COPY api api
 COPY worker worker
 COPY migrations migrations
 COPY ganforge ganforge
-RUN pip install '.[s3]'
+RUN pip install '.[all,s3]'
 RUN useradd --create-home ganforge && mkdir -p /data && chown ganforge /data
 USER ganforge
 EXPOSE 8000

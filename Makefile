@@ -2,7 +2,8 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# A CPU build of torch: without it pip resolves `torch` to a multi-GB CUDA build.
+# A CPU build of torch: without it pip resolves `torch` to a multi-GB CUDA build. It goes in first,
+# so the worker extra's `torch>=2.4` is already satisfied. (`pip install .` alone is the client only.)
 TORCH ?= torch==2.13.0
 TORCH_INDEX ?=
 # What `make run` passes to `ganforge up`, e.g. make run UP_ARGS="--port 8011 --data-dir ./gf-data".
@@ -10,11 +11,16 @@ UP_ARGS ?= --demo
 
 .PHONY: install run test lint bench
 
+# The whole service, `.[all]` (what `ganforge up` runs); `make test` adds `.[test]` (pytest, ruff, mypy, ...).
 $(BIN)/ganforge: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet $(TORCH) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[all]'
+	touch $@
+
+$(VENV)/.test-tools: $(BIN)/ganforge
+	$(BIN)/pip install --quiet -e '.[all,test]'
 	touch $@
 
 install: $(BIN)/ganforge
@@ -24,7 +30,7 @@ install: $(BIN)/ganforge
 run: install  ## embedded default: SQLite + file-system broker, API on :8000, one worker, a demo job
 	$(BIN)/ganforge up $(UP_ARGS)
 
-test: install  ## lint, types, then the whole suite against PostgreSQL + Redis and the embedded default
+test: $(VENV)/.test-tools  ## lint, types, then the whole suite against PostgreSQL + Redis and the embedded default
 	$(BIN)/ruff check .
 	$(BIN)/mypy models api worker ganforge migrations
 	$(BIN)/pytest -q
