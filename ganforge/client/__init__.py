@@ -1,0 +1,66 @@
+"""The ganforge Python SDK: submit, follow and fetch training jobs over the HTTP API.
+
+    from ganforge.client import Client
+
+    with Client("http://127.0.0.1:8000") as client:          # or GANFORGE_URL / GANFORGE_API_KEY
+        job = client.submit("spec.yaml")                       # dict, models.spec.JobSpec or a .yaml/.json path
+        for event in client.follow(job.id):                    # live SSE, resumed after a dropped connection
+            print(event.type, event.data)
+        curves = client.metrics(job.id, ["loss_d", "loss_g"])  # .to_pandas() with pandas installed
+        client.download_checkpoint(job.id, path="g.safetensors")
+
+`AsyncClient` has the same methods as coroutines (and async iterators). Pure HTTP: imports httpx, httpx-sse,
+pydantic and the spec schema (models.spec), never torch or the server's libraries.
+"""
+
+from ganforge.client.aio import AsyncClient, AsyncDatasets
+from ganforge.client.errors import (
+    Conflict,
+    ConnectionFailed,
+    FieldError,
+    GanforgeError,
+    NotFound,
+    RateLimited,
+    ServerError,
+    Unauthorized,
+    ValidationFailed,
+)
+from ganforge.client.files import Progress as ProgressCallback
+from ganforge.client.sync import Client, Datasets
+from ganforge.client.types import (
+    FINAL_STATUSES,
+    Checkpoint,
+    Dataset,
+    Event,
+    Job,
+    Metrics,
+    Progress,
+    Sample,
+    Series,
+)
+
+__all__ = [
+    "FINAL_STATUSES",
+    "AsyncClient",
+    "AsyncDatasets",
+    "Checkpoint",
+    "Client",
+    "Conflict",
+    "ConnectionFailed",
+    "Dataset",
+    "Datasets",
+    "Event",
+    "FieldError",
+    "GanforgeError",
+    "Job",
+    "Metrics",
+    "NotFound",
+    "Progress",
+    "ProgressCallback",
+    "RateLimited",
+    "Sample",
+    "Series",
+    "ServerError",
+    "Unauthorized",
+    "ValidationFailed",
+]

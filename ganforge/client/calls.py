@@ -1,0 +1,147 @@
+"""Each API call as data (method, path, query, body, whether it may be retried), shared by the sync and async
+clients so both send exactly the same requests."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+from ganforge.client.specs import SpecLike, spec_body
+
+Step = int | str
+"""A training step, or "latest" (the newest)."""
+
+
+@dataclass(frozen=True)
+class Call:
+    """One request. idempotent: None lets the transport decide (GET, or POST with an Idempotency-Key)."""
+
+    method: str
+    path: str
+    params: dict[str, str | int] = field(default_factory=dict)
+    json: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+    idempotent: bool | None = None
+
+
+def _segment(value: str | int) -> str:
+    # Ids go into the path quoted: an id like "../x" stays one segment (the API answers 404).
+    return quote(str(value), safe="")
+
+
+def job_path(job_id: str, *rest: str) -> str:
+    return "/".join(["/v1/jobs", _segment(job_id), *rest]).rstrip("/")
+
+
+def step_segment(step: Step) -> str:
+    """`step` as the path segment: a non-negative int or "latest"; ValueError otherwise."""
+    if isinstance(step, str) and (step == "latest" or (step.isascii() and step.isdigit())):
+        return step
+    if isinstance(step, int) and not isinstance(step, bool) and step >= 0:
+        return str(step)
+    raise ValueError(f'step must be a non-negative int or "latest", got {step!r}')
+
+
+def submit(spec: SpecLike, idempotency_key: str | None) -> Call:
+    """POST /v1/jobs with a fresh Idempotency-Key unless one is given: a retry cannot create a second job."""
+    key = idempotency_key if idempotency_key is not None else str(uuid.uuid4())
+    return Call("POST", "/v1/jobs", json=spec_body(spec), headers={"Idempotency-Key": key})
+
+
+def validate(spec: SpecLike) -> Call:
+    # validate_only creates nothing: safe to send again.
+    return Call("POST", "/v1/jobs", params={"validate_only": "true"}, json=spec_body(spec), idempotent=True)
+
+
+def get_job(job_id: str) -> Call:
+    return Call("GET", job_path(job_id))
+
+
+def list_jobs(status: str | None, tag: str | None, limit: int, cursor: str | None) -> Call:
+    params: dict[str, str | int] = {"limit": limit}
+    if status is not None:
+        params["status"] = status
+    if tag is not None:
+        params["tag"] = tag
+    if cursor is not None:
+        params["cursor"] = cursor
+    return Call("GET", "/v1/jobs", params=params)
+
+
+def cancel(job_id: str) -> Call:
+    # The API's cancel only ever moves a job towards cancelled: sending it twice has the effect of sending it once.
+    return Call("POST", job_path(job_id, "cancel"), idempotent=True)
+
+
+def events(job_id: str, headers: dict[str, str]) -> Call:
+    return Call("GET", job_path(job_id, "events"), headers={"Accept": "text/event-stream", **headers})
+
+
+def metrics(job_id: str, names: Iterable[str] | str | None, since_step: int | None, max_points: int | None) -> Call:
+    params: dict[str, str | int] = {}
+    if names is not None:
+        params["names"] = names if isinstance(names, str) else ",".join(names)
+    if since_step is not None:
+        params["since_step"] = since_step
+    if max_points is not None:
+        params["max_points"] = max_points
+    return Call("GET", job_path(job_id, "metrics"), params=params)
+
+
+def samples(job_id: str) -> Call:
+    return Call("GET", job_path(job_id, "samples"))
+
+
+def sample_file(job_id: str, step: Step, extension: str) -> Call:
+    return Call("GET", job_path(job_id, "samples", f"{step_segment(step)}.{extension}"))
+
+
+def checkpoints(job_id: str) -> Call:
+    return Call("GET", job_path(job_id, "checkpoints"))
+
+
+def checkpoint_file(job_id: str, step: Step, file: str) -> Call:
+    if file not in ("weights", "state"):
+        raise ValueError(f'file must be "weights" or "state", got {file!r}')
+    params: dict[str, str | int] = {"file": file} if file != "weights" else {}
+    return Call("GET", job_path(job_id, "checkpoints", step_segment(step)), params=params)
+
+
+def catalog() -> Call:
+    return Call("GET", "/v1/catalog")
+
+
+def list_datasets(limit: int, cursor: str | None) -> Call:
+    params: dict[str, str | int] = {"limit": limit}
+    if cursor is not None:
+        params["cursor"] = cursor
+    return Call("GET", "/v1/datasets", params=params)
+
+
+def get_dataset(dataset_id: str) -> Call:
+    return Call("GET", f"/v1/datasets/{_segment(dataset_id)}")
+
+
+def delete_dataset(dataset_id: str) -> Call:
+    # Not retried: a second DELETE after a lost answer would report a 404 for a delete that worked.
+    return Call("DELETE", f"/v1/datasets/{_segment(dataset_id)}", idempotent=False)
+
+
+def dataset_preview(dataset_id: str) -> Call:
+    return Call("GET", f"/v1/datasets/{_segment(dataset_id)}/preview.png")
+
+
+def upload_fields(name: str | None, resize: int | None, value_range: tuple[float, float] | None) -> dict[str, str]:
+    """The small form fields of `POST /v1/datasets` (api/multipart.py FIELDS) beside the file part."""
+    fields: dict[str, str] = {}
+    if name is not None:
+        fields["name"] = name
+    if resize is not None:
+        fields["resize"] = str(resize)
+    if value_range is not None:
+        low, high = value_range
+        fields["value_range"] = f"{low!r},{high!r}"
+    return fields

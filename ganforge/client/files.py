@@ -1,0 +1,117 @@
+"""Moving files without holding them in memory: downloads written chunk by chunk (to a temporary file renamed into
+place at the end, so a failed download leaves nothing), uploads read chunk by chunk, each with a progress callback.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+
+Progress = Callable[[int, int | None], None]
+"""`progress(done_bytes, total_bytes)`: called after each chunk; total_bytes is None when the size is unknown."""
+
+_FILENAME = re.compile(r'filename="([^"/\\]+)"')
+
+
+def total_bytes(response: httpx.Response) -> int | None:
+    """The answer's Content-Length (bytes), None when absent or unreadable."""
+    value = response.headers.get("content-length")
+    return int(value) if value is not None and value.isdigit() else None
+
+
+def target_path(path: str | os.PathLike[str] | None, response: httpx.Response, fallback: str) -> Path:
+    """Where a download goes: `path`, or inside it when it is a directory, or the current directory; the file name
+    is the one the API suggests (Content-Disposition) or `fallback`."""
+    if path is not None and not Path(path).is_dir():
+        return Path(path)
+    match = _FILENAME.search(response.headers.get("content-disposition", ""))
+    name = match.group(1) if match and match.group(1) not in (".", "..") else fallback
+    return Path(path if path is not None else ".") / name
+
+
+class _Partial:
+    """A temporary file beside `target`, renamed onto it by `commit`, removed by `discard`."""
+
+    def __init__(self, target: Path) -> None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+        self.target, self.temp = target, Path(name)
+        self.handle = os.fdopen(fd, "wb")
+
+    def commit(self) -> Path:
+        self.handle.close()
+        os.replace(self.temp, self.target)
+        return self.target
+
+    def discard(self) -> None:
+        self.handle.close()
+        self.temp.unlink(missing_ok=True)
+
+
+def write(chunks: Iterator[bytes], target: Path, total: int | None, progress: Progress | None) -> Path:
+    """Write `chunks` to `target` (replacing it only once all arrived); on any error nothing is left behind."""
+    partial = _Partial(target)
+    try:
+        done = 0
+        for chunk in chunks:
+            partial.handle.write(chunk)
+            done += len(chunk)
+            if progress is not None:
+                progress(done, total)
+        return partial.commit()
+    except BaseException:
+        partial.discard()
+        raise
+
+
+async def awrite(chunks: AsyncIterator[bytes], target: Path, total: int | None, progress: Progress | None) -> Path:
+    """`write` for an async stream of chunks."""
+    partial = _Partial(target)
+    try:
+        done = 0
+        async for chunk in chunks:
+            partial.handle.write(chunk)
+            done += len(chunk)
+            if progress is not None:
+                progress(done, total)
+        return partial.commit()
+    except BaseException:
+        partial.discard()
+        raise
+
+
+class ProgressReader:
+    """A binary file that reports each read to `progress` (done, total); httpx streams a multipart file part from
+    it in 64 KiB reads, and learns its size from `fileno` (so the request has a Content-Length)."""
+
+    def __init__(self, handle: IO[bytes], total: int, progress: Progress | None) -> None:
+        self.handle, self.total, self.progress = handle, total, progress
+        self.done = 0
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self.handle.read(size)
+        if chunk and self.progress is not None:
+            self.done += len(chunk)
+            self.progress(self.done, self.total)
+        return chunk
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        position = self.handle.seek(offset, whence)
+        if position == 0:
+            self.done = 0  # httpx rewinds before (re)sending the part
+        return position
+
+    def tell(self) -> int:
+        return self.handle.tell()
+
+    def fileno(self) -> int:
+        return self.handle.fileno()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.handle, name)

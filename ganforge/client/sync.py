@@ -1,0 +1,308 @@
+"""`Client`: the blocking SDK (an `httpx.Client` inside). `AsyncClient` (aio.py) has the same methods."""
+
+from __future__ import annotations
+
+import builtins
+import os
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import closing
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import httpx
+from httpx_sse import EventSource
+
+from ganforge.client import calls
+from ganforge.client.config import Config
+from ganforge.client.errors import Conflict, ConnectionFailed
+from ganforge.client.files import Progress, ProgressReader, target_path, total_bytes, write
+from ganforge.client.specs import SpecLike
+from ganforge.client.sse import Cursor
+from ganforge.client.transport import RetryPolicy, send
+from ganforge.client.types import Checkpoint, Dataset, Event, Job, Metrics, Sample
+
+POLL_START, POLL_MAX = 0.2, 2.0  # seconds between the polls of `wait`, growing
+
+
+class Client:
+    """A ganforge API client.
+
+    base_url: default GANFORGE_URL, else http://127.0.0.1:8000; api_key: default GANFORGE_API_KEY (sent as
+    `Authorization: Bearer <key>`); timeout: seconds per request (connect, read, write; an SSE stream reads for at
+    least 60 s, spanning the API's pings); retries: how many times a safe request is sent again (see
+    `ganforge.client.transport`), with exponential backoff from `backoff` seconds.
+
+    Every method raises a `GanforgeError` subclass on failure: `ValidationFailed` (with `.fields`), `NotFound`,
+    `Conflict`, `Unauthorized`, `RateLimited`, `ServerError`, `ConnectionFailed`. Use it as a context manager or
+    call `close()`.
+    """
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout: float = 30.0,
+        retries: int = 3,
+        backoff: float = 0.5,
+    ) -> None:
+        self.config = Config.resolve(base_url, api_key, timeout, retries)
+        self.policy = RetryPolicy(retries=retries, backoff=backoff)
+        self._http = httpx.Client(base_url=self.config.base_url, headers=self.config.headers(), timeout=timeout)
+        self.datasets = Datasets(self)
+
+    @property
+    def base_url(self) -> str:
+        return self.config.base_url
+
+    def __repr__(self) -> str:
+        return f"Client({self.config.base_url!r})"
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _send(self, call: calls.Call, *, stream: bool = False, **request: Any) -> httpx.Response:
+        built = self._http.build_request(
+            call.method, call.path, params=call.params or None, json=call.json, headers=call.headers, **request
+        )
+        return send(self._http, built, self.policy, idempotent=call.idempotent, stream=stream)
+
+    def _json(self, call: calls.Call) -> Any:
+        return self._send(call).json()
+
+    # ------------------------------------------------------------------ jobs
+
+    def submit(self, spec: SpecLike, *, idempotency_key: str | None = None) -> Job:
+        """Submit a training job; returns it (status queued).
+
+        spec: a dict, a `models.spec.JobSpec`, or the path of a .yaml/.yml/.json file. Each call sends a fresh
+        Idempotency-Key (uuid4) unless `idempotency_key` is given, so a retried request never creates a second
+        job; the same key with the same spec returns the first job, with another spec raises `Conflict`.
+        Raises ValidationFailed (the spec's invalid field paths), NotFound (a data set id that is not yours).
+        """
+        return Job.model_validate(self._json(calls.submit(spec, idempotency_key)))
+
+    def validate(self, spec: SpecLike) -> dict[str, Any]:
+        """The spec as it would run, with every default filled in; creates nothing. Raises ValidationFailed."""
+        body: dict[str, Any] = self._json(calls.validate(spec))["spec"]
+        return body
+
+    def get(self, job_id: str) -> Job:
+        """The job now. Raises NotFound."""
+        return Job.model_validate(self._json(calls.get_job(job_id)))
+
+    def list(self, *, status: str | None = None, tag: str | None = None, limit: int = 50) -> Iterator[Job]:
+        """Your jobs, newest first, page after page until the last (lazily: a page is fetched when needed).
+
+        status: queued, running, cancelling, succeeded, failed or cancelled; tag: "key:value"; limit: the page
+        size (1-500), not a cap on the total (use itertools.islice for that). Raises ValidationFailed.
+        """
+        cursor: str | None = None
+        while True:
+            page = self._json(calls.list_jobs(status, tag, limit, cursor))
+            for job in page["jobs"]:
+                yield Job.model_validate(job)
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return
+
+    def cancel(self, job_id: str) -> Job:
+        """Ask the job to stop: a queued job is cancelled at once, a running one at its next step (status
+        cancelling, then cancelled; its last checkpoint is kept). Idempotent: cancelling a job that is already
+        cancelled returns it. Raises Conflict when the job already succeeded or failed, NotFound.
+        """
+        try:
+            return Job.model_validate(self._json(calls.cancel(job_id)))
+        except Conflict as exc:
+            if exc.code != "already_finished":
+                raise
+            job = self.get(job_id)
+            if job.status != "cancelled":
+                raise
+            return job
+
+    def wait(self, job_id: str, timeout: float | None = None) -> Job:
+        """Poll until the job succeeded, failed or was cancelled, and return it (it does not raise for a failed
+        job: look at `.status` and `.error`). timeout: seconds, None for no limit; raises TimeoutError past it."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = POLL_START
+        while True:
+            job = self.get(job_id)
+            if job.finished:
+                return job
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"job {job_id} is still {job.status} after {timeout} s")
+                pause = min(pause, left)
+            time.sleep(pause)
+            pause = min(pause * 2, POLL_MAX)
+
+    def follow(self, job_id: str, *, after: int | None = None) -> Iterator[Event]:
+        """The job's events as they happen (SSE), from the start of its log or after event id `after`.
+
+        Ends after the status event that moves the job to succeeded, failed or cancelled (for a finished job: once
+        its log is replayed). A dropped connection is resumed with Last-Event-ID; no event is yielded twice, ids
+        increase. A stream that keeps dropping is resumed for as long as the service accepts connections
+        (backing off); raises ConnectionFailed once `retries` attempts to connect failed in a row, NotFound.
+        """
+        cursor = Cursor(last=after or 0)
+        drops = 0  # dropped connections in a row without a new event
+        while not cursor.done:
+            # Connecting is retried by the transport (a GET); ConnectionFailed once it gives up.
+            response = self._send(
+                calls.events(job_id, cursor.headers()), stream=True, timeout=self.config.stream_timeout()
+            )
+            with closing(response):
+                if response.status_code == 204:  # finished, and we have every event
+                    return
+                try:
+                    for sse in EventSource(response).iter_sse():
+                        event = cursor.accept(sse)
+                        if event is not None:
+                            drops = 0
+                            yield event
+                            if cursor.done:
+                                return
+                except httpx.TransportError:  # the connection dropped mid-stream: resume after the last event
+                    time.sleep(self.policy.pause(drops))
+                    drops += 1
+                    continue
+            time.sleep(cursor.retry_seconds)  # the server ended the stream early: reconnect as EventSource does
+
+    def events(self, job_id: str, *, after: int | None = None) -> Iterator[Event]:
+        """The same as `follow`."""
+        return self.follow(job_id, after=after)
+
+    def metrics(
+        self,
+        job_id: str,
+        names: Iterable[str] | str | None = None,
+        *,
+        since_step: int | None = None,
+        max_points: int | None = None,
+    ) -> Metrics:
+        """Metric series (steps and values per name; all series when `names` is None).
+
+        since_step: only points at or after this step; max_points (2-100,000, API default 2,000): a longer
+        series comes back as per-bucket min and max (`downsampled`). `.to_pandas()` for a DataFrame.
+        Raises NotFound, ValidationFailed.
+        """
+        return Metrics.model_validate(self._json(calls.metrics(job_id, names, since_step, max_points)))
+
+    def samples(self, job_id: str) -> builtins.list[Sample]:
+        """The job's sample snapshots, oldest first. Raises NotFound."""
+        return [Sample.model_validate(s) for s in self._json(calls.samples(job_id))]
+
+    def sample_png(self, job_id: str, step: calls.Step = "latest") -> bytes:
+        """The snapshot at `step` ("latest": the newest) as a PNG (an image grid, or a scatter plot over the real
+        data for 2-D points). Raises NotFound (no sample at that step)."""
+        return self._send(calls.sample_file(job_id, step, "png")).content
+
+    def sample_npy(self, job_id: str, step: calls.Step = "latest") -> bytes:
+        """The raw generated batch at `step` as .npy bytes (`numpy.load(io.BytesIO(...))`). Raises NotFound."""
+        return self._send(calls.sample_file(job_id, step, "npy")).content
+
+    def checkpoints(self, job_id: str) -> builtins.list[Checkpoint]:
+        """The job's checkpoints, oldest first. Raises NotFound."""
+        return [Checkpoint.model_validate(c) for c in self._json(calls.checkpoints(job_id))]
+
+    def download_checkpoint(
+        self,
+        job_id: str,
+        step: calls.Step = "latest",
+        path: str | os.PathLike[str] | None = None,
+        *,
+        progress: Progress | None = None,
+        file: str = "weights",
+    ) -> Path:
+        """Download a checkpoint, streamed to disk; returns the file's path.
+
+        step: a step or "latest"; path: the file to write, or a directory (default: the current one) to put
+        `<job>-<step>.safetensors` in; progress: `progress(done_bytes, total_bytes)` after each chunk;
+        file: "weights" (safetensors, the spec and step in its metadata) or "state" (the resume state, torch).
+        Raises NotFound (no such job or checkpoint: no file is created); a failure mid-way leaves no file.
+        """
+        response = self._send(calls.checkpoint_file(job_id, step, file), stream=True)
+        with closing(response):
+            suffix = "safetensors" if file == "weights" else "state.pt"
+            target = target_path(path, response, f"{job_id}-{step}.{suffix}")
+            try:
+                return write(response.iter_bytes(), target, total_bytes(response), progress)
+            except httpx.TransportError as exc:
+                raise ConnectionFailed(f"the download of {target.name} broke off: {exc}") from exc
+
+    def catalog(self) -> dict[str, Any]:
+        """Every loss, architecture and built-in data set with its parameters, defaults and paper."""
+        body: dict[str, Any] = self._json(calls.catalog())
+        return body
+
+
+class Datasets:
+    """`client.datasets`: upload once, then refer to a data set by id in any number of jobs."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def upload(
+        self,
+        path: str | os.PathLike[str],
+        name: str | None = None,
+        *,
+        resize: int | None = None,
+        progress: Progress | None = None,
+        value_range: tuple[float, float] | None = None,
+    ) -> Dataset:
+        """Upload a .npz (x: N×D rows or N×[C×]H×W images, optional integer y) or a .zip of class folders of
+        PNG/JPEG images, streamed from disk (multipart/form-data).
+
+        name: default the file name without its extension; resize: resample every image to this square size
+        (px); value_range: for .npz images, the source values of black and white. progress:
+        `progress(sent_bytes, file_bytes)`. The same content uploaded again returns the earlier data set.
+        Not retried (a POST without Idempotency-Key). Raises ValidationFailed (the field at fault: file, resize,
+        ...; also 413 for an upload over the size limits), FileNotFoundError.
+        """
+        source = Path(path)
+        fields = calls.upload_fields(name, resize, value_range)
+        with source.open("rb") as handle:
+            reader = ProgressReader(handle, os.fstat(handle.fileno()).st_size, progress)
+            files = {"file": (source.name, reader, "application/octet-stream")}
+            request = self._client._http.build_request("POST", "/v1/datasets", data=fields, files=files)  # type: ignore[arg-type]
+            response = send(self._client._http, request, self._client.policy, idempotent=False)
+        return Dataset.model_validate(response.json())
+
+    def list(self, *, limit: int = 50) -> Iterator[Dataset]:
+        """Your data sets, newest first, page after page (limit: the page size, 1-500)."""
+        cursor: str | None = None
+        while True:
+            page = self._client._json(calls.list_datasets(limit, cursor))
+            for record in page["datasets"]:
+                yield Dataset.model_validate(record)
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return
+
+    def get(self, dataset_id: str) -> Dataset:
+        """One data set. Raises NotFound."""
+        return Dataset.model_validate(self._client._json(calls.get_dataset(dataset_id)))
+
+    def delete(self, dataset_id: str) -> None:
+        """Delete a data set and its files. Raises Conflict while a queued or running job uses it, NotFound."""
+        self._client._send(calls.delete_dataset(dataset_id))
+
+    def preview_png(self, dataset_id: str) -> bytes:
+        """A PNG of real examples (an image grid, or a scatter plot of the first two dimensions of rows)."""
+        return self._client._send(calls.dataset_preview(dataset_id)).content

@@ -1,0 +1,171 @@
+"""What the API answers, as pydantic models (fields mirror api/schemas.py; fields the API adds later are kept).
+
+Times are timezone-aware UTC datetimes; steps are training steps (generator updates); sizes are bytes.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:  # pandas is optional: imported only by Metrics.to_pandas
+    import pandas
+
+FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
+"""A job in one of these statuses has stopped for good."""
+
+
+class ApiModel(BaseModel):
+    """Extra fields the API sends are kept (as attributes), so a newer API does not break an older SDK."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class Progress(ApiModel):
+    """step: steps done; total_steps: the spec's training.steps; steps_per_sec and eta_seconds (s): None until known
+    (the ETA only while running)."""
+
+    step: int
+    total_steps: int
+    steps_per_sec: float | None = None
+    eta_seconds: float | None = None
+
+
+class Job(ApiModel):
+    """A training job as `GET /v1/jobs/{id}` shows it.
+
+    status: queued, running, cancelling, succeeded, failed or cancelled; spec: the admitted spec with every default
+    filled in; tags: the spec's tags; latest_metrics: series name → latest value; attempt: the attempt running or
+    next to run (from 1) of max_attempts; error: why it failed (None otherwise).
+    """
+
+    id: str
+    name: str
+    status: str
+    owner: str
+    spec: dict[str, Any]
+    tags: dict[str, Any] = {}
+    progress: Progress
+    latest_metrics: dict[str, float] = {}
+    attempt: int = 1
+    max_attempts: int = 1
+    error: str | None = None
+    created_at: datetime
+    updated_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    @property
+    def finished(self) -> bool:
+        """True once the job succeeded, failed or was cancelled (it will not change again)."""
+        return self.status in FINAL_STATUSES
+
+
+class Event(ApiModel):
+    """One entry of a job's event log, as the SSE stream carries it.
+
+    id: its number in the job's log (1, 2, ...; strictly increasing); type: the SSE event name — `status`
+    (data: from, to, reason, attempt), `metrics` (first_step, last_step, latest: name → value, points:
+    [name, step, value] rows), `sample` (step, count, evaluation, and URLs where the API sends them), `checkpoint`
+    (step, size_bytes, ...), `attempt`; data: the event's JSON payload, `time` (ISO 8601) included; time: the
+    same as a datetime.
+    """
+
+    id: int
+    type: str
+    data: dict[str, Any]
+    time: datetime | None = None
+
+    @property
+    def final(self) -> bool:
+        """True for the status event that moved the job to succeeded, failed or cancelled: the stream's last."""
+        return self.type == "status" and self.data.get("to") in FINAL_STATUSES
+
+
+class Series(ApiModel):
+    """One metric series: steps[i] → values[i]; downsampled: True when the API returned per-bucket min and max
+    (a series longer than max_points)."""
+
+    steps: list[int]
+    values: list[float]
+    downsampled: bool = False
+
+
+class Metrics(ApiModel):
+    """A job's metric series by name (loss_d, loss_g, d_real, d_fake, grad_norm_d, modes_covered, ...)."""
+
+    job_id: str
+    series: dict[str, Series]
+
+    def __getitem__(self, name: str) -> Series:
+        return self.series[name]
+
+    def to_pandas(self, *, wide: bool = False) -> pandas.DataFrame:
+        """The series as a pandas DataFrame.
+
+        Long (default): one row per point, columns `series` (str), `step` (int), `value` (float), ordered by
+        series then step — every series keeps its own steps. `wide=True`: one row per step (the index, `step`),
+        one column per series, NaN where a series has no point at that step.
+        Raises ImportError when pandas is not installed (`pip install pandas`).
+        """
+        try:
+            import pandas as pd
+        except ImportError as exc:
+            raise ImportError(
+                "Metrics.to_pandas needs pandas, which is not installed: `pip install pandas` "
+                "(or use .series, plain lists)"
+            ) from exc
+        rows = [
+            (name, s, v)
+            for name, series in self.series.items()
+            for s, v in zip(series.steps, series.values, strict=True)
+        ]
+        long = pd.DataFrame(rows, columns=["series", "step", "value"]).astype(
+            {"series": "str", "step": "int64", "value": "float64"}
+        )
+        if not wide:
+            return long
+        # Downsampled series hold a min and a max at one step: the pivot keeps the last of them.
+        table = long.pivot_table(index="step", columns="series", values="value", aggfunc="last")
+        table.columns.name = None
+        return table.reindex(columns=list(self.series))
+
+
+class Sample(ApiModel):
+    """A sample snapshot: step, count (samples in the batch), png_url and npy_url (paths on the API), labels
+    (the class asked for each sample, conditional models only), evaluation (modes_covered, hq_fraction,
+    reverse_kl on ring8/grid25; None elsewhere)."""
+
+    step: int
+    count: int
+    png_url: str
+    npy_url: str
+    labels: list[int] | None = None
+    evaluation: dict[str, float] | None = None
+    created_at: datetime
+
+
+class Checkpoint(ApiModel):
+    """A checkpoint: step, size_bytes (the safetensors weights), url (the weights), state_url (the resume state)."""
+
+    step: int
+    size_bytes: int
+    url: str
+    state_url: str
+    created_at: datetime
+
+
+class Dataset(ApiModel):
+    """An uploaded data set: id (use it as `{"dataset": {"id": ...}}` in a spec), name, format, info (kind, shape,
+    classes, ...), content_hash, size_bytes (normalised), preview_url."""
+
+    id: str
+    name: str
+    format: str
+    info: dict[str, Any]
+    content_hash: str
+    size_bytes: int
+    created_at: datetime
+    preview_url: str
