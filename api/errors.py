@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import logging
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -65,14 +67,65 @@ def spec_problems_error(problems: list[SpecProblem]) -> ApiError:
     return ApiError(422, "incompatible_spec", "the spec cannot train on this data set", details)
 
 
-def _detail(error: dict[str, Any]) -> dict[str, str]:
-    """One validation error as {"field", "message", "type"}; a JSON syntax error names the body and its offset."""
+def did_you_mean(value: object, choices: Sequence[str]) -> str | None:
+    """The choice closest to `value` (difflib, case-insensitive), None when none is close or `value` is no text."""
+    if not isinstance(value, str) or not value:
+        return None
+    lowered = {choice.lower(): choice for choice in choices}
+    close = difflib.get_close_matches(value.lower()[:FIELD_CHARS_MAX], list(lowered), n=1, cutoff=0.6)
+    return lowered[close[0]] if close else None
+
+
+def _quoted(text: str) -> list[str]:
+    """The 'quoted' names in one of pydantic's lists ("'a', 'b' or 'c'")."""
+    return re.findall(r"'([^']*)'", text)
+
+
+def _name_error(error: dict[str, Any]) -> dict[str, str] | None:
+    """A wrong or missing name of an enumerated field (loss.name, architecture.name, dataset.builtin, ...): the
+    error on that field, its valid names and a "did you mean"; None for other errors."""
+    kind, ctx = error["type"], error.get("ctx") or {}
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        # A discriminated union reports on the union (loss): the user wrote the discriminator (loss.name).
+        union = field_path(error["loc"])
+        key = (_quoted(str(ctx.get("discriminator", ""))) or ["name"])[0]
+        owner = union.rsplit(".", 1)[-1]
+        names = _quoted(str(ctx["expected_tags"])) if "expected_tags" in ctx else sorted(_TAGS.get(owner, ()))
+        valid = f"valid names: {', '.join(names)}" if names else "see GET /v1/catalog"
+        if kind == "union_tag_not_found":
+            message = f"Field required: the {owner} {key}, one of the {valid}"
+        else:
+            tag = ctx.get("tag", "")
+            guess = did_you_mean(tag, names)
+            hint = f"; did you mean '{guess}'?" if guess else ""
+            message = f"unknown {owner} {key} '{tag}'{hint} ({valid})"
+        return {"field": f"{union}.{key}" if union else key, "message": message, "type": kind}
+    if kind == "literal_error" and isinstance(error.get("input"), str):
+        guess = did_you_mean(error["input"], _quoted(str(ctx.get("expected", ""))))
+        message = error["msg"] + (f"; did you mean '{guess}'?" if guess else "")
+        return {"field": field_path(error["loc"]), "message": message, "type": kind}
+    return None
+
+
+def json_position(document: object, offset: int) -> str:
+    """ "line L, column C" (from 1) of character `offset` in the JSON text `document`; "character N" without it."""
+    if not isinstance(document, str) or not 0 <= offset <= len(document):
+        return f"character {offset}"
+    line = document.count("\n", 0, offset) + 1
+    column = offset - (document.rfind("\n", 0, offset) + 1) + 1
+    return f"line {line}, column {column}"
+
+
+def _detail(error: dict[str, Any], body: object = None) -> dict[str, str]:
+    """One validation error as {"field", "message", "type"}: a JSON syntax error names the body, the line and the
+    column; a wrong enumerated name names its field, the valid names and the closest one."""
     if error["type"] == "json_invalid":
-        # FastAPI puts the character offset where the field goes: ("body", 12).
+        # FastAPI puts the character offset where the field goes: ("body", 12); the body is the decoded text.
         offset = error["loc"][-1]
         reason = error.get("ctx", {}).get("error", error["msg"])
-        return {"field": "body", "message": f"invalid JSON at character {offset}: {reason}", "type": "json_invalid"}
-    return {"field": field_path(error["loc"]), "message": error["msg"], "type": error["type"]}
+        where = json_position(body, offset) if isinstance(offset, int) else f"character {offset}"
+        return {"field": "body", "message": f"invalid JSON at {where}: {reason}", "type": "json_invalid"}
+    return _name_error(error) or {"field": field_path(error["loc"]), "message": error["msg"], "type": error["type"]}
 
 
 def install(app: FastAPI) -> None:
@@ -82,12 +135,12 @@ def install(app: FastAPI) -> None:
             # FastAPI parses a body as JSON only under a JSON content type and hands the route the raw bytes otherwise
             # (curl -d sends application/x-www-form-urlencoded): "not a valid dictionary" would hide the cause.
             sent = request.headers.get("content-type") or "no content-type"
-            message = f"this endpoint takes a JSON body: send `content-type: application/json` (got {sent})"
+            message = f"this endpoint takes a JSON body: send `Content-Type: application/json` (got {sent})"
             details = [{"field": "header.content-type", "message": message}]
             return JSONResponse(status_code=415, content=error_body("unsupported_media_type", message, details))
         errors = exc.errors()
         # Only the listed errors are formatted: 70,000 of them would cost time as well as bytes.
-        details = [_detail(error) for error in errors[:DETAILS_MAX]]
+        details = [_detail(error, exc.body) for error in errors[:DETAILS_MAX]]
         summary = "; ".join(f"{d['field'] or '(body)'}: {d['message']}" for d in details[:5])
         if len(errors) > DETAILS_MAX:
             summary += f"; and {len(errors) - DETAILS_MAX} more not listed"

@@ -29,7 +29,7 @@ def test_a_json_syntax_error_names_the_body_and_where(service: Service) -> None:
         assert response.status_code == 422, response.text
         details = response.json()["error"]["details"]
         assert [(d["field"], d["message"]) for d in details] == [
-            ("body", "invalid JSON at character 12: Expecting value")
+            ("body", "invalid JSON at line 1, column 13: Expecting value")
         ], details
 
 
@@ -49,7 +49,7 @@ def test_a_body_that_is_not_declared_json_is_a_415(service: Service, headers: di
             assert response.status_code == 415, response.text
             error = response.json()["error"]
             assert error["code"] == "unsupported_media_type", error
-            assert "send `content-type: application/json`" in error["message"] and sent in error["message"], error
+            assert "send `Content-Type: application/json`" in error["message"] and sent in error["message"], error
             assert [d["field"] for d in error["details"]] == ["header.content-type"], error
         assert _jobs(client) == before  # nothing was stored
 
