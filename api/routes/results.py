@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Annotated, BinaryIO, Literal
 
 from fastapi import APIRouter, Path, Query
@@ -12,11 +12,43 @@ from api.deps import ArtifactsDep, OwnedJob, QueryText, StoreDep, StoreInt
 from api.errors import ApiError
 from api.schemas import CheckpointOut, MetricsOut, SampleOut, Series
 from models.artifacts import CHUNK, ArtifactMissing, ArtifactStore
+from models.records import JobStatus
 
 router = APIRouter(prefix="/v1/jobs/{job_id}", tags=["results"])
 
 # A step (at most 12 digits: far below the store's integer bound) or "latest", the newest.
 STEP_OR_LATEST = r"^(latest|[0-9]{1,12})$"
+# A 404 for a missing step lists the steps that exist: the first and last this many when there are more.
+STEPS_LISTED = 20
+# The series names the worker records (worker/gan/gan.py's step metrics, worker/gan/evaluation.py's scores): while
+# a job can still write one of them, asking for it is an empty series, not a 404; any other unwritten name is a 404.
+RECORDED_METRICS = frozenset(
+    {
+        "loss_d", "loss_g", "d_real", "d_fake", "grad_norm_d", "grad_norm_g", "wasserstein", "gradient_penalty",
+        "r1", "m_global", "k_t", "mutual_info", "modes_covered", "hq_fraction", "reverse_kl", "reverse_kl_all",
+    }
+)  # fmt: skip
+
+
+def steps_listed(steps: Sequence[int]) -> str:
+    """ "steps 5, 10, 15" (the first and last STEPS_LISTED when longer), or "none yet"."""
+    if not steps:
+        return "none yet"
+    if len(steps) <= 2 * STEPS_LISTED:
+        return "steps " + ", ".join(map(str, steps))
+    head, tail = steps[:STEPS_LISTED], steps[-STEPS_LISTED:]
+    omitted = len(steps) - 2 * STEPS_LISTED
+    return f"steps {', '.join(map(str, head))}, … ({omitted} more) …, {', '.join(map(str, tail))}"
+
+
+def missing_step(what: str, step: str, steps: Sequence[int]) -> ApiError:
+    """404 on path.step for a `what` ("sample", "checkpoint") at `step` that does not exist, listing those that do."""
+    asked = "the newest" if step == "latest" else f"step {step}"
+    listed = steps_listed(steps)
+    message = f"no {what} at {asked}; this job's {what}s: {listed}"
+    if steps:
+        message += " (or 'latest')"
+    return ApiError(404, "not_found", message, [{"field": "path.step", "message": message}])
 
 
 def stream(artifacts: ArtifactStore, key: str, media_type: str, filename: str, what: str) -> StreamingResponse:
@@ -50,8 +82,25 @@ def get_metrics(
     since_step: Annotated[StoreInt, Query()] = 0,
     max_points: Annotated[int, Query(ge=2, le=100_000)] = 2000,
 ) -> MetricsOut:
-    """Series by name; a series longer than max_points comes back as per-bucket min and max."""
-    wanted = [n for n in names.split(",") if n] if names else store.metric_names(job_id=job.id)
+    """Series by name; a series longer than max_points comes back as per-bucket min and max.
+
+    `names` is deduplicated; an empty name in it is a 422 on query.names. A name the job has no series of is a
+    404 listing the names it has, except a name the worker records while the job can still write it (empty).
+    """
+    existing = store.metric_names(job_id=job.id)
+    if names is None:
+        wanted = existing
+    else:
+        wanted = list(dict.fromkeys(name.strip() for name in names.split(",")))
+        if "" in wanted:
+            message = "an empty series name: give comma-separated names without empty ones, or omit names for all"
+            raise ApiError(422, "validation_error", message, [{"field": "query.names", "message": message}])
+        can_write = job.status not in JobStatus.FINAL
+        unknown = [n for n in wanted if n not in existing and not (can_write and n in RECORDED_METRICS)]
+        if unknown:
+            has = ", ".join(existing) if existing else "none yet"
+            message = f"no metric series {', '.join(map(repr, unknown))} for this job; its series: {has}"
+            raise ApiError(404, "not_found", message, [{"field": "query.names", "message": message}])
     series = {}
     for name in wanted:
         steps, values, downsampled = store.metric_series(
@@ -77,7 +126,7 @@ def get_sample(
     """The snapshot at `step` (or the newest: latest) as a PNG (grid or scatter plot) or the raw batch (.npy)."""
     sample = store.get_sample(job_id=job.id, step=None if step == "latest" else int(step))
     if sample is None:
-        raise ApiError(404, "not_found", f"no sample at step {step}")
+        raise missing_step("sample", step, [s.step for s in store.list_samples(job_id=job.id)])
     what = f"the sample at step {sample.step}"
     if extension == "png":
         return stream(artifacts, sample.png_key, "image/png", f"{job.id}-{sample.step}.png", what)
@@ -102,7 +151,7 @@ def get_checkpoint(
     """Download a checkpoint (streamed): safetensors weights with the spec in its metadata, or the resume state."""
     checkpoint = store.get_checkpoint(job_id=job.id, step=None if step == "latest" else int(step))
     if checkpoint is None:
-        raise ApiError(404, "not_found", f"no checkpoint at step {step}")
+        raise missing_step("checkpoint", step, [c.step for c in store.list_checkpoints(job_id=job.id)])
     what = f"the checkpoint at step {checkpoint.step} ({file})"
     if file == "state":
         return stream(
