@@ -33,6 +33,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import EventId, OwnedJob
+from api.schemas import checkpoint_urls, sample_urls
 from models.records import JobStatus
 from models.store import JobStore, as_utc
 
@@ -59,6 +60,19 @@ class Event:
     def sse(self) -> ServerSentEvent:
         payload = json.dumps({"time": self.time.isoformat(), **self.data}, separators=(",", ":"))
         return ServerSentEvent(payload, event=self.kind, id=str(self.seq), sep="\n")
+
+
+def with_urls(job_id: str, kind: str, data: dict[str, Any]) -> dict[str, Any]:
+    """A `sample` event's data with png_url and npy_url, a `checkpoint` event's with url and state_url (the paths
+    GET .../samples and .../checkpoints give); added when served, so events stored before them have them too."""
+    step = data.get("step")
+    if not isinstance(step, int):
+        return data
+    if kind == "sample":
+        return {**sample_urls(job_id, step), **data}
+    if kind == "checkpoint":
+        return {**checkpoint_urls(job_id, step), **data}
+    return data
 
 
 class JobFeed:
@@ -121,7 +135,7 @@ class EventHub:
         """One batch (at most the store's page) of the job's events with seq > after, in order."""
         self.reads.inc()
         rows = await run_in_threadpool(self.store.events_after, job_id=job_id, after=after)
-        return [Event(row.seq, row.kind, as_utc(row.time), row.data) for row in rows]
+        return [Event(row.seq, row.kind, as_utc(row.time), with_urls(job_id, row.kind, row.data)) for row in rows]
 
     async def replay(self, job_id: str, after: int, head: int) -> AsyncIterator[ServerSentEvent]:
         """A finished job's events after `after`, to `head`, the end of its log."""
@@ -177,7 +191,11 @@ async def job_events(
     last_event_id: Annotated[EventId | None, Header(description="resume after this event id")] = None,
     after: Annotated[EventId | None, Query(description="start after this event id (as Last-Event-ID)")] = None,
 ) -> Response:
-    """status, metrics, sample and checkpoint events; the stream ends after the job's final status."""
+    """status, metrics, sample and checkpoint events; the stream ends after the job's final status.
+
+    A `sample` event carries `png_url` and `npy_url`, a `checkpoint` event `url` and `state_url`: the same paths
+    GET .../samples and .../checkpoints give.
+    """
     position = after if after is not None else (last_event_id or 0)
     hub: EventHub = request.app.state.event_hub
     if job.status in JobStatus.FINAL:

@@ -82,6 +82,18 @@ class MetricsOut(BaseModel):
     series: dict[str, Series]
 
 
+def sample_urls(job_id: str, step: int) -> dict[str, str]:
+    """{"png_url", "npy_url"}: where the snapshot at `step` downloads (GET .../samples/{step}.png|.npy)."""
+    base = f"/v1/jobs/{job_id}/samples/{step}"
+    return {"png_url": f"{base}.png", "npy_url": f"{base}.npy"}
+
+
+def checkpoint_urls(job_id: str, step: int) -> dict[str, str]:
+    """{"url", "state_url"}: where the checkpoint at `step` downloads (weights; ?file=state the resume state)."""
+    url = f"/v1/jobs/{job_id}/checkpoints/{step}"
+    return {"url": url, "state_url": f"{url}?file=state"}
+
+
 class SampleOut(BaseModel):
     step: int
     count: int
@@ -93,12 +105,10 @@ class SampleOut(BaseModel):
 
     @classmethod
     def of(cls, sample: Sample) -> SampleOut:
-        base = f"/v1/jobs/{sample.job_id}/samples/{sample.step}"
         return cls(
             step=sample.step,
             count=sample.count,
-            png_url=f"{base}.png",
-            npy_url=f"{base}.npy",
+            **sample_urls(sample.job_id, sample.step),
             labels=(sample.labels or {}).get("labels"),
             evaluation=sample.evaluation,
             created_at=as_utc(sample.created_at),
@@ -114,11 +124,9 @@ class CheckpointOut(BaseModel):
 
     @classmethod
     def of(cls, checkpoint: Checkpoint) -> CheckpointOut:
-        url = f"/v1/jobs/{checkpoint.job_id}/checkpoints/{checkpoint.step}"
         return cls(
             step=checkpoint.step,
             size_bytes=checkpoint.size_bytes,
-            url=url,
-            state_url=f"{url}?file=state",
+            **checkpoint_urls(checkpoint.job_id, checkpoint.step),
             created_at=as_utc(checkpoint.created_at),
         )
