@@ -39,12 +39,14 @@ class StoreSink:
         spec_json: dict[str, Any],
         real_points: np.ndarray | None,
         scratch_dir: str,
+        class_names: tuple[str, ...] = (),
     ) -> None:
         self.keeper, self.store, self.artifacts = keeper, store, artifacts
         self.job_id = job_id
         self.spec_json = spec_json
         self.real_points = real_points
         self.scratch_dir = scratch_dir
+        self.class_names = class_names
         self.last_checkpoint: WrittenCheckpoint | None = None
         self._closed = False
 
@@ -64,10 +66,10 @@ class StoreSink:
         self._check_open()
         prefix = f"{job_prefix(self.job_id)}/samples/{step:09d}"
         if samples.ndim == 4:
-            png = image_grid(samples)
+            png = image_grid(samples, title=f"step {step}", **self._captions(labels))
         else:
             assert self.real_points is not None, "a points snapshot is drawn over the real points"
-            png = scatter(samples, self.real_points)
+            png = scatter(samples, self.real_points, title=f"step {step}")
         self.artifacts.put_bytes(f"{prefix}.npy", npy_bytes(samples.astype(np.float32)))
         self.artifacts.put_bytes(f"{prefix}.png", png)
         try:
@@ -84,6 +86,15 @@ class StoreSink:
             )
         except StoreLost:
             pass  # the loop stops at this step and checkpoints locally
+
+    def _captions(self, labels: np.ndarray | None) -> dict[str, Any]:
+        """image_grid's captions: cgan's class names, InfoGAN's first categorical code (no class of the data)."""
+        if labels is None:
+            return {}
+        indices = [int(label) for label in labels]
+        if self.spec_json.get("loss", {}).get("name") == "infogan":
+            return {"labels": indices, "class_names": [f"code {i}" for i in range(max(indices) + 1)]}
+        return {"labels": indices, "class_names": self.class_names}
 
     def checkpoint(self, step: int, weights: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
         """Write and register the checkpoint at `step`, with the progress and metrics up to it committed first."""

@@ -180,6 +180,7 @@ def _run(
             spec_json=spec_json,
             real_points=data.x[:2500].numpy() if data.info.kind == "points" else None,
             scratch_dir=str(settings.data_dir / "tmp"),
+            class_names=data.info.class_names,
         )
         try:
             device = resolve_device(spec.training.device)

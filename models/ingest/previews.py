@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 
 from models.datasets import DatasetInfo
-from models.ingest.canonical import PREVIEW_FILE, read_examples
+from models.ingest.canonical import PREVIEW_FILE, Y_FILE, read_examples
 from models.pictures import image_grid, scatter
 
 GRID_IMAGES = 64
@@ -17,11 +17,19 @@ SCATTER_POINTS = 2500
 
 
 def write_preview(directory: Path, info: DatasetInfo) -> None:
-    """`preview.png` next to the canonical `x.npy`: examples spread evenly (so every class folder shows up)."""
+    """`preview.png` next to the canonical `x.npy`: examples spread evenly (so every class folder shows up);
+    images of a labelled data set are captioned with their class names."""
     count = GRID_IMAGES if info.kind == "images" else SCATTER_POINTS
     index = np.unique(np.linspace(0, info.size - 1, min(count, info.size)).round().astype(np.int64))
     examples = read_examples(directory, index)
-    picture = image_grid(examples) if info.kind == "images" else scatter(examples)
+    title = f"{info.size:,} examples" + (f", {info.num_classes} classes" if info.num_classes else "")
+    if info.kind == "images":
+        labels = None
+        if info.num_classes:
+            labels = [int(label) for label in np.load(directory / Y_FILE, mmap_mode="r")[index]]
+        picture = image_grid(examples, title=title, labels=labels, class_names=info.class_names)
+    else:
+        picture = scatter(examples, title=f"{title} (first two dimensions)")
     (directory / PREVIEW_FILE).write_bytes(picture)
 
 
