@@ -449,5 +449,10 @@ class JobSpec(StrictModel):
     every: Every = Field(default_factory=Every)
     init_from: InitFrom | None = None
     tags: dict[Annotated[Text, Field(min_length=1, max_length=64)], Annotated[Text, Field(max_length=256)]] = Field(
-        default_factory=dict, max_length=32
+        default_factory=dict,
+        max_length=32,
+        description='your labels for the job, e.g. {"team": "vision", "sweep": "lr-1"}: at most 32, '
+        "keys 1 to 64 characters, values up to 256, no control characters. Stored as given and not used by "
+        "training; list the jobs with one tag by GET /v1/jobs?tag=key:value",
+        examples=[{"team": "vision", "sweep": "lr-1"}],
     )

@@ -71,7 +71,15 @@ def list_jobs(
     store: StoreDep,
     owner: CurrentOwner,
     status: Annotated[str | None, Query(pattern="^(" + "|".join(JobStatus.ALL) + ")$")] = None,
-    tag: Annotated[QueryText | None, Query(pattern="^[^:]+:.*$", description="key:value")] = None,
+    tag: Annotated[
+        QueryText | None,
+        Query(
+            pattern="^[^:]+:.*$",
+            description="only jobs whose spec has this tag, as `key:value` (split at the first ':', so a value may "
+            "hold ':'; an empty value matches a tag set to \"\"), e.g. `tag=team:vision`; one tag per request",
+            examples=["team:vision"],
+        ),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=32)] = None,
 ) -> JobPage:
