@@ -1,15 +1,15 @@
 """The README's promises about the command line and the settings, checked against the code.
 
 Every `ganforge ...` command line the README shows (code blocks, inline code, the
-command table with its `[--flag VALUE]` groups expanded), and those the Makefile,
-Dockerfile and docker-compose.yml run, goes through the CLI's real parser. The
-command table lists every option each subcommand takes, with the CLI's own
-metavar; the settings table lists every GANFORGE_* setting and nothing else.
+command table with its `[--flag VALUE]` and `[ARG]` groups expanded), and those the
+Makefile, Dockerfile and docker-compose.yml run, goes through the CLI's real parser
+(typer's click command tree, `ganforge.cli.parse`). The command table lists every
+command, every option it takes with the CLI's own metavar, and its arguments in
+order; the settings table lists every GANFORGE_* setting and nothing else.
 """
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import re
@@ -17,10 +17,12 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+import typer
 
-from ganforge.cli import COMMANDS, build_parser
+from ganforge.cli import app, main, parse
 from models.settings import Settings
 from tests.service import ROOT
 
@@ -28,6 +30,40 @@ README = (ROOT / "README.md").read_text()
 # `ganforge <sub>` then its words, up to a comment, a backtick, a pipe, a bracket-less parenthesis or the line's end.
 COMMAND = re.compile(r"(?<![\w./-])ganforge\s+[a-z][\w-]*(?:[ \t]+(?:\[[^\]\n]*\]|[^\s`#|;&()\[\]]+))*")
 GROUP = re.compile(r"\[([^\[\]]+)\]")
+# A value the CLI accepts, by the metavar the table shows.
+SAMPLE_VALUES = {
+    "PORT": "8011",
+    "HOST": "127.0.0.1",
+    "DIR": "./gf-data",
+    "N": "10",
+    "PX": "32",
+    "PATH=VALUE": "loss.lr_d=1e-4",
+    "KEY:VALUE": "team:vision",
+    "STATUS": "running",
+    "FILE": "out.bin",
+    "NAME": "faces",
+}
+
+
+def commands() -> dict[str, Any]:
+    """Every command the CLI runs, by its path (`up`, `datasets upload`), as click sees it."""
+    found: dict[str, Any] = {}
+
+    def walk(command: Any, path: list[str]) -> None:
+        subcommands = getattr(command, "commands", None)
+        if subcommands is None:
+            found[" ".join(path)] = command
+            return
+        for name, sub in subcommands.items():
+            walk(sub, [*path, name])
+
+    walk(typer.main.get_command(app), [])
+    return found
+
+
+def path_of(words: list[str]) -> str:
+    """The command path that `ganforge WORDS...` runs: one word, or two for a group (`datasets upload`)."""
+    return " ".join(words[:2]) if " ".join(words[:2]) in commands() else words[0]
 
 
 def code_in(markdown: str) -> list[str]:
@@ -41,75 +77,61 @@ def readme_commands() -> list[str]:
     return sorted({match.strip() for text in code_in(README) for match in COMMAND.findall(text)})
 
 
-def subparsers() -> dict[str, argparse.ArgumentParser]:
-    parser = build_parser()
-    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    return dict(action.choices)
-
-
-def sample_value(command: str, option: str) -> str:
-    """A value the parser accepts for `option` of subcommand `command`, by the option's type."""
-    action = subparsers()[command]._option_string_actions[option]
-    if action.type in (int, float) or getattr(action.type, "__name__", "") == "port":
-        return "8011"
-    if action.type is Path:
-        return "./gf-data"
-    return "127.0.0.1" if option == "--host" else "value"
-
-
 def expansions(line: str) -> list[list[str]]:
-    """`line` with its optional `[--flag VALUE]` groups left out, each alone, and all together."""
+    """`line` with its optional `[--flag VALUE]` / `[ARG]` groups left out, each alone, and all together."""
     words = shlex.split(GROUP.sub("", line))
-    command = words[1]
     groups = []
     for group in GROUP.findall(line):
-        option, *metavars = group.split()
-        groups.append([option, *(sample_value(command, option) for _ in metavars)])
+        first, *metavars = group.split()
+        groups.append([first] if not first.startswith("-") else [first, *(SAMPLE_VALUES[m] for m in metavars)])
     chosen = [(), *((g,) for g in groups), tuple(groups)]
     return [words[1:] + list(itertools.chain(*choice)) for choice in chosen]
 
 
 def test_the_readme_shows_the_commands_it_promises() -> None:
-    commands = readme_commands()
-    assert any(c.startswith("ganforge up ") and "--demo" in c for c in commands), commands
-    shown = {c.split()[1] for c in commands}
-    assert shown == set(COMMANDS), shown  # every subcommand, and none the CLI lacks
+    lines = readme_commands()
+    assert any(c.startswith("ganforge up ") and "--demo" in c for c in lines), lines
+    shown = {path_of(shlex.split(GROUP.sub("", c))[1:]) for c in lines}
+    assert shown == set(commands()), shown  # every command, and none the CLI lacks
 
 
 @pytest.mark.parametrize("line", readme_commands())
 def test_every_readme_command_line_parses(line: str) -> None:
-    parser = build_parser()
     for argv in expansions(line):
         try:
-            parser.parse_args(argv)
-        except SystemExit as exc:
-            raise AssertionError(f"README's `{line}` as {argv} does not parse") from exc
+            parse(argv)
+        except Exception as exc:  # click's usage errors
+            raise AssertionError(f"README's `{line}` as {argv} does not parse: {exc}") from exc
 
 
 def command_table() -> dict[str, str]:
-    """Subcommand → its row's command cell in the README's "Command line" table."""
+    """Command path → its row's command cell in the README's "Command line" table."""
     section = README.split("## Command line", 1)[1].split("\n## ", 1)[0]
     rows = re.findall(r"^\| `(ganforge [^`]+)` \|", section, flags=re.M)
-    return {row.split()[1]: row for row in rows}
+    return {path_of(shlex.split(GROUP.sub("", row))[1:]): row for row in rows}
 
 
-def test_the_command_table_shows_every_option_with_the_clis_metavar() -> None:
+def test_the_command_table_shows_every_option_and_argument_with_the_clis_metavar() -> None:
     table = command_table()
-    assert set(table) == set(COMMANDS), table
-    for name, sub in subparsers().items():
-        shown = {group.split()[0]: group.split()[1:] for group in GROUP.findall(table[name])}
+    assert set(table) == set(commands()), table
+    for path, command in commands().items():
+        row = table[path]
+        shown = {group.split()[0]: group.split()[1:] for group in GROUP.findall(row) if group.startswith("-")}
         accepted = {
-            action.option_strings[-1]: [] if action.nargs == 0 else [action.metavar or action.dest.upper()]
-            for action in sub._actions
-            if action.option_strings and action.help != argparse.SUPPRESS and "--help" not in action.option_strings
+            max(param.opts, key=len): [] if param.is_flag else [param.metavar]
+            for param in command.params
+            if param.param_type_name == "option" and "--help" not in param.opts
         }
-        assert shown == accepted, (name, table[name])
+        assert shown == accepted, (path, row)
+        arguments = [param.metavar for param in command.params if param.param_type_name == "argument"]
+        words = shlex.split(row.replace("[", " ").replace("]", " "))
+        assert [word for word in words if word in arguments] == arguments, (path, row)
 
 
 def test_the_exact_command_of_the_fault_report_parses() -> None:
     assert "ganforge up --data-dir ./gf-data --port 8011" in README
-    args = build_parser().parse_args(shlex.split("up --data-dir ./gf-data --port 8011"))
-    assert (args.data_dir, args.port) == (Path("./gf-data"), 8011)
+    path, params = parse(shlex.split("up --data-dir ./gf-data --port 8011"))
+    assert (path, params["data_dir"], params["port"]) == (["up"], Path("./gf-data"), 8011)
 
 
 def deployment_commands() -> list[list[str]]:
@@ -130,23 +152,32 @@ def deployment_commands() -> list[list[str]]:
 
 
 def test_the_makefile_dockerfile_and_compose_commands_parse() -> None:
-    commands = deployment_commands()
-    assert {argv[0] for argv in commands} >= {"up", "api", "worker", "migrate"}, commands
-    for argv in commands:
+    found = deployment_commands()
+    assert {argv[0] for argv in found} >= {"up", "api", "worker", "migrate"}, found
+    for argv in found:
         try:
-            build_parser().parse_args(argv)
-        except SystemExit as exc:
-            raise AssertionError(f"`ganforge {' '.join(argv)}` does not parse") from exc
+            parse(argv)
+        except Exception as exc:  # click's usage errors
+            raise AssertionError(f"`ganforge {' '.join(argv)}` does not parse: {exc}") from exc
 
 
-@pytest.mark.parametrize("command", ["", *COMMANDS])
-def test_help_of_every_subcommand_runs(command: str) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "ganforge", *command.split(), "--help"], capture_output=True, text=True, timeout=60
+def test_help_runs_as_a_process_without_the_servers_dependencies_loaded() -> None:
+    code = (
+        "import sys; from ganforge.cli import main; status = main(['--help']); "
+        "heavy = {'torch', 'sqlalchemy', 'celery', 'uvicorn', 'fastapi', 'models'} & {m.split('.')[0] for m in sys.modules}; "
+        "print('HEAVY', sorted(heavy)); sys.exit(status)"
     )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith(f"usage: ganforge {command}".rstrip()), result.stdout
-    assert "--data-dir DIR" in result.stdout
+    assert "Usage: ganforge [OPTIONS] COMMAND" in result.stdout and "HEAVY []" in result.stdout, result.stdout
+
+
+@pytest.mark.parametrize("command", list(commands()))
+def test_help_of_every_command_runs(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([*command.split(), "--help"]) == 0
+    shown = capsys.readouterr().out
+    assert f"Usage: ganforge {command}" in shown, shown
+    assert ("--data-dir" in shown) == (command in ("up", "api", "worker", "migrate")), shown
 
 
 def settings_table() -> list[str]:

@@ -1,0 +1,66 @@
+"""Exit statuses of `ganforge`, and the one place that turns an error into a message and a status.
+
+    0  ok
+    1  the job failed or was cancelled; or the service refused for another reason (409 conflict, 429, 5xx)
+    2  usage: a bad option or argument, a spec file that cannot be read, a spec the API refuses (422)
+    3  not found: no such job, data set, sample, checkpoint or catalog entry (404)
+    4  auth: the API key is missing or wrong (401/403)
+    5  the service could not be reached at its URL (nothing listening, DNS, timeout)
+
+An error is printed to stderr as one line, then one line per invalid field (its path and
+what is wrong); never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, NoReturn
+
+import typer
+
+if TYPE_CHECKING:
+    from ganforge.client.errors import GanforgeError
+
+OK = 0
+JOB_FAILED = 1
+USAGE = 2
+NOT_FOUND = 3
+AUTH = 4
+UNREACHABLE = 5
+
+
+def say(message: str, fields: list[tuple[str, str]] | None = None) -> None:
+    """`ganforge: message`, then `  field: why` per field, on stderr."""
+    print(f"ganforge: {message}", file=sys.stderr)
+    for field, why in fields or []:
+        print(f"  {field}: {why}", file=sys.stderr)
+
+
+def fail(message: str, status: int, fields: list[tuple[str, str]] | None = None) -> NoReturn:
+    """Print `message` (and the fields) as `say` does, then exit with `status` (raises typer.Exit)."""
+    say(message, fields)
+    raise typer.Exit(status)
+
+
+def report(error: GanforgeError, url: str) -> int:
+    """Print an SDK error (`url`: the service it was talking to); its exit status."""
+    from ganforge.client import errors
+
+    if isinstance(error, errors.ConnectionFailed):
+        where = "" if url in error.message else f" at {url}"
+        say(f"{error.message}{where} (is the service running? see --url / GANFORGE_URL)")
+        return UNREACHABLE
+    fields = [(field.field or "(body)", field.message) for field in error.fields]
+    if isinstance(error, errors.ValidationFailed) and fields:
+        # The API's message repeats the first field's; the fields alone say it all.
+        say(f"the service refused the request ({error.status}): fix these fields", fields)
+        return USAGE
+    say(error.message, fields if len(fields) > 1 else None)
+    if isinstance(error, errors.ValidationFailed):
+        return USAGE
+    if isinstance(error, errors.NotFound):
+        return NOT_FOUND
+    if isinstance(error, errors.Unauthorized):
+        say("pass --api-key KEY or set GANFORGE_API_KEY" if error.status == 401 else "this key may not do that")
+        return AUTH
+    return JOB_FAILED

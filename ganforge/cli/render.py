@@ -1,0 +1,364 @@
+"""What the client commands print: rich tables and panels on stdout, progress bars on stderr, JSON for scripts.
+
+Every function here takes the JSON form of the SDK's objects (`model_dump(mode="json")`),
+the same dicts `--json` prints, so the two views cannot disagree.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import yaml
+from rich.console import Console, Group, RenderableType
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+# The metrics the follow bar shows, in this order, when the job reports them (modes and HQ: 2-D mixtures only).
+FOLLOWED = ("loss_d", "loss_g", "modes_covered", "hq_fraction")
+FINAL = ("succeeded", "failed", "cancelled")
+
+
+WIDE = 200  # columns when the output is not a terminal (a pipe, a log): whole rows rather than 80 squeezed ones
+
+
+def _console(*, stderr: bool) -> Console:
+    # No markup or emoji codes: names and messages from the service are printed as they are ("[x]", ":x:").
+    console = Console(stderr=stderr, highlight=False, markup=False, emoji=False)
+    if console.is_terminal:
+        return console
+    return Console(stderr=stderr, highlight=False, markup=False, emoji=False, width=WIDE)
+
+
+def stdout() -> Console:
+    return _console(stderr=False)
+
+
+def stderr() -> Console:
+    return _console(stderr=True)
+
+
+def print_json(value: Any) -> None:
+    """`value` as indented JSON on stdout (plain text, whatever the terminal)."""
+    sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
+
+
+def print_json_line(value: Any) -> None:
+    """`value` as one line of JSON on stdout, flushed (a reader of a live stream sees it at once)."""
+    sys.stdout.write(json.dumps(value, separators=(",", ":"), ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+def duration(seconds: float | None) -> str:
+    """`1h02m`, `3m05s`, `12s`; `-` for unknown."""
+    if seconds is None:
+        return "-"
+    whole = int(round(seconds))
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def size(num_bytes: float | None) -> str:
+    """`812 B`, `1.5 kB`, `23.0 MB` (powers of 1000)."""
+    if num_bytes is None:
+        return "-"
+    value = float(num_bytes)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} GB"  # not reached
+
+
+def number(value: float | None) -> str:
+    """A metric value in 4 significant digits; `-` when missing."""
+    return "-" if value is None else f"{value:.4g}"
+
+
+def metrics_text(latest: dict[str, float]) -> str:
+    """`loss_d 1.234 loss_g 0.71 modes 8 HQ 93.1%` from the metrics the job reported; empty when none yet."""
+    parts = []
+    for name in FOLLOWED:
+        if name not in latest:
+            continue
+        value = latest[name]
+        if name == "modes_covered":
+            parts.append(f"modes {value:.0f}")
+        elif name == "hq_fraction":
+            parts.append(f"HQ {value:.1%}")
+        else:
+            parts.append(f"{name} {number(value)}")
+    return "  ".join(parts)
+
+
+def when(timestamp: str | None) -> str:
+    """An ISO timestamp as `2026-11-29 22:34:10` (UTC, as the API reports it)."""
+    return "-" if not timestamp else timestamp.replace("T", " ")[:19]
+
+
+def status_text(status: str) -> Text:
+    style = {"succeeded": "green", "failed": "red", "cancelled": "yellow", "running": "cyan"}.get(status, "")
+    return Text(status, style=style)
+
+
+# --- jobs ----------------------------------------------------------------------------------------------
+
+
+def jobs_table(jobs: list[dict[str, Any]]) -> Table:
+    """One row per job, in the order given (the API's: newest first)."""
+    table = Table(box=None, pad_edge=False)
+    for header in ("ID", "NAME", "STATUS", "STEP", "STEPS/S", "ETA", "LOSS_D", "LOSS_G", "CREATED"):
+        # The id is what the other commands take: never cut; the rest may wrap on a narrow terminal.
+        table.add_column(header, no_wrap=header == "ID", min_width=36 if header == "ID" else None)
+    for job in jobs:
+        progress, latest = job["progress"], job["latest_metrics"]
+        rate = progress.get("steps_per_sec")
+        table.add_row(
+            job["id"],
+            job["name"],
+            status_text(job["status"]),
+            f"{progress['step']}/{progress['total_steps']}",
+            "-" if rate is None else f"{rate:.1f}",
+            duration(progress.get("eta_seconds")),
+            number(latest.get("loss_d")),
+            number(latest.get("loss_g")),
+            when(job["created_at"]),
+        )
+    return table
+
+
+def job_details(job: dict[str, Any]) -> Group:
+    """Everything about one job: status, progress, attempts, error, times, tags, latest metrics, the full spec."""
+    progress = job["progress"]
+    facts = Table.grid(padding=(0, 2))
+    facts.add_column(style="bold")
+    facts.add_column()
+    rate = progress.get("steps_per_sec")
+    rows: list[tuple[str, str | Text]] = [
+        ("id", job["id"]),
+        ("name", job["name"]),
+        ("status", status_text(job["status"])),
+        ("owner", job["owner"]),
+        ("progress", f"step {progress['step']}/{progress['total_steps']}"),
+        ("speed", "-" if rate is None else f"{rate:.1f} steps/s, ETA {duration(progress.get('eta_seconds'))}"),
+        ("attempt", f"{job['attempt']} of {job['max_attempts']}"),
+    ]
+    if job.get("error"):
+        rows.append(("error", Text(job["error"], style="red")))
+    rows += [("created", when(job["created_at"])), ("started", when(job.get("started_at")))]
+    rows.append(("finished", when(job.get("finished_at"))))
+    if job["tags"]:
+        rows.append(("tags", ", ".join(f"{key}:{value}" for key, value in job["tags"].items())))
+    for name, value in sorted(job["latest_metrics"].items()):
+        rows.append((name, number(value)))
+    for label, value in rows:
+        facts.add_row(label, value)
+    spec = yaml.safe_dump(job["spec"], sort_keys=False, default_flow_style=None).rstrip()
+    return Group(facts, Text("\nspec (with every default filled in):", style="bold"), Text(spec))
+
+
+def event_line(event: dict[str, Any]) -> str:
+    """One event of a job's log as a line: `#3 status queued -> running: claimed by worker ...`."""
+    data, kind = event["data"], event["type"]
+    head = f"#{event['id']} {when(data.get('time'))} {kind}"
+    if kind == "status":
+        change = f"{data['from']} -> {data.get('to')}" if data.get("from") else str(data.get("to"))
+        return f"{head} {change}: {data.get('reason', '')}".rstrip(": ")
+    if kind == "metrics":
+        latest = data.get("latest", {})
+        values = " ".join(f"{name}={number(value)}" for name, value in sorted(latest.items()))
+        return f"{head} steps {data.get('first_step')}-{data.get('last_step')} {values}"
+    if kind == "sample":
+        evaluation = data.get("evaluation") or {}
+        extra = metrics_text(evaluation)
+        return f"{head} step {data.get('step')}, {data.get('count')} samples" + (f" ({extra})" if extra else "")
+    if kind == "checkpoint":
+        return f"{head} step {data.get('step')}, {size(data.get('size_bytes'))}"
+    rest = {key: value for key, value in data.items() if key != "time"}
+    return f"{head} {json.dumps(rest, separators=(',', ':'))}"
+
+
+def samples_table(samples: list[dict[str, Any]]) -> Table:
+    table = Table(box=None, pad_edge=False)
+    for header in ("STEP", "COUNT", "MODES", "HQ", "CREATED"):
+        table.add_column(header, no_wrap=True)
+    for sample in samples:
+        evaluation = sample.get("evaluation") or {}
+        modes, hq = evaluation.get("modes_covered"), evaluation.get("hq_fraction")
+        table.add_row(
+            str(sample["step"]),
+            str(sample["count"]),
+            "-" if modes is None else f"{modes:.0f}",
+            "-" if hq is None else f"{hq:.1%}",
+            when(sample.get("created_at")),
+        )
+    return table
+
+
+# --- data sets -----------------------------------------------------------------------------------------
+
+
+def _shape(info: dict[str, Any]) -> str:
+    shape = info.get("shape") or []
+    return "×".join(str(dim) for dim in shape) or "-"
+
+
+def datasets_table(datasets: list[dict[str, Any]]) -> Table:
+    table = Table(box=None, pad_edge=False)
+    for header in ("ID", "NAME", "FORMAT", "EXAMPLES", "SHAPE", "CLASSES", "SIZE", "CREATED"):
+        table.add_column(header, no_wrap=True)
+    for dataset in datasets:
+        info = dataset.get("info") or {}
+        table.add_row(
+            dataset["id"],
+            dataset["name"],
+            dataset.get("format", "-"),
+            str(info.get("size", "-")),
+            _shape(info),
+            str(info.get("num_classes") or "-"),
+            size(dataset.get("size_bytes")),
+            when(dataset.get("created_at")),
+        )
+    return table
+
+
+def dataset_details(dataset: dict[str, Any]) -> Table:
+    facts = Table.grid(padding=(0, 2))
+    facts.add_column(style="bold")
+    facts.add_column()
+    info = dataset.get("info") or {}
+    for label, value in (
+        ("id", dataset["id"]),
+        ("name", dataset["name"]),
+        ("format", dataset.get("format", "-")),
+        ("kind", str(info.get("kind", "-"))),
+        ("examples", str(info.get("size", "-"))),
+        ("shape", _shape(info)),
+        ("classes", ", ".join(info.get("class_names") or []) or str(info.get("num_classes") or "-")),
+        ("size", size(dataset.get("size_bytes"))),
+        ("content hash", dataset.get("content_hash", "-")),
+        ("created", when(dataset.get("created_at"))),
+        ("preview", dataset.get("preview_url", "-")),
+    ):
+        facts.add_row(label, value)
+    for warning in info.get("warnings") or []:
+        facts.add_row("warning", Text(str(warning), style="yellow"))
+    return facts
+
+
+# --- the catalog ---------------------------------------------------------------------------------------
+
+
+def catalog_tables(catalog: dict[str, Any]) -> Group:
+    """One table per section (losses, architectures, data sets): name, defaults in short, paper or description."""
+    tables: list[RenderableType] = []
+    for section, entries in catalog.items():
+        table = Table(title=section, title_justify="left", box=None, pad_edge=False)
+        table.add_column("NAME", no_wrap=True, style="bold")
+        table.add_column("DEFAULTS")
+        table.add_column("PAPER / DESCRIPTION")
+        for name, entry in entries.items():
+            defaults = entry.get("defaults") or {}
+            table.add_row(
+                name,
+                ", ".join(f"{key}={json.dumps(value)}" for key, value in defaults.items()) or "-",
+                str(entry.get("paper") or entry.get("description") or ""),
+            )
+        tables.append(table)
+        tables.append(Text(""))
+    return Group(*tables)
+
+
+def catalog_entry(section: str, name: str, entry: dict[str, Any]) -> Group:
+    """One loss, architecture or data set: its paper, then every parameter with default, bounds, meaning."""
+    about = entry.get("paper") or entry.get("description") or ""
+    head = Text.assemble((f"{name}", "bold"), f" ({section}): {about}")
+    parameters = entry.get("parameters")
+    if not parameters:
+        rest = {key: value for key, value in entry.items() if key not in ("paper", "description") and value}
+        return Group(head, Text(yaml.safe_dump(rest, sort_keys=False, default_flow_style=None).rstrip()))
+    table = Table(box=None, pad_edge=False)
+    for header in ("PARAMETER", "DEFAULT", "ALLOWED", "MEANING"):
+        table.add_column(header, no_wrap=header != "MEANING")
+    for parameter, schema in parameters.items():
+        table.add_row(parameter, json.dumps(schema.get("default")), _allowed(schema), schema.get("description", ""))
+    return Group(head, Text(""), table)
+
+
+def _allowed(schema: dict[str, Any]) -> str:
+    """A JSON schema's bounds in short: `adam|rmsprop`, `>0`, `1..100`, `number`."""
+    if "enum" in schema:
+        return "|".join(map(str, schema["enum"]))
+    low = schema.get("minimum", schema.get("exclusiveMinimum"))
+    high = schema.get("maximum", schema.get("exclusiveMaximum"))
+    if low is not None and high is not None:
+        return f"{low}..{high}"
+    if low is not None:
+        return f"{'>' if 'exclusiveMinimum' in schema else '>='}{low}"
+    if high is not None:
+        return f"{'<' if 'exclusiveMaximum' in schema else '<='}{high}"
+    kinds = schema.get("type") or "/".join(str(option.get("type")) for option in schema.get("anyOf", []))
+    return str(kinds or "-")
+
+
+# --- progress ------------------------------------------------------------------------------------------
+
+
+class RateColumn(ProgressColumn):
+    """The worker's own steps/s (from the job's progress), not a rate guessed from when events arrived."""
+
+    def render(self, task: Task) -> Text:
+        rate = task.fields.get("rate")
+        return Text("- steps/s" if rate is None else f"{rate:.1f} steps/s", style="progress.data.speed")
+
+
+class EtaColumn(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        return Text(f"ETA {duration(task.fields.get('eta'))}", style="progress.remaining")
+
+
+def follow_progress(console: Console) -> Progress:
+    """The bar of `ganforge follow`: status, bar, step/total, steps/s, ETA, the latest losses (and modes/HQ)."""
+    return Progress(
+        TextColumn("{task.description:>9}"),
+        BarColumn(bar_width=30),
+        MofNCompleteColumn(),
+        RateColumn(),
+        EtaColumn(),
+        TextColumn("{task.fields[metrics]}"),
+        console=console,
+    )
+
+
+@contextmanager
+def transfer(description: str) -> Iterator[Callable[[int, int | None], None]]:
+    """A bytes progress bar on stderr; yields the SDK's progress callback `(done_bytes, total_bytes or None)`."""
+    with Progress(
+        TextColumn(description),
+        BarColumn(bar_width=30),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=stderr(),
+    ) as progress:
+        task = progress.add_task(description, total=None)
+
+        def update(done: int, total: int | None) -> None:
+            progress.update(task, completed=done, total=total)
+
+        yield update

@@ -1,0 +1,106 @@
+"""The service's processes: `ganforge up`, `api`, `worker`, `migrate`.
+
+    ganforge up --demo                          # embedded default: migrate, API + one worker, a demo job
+    ganforge up --data-dir ./gf-data --port 8011
+
+Settings come from GANFORGE_* environment variables (models/settings.py); `--data-dir`
+sets GANFORGE_DATA_DIR for every process the command starts, given before or after the
+command. The server's dependencies (uvicorn, SQLAlchemy, Celery, torch) are imported
+when one of these commands runs, never by `ganforge --help` or a client command.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ganforge.cli.context import options
+from ganforge.cli.exits import USAGE
+
+DATA_DIR = typer.Option(
+    "--data-dir",
+    metavar="DIR",
+    help="GANFORGE_DATA_DIR for this command and the processes it starts (default ./ganforge-data)",
+    show_default=False,
+)
+DataDir = Annotated[Path | None, DATA_DIR]
+Host = Annotated[str, typer.Option("--host", metavar="HOST", help="address to listen on")]
+Port = Annotated[int, typer.Option("--port", metavar="PORT", min=1, max=65535, help="TCP port")]
+
+
+def _prepare(ctx: typer.Context, data_dir: Path | None) -> None:
+    """Set GANFORGE_DATA_DIR (the command's --data-dir, else the one before the command), log at INFO, and
+    check the settings: invalid ones are one line on stderr and exit 2, before anything starts."""
+    chosen = data_dir if data_dir is not None else options(ctx).data_dir
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if chosen is not None:
+        os.environ["GANFORGE_DATA_DIR"] = str(chosen.expanduser().resolve())
+    from pydantic import ValidationError
+
+    from models.settings import get_settings  # after GANFORGE_DATA_DIR is set: settings are read once
+
+    try:
+        get_settings()
+    except ValidationError as exc:
+        # One readable refusal instead of a traceback from whichever process reads the settings first.
+        reasons = "; ".join(
+            f"GANFORGE_{'_'.join(map(str, error['loc'])).upper()}: {error['msg']}" if error["loc"] else error["msg"]
+            for error in exc.errors()
+        )
+        print(f"ganforge: refusing to start, the GANFORGE_* settings are invalid: {reasons}", file=sys.stderr)
+        raise typer.Exit(USAGE) from None
+
+
+def up(
+    ctx: typer.Context,
+    host: Host = "127.0.0.1",
+    port: Port = 8000,
+    data_dir: DataDir = None,
+    demo: Annotated[bool, typer.Option("--demo", help="submit a small ring8 job once the API is ready")] = False,
+) -> None:
+    """Migrate, then run the API and one worker (restarted if it dies) until Ctrl-C."""
+    _prepare(ctx, data_dir)
+    from ganforge import supervisor
+
+    raise typer.Exit(supervisor.Up(host, port).run(demo))
+
+
+def api(ctx: typer.Context, host: Host = "127.0.0.1", port: Port = 8000, data_dir: DataDir = None) -> None:
+    """Run the HTTP API (uvicorn) alone."""
+    _prepare(ctx, data_dir)
+    from ganforge import supervisor
+
+    command = supervisor.api_command(host, port)
+    os.execv(command[0], command)
+
+
+def worker(ctx: typer.Context, data_dir: DataDir = None) -> None:
+    """Run one Celery training worker (one job at a time)."""
+    _prepare(ctx, data_dir)
+    from ganforge import supervisor
+
+    command = supervisor.worker_command()
+    os.execv(command[0], command)
+
+
+def migrate(ctx: typer.Context, data_dir: DataDir = None) -> None:
+    """Bring the job store's schema to the latest revision."""
+    _prepare(ctx, data_dir)
+    from ganforge import supervisor
+
+    supervisor.migrate()
+
+
+COMMANDS: dict[str, Callable[..., None]] = {"up": up, "api": api, "worker": worker, "migrate": migrate}
+
+
+def register(app: typer.Typer) -> None:
+    """Add the server commands to `app`."""
+    for name, function in COMMANDS.items():
+        app.command(name, rich_help_panel="Run the service")(function)
