@@ -110,7 +110,7 @@ def test_a_queued_job_says_it_has_no_samples_checkpoints_or_series_yet(front: Se
             message = detail(error_of(client.get(base + path), 404), "path.step")
             assert message == f"no {what} at step 999; this job's {what}s: none yet", message
         message = detail(error_of(client.get(base + "/checkpoints/latest"), 404), "path.step")
-        assert message == "no checkpoint at the newest; this job's checkpoints: none yet", message
+        assert message == "no checkpoint yet: this job has written none so far", message
         unknown = error_of(client.get(base + "/metrics", params={"names": "loss_d,loss_x"}), 404)
         assert detail(unknown, "query.names") == "no metric series 'loss_x' for this job; its series: none yet"
         # A series the worker will write is not unknown while the job can still write it.

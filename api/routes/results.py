@@ -43,11 +43,11 @@ def steps_listed(steps: Sequence[int]) -> str:
 
 def missing_step(what: str, step: str, steps: Sequence[int]) -> ApiError:
     """404 on path.step for a `what` ("sample", "checkpoint") at `step` that does not exist, listing those that do."""
-    asked = "the newest" if step == "latest" else f"step {step}"
-    listed = steps_listed(steps)
-    message = f"no {what} at {asked}; this job's {what}s: {listed}"
-    if steps:
-        message += " (or 'latest')"
+    if step == "latest" and not steps:
+        message = f"no {what} yet: this job has written none so far"
+    else:
+        message = f"no {what} at step {step}; this job's {what}s: {steps_listed(steps)}"
+        message += " (or 'latest')" if steps else ""
     return ApiError(404, "not_found", message, [{"field": "path.step", "message": message}])
 
 
