@@ -14,7 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from api import errors, events
 from api.gate import RequestGate
 from api.reconciler import Reconciler
-from api.routes import datasets, jobs, results, system
+from api.routes import dashboard, datasets, jobs, results, system
 from migrations import schema_problem
 from models.artifacts import ArtifactStore
 from models.db import make_engine
@@ -81,6 +81,10 @@ def create_app(settings: Settings | None = None, *, reconcile: bool = True) -> F
         version="1.0",
         summary="GAN training as a service",
         lifespan=lifespan,
+        # /docs is served by api.routes.dashboard with Swagger UI's files from this service (no CDN: works
+        # offline); ReDoc, CDN-only, is off.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.store = JobStore(make_engine(settings.database_url))
@@ -94,7 +98,7 @@ def create_app(settings: Settings | None = None, *, reconcile: bool = True) -> F
     errors.install(app)
     # In front of the routers: a request is authenticated and size-checked before its body is read.
     app.add_middleware(RequestGate, settings=settings)
-    for router in (jobs.router, datasets.router, results.router, events.router, system.router):
+    for router in (jobs.router, datasets.router, results.router, events.router, system.router, dashboard.router):
         app.include_router(router)
     return app
 

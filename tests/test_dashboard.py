@@ -1,0 +1,256 @@
+"""The web dashboard and /docs in a real headless Chromium (Debian's `chromium`, driven by Playwright), against a
+real API and worker on both backends. The service runs with API keys, so every page test also covers auth.
+
+Screenshots go to pytest's tmp dir (test output), never the repository.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+
+from tests.service import Service, wait_for
+
+CHROMIUM = "/usr/bin/chromium"
+KEY = "key-a"
+
+
+def long_spec(name: str) -> dict[str, Any]:
+    """A small job that would train for minutes: the tests watch it, then cancel it."""
+    return {
+        "name": name,
+        "dataset": {"builtin": "ring8"},
+        "architecture": {"name": "mlp", "hidden": 32, "depth": 2},
+        "loss": {"name": "nsgan"},
+        "training": {"steps": 200_000, "batch_size": 32},
+        "every": {"metrics": 10, "samples": 100, "checkpoint": 500},
+        "tags": {"suite": "dashboard"},
+    }
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def context(browser: Browser) -> Iterator[BrowserContext]:
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    context.set_default_timeout(30_000)
+    try:
+        yield context
+    finally:
+        context.close()
+
+
+@pytest.fixture
+def page(context: BrowserContext) -> Page:
+    """A page whose browser already holds the key (the auth test enters it by hand)."""
+    context.add_init_script(f"localStorage.setItem('ganforge.apiKey', {json.dumps(KEY)})")
+    return context.new_page()
+
+
+def script_errors(page: Page) -> list[str]:
+    """The page's uncaught script errors from now on (the list fills as they happen)."""
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    return errors
+
+
+def shot(page: Page, tmp_path: Path, name: str) -> None:
+    page.screenshot(path=str(tmp_path / f"{name}.png"), full_page=True)
+
+
+def test_static_files_and_page_are_public(service: Service) -> None:
+    for path, kind in [
+        ("/", "text/html"),
+        ("/static/app.js", "javascript"),
+        ("/static/vendor/uplot/uPlot.iife.min.js", "javascript"),
+        ("/static/vendor/swagger-ui/swagger-ui-bundle.js", "javascript"),
+        ("/docs", "text/html"),
+    ]:
+        response = httpx.get(service.url + path)  # no key: the page is public, its data calls are not
+        assert response.status_code == 200, (path, response.text[:200])
+        assert kind in response.headers["content-type"], path
+    for path in ["/static/../app.py", "/static/%2e%2e/app.py", "/static/nothing.js", "/static/"]:
+        assert httpx.get(service.url + path).status_code == 404, path
+    assert httpx.get(f"{service.url}/v1/jobs").status_code == 401
+    assert "/" not in httpx.get(f"{service.url}/openapi.json").json()["paths"]
+
+
+def test_key_entered_once_is_kept_across_reload(context: BrowserContext, service: Service, tmp_path: Path) -> None:
+    with service.client() as client:
+        job = client.post("/v1/jobs", json={**long_spec("auth-check"), "training": {"steps": 20}}).json()
+    page = context.new_page()
+    page.goto(service.url + "/#/jobs")
+    prompt = page.locator("#auth-prompt")
+    expect(prompt).to_be_visible()
+    expect(prompt).to_contain_text("API key")
+    shot(page, tmp_path, "needs-key")
+    page.get_by_label("API key").fill(KEY)
+    page.get_by_role("button", name="Save key").click()
+    expect(prompt).to_be_hidden()
+    expect(page.locator(f"#jobs tr[data-id='{job['id']}']")).to_contain_text("auth-check")
+    page.reload()
+    expect(page.locator(f"#jobs tr[data-id='{job['id']}']")).to_contain_text("auth-check")
+    expect(prompt).to_be_hidden()
+    # a wrong key is refused and said so
+    page.get_by_label("API key").fill("wrong")
+    page.get_by_role("button", name="Save key").click()
+    expect(prompt).to_contain_text("refused")
+
+
+def test_job_page_live_curves_slider_and_cancel(page: Page, service: Service, tmp_path: Path) -> None:
+    errors = script_errors(page)
+    with service.client() as client:
+        job = client.post("/v1/jobs", json=long_spec("dash-live")).json()
+        wait_for(client, job["id"], ("running",), timeout=60)
+    # the jobs page lists it, with its status as text
+    page.goto(service.url + "/#/jobs")
+    row = page.locator(f"#jobs tr[data-id='{job['id']}']")
+    expect(row).to_contain_text("dash-live")
+    expect(row).to_contain_text("nsgan / mlp / ring8")
+    expect(row.locator("[data-status]")).to_have_text(re.compile("running|queued"))
+    expect(row).to_contain_text(re.compile(r"step \d+ / 200000"))
+    page.locator("#filter-status").select_option("succeeded")
+    expect(row).to_have_count(0)
+    page.locator("#filter-status").select_option("running")
+    expect(row).to_contain_text("dash-live")
+    shot(page, tmp_path, "jobs")
+
+    row.get_by_role("link", name="dash-live").click()
+    expect(page).to_have_url(re.compile(f"#/jobs/{job['id']}$"))
+    charts = page.locator("#charts")
+    expect(charts).not_to_have_attribute("data-points", "0")
+    first = int(charts.get_attribute("data-points") or 0)
+    page.wait_for_function(
+        f"Number(document.querySelector('#charts').dataset.points) > {first} + 20", timeout=30_000
+    )  # grows from SSE while the job trains
+    groups = [element.get_attribute("data-group") for element in page.locator("#charts figure").all()]
+    assert {"Losses", "D(x) and D(G(z))", "Gradient norms"} <= set(groups), groups
+    # every series the API has is plotted
+    with service.client() as client:
+        names = set(client.get(f"/v1/jobs/{job['id']}/metrics", params={"max_points": 2}).json()["series"])
+    plotted = set(page.evaluate("[...document.querySelectorAll('#charts .u-legend th')].map(e => e.textContent)"))
+    assert names <= {name.strip() for name in plotted}, (names, plotted)
+    page.get_by_label("Log scale").check()
+    expect(page.locator("#charts figure").first.locator("canvas")).to_have_count(1)
+
+    # the step slider walks the snapshots; the image and its label follow
+    slider = page.get_by_label("Snapshot step")
+    page.wait_for_function("Number(document.querySelector('#sample-step').max) >= 2", timeout=30_000)
+    image = page.locator("#sample-img")
+    expect(image).to_have_attribute("src", re.compile("^blob:"))
+    newest = image.get_attribute("data-step")
+    slider.fill("0")
+    expect(image).to_have_attribute("data-step", "100")
+    expect(page.locator("#sample-label")).to_contain_text("step 100 (1 of")
+    assert image.get_attribute("data-step") != newest
+    slider.focus()
+    page.keyboard.press("ArrowRight")
+    expect(image).to_have_attribute("data-step", "200")
+    assert page.evaluate("document.querySelector('#sample-img').naturalWidth") > 0
+    expect(page.locator("#checkpoints li[data-step]").first).to_contain_text("weights")
+    expect(page.locator("#events")).to_contain_text("sample at step")
+    expect(page.locator("#spec")).to_contain_text('"lr_d"')  # the spec with its defaults
+    shot(page, tmp_path, "job-running")
+
+    cancel = page.get_by_role("button", name="Cancel job")
+    expect(cancel).to_be_enabled()
+    cancel.click()
+    expect(page.locator("#job-status")).to_have_text("cancelled", timeout=30_000)
+    expect(cancel).to_be_disabled()
+    expect(page.locator("#events")).to_contain_text("→ cancelled")
+    shot(page, tmp_path, "job-cancelled")
+    assert errors == []
+
+
+def test_submit_shows_field_errors_and_submits(page: Page, service: Service, tmp_path: Path) -> None:
+    errors = script_errors(page)
+    page.goto(service.url + "/#/submit")
+    editor = page.get_by_label("Spec (JSON)")
+    expect(page.locator("#spec-state")).to_have_text(re.compile("^Valid"))  # seeded from the catalog, with defaults
+    page.get_by_label("Loss").select_option("hinge")
+    # the catalog's defaults for hinge, then (once valid) the whole spec as it would run
+    expect(editor).to_have_value(re.compile(r'"name": "hinge"[\s\S]*"training"'))
+    expect(page.locator("#spec-state")).to_have_text(re.compile("^Valid"))
+    spec = json.loads(editor.input_value())
+    assert spec["loss"]["betas"] == [0.0, 0.9] and spec["loss"]["n_critic"] == 5  # hinge's paper defaults
+    assert spec["dataset"]["builtin"] == "ring8" and spec["training"]["steps"] > 0
+
+    spec["loss"]["lr_d"] = -1
+    editor.fill(json.dumps(spec, indent=2))
+    problems = page.locator("#spec-errors")
+    expect(problems.locator("li[data-field='loss.lr_d']")).to_contain_text("loss.lr_d")
+    expect(page.locator("#spec-state")).to_contain_text("Invalid")
+    shot(page, tmp_path, "submit-error")
+    editor.fill("{ not json")
+    expect(problems).to_contain_text("not valid JSON")
+
+    spec["loss"]["lr_d"] = 1e-4
+    spec["name"] = "from-the-form"
+    spec["training"].update(steps=30, batch_size=32)
+    spec["architecture"]["hidden"] = 32  # a few seconds of CPU
+    editor.fill(json.dumps(spec, indent=2))
+    expect(page.locator("#spec-state")).to_have_text(re.compile("^Valid"))
+    expect(problems.locator("li")).to_have_count(0)
+    page.get_by_role("button", name="Submit job").click()
+    expect(page).to_have_url(re.compile(r"#/jobs/[A-Za-z0-9_-]+$"))
+    job_id = page.url.rsplit("/", 1)[1]
+    expect(page.locator("h1")).to_contain_text("from-the-form")
+    expect(page.locator("#spec")).to_contain_text('"lr_d": 0.0001')
+    with service.client() as client:
+        assert client.get(f"/v1/jobs/{job_id}").json()["spec"]["loss"]["name"] == "hinge"
+        wait_for(client, job_id, ("succeeded",), timeout=120)
+    expect(page.locator("#job-status")).to_have_text("succeeded", timeout=30_000)
+    expect(page.get_by_role("button", name="Cancel job")).to_be_disabled()
+    assert errors == []
+
+
+def test_datasets_upload_preview_delete(page: Page, service: Service, tmp_path: Path) -> None:
+    points = tmp_path / "blobs.npz"
+    rng = np.random.default_rng(0)
+    np.savez(points, x=rng.normal(size=(500, 2)).astype("float32"))
+    page.goto(service.url + "/#/datasets")
+    page.get_by_label(".npz or .zip of class folders").set_input_files(str(points))
+    page.get_by_label("Name").fill("dash-blobs")
+    page.get_by_role("button", name="Upload").click()
+    expect(page.locator("#upload-state")).to_contain_text("Ready: dash-blobs")
+    card = page.locator("#datasets article").filter(has_text="dash-blobs")
+    expect(card.locator("img")).to_have_attribute("src", re.compile("^blob:"))
+    expect(page.locator("#upload-progress")).to_have_attribute("value", re.compile("[1-9]"))
+    dataset_id = card.get_attribute("data-id")
+    shot(page, tmp_path, "datasets")
+    card.get_by_role("button", name="Delete dash-blobs").click()
+    expect(card).to_have_count(0)
+    with service.client() as client:
+        assert client.get(f"/v1/datasets/{dataset_id}").status_code == 404
+
+
+def test_docs_load_with_nothing_from_outside(context: BrowserContext, service: Service) -> None:
+    requests: list[str] = []
+    context.on("request", lambda request: requests.append(request.url))
+    page = context.new_page()
+    page.goto(service.url + "/docs")
+    expect(page.locator(".swagger-ui .opblock").first).to_be_visible()
+    expect(page.locator(".swagger-ui")).to_contain_text("/v1/jobs")
+    page.goto(service.url + "/")
+    page.wait_for_load_state("networkidle")
+    time.sleep(0.2)
+    outside = [url for url in requests if not url.startswith((service.url + "/", "data:", "blob:"))]
+    assert outside == [], outside
+    assert any(url.endswith("swagger-ui-bundle.js") for url in requests)
