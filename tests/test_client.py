@@ -1,0 +1,493 @@
+"""The Python SDK (`ganforge.client`) against the real service on both backends, sync and async.
+
+One tiny job per backend is submitted once and followed live through a TCP proxy that is cut every 0.3 s (every
+event must still arrive exactly once and in order); the README flow then reads that job through `Client`, and a
+second tiny job goes through `AsyncClient` end to end. Retries are shown against a small local HTTP server that
+answers 503 / 429 on cue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+
+from ganforge.client import (
+    AsyncClient,
+    Client,
+    Conflict,
+    ConnectionFailed,
+    Event,
+    Metrics,
+    NotFound,
+    RateLimited,
+    ServerError,
+    Unauthorized,
+    ValidationFailed,
+)
+from models.spec import JobSpec
+from tests.conftest import api_only
+from tests.service import Service, free_port
+from tests.tcp_proxy import TcpProxy
+
+KEY = "key-a"
+PNG = b"\x89PNG\r\n\x1a\n"
+NPY = b"\x93NUMPY"
+
+
+def tiny_spec(steps: int = 200, **extra: Any) -> dict[str, Any]:
+    """ring8, a small MLP, a sample and a checkpoint every 100 steps: a few seconds of CPU."""
+    return {
+        "dataset": {"builtin": "ring8"},
+        "architecture": {"name": "mlp", "hidden": 32, "depth": 2},
+        "loss": {"name": "nsgan"},
+        "training": {"steps": steps, "batch_size": 64},
+        "every": {"metrics": 10, "samples": steps // 2, "checkpoint": steps // 2},
+        **extra,
+    }
+
+
+@dataclass
+class Followed:
+    """What one follower of the live job received, and when."""
+
+    events: list[Event] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)
+    error: BaseException | None = None
+
+    def add(self, event: Event) -> None:
+        self.events.append(event)
+        self.times.append(time.monotonic())
+
+
+@dataclass
+class Live:
+    job_id: str
+    sync: Followed
+    aio: Followed
+    cuts: list[float]
+
+
+@pytest.fixture(scope="module")
+def live(service: Service) -> Iterator[Live]:
+    """The shared job: submitted, then followed from its start to its end by a sync and an async client, both
+    through a proxy that breaks every open connection every 0.3 s (and briefly refuses new ones)."""
+    proxy = TcpProxy(service.port)
+    proxy.start()
+    url = f"http://127.0.0.1:{proxy.port}"
+    with Client(service.url, KEY) as client:
+        job = client.submit(tiny_spec(tags={"suite": "sdk"}))
+    sync, aio = Followed(), Followed()
+
+    def follow_sync() -> None:
+        try:
+            with Client(url, KEY, retries=8, backoff=0.05) as client:
+                for event in client.follow(job.id):
+                    sync.add(event)
+        except BaseException as exc:
+            sync.error = exc
+
+    async def follow_async() -> None:
+        try:
+            async with AsyncClient(url, KEY, retries=8, backoff=0.05) as client:
+                async for event in client.follow(job.id):
+                    aio.add(event)
+        except BaseException as exc:
+            aio.error = exc
+
+    threads = [threading.Thread(target=follow_sync), threading.Thread(target=lambda: asyncio.run(follow_async()))]
+    for thread in threads:
+        thread.start()
+    cuts: list[float] = []
+    deadline = time.monotonic() + 120
+    while any(thread.is_alive() for thread in threads) and time.monotonic() < deadline:
+        time.sleep(0.3)
+        proxy.cut()
+        cuts.append(time.monotonic())
+        time.sleep(0.02)
+        proxy.start()
+    proxy.cut()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert not any(thread.is_alive() for thread in threads), service.logs()
+    yield Live(job.id, sync, aio, cuts)
+
+
+def test_follow_across_cut_connections_yields_every_event_once_in_order(service: Service, live: Live) -> None:
+    with Client(service.url, KEY) as client:
+        log = list(client.follow(live.job_id))  # the whole log, replayed after the end
+    ids = [event.id for event in log]
+    assert ids == list(range(1, len(log) + 1)) and log[-1].final
+    assert [e.type for e in log].count("sample") == 2 and [e.type for e in log].count("checkpoint") == 2
+    for name, followed in (("sync", live.sync), ("async", live.aio)):
+        assert followed.error is None, f"{name}: {followed.error!r}"
+        assert [(e.id, e.type, e.data) for e in followed.events] == [(e.id, e.type, e.data) for e in log], name
+        first, last = followed.times[0], followed.times[-1]
+        cut_mid_stream = [t for t in live.cuts if first < t < last]
+        assert len(cut_mid_stream) >= 2, f"{name}: the stream was not cut while events flowed ({live.cuts})"
+    # A follower that starts after event 3 gets the rest; past the end of a finished job's log: nothing.
+    with Client(service.url, KEY) as client:
+        assert [e.id for e in client.follow(live.job_id, after=3)] == ids[3:]
+        assert list(client.events(live.job_id, after=ids[-1])) == []
+
+
+def test_readme_flow_sync(service: Service, live: Live, tmp_path: Path) -> None:
+    with Client(service.url, KEY) as client:
+        job = client.wait(live.job_id, timeout=60)
+        assert (job.status, job.finished, job.progress.step, job.progress.total_steps) == ("succeeded", True, 200, 200)
+        assert job.tags == {"suite": "sdk"} and job.spec["loss"]["name"] == "nsgan"
+        assert job.created_at.tzinfo is not None and {"loss_d", "loss_g"} <= set(job.latest_metrics)
+
+        metrics = client.metrics(job.id, ["loss_d", "loss_g"])
+        assert set(metrics.series) == {"loss_d", "loss_g"}
+        loss_d = metrics["loss_d"]
+        assert loss_d.steps == list(range(10, 201, 10)) and len(loss_d.values) == 20 and not loss_d.downsampled
+        assert client.metrics(job.id, "loss_d", since_step=150).series["loss_d"].steps == [150, 160, 170, 180, 190, 200]
+        assert client.metrics(job.id, max_points=4)["loss_g"].downsampled
+        long = metrics.to_pandas()
+        assert list(long.columns) == ["series", "step", "value"] and len(long) == 40
+        assert long[long.series == "loss_d"].value.tolist() == loss_d.values
+        wide = metrics.to_pandas(wide=True)
+        assert list(wide.columns) == ["loss_d", "loss_g"] and wide.index.tolist() == loss_d.steps
+        assert wide["loss_g"].tolist() == metrics["loss_g"].values
+
+        samples = client.samples(job.id)
+        assert [s.step for s in samples] == [100, 200] and samples[0].evaluation is not None
+        assert client.sample_png(job.id, 100).startswith(PNG)
+        raw = client.sample_npy(job.id, samples[-1].step)
+        assert raw.startswith(NPY) and np.load(io.BytesIO(raw)).shape == (samples[-1].count, 2)
+        assert client.sample_npy(job.id) == raw  # "latest"
+
+        checkpoints = client.checkpoints(job.id)
+        assert [c.step for c in checkpoints] == [100, 200]
+        calls: list[tuple[int, int | None]] = []
+        path = client.download_checkpoint(
+            job.id, path=tmp_path, progress=lambda done, total: calls.append((done, total))
+        )
+        assert path == tmp_path / f"{job.id}-200.safetensors" and path.stat().st_size == checkpoints[-1].size_bytes
+        assert calls and calls[-1] == (checkpoints[-1].size_bytes, checkpoints[-1].size_bytes)
+        assert [done for done, _ in calls] == sorted(done for done, _ in calls)
+        named = client.download_checkpoint(job.id, 100, tmp_path / "sub" / "g100.safetensors")
+        assert named.read_bytes()[8:9] == b"{"  # safetensors: an 8-byte header length, then its JSON header
+        assert sorted(p.name for p in tmp_path.rglob("*")) == sorted(["sub", "g100.safetensors", path.name])
+
+        catalog = client.catalog()
+        assert "nsgan" in json.dumps(catalog) and "mlp" in json.dumps(catalog)
+
+
+def test_validate_names_the_field_and_takes_every_spec_form(service: Service, tmp_path: Path) -> None:
+    spec = tiny_spec()
+    with Client(service.url, KEY) as client:
+        filled = client.validate(spec)
+        assert filled["loss"]["name"] == "nsgan" and "lr_d" in filled["loss"] and filled["training"]["steps"] == 200
+        (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+        (tmp_path / "spec.json").write_text(json.dumps(spec))
+        assert client.validate(str(tmp_path / "spec.yaml")) == filled
+        assert client.validate(tmp_path / "spec.json") == filled
+        assert client.validate(JobSpec.model_validate(spec)) == filled
+        with pytest.raises(ValidationFailed) as refused:
+            client.validate({**spec, "loss": {"name": "wgan-gq"}})
+        assert refused.value.status == 422 and "loss.name" in [f.field for f in refused.value.fields]
+        assert "loss.name" in str(refused.value)
+        with pytest.raises(ValidationFailed) as bad_number:
+            client.submit({**spec, "training": {"steps": -5}})
+        assert [f.field for f in bad_number.value.fields] == ["training.steps"]
+        with pytest.raises(ValueError, match="must end in"):
+            client.validate(str(tmp_path / "spec.txt"))
+
+
+def test_not_found_leaves_no_file(service: Service, live: Live, tmp_path: Path) -> None:
+    with Client(service.url, KEY) as client:
+        for call in (
+            lambda: client.get("no-such-job"),
+            lambda: client.metrics("no-such-job"),
+            lambda: client.sample_png(live.job_id, 7),
+            lambda: client.download_checkpoint("no-such-job", path=tmp_path / "x.safetensors"),
+            lambda: client.download_checkpoint(live.job_id, 123, path=tmp_path),
+            lambda: client.datasets.get("no-such-data-set"),
+        ):
+            with pytest.raises(NotFound) as missing:
+                call()
+            assert missing.value.status == 404 and missing.value.code == "not_found"
+        assert list(tmp_path.iterdir()) == []
+
+
+def test_datasets_idempotency_conflicts_cancel_and_list(service: Service, live: Live, tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "blobs.npz", x=rng.normal(size=(600, 2)).astype(np.float32))
+    with Client(service.url, KEY) as client:
+        sent: list[tuple[int, int | None]] = []
+        dataset = client.datasets.upload(
+            tmp_path / "blobs.npz", "blobs", progress=lambda done, total: sent.append((done, total))
+        )
+        size = (tmp_path / "blobs.npz").stat().st_size
+        assert (dataset.name, dataset.format, dataset.info["kind"]) == ("blobs", "npz", "points")
+        assert sent[-1] == (size, size)
+        assert client.datasets.upload(tmp_path / "blobs.npz").id == dataset.id  # same content, same data set
+        assert client.datasets.get(dataset.id).content_hash == dataset.content_hash
+        assert dataset.id in [d.id for d in client.datasets.list(limit=1)]
+        assert client.datasets.preview_png(dataset.id).startswith(PNG)
+        with pytest.raises(ValidationFailed) as bad_resize:
+            client.datasets.upload(tmp_path / "blobs.npz", resize=3)
+        assert [f.field for f in bad_resize.value.fields] == ["resize"]
+
+        # Long enough that it is still queued or running when the deletes below arrive.
+        spec = tiny_spec(5000, dataset={"id": dataset.id})
+        uses = client.submit(spec, idempotency_key="sdk-uses-blobs")
+        assert client.submit(spec, idempotency_key="sdk-uses-blobs").id == uses.id  # a retry: the same job
+        with pytest.raises(Conflict) as reused:
+            client.submit({**spec, "name": "other"}, idempotency_key="sdk-uses-blobs")
+        assert reused.value.code == "idempotency_conflict"
+        with pytest.raises(Conflict) as in_use:
+            client.datasets.delete(dataset.id)
+        assert in_use.value.code == "dataset_in_use" and uses.id in in_use.value.message
+
+        with pytest.raises(TimeoutError):
+            client.wait(uses.id, timeout=0.3)
+        assert client.cancel(uses.id).status in ("cancelling", "cancelled")
+        assert client.wait(uses.id, timeout=60).status == "cancelled"
+        assert client.cancel(uses.id).status == "cancelled"  # cancelling a cancelled job returns it
+        with pytest.raises(Conflict) as finished:
+            client.cancel(live.job_id)
+        assert finished.value.code == "already_finished"
+        client.datasets.delete(dataset.id)
+        with pytest.raises(NotFound):
+            client.datasets.get(dataset.id)
+
+        # More jobs than one page: the iterator follows next_cursor, newest first.
+        everyone = list(client.list(limit=1))
+        assert len(everyone) >= 2 and len({j.id for j in everyone}) == len(everyone)
+        assert [j.created_at for j in everyone] == sorted((j.created_at for j in everyone), reverse=True)
+        assert uses.id in [j.id for j in client.list(status="cancelled", limit=1)]
+        assert all(j.status == "succeeded" for j in client.list(status="succeeded", limit=1))
+        assert [j.id for j in client.list(tag="suite:sdk")] == [live.job_id]
+
+
+def test_readme_flow_async(service: Service, tmp_path: Path) -> None:
+    async def flow() -> None:
+        async with AsyncClient(service.url, KEY) as client:
+            filled = await client.validate(tiny_spec(100))
+            assert filled["training"]["steps"] == 100
+            job = await client.submit(tiny_spec(100))
+            assert job.status == "queued" and not job.finished
+            events = [event async for event in client.follow(job.id)]
+            assert [e.id for e in events] == list(range(1, len(events) + 1)) and events[-1].final
+            assert events[-1].data["to"] == "succeeded"
+            done = await client.wait(job.id, timeout=30)
+            assert done.status == "succeeded" and (await client.get(job.id)).progress.step == 100
+            assert job.id in [j.id async for j in client.list(status="succeeded", limit=1)]
+            metrics = await client.metrics(job.id, ["loss_g"])
+            assert isinstance(metrics, Metrics) and metrics["loss_g"].steps[-1] == 100
+            samples = await client.samples(job.id)
+            assert [s.step for s in samples] == [50, 100]
+            assert (await client.sample_png(job.id, 50)).startswith(PNG)
+            assert (await client.sample_npy(job.id, "latest")).startswith(NPY)
+            calls: list[tuple[int, int | None]] = []
+            path = await client.download_checkpoint(
+                job.id, path=tmp_path / "g.safetensors", progress=lambda d, t: calls.append((d, t))
+            )
+            assert path.stat().st_size == (await client.checkpoints(job.id))[-1].size_bytes == calls[-1][0]
+            with pytest.raises(NotFound):
+                await client.download_checkpoint(job.id, 999, path=tmp_path / "none.safetensors")
+            assert not (tmp_path / "none.safetensors").exists()
+            with pytest.raises(ValidationFailed) as refused:
+                await client.submit({**tiny_spec(), "loss": {"name": "nsgann"}})
+            assert "loss.name" in [f.field for f in refused.value.fields]
+            np.savez(tmp_path / "rows.npz", x=np.random.default_rng(1).normal(size=(300, 2)))
+            dataset = await client.datasets.upload(tmp_path / "rows.npz", name="rows")
+            assert dataset.id in [d.id async for d in client.datasets.list()]
+            await client.datasets.delete(dataset.id)
+            with pytest.raises(NotFound):
+                await client.datasets.get(dataset.id)
+
+    asyncio.run(flow())
+
+
+def test_a_wrong_or_missing_key_is_unauthorized(tmp_path: Path) -> None:
+    with api_only("embedded", tmp_path, GANFORGE_API_KEYS="k1=team-a") as deployment:
+        for key in ("wrong", ""):
+            with Client(deployment.url, key) as client, pytest.raises(Unauthorized) as refused:
+                list(client.list())
+            assert refused.value.status == 401 and refused.value.code == "unauthorized"
+        with Client(deployment.url, "k1") as client:
+            assert list(client.list()) == []
+
+        async def wrong() -> None:
+            async with AsyncClient(deployment.url, "wrong") as client:
+                with pytest.raises(Unauthorized):
+                    await client.catalog()
+
+        asyncio.run(wrong())
+
+
+# ---------------------------------------------------------------------------------------------------- retries
+
+
+class Scripted(ThreadingHTTPServer):
+    """A local HTTP server that answers each path from a script of (status, headers, body), then 200 {}."""
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.scripts: dict[str, list[tuple[int, dict[str, str], Any]]] = {}
+        self.seen: list[tuple[str, str, float, dict[str, str]]] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def count(self, method: str, path: str) -> int:
+        return sum(1 for m, p, _, _ in self.seen if (m, p) == (method, path))
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: Scripted
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("content-length") or 0)
+        self.rfile.read(length)
+        path = self.path.split("?")[0]
+        self.server.seen.append((self.command, path, time.monotonic(), dict(self.headers)))
+        script = self.server.scripts.get(f"{self.command} {path}", [])
+        status, headers, body = script.pop(0) if script else (200, {}, {})
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        for name, value in {"content-type": "application/json", **headers}.items():
+            self.send_header(name, value)
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_POST = do_DELETE = _answer
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def scripted() -> Iterator[Scripted]:
+    server = Scripted()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def error(code: str) -> dict[str, Any]:
+    return {"error": {"code": code, "message": code, "details": []}}
+
+
+JOB = {
+    "id": "j1",
+    "name": "",
+    "status": "queued",
+    "owner": "anonymous",
+    "spec": {},
+    "tags": {},
+    "progress": {"step": 0, "total_steps": 10, "steps_per_sec": None, "eta_seconds": None},
+    "latest_metrics": {},
+    "attempt": 1,
+    "max_attempts": 3,
+    "error": None,
+    "created_at": "2026-01-01T00:00:00Z",
+    "a_field_from_a_newer_api": 1,
+}
+
+
+def test_safe_requests_are_retried_on_503_and_429_with_retry_after(scripted: Scripted) -> None:
+    scripted.scripts["GET /v1/jobs/j1"] = [(503, {}, error("unavailable")), (200, {}, JOB)]
+    scripted.scripts["GET /v1/catalog"] = [(429, {"retry-after": "1"}, error("slow_down")), (200, {}, {"losses": []})]
+    scripted.scripts["POST /v1/jobs"] = [(502, {}, error("bad_gateway")), (201, {}, JOB), (201, {}, JOB)]
+    with Client(scripted.url, retries=3, backoff=0.01) as client:
+        assert client.get("j1").id == "j1" and scripted.count("GET", "/v1/jobs/j1") == 2
+        started = time.monotonic()
+        assert client.catalog() == {"losses": []}
+        asked, answered = [t for m, p, t, _ in scripted.seen if p == "/v1/catalog"]
+        assert answered - asked >= 1.0 and time.monotonic() - started < 5
+        # A submit carries a fresh Idempotency-Key, so it is retried, with the same key.
+        assert client.submit({"any": "spec"}).id == "j1"
+        keys = [h.get("Idempotency-Key") for m, p, _, h in scripted.seen if (m, p) == ("POST", "/v1/jobs")]
+        assert len(keys) == 2 and keys[0] == keys[1] and keys[0] and len(keys[0]) == 36
+        assert client.submit({"any": "spec"}).id == "j1"
+        third = [h["Idempotency-Key"] for m, p, _, h in scripted.seen if (m, p) == ("POST", "/v1/jobs")][-1]
+        assert third != keys[0]  # one key per call
+
+        # Retries give up: the last answer is raised.
+        scripted.scripts["GET /v1/jobs/j2"] = [(500, {}, error("internal_error"))] * 4
+        with pytest.raises(ServerError) as failed:
+            client.get("j2")
+        assert failed.value.status == 500 and scripted.count("GET", "/v1/jobs/j2") == 4
+        scripted.scripts["GET /v1/jobs/j3"] = [(429, {"retry-after": "0"}, error("slow_down"))] * 4
+        with pytest.raises(RateLimited) as limited:
+            client.get("j3")
+        assert limited.value.retry_after == 0 and scripted.count("GET", "/v1/jobs/j3") == 4
+
+
+def test_unsafe_requests_and_other_4xx_are_not_retried(scripted: Scripted, tmp_path: Path) -> None:
+    (tmp_path / "d.npz").write_bytes(b"not really")
+    scripted.scripts["POST /v1/datasets"] = [(503, {}, error("unavailable")), (201, {}, {})]
+    scripted.scripts["DELETE /v1/datasets/d1"] = [(503, {}, error("unavailable"))]
+    scripted.scripts["GET /v1/jobs/j1"] = [(404, {}, error("not_found")), (200, {}, JOB)]
+    scripted.scripts["POST /v1/jobs"] = [(409, {}, error("idempotency_conflict")), (201, {}, JOB)]
+    with Client(scripted.url, retries=3, backoff=0.01) as client:
+        with pytest.raises(ServerError):
+            client.datasets.upload(tmp_path / "d.npz")  # a POST without Idempotency-Key: sent once
+        assert scripted.count("POST", "/v1/datasets") == 1
+        with pytest.raises(ServerError):
+            client.datasets.delete("d1")
+        assert scripted.count("DELETE", "/v1/datasets/d1") == 1
+        with pytest.raises(NotFound):
+            client.get("j1")
+        assert scripted.count("GET", "/v1/jobs/j1") == 1
+        with pytest.raises(Conflict):
+            client.submit({"any": "spec"})
+        assert scripted.count("POST", "/v1/jobs") == 1
+
+    async def async_side() -> None:
+        scripted.scripts["GET /v1/jobs/j4"] = [(503, {}, error("unavailable")), (200, {}, {**JOB, "id": "j4"})]
+        async with AsyncClient(scripted.url, retries=2, backoff=0.01) as client:
+            job = await client.get("j4")
+            assert job.id == "j4" and job.a_field_from_a_newer_api == 1  # type: ignore[attr-defined]
+        assert scripted.count("GET", "/v1/jobs/j4") == 2
+
+    asyncio.run(async_side())
+
+
+def test_nothing_listening_is_connection_failed_after_retries() -> None:
+    with Client(f"http://127.0.0.1:{free_port()}", retries=2, backoff=0.01) as client:
+        started = time.monotonic()
+        with pytest.raises(ConnectionFailed, match="could not reach http://127.0.0.1"):
+            client.get("j1")
+        assert time.monotonic() - started < 5
+
+
+def test_metrics_to_pandas_without_pandas_is_a_clear_import_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    metrics = Metrics(job_id="j", series={"loss_d": {"steps": [1], "values": [0.5], "downsampled": False}})  # type: ignore[dict-item]
+    monkeypatch.setitem(__import__("sys").modules, "pandas", None)
+    with pytest.raises(ImportError, match="pip install pandas"):
+        metrics.to_pandas()
+
+
+def test_client_settings_come_from_arguments_then_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GANFORGE_URL", "http://example.invalid:9000/")
+    monkeypatch.setenv("GANFORGE_API_KEY", "from-env")
+    with Client() as client:
+        assert client.base_url == "http://example.invalid:9000" and client.config.api_key == "from-env"
+    with Client("http://127.0.0.1:1", "given") as client:
+        assert client.base_url == "http://127.0.0.1:1" and client.config.api_key == "given"
+    monkeypatch.delenv("GANFORGE_URL")
+    with Client() as client:
+        assert client.base_url == "http://127.0.0.1:8000"
+    with pytest.raises(ValueError, match="http"):
+        Client("ftp://somewhere")
