@@ -181,6 +181,33 @@ def test_by_job_id_with_the_service_from_the_environment(
     assert ganforge.load_generator(jobs["cgan"]["id"]).num_classes == 10
 
 
+@EMBEDDED
+def test_an_uploaded_data_set_s_shape_and_classes_come_from_the_service(
+    service: Service, api: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows = tmp_path / "rows.npz"
+    rng = np.random.default_rng(0)
+    np.savez(rows, x=rng.normal(size=(256, 3)).astype(np.float32), y=rng.integers(0, 4, 256))
+    dataset = api.datasets.upload(rows, "rows3")
+    spec = {
+        "dataset": {"id": dataset.id},
+        "architecture": {"name": "mlp", "hidden": 16, "depth": 1},
+        "loss": {"name": "cgan"},
+        "training": {"steps": 10, "batch_size": 32},
+        "every": {"metrics": 10, "samples": 10, "checkpoint": 10},
+    }
+    job = api.wait(api.submit(spec).id, timeout=120)
+    assert job.status == "succeeded", (job, service.logs())
+    g = ganforge.load_generator(job.id, api=api)
+    assert (g.shape, g.num_classes) == ((3,), 4)
+    assert g.generate(6, seed=0, labels=3).shape == (6, 3)
+    path = api.download_checkpoint(job.id, path=tmp_path / "rows.safetensors")
+    assert ganforge.load_generator(path, api=api).shape == (3,)
+    monkeypatch.delenv("GANFORGE_URL", raising=False)
+    with pytest.raises(ValueError, match=f"uploaded data set {dataset.id}.*pass api=Client"):
+        ganforge.load_generator(path)  # the file alone does not say the upload's shape
+
+
 def test_files_that_are_not_ganforge_checkpoints_are_refused(tmp_path: Path) -> None:
     text = tmp_path / "notes.safetensors"
     text.write_text("not weights")
