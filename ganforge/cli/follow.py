@@ -27,9 +27,12 @@ def follow_job(client: Client, job_id: str, *, json_output: bool = False, quiet:
     final job as JSON with `json_output`.
     Raises the SDK's errors (NotFound, Unauthorized, ConnectionFailed, ...) to the caller.
     """
-    job = client.get(job_id).model_dump(mode="json")
     try:
+        job = client.get(job_id).model_dump(mode="json")
         if job["status"] not in render.FINAL:
+            render.stderr().print(
+                f"following job {job_id} ({job['name'] or 'no name'}); Ctrl-C detaches", soft_wrap=True
+            )
             _live(client, job)
     except KeyboardInterrupt:
         render.stderr().print(
