@@ -7,6 +7,7 @@ default) is enough here; the store backends are covered by the service tests.
 from __future__ import annotations
 
 import io
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from safetensors import safe_open
 from safetensors.torch import save_file
 
 import ganforge
@@ -75,6 +77,16 @@ def api(service: Service) -> Iterator[Client]:
         yield client
 
 
+def _without_dataset_metadata(path: Path, out: Path) -> Path:
+    """A copy of a checkpoint as written before its metadata held the data set's shape and classes."""
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata()
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    assert json.loads(metadata.pop("dataset"))["shape"]
+    save_file(tensors, str(out), metadata=metadata)
+    return out
+
+
 def _npy(service: Service, job_id: str, step: int) -> np.ndarray:
     with service.client() as client:
         response = client.get(f"/v1/jobs/{job_id}/samples/{step}.npy")
@@ -85,7 +97,7 @@ def _npy(service: Service, job_id: str, step: int) -> np.ndarray:
 
 @EMBEDDED
 def test_a_downloaded_checkpoint_rebuilds_the_generator_and_reproduces_the_jobs_last_snapshot(
-    service: Service, jobs: dict[str, dict[str, Any]]
+    service: Service, jobs: dict[str, dict[str, Any]], tmp_path: Path
 ) -> None:
     job = jobs["points"]
     g = ganforge.load_generator(job["path"])
@@ -94,6 +106,9 @@ def test_a_downloaded_checkpoint_rebuilds_the_generator_and_reproduces_the_jobs_
     snapshot = g.snapshot()
     assert snapshot.shape == (2500, 2) and snapshot.dtype == torch.float32
     np.testing.assert_allclose(snapshot.numpy(), _npy(service, job["id"], 200), rtol=1e-4, atol=1e-5)
+    # a built-in data set's shape is known without the metadata (checkpoints written before it held it)
+    older = ganforge.load_generator(_without_dataset_metadata(job["path"], tmp_path / "older.safetensors"))
+    assert older.shape == (2,) and torch.equal(older.snapshot(), snapshot)
 
 
 @EMBEDDED
@@ -202,10 +217,15 @@ def test_an_uploaded_data_set_s_shape_and_classes_come_from_the_service(
     assert (g.shape, g.num_classes) == ((3,), 4)
     assert g.generate(6, seed=0, labels=3).shape == (6, 3)
     path = api.download_checkpoint(job.id, path=tmp_path / "rows.safetensors")
-    assert ganforge.load_generator(path, api=api).shape == (3,)
     monkeypatch.delenv("GANFORGE_URL", raising=False)
+    alone = ganforge.load_generator(path)  # the checkpoint's metadata says the data's shape and classes
+    assert (alone.shape, alone.num_classes) == ((3,), 4)
+
+    # A checkpoint from before the metadata held the data set: the service is asked, or the error says to.
+    older = _without_dataset_metadata(path, tmp_path / "older.safetensors")
+    assert ganforge.load_generator(older, api=api).shape == (3,)
     with pytest.raises(ValueError, match=f"uploaded data set {dataset.id}.*pass api=Client"):
-        ganforge.load_generator(path)  # the file alone does not say the upload's shape
+        ganforge.load_generator(older)
 
 
 def test_files_that_are_not_ganforge_checkpoints_are_refused(tmp_path: Path) -> None:

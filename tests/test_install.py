@@ -320,6 +320,9 @@ def test_the_plain_install_is_a_client_without_torch_and_the_api_extra_serves_wi
             time.sleep(0.3)
         created = httpx.post(f"http://127.0.0.1:{port}/v1/jobs", json=SPEC, timeout=30)
         assert created.status_code == 201, created.text
+        # the dashboard and /docs assets are package data: the installed API serves them
+        for path in ("/", "/docs", "/static/vendor/swagger-ui/swagger-ui-bundle.js", "/static/vendor/uplot/LICENSE"):
+            assert httpx.get(f"http://127.0.0.1:{port}{path}", timeout=30).status_code == 200, path
         loaded = _run([python, "-c", "import sys, api.app; print('torch' in sys.modules)"], cwd=outside, env=env)
         assert loaded.stdout.strip() == "False"
     finally:

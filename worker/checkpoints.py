@@ -29,6 +29,7 @@ from safetensors.torch import load as safetensors_load
 from safetensors.torch import save_file
 
 from models.artifacts import ArtifactStore
+from models.datasets import DatasetInfo
 from models.store import MetricPoint
 
 WEIGHTS_SUFFIX = ".safetensors"
@@ -86,15 +87,20 @@ def write_checkpoint(
     scratch_dir: str,
     pending_metrics: list[MetricPoint] | None = None,
     handed_back: str | None = None,
+    dataset: DatasetInfo | None = None,
 ) -> WrittenCheckpoint:
     """Write the weights (safetensors, with the job's spec as metadata), then the state; both atomically.
 
     `weights` are contiguous CPU tensors; `state` must load with `torch.load(weights_only=True)`.
+    `dataset` (the data as trained on, after resize) goes in the metadata too: its kind, shape and
+    classes, so the weights rebuild into their network without the service (ganforge.load_generator).
     `pending_metrics` and `handed_back` are kept inside the state for the worker that resumes it.
     """
     keys = CheckpointKeys.of(job_id, step)
     os.makedirs(scratch_dir, exist_ok=True)
     metadata = {"format": "ganforge", "job_id": job_id, "step": str(step), "spec": json.dumps(spec_json)}
+    if dataset is not None:
+        metadata["dataset"] = dataset.model_dump_json(include={"kind", "shape", "num_classes", "class_names"})
     with tempfile.NamedTemporaryFile(dir=scratch_dir, suffix=WEIGHTS_SUFFIX, delete=False) as handle:
         weights_path = handle.name
     try:

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from models.artifacts import ArtifactStore
+from models.datasets import DatasetInfo
 from models.pictures import image_grid, npy_bytes, scatter
 from models.store import JobStore
 from worker.checkpoints import WrittenCheckpoint, job_prefix, write_checkpoint
@@ -40,6 +41,7 @@ class StoreSink:
         real_points: np.ndarray | None,
         scratch_dir: str,
         class_names: tuple[str, ...] = (),
+        dataset: DatasetInfo | None = None,
     ) -> None:
         self.keeper, self.store, self.artifacts = keeper, store, artifacts
         self.job_id = job_id
@@ -47,6 +49,7 @@ class StoreSink:
         self.real_points = real_points
         self.scratch_dir = scratch_dir
         self.class_names = class_names
+        self.dataset = dataset  # written into each checkpoint's metadata
         self.last_checkpoint: WrittenCheckpoint | None = None
         self._closed = False
 
@@ -141,6 +144,7 @@ class StoreSink:
             scratch_dir=self.scratch_dir,
             pending_metrics=self.keeper.take_pending() if pending else None,
             handed_back=handed_back,
+            dataset=self.dataset,
         )
 
     def _check_open(self) -> None:

@@ -181,6 +181,7 @@ def _run(
             real_points=data.x[:2500].numpy() if data.info.kind == "points" else None,
             scratch_dir=str(settings.data_dir / "tmp"),
             class_names=data.info.class_names,
+            dataset=data.info,
         )
         try:
             device = resolve_device(spec.training.device)
