@@ -242,10 +242,14 @@ def load_generator(
     text = os.fspath(source)
     if isinstance(source, str) and not os.path.exists(text) and is_id(text):
         client = api if api is not None else _client()
-        with tempfile.TemporaryDirectory(prefix="ganforge-") as folder:
-            path = client.download_checkpoint(text, step=step, path=Path(folder) / "checkpoint.safetensors")
-            checkpoint = _read(Path(path))
-        return _build(checkpoint, target, api=client)
+        try:
+            with tempfile.TemporaryDirectory(prefix="ganforge-") as folder:
+                path = client.download_checkpoint(text, step=step, path=Path(folder) / "checkpoint.safetensors")
+                checkpoint = _read(Path(path))
+            return _build(checkpoint, target, api=client)
+        finally:
+            if api is None:  # ours: close its connections
+                client.close()
     if not os.path.exists(text):
         raise FileNotFoundError(f"{text}: no such checkpoint file (nor a job id: {text!r} is not one)")
     return _build(_read(Path(text)), target, api=api)
@@ -302,7 +306,12 @@ def _dataset_info(spec: JobSpec, metadata: dict[str, str], api: Client | None) -
                 f"this checkpoint's job trained on uploaded data set {ref.id} and the file does not say its "
                 "shape: pass api=Client(...) (or set GANFORGE_URL) so it can be read from the service"
             )
-        info = DatasetInfo.model_validate((api or _client()).datasets.get(ref.id).info)
+        client = api if api is not None else _client()
+        try:
+            info = DatasetInfo.model_validate(client.datasets.get(ref.id).info)
+        finally:
+            if api is None:
+                client.close()
     if info.kind == "images" and ref.resize is not None:
         info = info.model_copy(update={"shape": (info.shape[0], ref.resize, ref.resize)})
     return info
