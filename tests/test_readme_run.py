@@ -190,18 +190,11 @@ def report(section: Section, what: str, number: int, output: str, http_log: str,
     )
 
 
-RUNNABLE = [s for s in SECTIONS if s.runnable]
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(SECTION_SECONDS + 120)
-@pytest.mark.parametrize("section", RUNNABLE, ids=[s.title for s in RUNNABLE])
-def test_the_sections_commands_run_against_a_live_service(
-    section: Section, live: Service, tmp_path: Path, request: pytest.FixtureRequest
-) -> None:
+def run_section(section: Section, service: Service, tmp_path: Path) -> str | None:
+    """Run the section's blocks as described above; None when all ran, else why not (block, output, answers, logs)."""
     work, home, tools = tmp_path / "work", tmp_path / "home", tmp_path / "tools"
     for folder in (work, home, tools):
-        folder.mkdir()
+        folder.mkdir(parents=True)
     (work / ".venv").symlink_to(ROOT / ".venv")
     real_curl = shutil.which("curl")
     assert real_curl is not None, "the README's commands need curl"
@@ -213,12 +206,12 @@ def test_the_sections_commands_run_against_a_live_service(
     env.update(
         PATH=f"{tools}:{VENV_BIN}:{env.get('PATH', '/usr/bin:/bin')}",
         HOME=str(home),
-        GANFORGE_URL=live.url,
+        GANFORGE_URL=service.url,
         READMETEST_CURL=real_curl,
         READMETEST_LOG=str(http_log),
         OMP_NUM_THREADS="1",
     )
-    script = script_for(section, live.port, tmp_path)
+    script = script_for(section, service.port, tmp_path)
     started = time.monotonic()
     try:
         result = subprocess.run(
@@ -236,8 +229,8 @@ def test_the_sections_commands_run_against_a_live_service(
         output = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else (exc.stdout or "")
         returncode = None
     seconds = time.monotonic() - started
-    request.node.user_properties.append(("seconds", round(seconds, 1)))
-    outputs, answers = split_by_block(output), split_by_block(http_log.read_text())
+    log = http_log.read_text()
+    outputs, answers = split_by_block(output), split_by_block(log)
     print(f"README section {section.title!r}: {len(section.runnable)} block(s) in {seconds:.1f} s")
     clock = {n: int(m.group(1)) for n, text in answers.items() if (m := re.search(r"@@readme-at (\d+)", text))}
     for number in sorted(n for n in clock if n >= 0):
@@ -245,15 +238,82 @@ def test_the_sections_commands_run_against_a_live_service(
         took = f"{ends - clock[number]} s" if ends is not None else "did not finish"
         print(f"  block at README.md line {section.runnable[number].line}: {took}")
     last = max(outputs, default=-1)
-    log = http_log.read_text()
     if returncode is None:
-        pytest.fail(report(section, f"timed out after {SECTION_SECONDS} s", last, outputs.get(last, ""), log, live))
+        return report(section, f"timed out after {SECTION_SECONDS} s", last, outputs.get(last, ""), log, service)
     if returncode != 0 or "@@readme-done@@" not in output:
-        pytest.fail(report(section, f"exit status {returncode}", last, outputs.get(last, output), log, live))
+        return report(section, f"exit status {returncode}", last, outputs.get(last, output), log, service)
     for number, lines in answers.items():
         failed = [line for line in lines.splitlines() if re.match(rf"{HTTP_MARK} ([45]\d\d|000) ", line)]
         if failed:
-            pytest.fail(
-                report(section, "an HTTP error answer: " + "; ".join(failed), number, outputs[number], log, live)
-            )
-    assert log.count(HTTP_MARK) or "curl" not in script, "the curl shim recorded nothing: " + log
+            return report(section, "an HTTP error answer: " + "; ".join(failed), number, outputs[number], log, service)
+    if HTTP_MARK not in log and "curl" in script:
+        return "the curl shim recorded no answer:\n" + output
+    return None
+
+
+RUNNABLE = [s for s in SECTIONS if s.runnable]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(SECTION_SECONDS + 120)
+@pytest.mark.parametrize("section", RUNNABLE, ids=[s.title for s in RUNNABLE])
+def test_the_sections_commands_run_against_a_live_service(section: Section, live: Service, tmp_path: Path) -> None:
+    failure = run_section(section, live, tmp_path)
+    if failure:
+        pytest.fail(failure)
+
+
+def test_the_parser_finds_what_a_readme_gets_wrong() -> None:
+    markdown = """# t
+```bash
+echo before any section
+```
+## One
+<!-- readme-test: skip -->
+```bash
+make run
+```
+<!-- readme-test: skip — starts the service -->
+
+```bash
+make run
+```
+```
+no language
+```
+<!-- readme-test: skip — a reason -->
+```yaml
+a: 1
+```
+<!-- readme-test skip: the wrong shape -->
+```python
+print("runs")
+```
+"""
+    sections, problems = parse(markdown)
+    assert [s.title for s in sections] == ["(before the first section)", "One"]
+    assert [(b.line, b.language, b.skip) for b in sections[1].runnable] == [
+        (7, "bash", None),
+        (12, "bash", None),
+        (23, "python", None),
+    ]
+    assert [p.split(":")[0] for p in problems] == ["line 6", "line 10", "line 15", "line 18", "line 22"], problems
+
+
+@pytest.mark.slow
+def test_a_failing_command_an_error_answer_and_a_missing_file_each_fail_their_section(
+    live: Service, tmp_path: Path
+) -> None:
+    cases = {
+        "answer": ("curl -s localhost:8000/v1/jobs/no-such-job\necho after\n", "an HTTP error answer: "),
+        "fail": ("true\ncurl -sf localhost:8000/v1/jobs/no-such-job/samples/3000.png -o s.png\n", "exit status 22"),
+        "file": ("curl -s -XPOST localhost:8000/v1/datasets -F file=@faces.zip -F name=faces\n", "exit status 26"),
+        "unset": ('curl -s "localhost:8000/v1/jobs/$JOB"\n', "exit status 1"),
+        "python": ("raise SystemExit('from python')\n", "exit status 1"),
+    }
+    for name, (text, expected) in cases.items():
+        language = "python" if name == "python" else "bash"
+        section = Section(name, [Block(1, "bash", "echo first\n"), Block(5, language, text)])
+        failure = run_section(section, live, tmp_path / name)
+        assert failure is not None and failure.startswith(expected), (name, failure)
+        assert f"README.md line 5, ```{language}:\n{text}" in failure, (name, failure)
