@@ -137,6 +137,15 @@ def test_every_command_block_runs_or_says_why_not() -> None:
             assert block.skip is None or block.skip.strip(), block
 
 
+def test_every_file_the_readme_links_to_is_in_the_checkout() -> None:
+    # links and images by relative path (an http(s) or #anchor target is not a file of ours)
+    targets = re.findall(r"!?\[[^\]]*\]\(([^)\s]+)\)", README.read_text())
+    local = [target.split("#")[0] for target in targets if not re.match(r"[a-z]+:|#", target)]
+    assert local, targets
+    missing = [target for target in local if not (ROOT / target).is_file()]
+    assert not missing, f"README.md links to files the checkout lacks: {missing}"
+
+
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     """API + one worker on the embedded default, no API keys: what `make run` starts."""
