@@ -8,13 +8,16 @@
 - Per section, one `bash` process with `set -euo pipefail` runs its blocks in order, so variables such as JOB carry
   within a section (not between sections); a python block runs at its place in that order with the venv's python.
   cwd is an empty temporary directory per section with `.venv` linked to the checkout's (the README's commands are
-  typed in the checkout); PATH has `.venv/bin` first; HOME is a temporary directory; GANFORGE_URL is the service's.
+  typed in the checkout); PATH has the `curl` below, then `.venv/bin`, first; HOME is a temporary directory;
+  GANFORGE_URL is the service's.
 - The one rewriting of the commands: `localhost:8000` and `127.0.0.1:8000` (with or without `http://`) become the
   test service's `127.0.0.1:<port>`.
 - A `curl` first on PATH runs the real curl with the same arguments and records each answer's HTTP status: an
   answer of 400 or more fails the section, since `curl -s` itself exits 0 on it.
 - The service: an API and one worker on the embedded default (SQLite, file-system broker) without API keys, as
   `make run` starts it. The whole README runs in a few minutes on a 2-core CPU; that is the README's promise too.
+
+- Every file the README links to (`[...](path)`, images too) is in the checkout.
 
 On a failure the test prints the failing block, its output, every HTTP answer and the service's logs.
 """
