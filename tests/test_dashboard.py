@@ -145,8 +145,10 @@ def test_job_page_live_curves_slider_and_cancel(page: Page, service: Service, tm
     # every series the API has is plotted
     with service.client() as client:
         names = set(client.get(f"/v1/jobs/{job['id']}/metrics", params={"max_points": 2}).json()["series"])
-    plotted = set(page.evaluate("[...document.querySelectorAll('#charts .u-legend th')].map(e => e.textContent)"))
-    assert names <= {name.strip() for name in plotted}, (names, plotted)
+    plotted = " ".join(figure.get_attribute("data-series") or "" for figure in page.locator("#charts figure").all())
+    legends = " ".join(page.locator("#charts .u-legend").all_inner_texts())
+    assert names <= set(plotted.split()), (names, plotted)
+    assert all(name in legends for name in names), legends
     page.get_by_label("Log scale").check()
     expect(page.locator("#charts figure").first.locator("canvas")).to_have_count(1)
 

@@ -9,7 +9,8 @@ const GROUPS = [
   { title: "Gradient norms", test: (name) => name.startsWith("grad_norm") },
   { title: "Wasserstein estimate", test: (name) => name.startsWith("wasserstein") },
   { title: "k_t (BEGAN)", test: (name) => name === "k_t" },
-  { title: "Modes covered / high-quality fraction", test: (name) => name === "modes_covered" || name === "hq_fraction" },
+  // a count and a fraction: the fraction gets its own axis on the right
+  { title: "Modes covered / high-quality fraction", test: (name) => name === "modes_covered" || name === "hq_fraction", right: ["hq_fraction"] },
   { title: "Reverse KL", test: (name) => name.startsWith("reverse_kl") },
 ];
 // Colours tell series apart; the legend names each one, so nothing is told by colour alone.
@@ -18,6 +19,10 @@ const COLOURS = ["#0b57d0", "#d9480f", "#1a7f37", "#8250df", "#bf8700", "#cf222e
 function groupOf(name) {
   const group = GROUPS.find((candidate) => candidate.test(name));
   return group ? group.title : name;
+}
+
+function onRightAxis(title, name) {
+  return GROUPS.find((group) => group.title === title)?.right?.includes(name) ?? false;
 }
 
 // Charts in the order of GROUPS, then any other series alphabetically.
@@ -74,23 +79,35 @@ class Chart {
     return [xs, ...columns];
   }
 
+  width() {
+    return Math.max(300, this.plotArea.clientWidth || 420);
+  }
+
+  resize() {
+    this.plot?.setSize({ width: this.width(), height: 220 });
+  }
+
   draw() {
+    this.element.dataset.series = this.names.join(" ");
     const data = this.data();
     if (this.plot) {
       this.plot.setData(data);
       return;
     }
-    const width = Math.max(320, this.plotArea.clientWidth || 440);
+    const right = this.names.some((name) => onRightAxis(this.title, name));
+    const scale = this.logScale ? { distr: 3 } : {};
     this.plot = new uPlot(
       {
-        width,
+        width: this.width(),
         height: 220,
-        scales: { x: { time: false }, y: this.logScale ? { distr: 3 } : {} },
-        axes: [{ label: "step" }, {}],
+        scales: { x: { time: false }, y: scale, right: scale },
+        axes: [{ label: "step" }, { scale: "y" }, right ? { scale: "right", side: 1, grid: { show: false } } : null]
+          .filter(Boolean),
         series: [
           { label: "step" },
           ...this.names.map((name, index) => ({
-            label: name,
+            label: onRightAxis(this.title, name) ? `${name} (right axis)` : name,
+            scale: onRightAxis(this.title, name) ? "right" : "y",
             stroke: COLOURS[index % COLOURS.length],
             width: 1.5,
             spanGaps: true,
@@ -111,6 +128,8 @@ export class Charts {
     this.logScale = false;
     this.charts = new Map();
     this.pending = false;
+    this.resizer = new ResizeObserver(() => this.charts.forEach((chart) => chart.resize()));
+    this.resizer.observe(container);
   }
 
   /** Add points [name, step, value]; redrawn on the next animation frame. */
@@ -149,6 +168,7 @@ export class Charts {
   }
 
   destroy() {
+    this.resizer.disconnect();
     for (const chart of this.charts.values()) chart.plot?.destroy();
     this.charts.clear();
   }
