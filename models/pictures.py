@@ -75,6 +75,8 @@ def image_grid(
     title_h = TITLE_FONT_SIZE + 8 if title else 0
     row_h = cell_h + caption_h + pad
     grid_w = columns * (cell_w + pad) + pad
+    if title:  # a grid narrower than its title is widened (white on the right) rather than the title cut
+        grid_w = max(grid_w, math.ceil(_text_width(_font(TITLE_FONT_SIZE), title)) + pad + 6)
     canvas = np.full((title_h + rows * row_h + pad, grid_w, 3), 255, np.uint8)
     for i in range(n):
         tile = pixels[i, :3].transpose(1, 2, 0).repeat(scale, axis=0).repeat(scale, axis=1)
