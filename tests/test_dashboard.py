@@ -130,6 +130,12 @@ def test_job_page_live_curves_slider_and_cancel(page: Page, service: Service, tm
     expect(row).to_have_count(0)
     page.locator("#filter-status").select_option("running")
     expect(row).to_contain_text("dash-live")
+    page.get_by_label("Tag").fill("suite:other")
+    page.get_by_role("button", name="Apply filters").click()
+    expect(row).to_have_count(0)
+    page.get_by_label("Tag").fill("suite:dashboard")
+    page.get_by_role("button", name="Apply filters").click()
+    expect(row).to_contain_text("suite:dashboard")
     shot(page, tmp_path, "jobs")
 
     row.get_by_role("link", name="dash-live").click()

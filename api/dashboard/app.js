@@ -93,7 +93,9 @@ document.getElementById("key-form").addEventListener("submit", (event) => {
 function jobsPage(view) {
   const controller = new AbortController();
   const rows = new Map(); // id -> {job, tr}
-  let cursor = null;
+  let cursor = null; // where "More" goes on from
+  let followed = false; // "More" was used: the poll of page 1 no longer moves the cursor
+  let filterGeneration = 0; // an answer for filters since changed is dropped
   const statusSelect = h("select", { id: "filter-status" }, h("option", { value: "" }, "any"),
     STATUSES.map((status) => h("option", { value: status }, status)));
   const tagInput = h("input", { id: "filter-tag", placeholder: "key:value", spellcheck: "false" });
@@ -161,9 +163,12 @@ function jobsPage(view) {
   }
 
   async function load(from) {
+    const mine = filterGeneration;
     try {
       const page = await api(query(from), { signal: controller.signal });
-      if (from || cursor === null) {
+      if (mine !== filterGeneration) return;
+      if (from || !followed) {
+        followed = followed || Boolean(from);
         cursor = page.next_cursor;
         more.hidden = !cursor;
       }
@@ -174,9 +179,11 @@ function jobsPage(view) {
   }
 
   function reset() {
+    filterGeneration += 1;
     rows.clear();
     tbody.replaceChildren();
     cursor = null;
+    followed = false;
     load(null);
   }
 
