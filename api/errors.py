@@ -6,7 +6,7 @@ import difflib
 import logging
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, get_args
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -17,12 +17,14 @@ from models.admission import SpecProblem
 from models.artifacts import ArtifactMissing
 from models.catalog import ARCHITECTURE_CLASSES, LOSS_CLASSES
 from models.ingest.errors import IngestError
+from models.spec import BuiltinName
 
 log = logging.getLogger(__name__)
 
 # In a discriminated union pydantic puts the tag into the path (loss.wgan-gp.gp_weight); users wrote loss.gp_weight.
 _TAGS = {"loss": set(LOSS_CLASSES), "architecture": set(ARCHITECTURE_CLASSES)}
 _SOURCES = {"body", "query", "path", "header"}
+_BUILTINS = " ".join(f"'{name}'" for name in get_args(BuiltinName))
 # An error answer lists at most this many fields (and how many more there were): a body of 70,000 unknown fields
 # must not come back as a 6 MB answer. Each field path is cut at FIELD_CHARS_MAX for the same reason.
 DETAILS_MAX = 50
@@ -100,6 +102,19 @@ def _name_error(error: dict[str, Any]) -> dict[str, str] | None:
             hint = f"; did you mean '{guess}'?" if guess else ""
             message = f"unknown {owner} {key} '{tag}'{hint} ({valid})"
         return {"field": f"{union}.{key}" if union else key, "message": message, "type": kind}
+    if kind in ("model_attributes_type", "model_type") and len(error["loc"]) == 2 and error["loc"][0] == "body":
+        # "loss": "nsgan" where an object is wanted: show the object the user meant.
+        owner, given = error["loc"][1], error.get("input")
+        if owner in _TAGS:
+            names = sorted(_TAGS[owner])
+            name = did_you_mean(given, names) or (given if given in names else names[0])
+            example = f'"{owner}": {{"name": "{name}"}}'
+        elif owner == "dataset":
+            builtin = did_you_mean(given, _quoted(_BUILTINS)) or "ring8"
+            example = f'"dataset": {{"builtin": "{builtin}"}} or {{"id": "<an uploaded data set\'s id>"}}'
+        else:
+            return None
+        return {"field": owner, "message": f"{error['msg']}: write it as an object, e.g. {example}", "type": kind}
     if kind == "literal_error" and isinstance(error.get("input"), str):
         guess = did_you_mean(error["input"], _quoted(str(ctx.get("expected", ""))))
         message = error["msg"] + (f"; did you mean '{guess}'?" if guess else "")

@@ -69,6 +69,8 @@ def detail(error: dict[str, Any], field: str) -> str:
         ({"architecture": {"name": "dcgam"}}, "architecture.name", ["did you mean 'dcgan'?", "mlp, dcgan, resnet"]),
         ({"dataset": {"builtin": "ring"}}, "dataset.builtin", ["did you mean 'ring8'?", "'grid25'"]),
         ({"training": {"device": "cude"}}, "training.device", ["did you mean 'cuda'?"]),
+        ({"loss": "wgan-gp"}, "loss", ['write it as an object, e.g. "loss": {"name": "wgan-gp"}']),
+        ({"dataset": "ring8"}, "dataset", ['e.g. "dataset": {"builtin": "ring8"} or {"id": ']),
     ],
 )
 def test_a_wrong_name_is_an_error_on_its_field_with_the_valid_names_and_the_closest(
