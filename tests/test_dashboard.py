@@ -262,3 +262,25 @@ def test_docs_load_with_nothing_from_outside(context: BrowserContext, service: S
     outside = [url for url in requests if not url.startswith((service.url + "/", "data:", "blob:"))]
     assert outside == [], outside
     assert any(url.endswith("swagger-ui-bundle.js") for url in requests)
+
+
+def test_jobs_more_follows_next_cursor(page: Page, service: Service) -> None:
+    with service.client() as client:
+        spec = {**long_spec("paged"), "tags": {"batch": "more"}}
+        ids = [client.post("/v1/jobs", json=spec).json()["id"] for _ in range(51)]
+        for job_id in ids:  # nothing here needs them trained
+            assert client.post(f"/v1/jobs/{job_id}/cancel").status_code in (202, 409)
+    page.goto(service.url + "/#/jobs")
+    page.get_by_label("Tag").fill("batch:more")
+    page.get_by_role("button", name="Apply filters").click()
+    rows = page.locator("#jobs tbody tr")
+    expect(rows).to_have_count(50)  # one page, newest first
+    assert rows.first.get_attribute("data-id") == ids[-1]
+    more = page.get_by_role("button", name="More")
+    more.click()
+    expect(rows).to_have_count(51)
+    assert rows.last.get_attribute("data-id") == ids[0]
+    expect(more).to_be_hidden()
+    page.wait_for_timeout(2500)  # a poll of page 1 neither drops the second page nor brings back "More"
+    expect(rows).to_have_count(51)
+    expect(more).to_be_hidden()
