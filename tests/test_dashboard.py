@@ -242,6 +242,7 @@ def test_datasets_upload_preview_delete(page: Page, service: Service, tmp_path: 
     expect(card.locator("img")).to_have_attribute("src", re.compile("^blob:"))
     expect(page.locator("#upload-progress")).to_have_attribute("value", re.compile("[1-9]"))
     dataset_id = card.get_attribute("data-id")
+    expect(page.get_by_text("No data sets uploaded yet")).to_have_count(0)
     shot(page, tmp_path, "datasets")
     card.get_by_role("button", name="Delete dash-blobs").click()
     expect(card).to_have_count(0)

@@ -601,7 +601,7 @@ function datasetsPage(view) {
       try {
         await api(`/v1/datasets/${item.id}`, { method: "DELETE", signal });
         element.remove();
-        state.textContent = `Deleted ${item.name}.`;
+        state.textContent = `Deleted ${item.name}.${cards.children.length ? "" : " No data sets uploaded yet."}`;
       } catch (error) {
         state.textContent = errorText(error);
         remove.disabled = false;
@@ -654,6 +654,7 @@ function datasetsPage(view) {
       uploadState.textContent = `Ready: ${created.name} (${created.id}).`;
       cards.querySelector(`[data-id="${created.id}"]`)?.remove();
       cards.prepend(card(created));
+      state.textContent = "";
     } catch (error) {
       const fields = (error.details || []).map((d) => `${d.field}: ${d.message}`).join("; ");
       uploadState.textContent = `Upload refused: ${errorText(error)}${fields ? ` — ${fields}` : ""}`;
