@@ -34,10 +34,10 @@ def options(ctx: typer.Context) -> Options:
 def connect(ctx: typer.Context) -> Iterator[Client]:
     """A `ganforge.client.Client` for the global options; an SDK error inside becomes its message and exit status.
 
-    Raises typer.Exit with the status of ganforge/cli/exits.py (2 refused input, 3 not found,
-    4 auth, 5 unreachable, 1 any other refusal).
+    Raises typer.Exit with the status of ganforge/cli/exits.py (2 refused input or a local file that
+    cannot be read or written, 3 not found, 4 auth, 5 unreachable, 1 any other refusal).
     """
-    from ganforge.cli.exits import report
+    from ganforge.cli.exits import report, report_local
     from ganforge.client import Client
     from ganforge.client.errors import GanforgeError
 
@@ -48,3 +48,6 @@ def connect(ctx: typer.Context) -> Iterator[Client]:
             yield client
     except GanforgeError as error:
         raise typer.Exit(report(error, url)) from None
+    except OSError as error:  # a local file (-o FILE, an upload) that cannot be written or read
+        where = f"{error.filename}: " if error.filename else ""
+        raise typer.Exit(report_local(f"{where}{error.strerror or error}")) from None

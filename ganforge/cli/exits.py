@@ -2,7 +2,7 @@
 
     0  ok
     1  the job failed or was cancelled; or the service refused for another reason (409 conflict, 429, 5xx)
-    2  usage: a bad option or argument, a spec file that cannot be read, a spec the API refuses (422)
+    2  usage: a bad option or argument, a spec the API refuses (422), a file that cannot be read or written
     3  not found: no such job, data set, sample, checkpoint or catalog entry (404)
     4  auth: the API key is missing or wrong (401/403)
     5  the service could not be reached at its URL (nothing listening, DNS, timeout)
@@ -40,6 +40,12 @@ def fail(message: str, status: int, fields: list[tuple[str, str]] | None = None)
     """Print `message` (and the fields) as `say` does, then exit with `status` (raises typer.Exit)."""
     say(message, fields)
     raise typer.Exit(status)
+
+
+def report_local(message: str) -> int:
+    """Print a local failure (a file that cannot be read or written); its exit status, 2."""
+    say(message)
+    return USAGE
 
 
 def report(error: GanforgeError, url: str) -> int:

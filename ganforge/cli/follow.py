@@ -70,7 +70,7 @@ def _live(client: Client, job: dict[str, Any]) -> None:
             rate=progress_of.get("steps_per_sec"),
             eta=progress_of.get("eta_seconds"),
         )
-        polled = time.monotonic()
+        polled = time.monotonic() - POLL_SECONDS  # the first event reads the rate at once
         for event in client.follow(job["id"]):
             data: dict[str, Any] = event.data
             changes: dict[str, Any] = {}

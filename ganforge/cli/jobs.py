@@ -144,7 +144,9 @@ def download(
     step: Step = "latest",
     output: Annotated[
         Path | None,
-        typer.Option("--output", "-o", metavar="FILE", help="where to write it (default JOB-STEP.safetensors)"),
+        typer.Option(
+            "--output", "-o", metavar="FILE", help="the file, or a folder for JOB-STEP.safetensors (default: here)"
+        ),
     ] = None,
 ) -> None:
     """Download a checkpoint's generator and discriminator weights (safetensors; the spec is in its metadata)."""
@@ -180,8 +182,8 @@ def samples(
             return
         chosen = _step(step)
         content = client.sample_npy(job_id, chosen) if npy else client.sample_png(job_id, chosen)
-    path = output or Path(f"{job_id}-{chosen}.{'npy' if npy else 'png'}")
-    path.write_bytes(content)
+        path = output or Path(f"{job_id}-{chosen}.{'npy' if npy else 'png'}")
+        path.write_bytes(content)
     render.stdout().print(f"wrote {path}", soft_wrap=True)
 
 

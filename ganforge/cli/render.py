@@ -347,18 +347,27 @@ def follow_progress(console: Console) -> Progress:
 
 @contextmanager
 def transfer(description: str) -> Iterator[Callable[[int, int | None], None]]:
-    """A bytes progress bar on stderr; yields the SDK's progress callback `(done_bytes, total_bytes or None)`."""
-    with Progress(
+    """A bytes progress bar on stderr; yields the SDK's progress callback `(done_bytes, total_bytes or None)`.
+
+    The bar appears with the first bytes, so a request refused at once (404) leaves no empty bar behind.
+    """
+    progress = Progress(
         TextColumn(description),
         BarColumn(bar_width=30),
         DownloadColumn(),
         TransferSpeedColumn(),
         TimeRemainingColumn(),
         console=stderr(),
-    ) as progress:
-        task = progress.add_task(description, total=None)
+    )
+    task = progress.add_task(description, total=None)
 
-        def update(done: int, total: int | None) -> None:
-            progress.update(task, completed=done, total=total)
+    def update(done: int, total: int | None) -> None:
+        if not progress.live.is_started:
+            progress.start()
+        progress.update(task, completed=done, total=total)
 
+    try:
         yield update
+    finally:
+        if progress.live.is_started:
+            progress.stop()
