@@ -298,7 +298,11 @@ def test_sample_and_checkpoint_events_carry_urls_that_download(service: Service,
 
 
 def test_progress_shows_a_rate_and_an_eta_within_seconds_of_running(service: Service) -> None:
-    body = spec(training={"steps": 2000, "batch_size": 32, "device": "cpu"})
+    # No metrics before step 1000: the rate comes from the worker's step clock, not from two metric points.
+    body = spec(
+        training={"steps": 2000, "batch_size": 32, "device": "cpu"},
+        every={"metrics": 1000, "samples": 1000, "checkpoint": 1000},
+    )
     with service.client() as client:
         job = client.post("/v1/jobs", json=body).json()
         try:

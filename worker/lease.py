@@ -33,6 +33,7 @@ T = TypeVar("T")
 # Connection-level failures: the store is away (restarting, unreachable), not a bug in the write.
 STORE_ERRORS = (OperationalError, InterfaceError)
 StopReason = Literal["cancel", "lost", "shutdown", "store lost"]
+TICKS_KEPT = 1000  # the step clock's window: the rate over the last this many steps
 
 
 class StoreLost(Exception):
@@ -59,6 +60,8 @@ class LeaseKeeper:
         self._buffer: list[MetricPoint] = []
         self._step = 0
         self._rate: deque[tuple[float, int]] = deque(maxlen=30)
+        # The loop's per-step clock (tick): a rate before two progress points exist (the first metrics interval).
+        self._ticks: deque[float] = deque(maxlen=TICKS_KEPT)
         self._lock = threading.Lock()  # guards the buffer, the step and the rate window
         self._flush_lock = threading.Lock()  # one record_progress at a time, so progress never goes back
         self._failing_since: float | None = None
@@ -74,6 +77,11 @@ class LeaseKeeper:
         with self._lock:
             self._buffer.extend(MetricPoint(name, step, value) for name, value in values.items())
             self._advance(step)
+
+    def tick(self) -> None:
+        """One training step was taken (no store access): the rate shown until two progress points exist."""
+        with self._lock:
+            self._ticks.append(time.monotonic())
 
     def add_points(self, points: Iterable[MetricPoint]) -> None:
         """Buffer points written by someone else (a predecessor's unwritten metrics); progress unchanged."""
@@ -164,7 +172,11 @@ class LeaseKeeper:
     def _steps_per_sec(self) -> float | None:
         with self._lock:
             if len(self._rate) < 2:
-                return None
+                # Early in a run (a slow step, a long metrics interval) the step clock gives the rate at once.
+                if len(self._ticks) < 2:
+                    return None
+                t0, t1 = self._ticks[0], self._ticks[-1]
+                return (len(self._ticks) - 1) / (t1 - t0) if t1 > t0 else None
             (t0, s0), (t1, s1) = self._rate[0], self._rate[-1]
         return (s1 - s0) / (t1 - t0) if t1 > t0 else None
 

@@ -59,7 +59,12 @@ class StoreSink:
         self.keeper.record(step, values)
 
     def should_stop(self) -> bool:
-        """True when the keeper saw a cancel, a lost lease, a lost store, or a shutdown was asked for."""
+        """True when the keeper saw a cancel, a lost lease, a lost store, or a shutdown was asked for.
+
+        The loop asks once per step: each call is also a tick of the step clock that gives the job a rate (and an
+        ETA) within a flush of its first steps, before two metrics intervals have passed.
+        """
+        self.keeper.tick()
         return self.keeper.should_stop()
 
     def sample(
