@@ -18,7 +18,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 DatasetId = Annotated[str, typer.Argument(metavar="DATASET", help="the data set's id", show_default=False)]
-Json = Annotated[bool, typer.Option("--json", help="print the API's JSON answer instead of a table")]
+Json = Annotated[bool, typer.Option("--json", help="print the API's JSON answer (for scripts)")]
 
 
 @app.command()

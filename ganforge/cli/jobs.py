@@ -20,7 +20,7 @@ from ganforge.cli.follow import follow_job
 from ganforge.cli.specfile import load_spec
 
 JobId = Annotated[str, typer.Argument(metavar="JOB", help="the job's id (what `submit` printed)", show_default=False)]
-Json = Annotated[bool, typer.Option("--json", help="print the API's JSON answer instead of a table")]
+Json = Annotated[bool, typer.Option("--json", help="print the API's JSON answer (for scripts)")]
 
 
 def _step(text: str) -> int | str:
