@@ -5,7 +5,7 @@ import { api, ApiError, apiKey, blobUrl, download, followEvents, onUnauthorized,
 import { Charts } from "./charts.js";
 
 const FINAL = ["succeeded", "failed", "cancelled"];
-const STATUSES = ["queued", "running", ...FINAL];
+const STATUSES = ["queued", "running", "cancelling", ...FINAL]; // models.records.JobStatus.ALL
 const POLL_MS = 2000;
 
 function h(tag, attributes = {}, ...children) {
@@ -223,7 +223,7 @@ function jobPage(view, jobId) {
   const evaluation = h("p", { id: "sample-evaluation", class: "muted" });
   const checkpoints = h("ul", { id: "checkpoints" }, h("li", { class: "muted" }, "none yet"));
   const specBox = h("pre", { id: "spec" });
-  const events = h("ol", { id: "events", class: "log" });
+  const events = h("ul", { id: "events", class: "log" }); // newest first
   const metricsSummary = h("li", { id: "metrics-summary", hidden: true });
   events.append(metricsSummary);
   let metricBatches = 0;
