@@ -52,6 +52,12 @@ jobs.register(app)
 app.add_typer(datasets.app, name="datasets")
 
 
+def _unparsed(context: Any) -> list[str]:
+    # click 8.2+ (and typer's own copy of it) keeps the command's words in _protected_args; click 8.1 without "_".
+    protected = getattr(context, "_protected_args", None)
+    return [*(protected if protected is not None else context.protected_args), *context.args]
+
+
 def parse(argv: list[str]) -> tuple[list[str], dict[str, Any]]:
     """Parse `argv` as `main` would, running nothing: the command path (`["datasets", "upload"]`) and its
     parameters, the global options' merged in (an option given after the command wins over the same before it).
@@ -63,14 +69,14 @@ def parse(argv: list[str]) -> tuple[list[str], dict[str, Any]]:
     params = dict(context.params)
     path: list[str] = []
     # The group keeps the words after its own options unparsed until it runs; resolve them one level at a time.
-    rest = [*context._protected_args, *context.args]
+    rest = _unparsed(context)
     while rest and hasattr(command, "resolve_command"):
         name, sub, rest = command.resolve_command(context, rest)
         assert name is not None and sub is not None
         context = sub.make_context(name, rest, parent=context)
         params.update({key: value for key, value in context.params.items() if value is not None or key not in params})
         path.append(name)
-        command, rest = sub, [*context._protected_args, *context.args]
+        command, rest = sub, _unparsed(context)
     return path, params
 
 

@@ -11,6 +11,7 @@ when one of these commands runs, never by `ganforge --help` or a client command.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import sys
@@ -21,7 +22,7 @@ from typing import Annotated
 import typer
 
 from ganforge.cli.context import options
-from ganforge.cli.exits import USAGE
+from ganforge.cli.exits import USAGE, fail
 
 DATA_DIR = typer.Option(
     "--data-dir",
@@ -34,9 +35,27 @@ Host = Annotated[str, typer.Option("--host", metavar="HOST", help="address to li
 Port = Annotated[int, typer.Option("--port", metavar="PORT", min=1, max=65535, help="TCP port")]
 
 
+# What each command runs on, and the extra that installs it: a client-only install says so instead of a traceback.
+NEEDS = {
+    "api": (("fastapi", "uvicorn", "sqlalchemy", "pydantic_settings"), "api"),
+    "migrate": (("alembic", "sqlalchemy", "pydantic_settings"), "api"),
+    "worker": (("celery", "torch", "sqlalchemy", "pydantic_settings"), "worker"),
+    "up": (("fastapi", "uvicorn", "alembic", "celery", "torch", "pydantic_settings"), "all"),
+}
+
+
 def _prepare(ctx: typer.Context, data_dir: Path | None) -> None:
-    """Set GANFORGE_DATA_DIR (the command's --data-dir, else the one before the command), log at INFO, and
-    check the settings: invalid ones are one line on stderr and exit 2, before anything starts."""
+    """Check the server's dependencies are installed, set GANFORGE_DATA_DIR (the command's --data-dir, else the
+    one before the command), log at INFO, and check the settings. A missing dependency or invalid settings are
+    one line on stderr and exit 2, before anything starts."""
+    modules, extra = NEEDS[ctx.info_name or "up"]
+    missing = [module for module in modules if importlib.util.find_spec(module) is None]
+    if missing:
+        fail(
+            f"`ganforge {ctx.info_name}` runs the service, and this install is the client only "
+            f"({', '.join(missing)} missing): pip install 'ganforge[{extra}]'",
+            USAGE,
+        )
     chosen = data_dir if data_dir is not None else options(ctx).data_dir
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if chosen is not None:
