@@ -9,6 +9,7 @@ worker within seconds, saying only INFO lines.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -242,17 +243,17 @@ def test_ctrl_c_stops_an_idle_up_promptly_with_info_lines_only(start_up: Callabl
 
 
 def test_ctrl_c_of_up_running_a_job_hands_the_job_back(start_up: Callable[[list[str]], Up]) -> None:
-    up = start_up(UP)
+    """`up --demo` with API keys on submits the demo as the first key's owner and says where to watch it."""
+    up = start_up([*UP, "--demo"])
     up.wait_ready()
-    spec = {
-        "dataset": {"builtin": "ring8"},
-        "architecture": {"name": "mlp", "hidden": 32, "depth": 2},
-        "loss": {"name": "nsgan"},
-        "training": {"steps": 1_000_000, "batch_size": 32},
-        "every": {"metrics": 10, "samples": 1_000_000, "checkpoint": 1_000_000},
-    }
-    with httpx.Client(base_url=f"http://127.0.0.1:{up.port}", headers={"Authorization": "Bearer key-a"}) as client:
-        job = client.post("/v1/jobs", json=spec, timeout=30).json()
+    deadline = time.monotonic() + 60
+    while not (announced := re.search(r"demo job (\S+) submitted", up.output())):
+        assert time.monotonic() < deadline, up.output()
+        time.sleep(0.2)
+    job = {"id": announced.group(1)}
+    url = f"http://127.0.0.1:{up.port}"
+    assert f"{url}/#/jobs/{job['id']}" in up.output() and f"ganforge --url {url} follow {job['id']}" in up.output()
+    with httpx.Client(base_url=url, headers={"Authorization": "Bearer key-a"}) as client:
         deadline = time.monotonic() + 90
         while client.get(f"/v1/jobs/{job['id']}", timeout=30).json()["progress"]["step"] < 50:
             assert time.monotonic() < deadline, up.output()
