@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Gauge
@@ -100,7 +101,33 @@ def create_app(settings: Settings | None = None, *, reconcile: bool = True) -> F
     app.add_middleware(RequestGate, settings=settings)
     for router in (jobs.router, datasets.router, results.router, events.router, system.router, dashboard.router):
         app.include_router(router)
+    if settings.api_keys:
+        declare_bearer_auth(app)
     return app
+
+
+def declare_bearer_auth(app: FastAPI) -> None:
+    """Say in /openapi.json that every /v1 operation takes `Authorization: Bearer <key>`.
+
+    The check itself is api.gate's, outside FastAPI's dependencies, so FastAPI cannot infer it; without this
+    Swagger UI's "Authorize" button and generated clients would have no way to send the key.
+    """
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            schema.setdefault("components", {})["securitySchemes"] = {
+                "bearer": {"type": "http", "scheme": "bearer", "description": "an API key (GANFORGE_API_KEYS)"}
+            }
+            for path, operations in schema["paths"].items():
+                if path.startswith("/v1/"):
+                    for operation in operations.values():
+                        operation["security"] = [{"bearer": []}]
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 logging.basicConfig(level=logging.INFO)

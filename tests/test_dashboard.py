@@ -259,6 +259,12 @@ def test_docs_load_with_nothing_from_outside(context: BrowserContext, service: S
     page.goto(service.url + "/docs")
     expect(page.locator(".swagger-ui .opblock").first).to_be_visible()
     expect(page.locator(".swagger-ui")).to_contain_text("/v1/jobs")
+    # Auth is on: the schema declares the bearer key on /v1 operations, so "Authorize" can send it.
+    expect(page.locator(".swagger-ui .btn.authorize")).to_be_visible()
+    schema = httpx.get(service.url + "/openapi.json").json()
+    assert schema["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    assert schema["paths"]["/v1/jobs"]["post"]["security"] == [{"bearer": []}]
+    assert "security" not in schema["paths"]["/healthz"]["get"]
     page.goto(service.url + "/")
     page.wait_for_load_state("networkidle")
     time.sleep(0.2)
