@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -221,6 +222,17 @@ def test_not_found_leaves_no_file(service: Service, live: Live, tmp_path: Path) 
                 call()
             assert missing.value.status == 404 and missing.value.code == "not_found"
         assert list(tmp_path.iterdir()) == []
+        # A folder that does not exist is a typo to report, not one to create.
+        with pytest.raises(FileNotFoundError, match="no such directory"):
+            client.download_checkpoint(live.job_id, path=tmp_path / "typo" / "g.safetensors")
+        assert list(tmp_path.iterdir()) == []
+        # The file gets the mode of any new file under the umask, not mkstemp's 0600.
+        previous = os.umask(0o022)
+        try:
+            written = client.download_checkpoint(live.job_id, path=tmp_path / "g.safetensors")
+        finally:
+            os.umask(previous)
+        assert written.stat().st_mode & 0o777 == 0o644
 
 
 def test_datasets_idempotency_conflicts_cancel_and_list(service: Service, live: Live, tmp_path: Path) -> None:

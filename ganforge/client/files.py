@@ -35,17 +35,32 @@ def target_path(path: str | os.PathLike[str] | None, response: httpx.Response, f
     return Path(path if path is not None else ".") / name
 
 
+def _umask() -> int:
+    """This process's umask, read without setting it (os.umask would change it for every thread meanwhile)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    return 0o022
+
+
 class _Partial:
     """A temporary file beside `target`, renamed onto it by `commit`, removed by `discard`."""
 
     def __init__(self, target: Path) -> None:
-        target.parent.mkdir(parents=True, exist_ok=True)
+        # A missing folder is the caller's typo, not a folder to create (FileNotFoundError names it).
+        if not target.parent.is_dir():
+            raise FileNotFoundError(f"no such directory: {target.parent}")
         fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
         self.target, self.temp = target, Path(name)
         self.handle = os.fdopen(fd, "wb")
 
     def commit(self) -> Path:
         self.handle.close()
+        # mkstemp makes the file 0600; the download gets the mode any new file of this user gets (umask).
+        os.chmod(self.temp, 0o666 & ~_umask())
         os.replace(self.temp, self.target)
         return self.target
 
