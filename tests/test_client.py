@@ -12,9 +12,11 @@ import asyncio
 import io
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -35,6 +37,7 @@ from ganforge.client import (
     RateLimited,
     ServerError,
     Unauthorized,
+    UnexpectedResponse,
     ValidationFailed,
 )
 from models.spec import JobSpec
@@ -179,6 +182,7 @@ def test_readme_flow_sync(service: Service, live: Live, tmp_path: Path) -> None:
         assert path == tmp_path / f"{job.id}-200.safetensors" and path.stat().st_size == checkpoints[-1].size_bytes
         assert calls and calls[-1] == (checkpoints[-1].size_bytes, checkpoints[-1].size_bytes)
         assert [done for done, _ in calls] == sorted(done for done, _ in calls)
+        (tmp_path / "sub").mkdir()
         named = client.download_checkpoint(job.id, 100, tmp_path / "sub" / "g100.safetensors")
         assert named.read_bytes()[8:9] == b"{"  # safetensors: an 8-byte header length, then its JSON header
         assert sorted(p.name for p in tmp_path.rglob("*")) == sorted(["sub", "g100.safetensors", path.name])
@@ -372,7 +376,7 @@ class Handler(BaseHTTPRequestHandler):
         self.server.seen.append((self.command, path, time.monotonic(), dict(self.headers)))
         script = self.server.scripts.get(f"{self.command} {path}", [])
         status, headers, body = script.pop(0) if script else (200, {}, {})
-        data = json.dumps(body).encode()
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()  # bytes: sent as they are
         self.send_response(status)
         for name, value in {"content-type": "application/json", **headers}.items():
             self.send_header(name, value)
@@ -444,6 +448,30 @@ def test_safe_requests_are_retried_on_503_and_429_with_retry_after(scripted: Scr
         with pytest.raises(RateLimited) as limited:
             client.get("j3")
         assert limited.value.retry_after == 0 and scripted.count("GET", "/v1/jobs/j3") == 4
+
+
+def test_something_else_at_the_url_is_an_unexpected_response(scripted: Scripted) -> None:
+    """Not JSON, or JSON of another shape (another service, a proxy's page): one clear error, never pydantic's."""
+    scripted.scripts["GET /v1/jobs/j1"] = [(200, {"content-type": "text/html"}, b"<html>a login page</html>")] * 2
+    scripted.scripts["GET /v1/jobs"] = [(200, {}, {"jobs": [{"id": 1}], "next_cursor": None})]
+    scripted.scripts["GET /v1/catalog"] = [(200, {}, [1, 2])]
+    scripted.scripts["POST /v1/jobs"] = [(200, {}, {"valid": True})]
+    with Client(scripted.url, retries=0) as client:
+        calls: list[Callable[[], object]] = [
+            lambda: client.get("j1"),
+            lambda: list(client.list()),
+            client.catalog,
+            lambda: client.validate({"any": "spec"}),
+        ]
+        for call in calls:
+            with pytest.raises(UnexpectedResponse, match="not a ganforge answer"):
+                call()
+    # The command line says where it looked, in one line, with exit status 5.
+    shown = subprocess.run(
+        [sys.executable, "-m", "ganforge", "--url", scripted.url, "show", "j1"], capture_output=True, text=True
+    )
+    assert shown.returncode == 5 and "Traceback" not in shown.stderr, shown.stderr
+    assert f"is {scripted.url} a ganforge service?" in shown.stderr
 
 
 def test_unsafe_requests_and_other_4xx_are_not_retried(scripted: Scripted, tmp_path: Path) -> None:

@@ -5,7 +5,8 @@
     2  usage: a bad option or argument, a spec the API refuses (422), a file that cannot be read or written
     3  not found: no such job, data set, sample, checkpoint or catalog entry (404)
     4  auth: the API key is missing or wrong (401/403)
-    5  the service could not be reached at its URL (nothing listening, DNS, timeout)
+    5  the service could not be reached at its URL (nothing listening, DNS, timeout), or what answers there is
+       not a ganforge API
 
 An error is printed to stderr as one line, then one line per invalid field (its path and
 what is wrong); never a traceback.
@@ -52,6 +53,9 @@ def report(error: GanforgeError, url: str) -> int:
     """Print an SDK error (`url`: the service it was talking to); its exit status."""
     from ganforge.client import errors
 
+    if isinstance(error, errors.UnexpectedResponse):
+        say(f"{error.message} (is {url} a ganforge service? see --url / GANFORGE_URL)")
+        return UNREACHABLE
     if isinstance(error, errors.ConnectionFailed):
         where = "" if url in error.message else f" at {url}"
         say(f"{error.message}{where} (is the service running? see --url / GANFORGE_URL)")

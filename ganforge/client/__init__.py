@@ -23,6 +23,7 @@ from ganforge.client.errors import (
     RateLimited,
     ServerError,
     Unauthorized,
+    UnexpectedResponse,
     ValidationFailed,
 )
 from ganforge.client.files import Progress as ProgressCallback
@@ -61,6 +62,7 @@ __all__ = [
     "Sample",
     "Series",
     "ServerError",
+    "UnexpectedResponse",
     "Unauthorized",
     "ValidationFailed",
 ]

@@ -23,7 +23,19 @@ from ganforge.client.files import Progress, ProgressReader, awrite, target_path,
 from ganforge.client.specs import SpecLike
 from ganforge.client.sse import Cursor
 from ganforge.client.transport import RetryPolicy, asend
-from ganforge.client.types import Checkpoint, Dataset, Event, Job, Metrics, Sample
+from ganforge.client.types import (
+    Checkpoint,
+    Dataset,
+    DatasetPage,
+    Event,
+    Job,
+    JobPage,
+    Metrics,
+    Sample,
+    T,
+    Validated,
+    parse,
+)
 
 POLL_START, POLL_MAX = 0.2, 2.0  # seconds between the polls of `wait`, growing
 
@@ -82,8 +94,9 @@ class AsyncClient:
         )
         return await asend(self._http, built, self.policy, idempotent=call.idempotent, stream=stream)
 
-    async def _json(self, call: calls.Call) -> Any:
-        return (await self._send(call)).json()
+    async def _answer(self, call: calls.Call, kind: type[T]) -> T:
+        """The answer to `call` as `kind`; raises UnexpectedResponse when it is not that."""
+        return parse(kind, await self._send(call))
 
     # ------------------------------------------------------------------ jobs
 
@@ -95,16 +108,15 @@ class AsyncClient:
         job; the same key with the same spec returns the first job, with another spec raises `Conflict`.
         Raises ValidationFailed (the spec's invalid field paths), NotFound (a data set id that is not yours).
         """
-        return Job.model_validate(await self._json(calls.submit(spec, idempotency_key)))
+        return await self._answer(calls.submit(spec, idempotency_key), Job)
 
     async def validate(self, spec: SpecLike) -> dict[str, Any]:
         """The spec as it would run, with every default filled in; creates nothing. Raises ValidationFailed."""
-        body: dict[str, Any] = (await self._json(calls.validate(spec)))["spec"]
-        return body
+        return (await self._answer(calls.validate(spec), Validated)).spec
 
     async def get(self, job_id: str) -> Job:
         """The job now. Raises NotFound."""
-        return Job.model_validate(await self._json(calls.get_job(job_id)))
+        return await self._answer(calls.get_job(job_id), Job)
 
     async def list(self, *, status: str | None = None, tag: str | None = None, limit: int = 50) -> AsyncIterator[Job]:
         """Your jobs, newest first, page after page until the last (lazily: a page is fetched when needed).
@@ -114,10 +126,10 @@ class AsyncClient:
         """
         cursor: str | None = None
         while True:
-            page = await self._json(calls.list_jobs(status, tag, limit, cursor))
-            for job in page["jobs"]:
-                yield Job.model_validate(job)
-            cursor = page.get("next_cursor")
+            page = await self._answer(calls.list_jobs(status, tag, limit, cursor), JobPage)
+            for job in page.jobs:
+                yield job
+            cursor = page.next_cursor
             if not cursor:
                 return
 
@@ -127,7 +139,7 @@ class AsyncClient:
         cancelled returns it. Raises Conflict when the job already succeeded or failed, NotFound.
         """
         try:
-            return Job.model_validate(await self._json(calls.cancel(job_id)))
+            return await self._answer(calls.cancel(job_id), Job)
         except Conflict as exc:
             if exc.code != "already_finished":
                 raise
@@ -204,11 +216,11 @@ class AsyncClient:
         series comes back as per-bucket min and max (`downsampled`). `.to_pandas()` for a DataFrame.
         Raises NotFound, ValidationFailed.
         """
-        return Metrics.model_validate(await self._json(calls.metrics(job_id, names, since_step, max_points)))
+        return await self._answer(calls.metrics(job_id, names, since_step, max_points), Metrics)
 
     async def samples(self, job_id: str) -> builtins.list[Sample]:
         """The job's sample snapshots, oldest first. Raises NotFound."""
-        return [Sample.model_validate(s) for s in await self._json(calls.samples(job_id))]
+        return await self._answer(calls.samples(job_id), list[Sample])
 
     async def sample_png(self, job_id: str, step: calls.Step = "latest") -> bytes:
         """The snapshot at `step` ("latest": the newest) as a PNG (an image grid, or a scatter plot over the real
@@ -221,7 +233,7 @@ class AsyncClient:
 
     async def checkpoints(self, job_id: str) -> builtins.list[Checkpoint]:
         """The job's checkpoints, oldest first. Raises NotFound."""
-        return [Checkpoint.model_validate(c) for c in await self._json(calls.checkpoints(job_id))]
+        return await self._answer(calls.checkpoints(job_id), list[Checkpoint])
 
     async def download_checkpoint(
         self,
@@ -250,8 +262,7 @@ class AsyncClient:
 
     async def catalog(self) -> dict[str, Any]:
         """Every loss, architecture and built-in data set with its parameters, defaults and paper."""
-        body: dict[str, Any] = await self._json(calls.catalog())
-        return body
+        return await self._answer(calls.catalog(), dict[str, Any])
 
 
 class AsyncDatasets:
@@ -286,22 +297,22 @@ class AsyncDatasets:
             files = {"file": (source.name, reader, "application/octet-stream")}
             request = self._client._http.build_request("POST", "/v1/datasets", data=fields, files=files)  # type: ignore[arg-type]
             response = await asend(self._client._http, request, self._client.policy, idempotent=False)
-        return Dataset.model_validate(response.json())
+        return parse(Dataset, response)
 
     async def list(self, *, limit: int = 50) -> AsyncIterator[Dataset]:
         """Your data sets, newest first, page after page (limit: the page size, 1-500)."""
         cursor: str | None = None
         while True:
-            page = await self._client._json(calls.list_datasets(limit, cursor))
-            for record in page["datasets"]:
-                yield Dataset.model_validate(record)
-            cursor = page.get("next_cursor")
+            page = await self._client._answer(calls.list_datasets(limit, cursor), DatasetPage)
+            for record in page.datasets:
+                yield record
+            cursor = page.next_cursor
             if not cursor:
                 return
 
     async def get(self, dataset_id: str) -> Dataset:
         """One data set. Raises NotFound."""
-        return Dataset.model_validate(await self._client._json(calls.get_dataset(dataset_id)))
+        return await self._client._answer(calls.get_dataset(dataset_id), Dataset)
 
     async def delete(self, dataset_id: str) -> None:
         """Delete a data set and its files. Raises Conflict while a queued or running job uses it, NotFound."""

@@ -82,8 +82,9 @@ def events(job_id: str, headers: dict[str, str]) -> Call:
 
 def metrics(job_id: str, names: Iterable[str] | str | None, since_step: int | None, max_points: int | None) -> Call:
     params: dict[str, str | int] = {}
-    if names is not None:
-        params["names"] = names if isinstance(names, str) else ",".join(names)
+    joined = names if isinstance(names, str) or names is None else ",".join(names)
+    if joined:  # None, "" or []: every series (the API refuses an empty name)
+        params["names"] = joined
     if since_step is not None:
         params["since_step"] = since_step
     if max_points is not None:

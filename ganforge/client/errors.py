@@ -110,6 +110,11 @@ class ServerError(GanforgeError):
     """The service failed (5xx) and retrying did not help."""
 
 
+class UnexpectedResponse(GanforgeError):
+    """The answer is not what a ganforge API sends (not JSON, or not the expected shape): `--url` / GANFORGE_URL
+    may point at another service, or a proxy answered."""
+
+
 class ConnectionFailed(GanforgeError):
     """The service could not be reached, or the connection broke or timed out (no HTTP answer)."""
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from httpx_sse import ServerSentEvent
 
+from ganforge.client.errors import UnexpectedResponse
 from ganforge.client.types import Event
 
 DEFAULT_RETRY_SECONDS = 1.0
@@ -34,7 +35,7 @@ class Cursor:
 
     def accept(self, sse: ServerSentEvent) -> Event | None:
         """The typed event to yield for `sse`, or None: a retry-only message, one without a numeric id, or one
-        already yielded. Raises ValueError when a new event's data is not a JSON object."""
+        already yielded. Raises UnexpectedResponse when a new event's data is not a JSON object."""
         if sse.retry is not None:
             self.retry_seconds = max(0.0, sse.retry / 1000)
         if not sse.data or not sse.id.isdigit():
@@ -42,9 +43,12 @@ class Cursor:
         number = int(sse.id)
         if number <= self.last:
             return None
-        data = json.loads(sse.data)
+        try:
+            data = json.loads(sse.data)
+        except ValueError:
+            data = None
         if not isinstance(data, dict):
-            raise ValueError(f"event {number} ({sse.event}): data is not a JSON object: {sse.data[:200]!r}")
+            raise UnexpectedResponse(f"event {number} ({sse.event}): data is not a JSON object: {sse.data[:200]!r}")
         event = Event(id=number, type=sse.event, data=data, time=data.get("time"))
         self.last = number
         self.done = event.final

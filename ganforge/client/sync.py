@@ -21,7 +21,19 @@ from ganforge.client.files import Progress, ProgressReader, target_path, total_b
 from ganforge.client.specs import SpecLike
 from ganforge.client.sse import Cursor
 from ganforge.client.transport import RetryPolicy, send
-from ganforge.client.types import Checkpoint, Dataset, Event, Job, Metrics, Sample
+from ganforge.client.types import (
+    Checkpoint,
+    Dataset,
+    DatasetPage,
+    Event,
+    Job,
+    JobPage,
+    Metrics,
+    Sample,
+    T,
+    Validated,
+    parse,
+)
 
 POLL_START, POLL_MAX = 0.2, 2.0  # seconds between the polls of `wait`, growing
 
@@ -80,8 +92,9 @@ class Client:
         )
         return send(self._http, built, self.policy, idempotent=call.idempotent, stream=stream)
 
-    def _json(self, call: calls.Call) -> Any:
-        return self._send(call).json()
+    def _answer(self, call: calls.Call, kind: type[T]) -> T:
+        """The answer to `call` as `kind`; raises UnexpectedResponse when it is not that."""
+        return parse(kind, self._send(call))
 
     # ------------------------------------------------------------------ jobs
 
@@ -93,16 +106,15 @@ class Client:
         job; the same key with the same spec returns the first job, with another spec raises `Conflict`.
         Raises ValidationFailed (the spec's invalid field paths), NotFound (a data set id that is not yours).
         """
-        return Job.model_validate(self._json(calls.submit(spec, idempotency_key)))
+        return self._answer(calls.submit(spec, idempotency_key), Job)
 
     def validate(self, spec: SpecLike) -> dict[str, Any]:
         """The spec as it would run, with every default filled in; creates nothing. Raises ValidationFailed."""
-        body: dict[str, Any] = self._json(calls.validate(spec))["spec"]
-        return body
+        return (self._answer(calls.validate(spec), Validated)).spec
 
     def get(self, job_id: str) -> Job:
         """The job now. Raises NotFound."""
-        return Job.model_validate(self._json(calls.get_job(job_id)))
+        return self._answer(calls.get_job(job_id), Job)
 
     def list(self, *, status: str | None = None, tag: str | None = None, limit: int = 50) -> Iterator[Job]:
         """Your jobs, newest first, page after page until the last (lazily: a page is fetched when needed).
@@ -112,10 +124,9 @@ class Client:
         """
         cursor: str | None = None
         while True:
-            page = self._json(calls.list_jobs(status, tag, limit, cursor))
-            for job in page["jobs"]:
-                yield Job.model_validate(job)
-            cursor = page.get("next_cursor")
+            page = self._answer(calls.list_jobs(status, tag, limit, cursor), JobPage)
+            yield from page.jobs
+            cursor = page.next_cursor
             if not cursor:
                 return
 
@@ -125,7 +136,7 @@ class Client:
         cancelled returns it. Raises Conflict when the job already succeeded or failed, NotFound.
         """
         try:
-            return Job.model_validate(self._json(calls.cancel(job_id)))
+            return self._answer(calls.cancel(job_id), Job)
         except Conflict as exc:
             if exc.code != "already_finished":
                 raise
@@ -201,11 +212,11 @@ class Client:
         series comes back as per-bucket min and max (`downsampled`). `.to_pandas()` for a DataFrame.
         Raises NotFound, ValidationFailed.
         """
-        return Metrics.model_validate(self._json(calls.metrics(job_id, names, since_step, max_points)))
+        return self._answer(calls.metrics(job_id, names, since_step, max_points), Metrics)
 
     def samples(self, job_id: str) -> builtins.list[Sample]:
         """The job's sample snapshots, oldest first. Raises NotFound."""
-        return [Sample.model_validate(s) for s in self._json(calls.samples(job_id))]
+        return self._answer(calls.samples(job_id), list[Sample])
 
     def sample_png(self, job_id: str, step: calls.Step = "latest") -> bytes:
         """The snapshot at `step` ("latest": the newest) as a PNG (an image grid, or a scatter plot over the real
@@ -218,7 +229,7 @@ class Client:
 
     def checkpoints(self, job_id: str) -> builtins.list[Checkpoint]:
         """The job's checkpoints, oldest first. Raises NotFound."""
-        return [Checkpoint.model_validate(c) for c in self._json(calls.checkpoints(job_id))]
+        return self._answer(calls.checkpoints(job_id), list[Checkpoint])
 
     def download_checkpoint(
         self,
@@ -247,8 +258,7 @@ class Client:
 
     def catalog(self) -> dict[str, Any]:
         """Every loss, architecture and built-in data set with its parameters, defaults and paper."""
-        body: dict[str, Any] = self._json(calls.catalog())
-        return body
+        return self._answer(calls.catalog(), dict[str, Any])
 
 
 class Datasets:
@@ -282,22 +292,21 @@ class Datasets:
             files = {"file": (source.name, reader, "application/octet-stream")}
             request = self._client._http.build_request("POST", "/v1/datasets", data=fields, files=files)  # type: ignore[arg-type]
             response = send(self._client._http, request, self._client.policy, idempotent=False)
-        return Dataset.model_validate(response.json())
+        return parse(Dataset, response)
 
     def list(self, *, limit: int = 50) -> Iterator[Dataset]:
         """Your data sets, newest first, page after page (limit: the page size, 1-500)."""
         cursor: str | None = None
         while True:
-            page = self._client._json(calls.list_datasets(limit, cursor))
-            for record in page["datasets"]:
-                yield Dataset.model_validate(record)
-            cursor = page.get("next_cursor")
+            page = self._client._answer(calls.list_datasets(limit, cursor), DatasetPage)
+            yield from page.datasets
+            cursor = page.next_cursor
             if not cursor:
                 return
 
     def get(self, dataset_id: str) -> Dataset:
         """One data set. Raises NotFound."""
-        return Dataset.model_validate(self._client._json(calls.get_dataset(dataset_id)))
+        return self._client._answer(calls.get_dataset(dataset_id), Dataset)
 
     def delete(self, dataset_id: str) -> None:
         """Delete a data set and its files. Raises Conflict while a queued or running job uses it, NotFound."""

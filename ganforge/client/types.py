@@ -6,9 +6,13 @@ Times are timezone-aware UTC datetimes; steps are training steps (generator upda
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from pydantic import BaseModel, ConfigDict
+import httpx
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
+
+from ganforge.client.errors import UnexpectedResponse
 
 if TYPE_CHECKING:  # pandas is optional: imported only by Metrics.to_pandas
     import pandas
@@ -169,3 +173,49 @@ class Dataset(ApiModel):
     size_bytes: int
     created_at: datetime
     preview_url: str
+
+
+class JobPage(ApiModel):
+    """One page of `GET /v1/jobs`: the jobs, and the cursor of the next page (None on the last)."""
+
+    jobs: list[Job]
+    next_cursor: str | None = None
+
+
+class DatasetPage(ApiModel):
+    """One page of `GET /v1/datasets`."""
+
+    datasets: list[Dataset]
+    next_cursor: str | None = None
+
+
+class Validated(ApiModel):
+    """The answer of `POST /v1/jobs?validate_only=true`: the spec with every default filled in."""
+
+    spec: dict[str, Any]
+
+
+T = TypeVar("T")
+
+
+@lru_cache(maxsize=64)
+def _adapter(kind: Any) -> TypeAdapter[Any]:
+    return TypeAdapter(kind)
+
+
+def parse(kind: type[T], response: httpx.Response) -> T:
+    """The answer's JSON body as `kind` (a model, or e.g. `list[Sample]`).
+
+    Raises UnexpectedResponse when the body is not JSON or not that shape (another service at the URL).
+    """
+    try:
+        value: T = _adapter(cast(Any, kind)).validate_json(response.content)
+    except ValidationError as exc:
+        request = response.request
+        raise UnexpectedResponse(
+            f"the answer to {request.method} {request.url.path} is not a ganforge answer "
+            f"({response.status_code}, {response.headers.get('content-type', 'no content type')}): "
+            f"{exc.errors(include_url=False)[0]['msg']}",
+            response.status_code,
+        ) from None
+    return value
