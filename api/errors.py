@@ -140,7 +140,27 @@ def _detail(error: dict[str, Any], body: object = None) -> dict[str, str]:
         reason = error.get("ctx", {}).get("error", error["msg"])
         where = json_position(body, offset) if isinstance(offset, int) else f"character {offset}"
         return {"field": "body", "message": f"invalid JSON at {where}: {reason}", "type": "json_invalid"}
-    return _name_error(error) or {"field": field_path(error["loc"]), "message": error["msg"], "type": error["type"]}
+    return _name_error(error) or {"field": field_path(error["loc"]), "message": _message(error), "type": error["type"]}
+
+
+def _message(error: dict[str, Any]) -> str:
+    """pydantic's message; a length bound checked after a validator on text says "items", which it is not."""
+    ctx = error.get("ctx") or {}
+    if error["type"] in ("too_long", "too_short") and isinstance(error.get("input"), str):
+        bound, limit = (
+            ("most", ctx.get("max_length")) if error["type"] == "too_long" else ("least", ctx.get("min_length"))
+        )
+        return f"String should have at {bound} {limit} characters, not {len(error['input'])}"
+    return str(error["msg"])
+
+
+def unreadable_body(cause: BaseException) -> str:
+    """Why a JSON body could not be read, from the exception FastAPI wrapped."""
+    if isinstance(cause, UnicodeDecodeError):
+        return f"the body is not UTF-8: byte {cause.start} ({cause.object[cause.start : cause.start + 1]!r}) is invalid"
+    if isinstance(cause, RecursionError):
+        return "the JSON is nested too deeply"
+    return f"the body could not be read as JSON ({type(cause).__name__})"
 
 
 def install(app: FastAPI) -> None:
@@ -181,6 +201,12 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and exc.__cause__ is not None:
+            # FastAPI could not read the JSON body for a reason other than its syntax: the same answer as a
+            # syntax error (422 on `body`), with the cause, not "There was an error parsing the body".
+            detail = {"field": "body", "message": unreadable_body(exc.__cause__), "type": "json_invalid"}
+            content = error_body("validation_error", f"body: {detail['message']}", [detail])
+            return JSONResponse(status_code=422, content=content)
         code = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized"}.get(exc.status_code, "http_error")
         return JSONResponse(
             status_code=exc.status_code,

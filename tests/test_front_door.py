@@ -93,6 +93,33 @@ def test_malformed_json_says_line_and_column(front: Service) -> None:
 
 
 @pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b'{"name": "\xff"}', "the body is not UTF-8: byte 10 (b'\\xff') is invalid"),
+        (b"[" * 400_000, "the JSON is nested too deeply"),
+    ],
+)
+def test_a_body_that_cannot_be_read_is_a_422_on_body_like_a_syntax_error(
+    front: Service, body: bytes, message: str
+) -> None:
+    with front.client() as client:
+        response = client.post("/v1/jobs", content=body, headers={"Content-Type": "application/json"})
+        error = error_of(response, 422)
+        assert error["code"] == "validation_error" and detail(error, "body") == message, error
+
+
+def test_a_text_too_long_is_counted_in_characters(front: Service) -> None:
+    """A bound checked after a text validator made pydantic say "items" and count something else."""
+    with front.client() as client:
+        error = error_of(client.post("/v1/jobs", json=spec(tags={"k" * 65: "v"})), 422)
+        assert [d["message"] for d in error["details"]] == ["String should have at most 64 characters, not 65"]
+        job = client.post("/v1/jobs", json=spec()).json()
+        names = ",".join(f"n{i}" for i in range(5000))
+        error = error_of(client.get(f"/v1/jobs/{job['id']}/metrics", params={"names": names}), 422)
+        assert detail(error, "query.names") == f"String should have at most 2000 characters, not {len(names)}"
+
+
+@pytest.mark.parametrize(
     "content_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"]
 )
 def test_a_body_sent_as_something_else_than_json_says_to_send_application_json(
