@@ -94,6 +94,33 @@ def test_static_files_and_page_are_public(service: Service) -> None:
     assert "/" not in httpx.get(f"{service.url}/openapi.json").json()["paths"]
 
 
+def test_jobs_list_progress_stays_progress_across_refreshes(page: Page, service: Service) -> None:
+    errors = script_errors(page)
+    with service.client() as client:
+        job = client.post("/v1/jobs", json=long_spec("dash-progress")).json()
+        wait_for(client, job["id"], ("running",), timeout=60)
+    page.goto(service.url + "/#/jobs")
+    row = page.locator(f"#jobs tr[data-id='{job['id']}']")
+    cells = row.locator("td")
+    progress = re.compile(r"^step (\d+) / 200000")
+    expect(cells.nth(4)).to_have_text(progress)
+    expect(cells).to_have_count(6)
+    created = cells.nth(5).inner_text()
+    first = int(progress.findall(cells.nth(4).inner_text())[0])
+    page.wait_for_timeout(4500)  # two 2 s refreshes, each replacing the status and progress cells
+    expect(cells).to_have_count(6)
+    expect(cells.nth(3).locator("[data-status]")).to_have_text("running")
+    expect(cells.nth(4)).to_have_text(progress)
+    assert int(progress.findall(cells.nth(4).inner_text())[0]) > first  # the refreshed value, not the first one
+    expect(cells.nth(4).locator("progress")).to_have_count(1)
+    assert cells.nth(5).inner_text() == created
+    with service.client() as client:
+        assert client.post(f"/v1/jobs/{job['id']}/cancel").status_code == 202
+    expect(cells.nth(3).locator("[data-status]")).to_have_text("cancelled", timeout=30_000)
+    expect(cells.nth(4)).to_have_text(progress)
+    assert errors == []
+
+
 def test_key_entered_once_is_kept_across_reload(context: BrowserContext, service: Service, tmp_path: Path) -> None:
     with service.client() as client:
         job = client.post("/v1/jobs", json={**long_spec("auth-check"), "training": {"steps": 20}}).json()

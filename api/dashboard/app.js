@@ -150,8 +150,10 @@ function jobsPage(view) {
       const fresh = row(job);
       const known = rows.get(job.id);
       if (known) {
-        // update cells in place, so a focused link keeps its focus
-        [3, 4].forEach((index) => known.tr.children[index].replaceWith(fresh.children[index]));
+        // update cells in place, so a focused link keeps its focus; the cells are taken from `fresh` first,
+        // since replaceWith moves each out of it (and would shift the next index onto the Created cell)
+        const cells = [...fresh.children];
+        [3, 4].forEach((index) => known.tr.children[index].replaceWith(cells[index]));
         known.job = job;
       } else rows.set(job.id, { job, tr: fresh });
     }
