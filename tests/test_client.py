@@ -86,7 +86,8 @@ class Live:
 @pytest.fixture(scope="module")
 def live(service: Service) -> Iterator[Live]:
     """The shared job: submitted, then followed from its start to its end by a sync and an async client, both
-    through a proxy that breaks every open connection every 0.3 s (and briefly refuses new ones)."""
+    through a proxy that breaks every open connection every 0.3 s (and briefly refuses new ones). A connection cut
+    before it brought an event counts toward `retries`, and the job may sit queued for a while: hence 40."""
     proxy = TcpProxy(service.port)
     proxy.start()
     url = f"http://127.0.0.1:{proxy.port}"
@@ -96,7 +97,7 @@ def live(service: Service) -> Iterator[Live]:
 
     def follow_sync() -> None:
         try:
-            with Client(url, KEY, retries=8, backoff=0.05) as client:
+            with Client(url, KEY, retries=40, backoff=0.05) as client:
                 for event in client.follow(job.id):
                     sync.add(event)
         except BaseException as exc:
@@ -104,7 +105,7 @@ def live(service: Service) -> Iterator[Live]:
 
     async def follow_async() -> None:
         try:
-            async with AsyncClient(url, KEY, retries=8, backoff=0.05) as client:
+            async with AsyncClient(url, KEY, retries=40, backoff=0.05) as client:
                 async for event in client.follow(job.id):
                     aio.add(event)
         except BaseException as exc:
@@ -531,3 +532,350 @@ def test_client_settings_come_from_arguments_then_environment(monkeypatch: pytes
         assert client.base_url == "http://127.0.0.1:8000"
     with pytest.raises(ValueError, match="http"):
         Client("ftp://somewhere")
+
+
+# ---------------------------------------------------------------------------------------------- hostile servers
+# A wrong or hostile server (another service, a proxy, an attacker at the URL) must never make the SDK write where
+# it chose, take a page for a file, spin, hang, fill memory, or echo a secret.
+
+SAFETENSORS = (2).to_bytes(8, "little") + b"{}"  # the smallest safetensors file: an empty JSON header
+STATE = b"PK\x03\x04rest of a torch zip"
+OCTETS = {"content-type": "application/octet-stream"}
+HTML = {"content-type": "text/html; charset=utf-8"}
+SSE = {"content-type": "text/event-stream; charset=utf-8"}
+LOGIN_PAGE = b"<!doctype html><html><body>Please log in</body></html>"
+
+
+class RawServer:
+    """A TCP server that reads each request's head and then hands the socket to `respond(sock, number)`: for
+    answers http.server cannot give (an endless body, none at all). Records each request head."""
+
+    def __init__(self, respond: Callable[[Any], None]) -> None:
+        import socket
+
+        self.respond = respond
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.requests: list[bytes] = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
+
+    def _one(self, conn: Any) -> None:
+        with conn:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                data = conn.recv(65536)
+                if not data:
+                    return
+                head += data
+            self.requests.append(head)
+            try:
+                self.respond(conn)
+            except OSError:
+                pass  # the client hung up: what these tests want
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class Stop(Exception):
+    """Raised by an on_retry callback to end a test at the first announced wait."""
+
+
+def test_a_download_keeps_to_safe_file_names(scripted: Scripted, tmp_path: Path) -> None:
+    unsafe = [".bashrc", "../escape.safetensors", "..", "a/b", "a\\b", "-rf", "x" * 300, "ok\x7fname", ""]
+    path = "/v1/jobs/j1/checkpoints/latest"
+    scripted.scripts[f"GET {path}"] = [
+        (200, {**OCTETS, "content-disposition": f'attachment; filename="{name}"'}, SAFETENSORS) for name in unsafe
+    ] + [(200, {**OCTETS, "content-disposition": 'attachment; filename="j1-7.safetensors"'}, SAFETENSORS)]
+    with Client(scripted.url, retries=0) as client:
+        for name in unsafe:
+            target = client.download_checkpoint("j1", path=tmp_path)
+            assert target == tmp_path / "j1-latest.safetensors", name
+            assert sorted(p.name for p in tmp_path.iterdir()) == ["j1-latest.safetensors"], name
+            target.unlink()
+        assert client.download_checkpoint("j1", path=tmp_path) == tmp_path / "j1-7.safetensors"
+    assert not (tmp_path.parent / "escape.safetensors").exists()
+
+
+def test_an_answer_that_is_not_the_file_asked_for_writes_nothing(scripted: Scripted, tmp_path: Path) -> None:
+    """A page (wrong Content-Type, or the right one over another body) or any redirect is UnexpectedResponse."""
+    checkpoint, png, npy = (
+        "/v1/jobs/j1/checkpoints/latest",
+        "/v1/jobs/j1/samples/latest.png",
+        "/v1/jobs/j1/samples/latest.npy",
+    )
+    preview = "/v1/datasets/d1/preview.png"
+    wrong = [
+        (200, HTML, LOGIN_PAGE),
+        (200, {"content-type": "application/json"}, {"error": "no"}),
+        (200, {}, b""),  # no content type at all... Scripted sends application/json
+        (301, {"location": "http://elsewhere/login"}, b""),
+        (302, {"location": "/login"}, LOGIN_PAGE),
+        (307, {"location": "/v1/jobs/j1/checkpoints/latest"}, b""),
+        (308, {}, b""),
+    ]
+    scripted.scripts[f"GET {checkpoint}"] = [*wrong, (200, OCTETS, LOGIN_PAGE), (200, OCTETS, b"")]
+    scripted.scripts[f"GET {png}"] = [*wrong, (200, {"content-type": "image/png"}, LOGIN_PAGE)]
+    scripted.scripts[f"GET {npy}"] = [*wrong, (200, OCTETS, PNG + b"...")]
+    scripted.scripts[f"GET {preview}"] = [*wrong, (200, {"content-type": "image/png"}, NPY + b"...")]
+    scripted.scripts["GET /v1/jobs/j1"] = [(302, {"location": "/login"}, b""), (304, {}, b"")]
+    with Client(scripted.url, retries=3, backoff=0.01) as client:
+        for _ in range(len(wrong) + 2):
+            with pytest.raises(UnexpectedResponse, match="not a ganforge answer"):
+                client.download_checkpoint("j1", path=tmp_path, file="weights")
+        for _ in range(len(wrong) + 1):
+            with pytest.raises(UnexpectedResponse, match="not a ganforge answer"):
+                client.sample_png("j1")
+            with pytest.raises(UnexpectedResponse, match="not a ganforge answer"):
+                client.sample_npy("j1")
+            with pytest.raises(UnexpectedResponse, match="not a ganforge answer"):
+                client.datasets.preview_png("d1")
+        for _ in range(2):
+            with pytest.raises(UnexpectedResponse, match="redirect"):
+                client.get("j1")
+        assert list(tmp_path.iterdir()) == []  # nothing written, not even a partial file
+        # Each was asked once: a redirect is neither followed nor retried.
+        assert scripted.count("GET", checkpoint) == len(wrong) + 2 and scripted.count("GET", "/v1/jobs/j1") == 2
+        # What the API does send is taken, and the request says what it accepts.
+        scripted.scripts[f"GET {png}"] = [(200, {"content-type": "image/png"}, PNG + b"rest")]
+        scripted.scripts[f"GET {npy}"] = [(200, OCTETS, NPY + b"rest")]
+        scripted.scripts["GET /v1/jobs/j1/checkpoints/3"] = [(200, OCTETS, STATE)]
+        assert client.sample_png("j1") == PNG + b"rest" and client.sample_npy("j1") == NPY + b"rest"
+        assert client.download_checkpoint("j1", 3, tmp_path / "s.pt", file="state").read_bytes() == STATE
+        assert [h.get("Accept") for m, p, _, h in scripted.seen if p == png][-1] == "image/png"
+
+    async def async_side() -> None:
+        scripted.scripts[f"GET {checkpoint}"] = [(200, HTML, LOGIN_PAGE), (302, {"location": "/"}, b"")]
+        scripted.scripts[f"GET {png}"] = [(200, {"content-type": "image/png"}, LOGIN_PAGE)]
+        async with AsyncClient(scripted.url, retries=0) as client:
+            for _ in range(2):
+                with pytest.raises(UnexpectedResponse, match="not a ganforge answer"):
+                    await client.download_checkpoint("j1", path=tmp_path)
+            with pytest.raises(UnexpectedResponse, match="not a png file"):
+                await client.sample_png("j1")
+        assert list(tmp_path.iterdir()) == [tmp_path / "s.pt"]
+
+    asyncio.run(async_side())
+
+
+EVENTS = "/v1/jobs/j1/events"
+
+
+def sse_event(number: int, kind: str = "metrics", **data: Any) -> bytes:
+    return f"id: {number}\nevent: {kind}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+@pytest.mark.timeout(60)
+def test_follow_gives_up_on_streams_that_bring_nothing(scripted: Scripted) -> None:
+    """retry: 0 then close, an empty stream, a stream replaying what we have, a page: no endless reconnecting."""
+    told: list[str] = []
+    with Client(scripted.url, retries=3, backoff=0.01, on_retry=told.append) as client:
+        for body in (b"retry: 0\n\n", b"", b": just a comment\n\n", b"retry: -5\n\ndata: {}\n\n"):
+            scripted.scripts[f"GET {EVENTS}"] = [(200, SSE, body)] * 50
+            before, started = scripted.count("GET", EVENTS), time.monotonic()
+            with pytest.raises(ConnectionFailed, match="4 times in a row without a new event"):
+                list(client.follow("j1"))
+            assert scripted.count("GET", EVENTS) - before == 4, body  # the first try and `retries` more
+            assert 0.3 <= time.monotonic() - started < 5, body  # each wait at least 0.1 s, never a busy loop
+        assert told[-1] == "the event stream of job j1 ended: reconnecting in 0.1 s"
+        # A stream that only replays what was yielded counts as bringing nothing; a new event starts the count again.
+        first = b"retry: 100\n\n" + sse_event(1, since="start")
+        scripted.scripts[f"GET {EVENTS}"] = (
+            [(200, SSE, first)] * 3 + [(200, SSE, first + sse_event(2))] + [(200, SSE, first)] * 50
+        )
+        got: list[int] = []
+        with pytest.raises(ConnectionFailed):
+            for event in client.follow("j1"):
+                got.append(event.id)
+        assert got == [1, 2] and scripted.count("GET", EVENTS) == 16 + 4 + 4
+        # A page where the stream should be is UnexpectedResponse at once: no reconnecting.
+        scripted.scripts[f"GET {EVENTS}"] = [(200, HTML, LOGIN_PAGE)] * 50
+        before = scripted.count("GET", EVENTS)
+        with pytest.raises(UnexpectedResponse, match="expected text/event-stream"):
+            list(client.follow("j1"))
+        assert scripted.count("GET", EVENTS) == before + 1
+        scripted.scripts[f"GET {EVENTS}"] = [(302, {"location": "/login"}, b"")] * 50
+        with pytest.raises(UnexpectedResponse, match="redirect"):
+            list(client.follow("j1"))
+
+    async def async_side() -> None:
+        scripted.scripts[f"GET {EVENTS}"] = [(200, SSE, b"retry: 0\n\n")] * 50
+        async with AsyncClient(scripted.url, retries=2, backoff=0.01) as client:
+            with pytest.raises(ConnectionFailed, match="3 times in a row"):
+                async for _ in client.follow("j1"):
+                    pass
+            scripted.scripts[f"GET {EVENTS}"] = [(200, HTML, LOGIN_PAGE)]
+            with pytest.raises(UnexpectedResponse, match="expected text/event-stream"):
+                async for _ in client.follow("j1"):
+                    pass
+
+    asyncio.run(async_side())
+
+
+def test_the_servers_retry_is_clamped(scripted: Scripted) -> None:
+    """retry: 999999999999 would sleep for ever, retry: 0 would spin: the wait stays within 0.1-30 s."""
+    told: list[str] = []
+
+    def stop(message: str) -> None:
+        told.append(message)
+        raise Stop
+
+    for retry, shown in ((b"999999999999", "30.0"), (b"0", "0.1"), (b"250", "0.2")):
+        told.clear()
+        scripted.scripts[f"GET {EVENTS}"] = [(200, SSE, b"retry: " + retry + b"\n\n")]
+        with Client(scripted.url, retries=3, on_retry=stop) as client, pytest.raises(Stop):
+            list(client.follow("j1"))
+        assert told == [f"the event stream of job j1 ended: reconnecting in {shown} s"]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("shape", ["one endless line", "endless lines of one event"])
+def test_an_endless_event_is_refused_not_held_in_memory(shape: str) -> None:
+    total = 64 * 1024 * 1024
+    sent: list[int] = []
+
+    def respond(conn: Any) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\nid: 1\n")
+        piece = b"data: " + b"x" * 65536 if shape == "one endless line" else b"data: xxxxxxxxxxxxxxxxxx\n" * 2000
+        done = 0
+        while done < total:
+            conn.sendall(piece)
+            done += len(piece)
+            sent.append(done)
+
+    server = RawServer(respond)
+    try:
+        for client_type in ("sync", "async"):
+            sent.clear()
+            if client_type == "sync":
+                with Client(server.url, retries=0) as client, pytest.raises(UnexpectedResponse, match="over 8388608"):
+                    list(client.follow("j1"))
+            else:
+
+                async def follow() -> None:
+                    async with AsyncClient(server.url, retries=0) as client:
+                        async for _ in client.follow("j1"):
+                            pass
+
+                with pytest.raises(UnexpectedResponse, match="over 8388608"):
+                    asyncio.run(follow())
+            time.sleep(0.2)
+            assert sent[-1] < total / 2, client_type  # the client hung up soon after the limit
+    finally:
+        server.close()
+
+
+def test_secrets_stay_out_of_messages(scripted: Scripted, monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in ("s3cr3tkey\nX-Evil: 1", "s3cr3tkey\r", "s3cr3t key", "s3cr3tkëy", " s3cr3tkey", "s3cr3tkey\x00"):
+        for make in (Client, AsyncClient):
+            with pytest.raises(ValueError, match="the API key .* contains characters a header cannot carry") as bad:
+                make(scripted.url, key)
+            assert "s3cr3t" not in str(bad.value) and "s3cr3t" not in repr(bad.value)
+    monkeypatch.setenv("GANFORGE_API_KEY", "s3cr3tkey\nX-Evil: 1")
+    with pytest.raises(ValueError, match="GANFORGE_API_KEY") as bad:
+        Client(scripted.url)
+    assert "s3cr3t" not in str(bad.value)
+    monkeypatch.delenv("GANFORGE_API_KEY")
+    assert scripted.seen == []  # refused before anything was sent
+
+    # A password in the URL is masked wherever the SDK shows the URL.
+    told: list[str] = []
+    port = free_port()
+    with Client(f"http://bob:s3cr3t@127.0.0.1:{port}", retries=1, backoff=0.01, on_retry=told.append) as client:
+        assert repr(client) == f"Client('http://bob:***@127.0.0.1:{port}')"
+        with pytest.raises(ConnectionFailed, match="could not reach") as failed:
+            client.get("j1")
+        assert "s3cr3t" not in str(failed.value)
+    for url in ("http://bob:s3cr3t@[::1", "ftp://bob:s3cr3t@host", "http://bob:s3cr3t@host:abc"):
+        with pytest.raises(ValueError, match="bob:\\*\\*\\*@") as bad:
+            Client(url)
+        assert "s3cr3t" not in str(bad.value)
+    assert told and not any("s3cr3t" in line for line in told)
+    shown = f"http://bob:s3cr3t@{scripted.url.removeprefix('http://')}"
+    scripted.scripts["GET /v1/jobs/j1"] = [(302, {"location": "/login"}, b"")]
+    with Client(shown, retries=0) as client, pytest.raises(UnexpectedResponse) as odd:
+        client.get("j1")
+    assert "s3cr3t" not in str(odd.value)
+
+
+def test_bad_urls_and_arguments_are_value_errors_before_anything_is_sent(scripted: Scripted) -> None:
+    """The command line maps a ValueError from the SDK to exit 2: every bad input is one, naming what is wrong."""
+    for url, says in (
+        ("ftp://x", "http:// or https://"),
+        ("http://[::1", "not a valid URL"),
+        ("http://", "with a host"),
+        ("http://host:99999", "port"),
+        ("http://a host", "with a host"),
+        ("http://host/\x00", "not a valid URL"),
+        ("http://host/?q=1", "query"),
+        ("localhost:8000", "http:// or https://"),
+    ):
+        for make in (Client, AsyncClient):
+            with pytest.raises(ValueError, match=f"base_url.*{says}"):
+                make(url)
+    for value, says in ((0, "timeout"), (float("nan"), "timeout")):
+        with pytest.raises(ValueError, match=says):
+            Client(scripted.url, timeout=value)
+    with Client(scripted.url) as client:
+        with pytest.raises(ValueError, match="job_id is 100000 characters long"):
+            client.get("j" * 100_000)
+        with pytest.raises(ValueError, match="job_id contains a control character"):
+            client.cancel("j1\nX-Evil: 1")
+        with pytest.raises(ValueError, match="job_id must be a non-empty string"):
+            list(client.follow(""))
+        with pytest.raises(ValueError, match="dataset_id is 300 characters long"):
+            client.datasets.delete("d" * 300)
+        with pytest.raises(ValueError, match="invalid URL"):
+            list(client.list(tag="t:" + "x" * 100_000))
+        with pytest.raises(ValueError, match="step"):
+            client.sample_png("j1", step="../../x")
+    assert scripted.seen == []
+
+
+def test_on_retry_tells_every_wait_and_connecting_times_out_apart_from_reading(scripted: Scripted) -> None:
+    told: list[str] = []
+    scripted.scripts["GET /v1/jobs/j1"] = [(503, {}, error("unavailable")), (200, {}, JOB)]
+    scripted.scripts["GET /v1/catalog"] = [(429, {"retry-after": "1"}, error("slow_down")), (200, {}, {})]
+    with Client(scripted.url, retries=2, backoff=0.2, on_retry=told.append) as client:
+        client.get("j1")
+        client.catalog()
+        assert client._http.timeout.connect == 5.0 and client._http.timeout.read == 30.0
+    assert len(told) == 2 and told[1] == "rate limited: waiting 1 s (GET /v1/catalog)"
+    assert told[0].startswith("retrying GET /v1/jobs/j1 in 0.") and told[0].endswith(" s (503)")
+
+    # A server that accepts and never answers: each silent wait is told, not two minutes of nothing.
+    silent = RawServer(lambda _: time.sleep(1.5))
+    try:
+        told.clear()
+        started = time.monotonic()
+        with Client(silent.url, timeout=0.3, retries=2, backoff=0.01, on_retry=told.append) as client:
+            with pytest.raises(ConnectionFailed, match="could not reach"):
+                client.get("j1")
+        assert time.monotonic() - started < 3 and len(told) == 2
+        assert all(line.startswith("retrying GET /v1/jobs/j1 in ") and "ReadTimeout" in line for line in told), told
+
+        async def async_side() -> None:
+            told.clear()
+            async with AsyncClient(silent.url, timeout=0.3, retries=1, backoff=0.01, on_retry=told.append) as client:
+                assert client._http.timeout.connect == 0.3  # never longer than the timeout asked for
+                with pytest.raises(ConnectionFailed):
+                    await client.get("j1")
+            assert len(told) == 1 and "ReadTimeout" in told[0]
+
+        asyncio.run(async_side())
+    finally:
+        silent.close()

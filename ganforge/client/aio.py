@@ -19,10 +19,19 @@ from httpx_sse import EventSource
 from ganforge.client import calls
 from ganforge.client.config import Config
 from ganforge.client.errors import Conflict, ConnectionFailed
-from ganforge.client.files import Progress, ProgressReader, awrite, target_path, total_bytes
+from ganforge.client.files import (
+    HEAD_BYTES,
+    Progress,
+    ProgressReader,
+    achecked,
+    awrite,
+    check_signature,
+    target_path,
+    total_bytes,
+)
 from ganforge.client.specs import SpecLike
-from ganforge.client.sse import Cursor
-from ganforge.client.transport import RetryPolicy, asend
+from ganforge.client.sse import Cursor, Reconnects
+from ganforge.client.transport import OnRetry, RetryPolicy, asend
 from ganforge.client.types import (
     Checkpoint,
     Dataset,
@@ -46,10 +55,18 @@ class AsyncClient:
     base_url: default GANFORGE_URL, else http://127.0.0.1:8000; api_key: default GANFORGE_API_KEY (sent as
     `Authorization: Bearer <key>`); timeout: seconds per request (connect, read, write; an SSE stream reads for at
     least 60 s, spanning the API's pings); retries: how many times a safe request is sent again (see
-    `ganforge.client.transport`), with exponential backoff from `backoff` seconds.
+    `ganforge.client.transport`), with exponential backoff from `backoff` seconds; on_retry: called with one line
+    before each wait ("retrying GET /v1/jobs/j1 in 2.0 s (503)", "rate limited: waiting 5 s (GET /v1/catalog)",
+    "the event stream of job j1 ended: reconnecting in 1.0 s"), default silent. Connecting times out after 5 s.
+
+    Construction raises ValueError (naming the setting, never echoing the key or a password) for a base URL that
+    is not http(s) with a host or does not parse, an API key with characters a header cannot carry, timeout <= 0,
+    retries < 0. Methods raise ValueError before sending for an id over 200 characters or with a control
+    character, a bad step, or arguments that make the URL invalid.
 
     Every method raises a `GanforgeError` subclass on failure: `ValidationFailed` (with `.fields`), `NotFound`,
-    `Conflict`, `Unauthorized`, `RateLimited`, `ServerError`, `ConnectionFailed`. Use it as a context manager or
+    `Conflict`, `Unauthorized`, `RateLimited`, `ServerError`, `ConnectionFailed`, `UnexpectedResponse` (a
+    redirect, or an answer that is not the API's). Use it as a context manager or
     `await close()`.
     """
 
@@ -61,10 +78,13 @@ class AsyncClient:
         timeout: float = 30.0,
         retries: int = 3,
         backoff: float = 0.5,
+        on_retry: OnRetry | None = None,
     ) -> None:
         self.config = Config.resolve(base_url, api_key, timeout, retries)
-        self.policy = RetryPolicy(retries=retries, backoff=backoff)
-        self._http = httpx.AsyncClient(base_url=self.config.base_url, headers=self.config.headers(), timeout=timeout)
+        self.policy = RetryPolicy(retries=retries, backoff=backoff, on_retry=on_retry)
+        self._http = httpx.AsyncClient(
+            base_url=self.config.base_url, headers=self.config.headers(), timeout=self.config.request_timeout()
+        )
         self.datasets = AsyncDatasets(self)
 
     @property
@@ -72,7 +92,7 @@ class AsyncClient:
         return self.config.base_url
 
     def __repr__(self) -> str:
-        return f"AsyncClient({self.config.base_url!r})"
+        return f"AsyncClient({self.config.shown_url!r})"
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -89,10 +109,22 @@ class AsyncClient:
     # ------------------------------------------------------------------ plumbing
 
     async def _send(self, call: calls.Call, *, stream: bool = False, **request: Any) -> httpx.Response:
-        built = self._http.build_request(
-            call.method, call.path, params=call.params or None, json=call.json, headers=call.headers, **request
+        headers = {"Accept": call.expect, **call.headers} if call.expect else call.headers
+        try:
+            built = self._http.build_request(
+                call.method, call.path, params=call.params or None, json=call.json, headers=headers, **request
+            )
+        except httpx.InvalidURL as exc:  # e.g. a query value so long the URL passes httpx's limit
+            raise ValueError(f"the arguments make an invalid URL for {call.method} {call.path[:100]}: {exc}") from None
+        return await asend(
+            self._http, built, self.policy, idempotent=call.idempotent, stream=stream, expect=call.expect
         )
-        return await asend(self._http, built, self.policy, idempotent=call.idempotent, stream=stream)
+
+    async def _file(self, call: calls.Call, kind: str) -> bytes:
+        """The file `call` fetches, in memory; UnexpectedResponse when it is not a `kind` file."""
+        response = await self._send(call)
+        check_signature(kind, response.content[:HEAD_BYTES], f"the answer to {call.method} {call.path}")
+        return response.content
 
     async def _answer(self, call: calls.Call, kind: type[T]) -> T:
         """The answer to `call` as `kind`; raises UnexpectedResponse when it is not that."""
@@ -170,33 +202,34 @@ class AsyncClient:
 
         Ends after the status event that moves the job to succeeded, failed or cancelled (for a finished job: once
         its log is replayed). A dropped connection is resumed with Last-Event-ID; no event is yielded twice, ids
-        increase. A stream that keeps dropping is resumed for as long as the service accepts connections
-        (backing off); raises ConnectionFailed once `retries` attempts to connect failed in a row, NotFound.
+        increase. A stream that drops is resumed (backing off; the server's `retry` clamped to 0.1-30 s); raises
+        ConnectionFailed once `retries` attempts to connect failed in a row, or `retries` connections in a row
+        brought no new event; UnexpectedResponse for an answer that is not an event stream or an event over 8 MiB;
+        NotFound.
         """
         cursor = Cursor(last=after or 0)
-        drops = 0  # dropped connections in a row without a new event
+        reconnects = Reconnects(job_id, self.policy, cursor)
         while not cursor.done:
             # Connecting is retried by the transport (a GET); ConnectionFailed once it gives up.
             response = await self._send(
                 calls.events(job_id, cursor.headers()), stream=True, timeout=self.config.stream_timeout()
             )
+            broke: httpx.TransportError | None = None
             async with aclosing(response):
                 if response.status_code == 204:  # finished, and we have every event
                     return
+                reconnects.opened(response)
                 try:
                     async for sse in EventSource(response).aiter_sse():
                         event = cursor.accept(sse)
                         if event is not None:
-                            drops = 0
                             yield event
                             if cursor.done:
                                 return
-                except httpx.TransportError:  # the connection dropped mid-stream: resume after the last event
-                    await asyncio.sleep(self.policy.pause(drops))
-                    drops += 1
-                    continue
-            # The server ended the stream early: reconnect as EventSource does.
-            await asyncio.sleep(cursor.retry_seconds)
+                except httpx.TransportError as exc:  # the connection dropped mid-stream: resume after the last event
+                    broke = exc
+            # Or the server ended the stream early: reconnect as EventSource does.
+            await asyncio.sleep(reconnects.ended(broke))
 
     def events(self, job_id: str, *, after: int | None = None) -> AsyncIterator[Event]:
         """The same as `follow`."""
@@ -225,11 +258,11 @@ class AsyncClient:
     async def sample_png(self, job_id: str, step: calls.Step = "latest") -> bytes:
         """The snapshot at `step` ("latest": the newest) as a PNG (an image grid, or a scatter plot over the real
         data for 2-D points). Raises NotFound (no sample at that step)."""
-        return (await self._send(calls.sample_file(job_id, step, "png"))).content
+        return await self._file(calls.sample_file(job_id, step, "png"), "png")
 
     async def sample_npy(self, job_id: str, step: calls.Step = "latest") -> bytes:
         """The raw generated batch at `step` as .npy bytes (`numpy.load(io.BytesIO(...))`). Raises NotFound."""
-        return (await self._send(calls.sample_file(job_id, step, "npy"))).content
+        return await self._file(calls.sample_file(job_id, step, "npy"), "npy")
 
     async def checkpoints(self, job_id: str) -> builtins.list[Checkpoint]:
         """The job's checkpoints, oldest first. Raises NotFound."""
@@ -256,9 +289,10 @@ class AsyncClient:
             suffix = "safetensors" if file == "weights" else "state.pt"
             target = target_path(path, response, f"{job_id}-{step}.{suffix}")
             try:
-                return await awrite(response.aiter_bytes(), target, total_bytes(response), progress)
+                chunks = achecked(response.aiter_bytes(), suffix, f"the answer to GET {response.request.url.path}")
+                return await awrite(chunks, target, total_bytes(response), progress)
             except httpx.TransportError as exc:
-                raise ConnectionFailed(f"the download of {target.name} broke off: {exc}") from exc
+                raise ConnectionFailed(f"the download of {target.name} broke off: {exc or type(exc).__name__}") from exc
 
     async def catalog(self) -> dict[str, Any]:
         """Every loss, architecture and built-in data set with its parameters, defaults and paper."""
@@ -320,4 +354,4 @@ class AsyncDatasets:
 
     async def preview_png(self, dataset_id: str) -> bytes:
         """A PNG of real examples (an image grid, or a scatter plot of the first two dimensions of rows)."""
-        return (await self._client._send(calls.dataset_preview(dataset_id))).content
+        return await self._client._file(calls.dataset_preview(dataset_id), "png")

@@ -1,5 +1,9 @@
-"""Each API call as data (method, path, query, body, whether it may be retried), shared by the sync and async
-clients so both send exactly the same requests."""
+"""Each API call as data (method, path, query, body, whether it may be retried, what answer it expects), shared by
+the sync and async clients so both send exactly the same requests.
+
+An id (job, data set) longer than 200 characters or holding a control character, or a step that is not a
+non-negative int or "latest", is refused before anything is sent: `ValueError` naming the argument.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,11 @@ from ganforge.client.specs import SpecLike, spec_body
 Step = int | str
 """A training step, or "latest" (the newest)."""
 
+MAX_ID = 200  # characters: the API's ids are far shorter; a longer one cannot name anything
+
+# The media type (Content-Type) the API sends for each file (api/routes/results.py, datasets.py).
+PNG, OCTETS = "image/png", "application/octet-stream"
+
 
 @dataclass(frozen=True)
 class Call:
@@ -25,15 +34,28 @@ class Call:
     json: Any = None
     headers: dict[str, str] = field(default_factory=dict)
     idempotent: bool | None = None
+    expect: str | None = None  # a file's media type; None: JSON (checked by parsing)
 
 
-def _segment(value: str | int) -> str:
+def check_id(value: str, name: str) -> str:
+    """`value` when it can be an id; ValueError naming `name` when it is empty, longer than MAX_ID characters or
+    holds a control character."""
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{name} must be a non-empty string, got {value!r}"[:300])
+    if len(value) > MAX_ID:
+        raise ValueError(f"{name} is {len(value)} characters long; an id has at most {MAX_ID}")
+    if not value.isprintable():
+        raise ValueError(f"{name} contains a control character: {value!r}")
+    return value
+
+
+def _segment(value: str, name: str) -> str:
     # Ids go into the path quoted: an id like "../x" stays one segment (the API answers 404).
-    return quote(str(value), safe="")
+    return quote(check_id(value, name), safe="")
 
 
 def job_path(job_id: str, *rest: str) -> str:
-    return "/".join(["/v1/jobs", _segment(job_id), *rest]).rstrip("/")
+    return "/".join(["/v1/jobs", _segment(job_id, "job_id"), *rest]).rstrip("/")
 
 
 def step_segment(step: Step) -> str:
@@ -97,7 +119,11 @@ def samples(job_id: str) -> Call:
 
 
 def sample_file(job_id: str, step: Step, extension: str) -> Call:
-    return Call("GET", job_path(job_id, "samples", f"{step_segment(step)}.{extension}"))
+    return Call(
+        "GET",
+        job_path(job_id, "samples", f"{step_segment(step)}.{extension}"),
+        expect=PNG if extension == "png" else OCTETS,
+    )
 
 
 def checkpoints(job_id: str) -> Call:
@@ -108,7 +134,7 @@ def checkpoint_file(job_id: str, step: Step, file: str) -> Call:
     if file not in ("weights", "state"):
         raise ValueError(f'file must be "weights" or "state", got {file!r}')
     params: dict[str, str | int] = {"file": file} if file != "weights" else {}
-    return Call("GET", job_path(job_id, "checkpoints", step_segment(step)), params=params)
+    return Call("GET", job_path(job_id, "checkpoints", step_segment(step)), params=params, expect=OCTETS)
 
 
 def catalog() -> Call:
@@ -123,16 +149,16 @@ def list_datasets(limit: int, cursor: str | None) -> Call:
 
 
 def get_dataset(dataset_id: str) -> Call:
-    return Call("GET", f"/v1/datasets/{_segment(dataset_id)}")
+    return Call("GET", f"/v1/datasets/{_segment(dataset_id, 'dataset_id')}")
 
 
 def delete_dataset(dataset_id: str) -> Call:
     # Not retried: a second DELETE after a lost answer would report a 404 for a delete that worked.
-    return Call("DELETE", f"/v1/datasets/{_segment(dataset_id)}", idempotent=False)
+    return Call("DELETE", f"/v1/datasets/{_segment(dataset_id, 'dataset_id')}", idempotent=False)
 
 
 def dataset_preview(dataset_id: str) -> Call:
-    return Call("GET", f"/v1/datasets/{_segment(dataset_id)}/preview.png")
+    return Call("GET", f"/v1/datasets/{_segment(dataset_id, 'dataset_id')}/preview.png", expect=PNG)
 
 
 def upload_fields(name: str | None, resize: int | None, value_range: tuple[float, float] | None) -> dict[str, str]:

@@ -1,5 +1,10 @@
 """Moving files without holding them in memory: downloads written chunk by chunk (to a temporary file renamed into
 place at the end, so a failed download leaves nothing), uploads read chunk by chunk, each with a progress callback.
+
+The server does not get to choose where a file lands: a name it suggests (Content-Disposition) is used only when it
+is a plain file name (`SAFE_NAME`: no folder, no leading dot, no control character), else the SDK's own. And a
+file must start as its kind does (`SIGNATURES`: PNG, .npy, safetensors, the torch zip of a resume state): anything
+else (an HTML page with the right Content-Type) is `UnexpectedResponse` and nothing is written.
 """
 
 from __future__ import annotations
@@ -13,10 +18,71 @@ from typing import IO, Any
 
 import httpx
 
+from ganforge.client.errors import UnexpectedResponse
+
 Progress = Callable[[int, int | None], None]
 """`progress(done_bytes, total_bytes)`: called after each chunk; total_bytes is None when the size is unknown."""
 
-_FILENAME = re.compile(r'filename="([^"/\\]+)"')
+_FILENAME = re.compile(r'filename="([^"]*)"')
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}")
+
+
+def _safetensors(head: bytes) -> bool:
+    # 8 bytes little-endian: the JSON header's length, then the header itself.
+    return len(head) >= 9 and 2 <= int.from_bytes(head[:8], "little") <= 100_000_000 and head[8:9] == b"{"
+
+
+SIGNATURES: dict[str, Callable[[bytes], bool]] = {
+    "png": lambda head: head.startswith(b"\x89PNG\r\n\x1a\n"),
+    "npy": lambda head: head.startswith(b"\x93NUMPY"),
+    "safetensors": _safetensors,
+    "state.pt": lambda head: head.startswith(b"PK\x03\x04"),  # torch.save writes a zip
+}
+HEAD_BYTES = 9  # enough of a file's start for every signature
+
+
+def check_signature(kind: str, head: bytes, what: str) -> None:
+    """Raise UnexpectedResponse unless `head` (the file's first bytes) starts as a `kind` file does."""
+    if not SIGNATURES[kind](head):
+        raise UnexpectedResponse(f"{what} is not a ganforge answer: not a {kind} file (it starts {head[:16]!r})")
+
+
+def checked(chunks: Iterator[bytes], kind: str, what: str) -> Iterator[bytes]:
+    """`chunks`, once their first bytes passed `check_signature`."""
+    head = b""
+    for chunk in chunks:
+        if len(head) < HEAD_BYTES:
+            head += chunk
+            if len(head) < HEAD_BYTES:
+                continue
+            check_signature(kind, head, what)
+            chunk, head = head, head[:HEAD_BYTES]
+        yield chunk
+    if len(head) < HEAD_BYTES:
+        check_signature(kind, head, what)
+        yield head
+
+
+async def achecked(chunks: AsyncIterator[bytes], kind: str, what: str) -> AsyncIterator[bytes]:
+    """`checked` for an async stream of chunks."""
+    head = b""
+    async for chunk in chunks:
+        if len(head) < HEAD_BYTES:
+            head += chunk
+            if len(head) < HEAD_BYTES:
+                continue
+            check_signature(kind, head, what)
+            chunk, head = head, head[:HEAD_BYTES]
+        yield chunk
+    if len(head) < HEAD_BYTES:
+        check_signature(kind, head, what)
+        yield head
+
+
+def safe_name(name: str) -> str:
+    """`name` made a plain file name: characters outside SAFE_NAME's as "_", no leading dot or dash."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".-")[:200]
+    return cleaned or "download"
 
 
 def total_bytes(response: httpx.Response) -> int | None:
@@ -27,11 +93,11 @@ def total_bytes(response: httpx.Response) -> int | None:
 
 def target_path(path: str | os.PathLike[str] | None, response: httpx.Response, fallback: str) -> Path:
     """Where a download goes: `path`, or inside it when it is a directory, or the current directory; the file name
-    is the one the API suggests (Content-Disposition) or `fallback`."""
+    is the one the API suggests (Content-Disposition) when it matches SAFE_NAME, else `fallback`."""
     if path is not None and not Path(path).is_dir():
         return Path(path)
     match = _FILENAME.search(response.headers.get("content-disposition", ""))
-    name = match.group(1) if match and match.group(1) not in (".", "..") else fallback
+    name = match.group(1) if match and SAFE_NAME.fullmatch(match.group(1)) else safe_name(fallback)
     return Path(path if path is not None else ".") / name
 
 

@@ -17,10 +17,19 @@ from httpx_sse import EventSource
 from ganforge.client import calls
 from ganforge.client.config import Config
 from ganforge.client.errors import Conflict, ConnectionFailed
-from ganforge.client.files import Progress, ProgressReader, target_path, total_bytes, write
+from ganforge.client.files import (
+    HEAD_BYTES,
+    Progress,
+    ProgressReader,
+    check_signature,
+    checked,
+    target_path,
+    total_bytes,
+    write,
+)
 from ganforge.client.specs import SpecLike
-from ganforge.client.sse import Cursor
-from ganforge.client.transport import RetryPolicy, send
+from ganforge.client.sse import Cursor, Reconnects
+from ganforge.client.transport import OnRetry, RetryPolicy, send
 from ganforge.client.types import (
     Checkpoint,
     Dataset,
@@ -44,10 +53,18 @@ class Client:
     base_url: default GANFORGE_URL, else http://127.0.0.1:8000; api_key: default GANFORGE_API_KEY (sent as
     `Authorization: Bearer <key>`); timeout: seconds per request (connect, read, write; an SSE stream reads for at
     least 60 s, spanning the API's pings); retries: how many times a safe request is sent again (see
-    `ganforge.client.transport`), with exponential backoff from `backoff` seconds.
+    `ganforge.client.transport`), with exponential backoff from `backoff` seconds; on_retry: called with one line
+    before each wait ("retrying GET /v1/jobs/j1 in 2.0 s (503)", "rate limited: waiting 5 s (GET /v1/catalog)",
+    "the event stream of job j1 ended: reconnecting in 1.0 s"), default silent. Connecting times out after 5 s.
+
+    Construction raises ValueError (naming the setting, never echoing the key or a password) for a base URL that
+    is not http(s) with a host or does not parse, an API key with characters a header cannot carry, timeout <= 0,
+    retries < 0. Methods raise ValueError before sending for an id over 200 characters or with a control
+    character, a bad step, or arguments that make the URL invalid.
 
     Every method raises a `GanforgeError` subclass on failure: `ValidationFailed` (with `.fields`), `NotFound`,
-    `Conflict`, `Unauthorized`, `RateLimited`, `ServerError`, `ConnectionFailed`. Use it as a context manager or
+    `Conflict`, `Unauthorized`, `RateLimited`, `ServerError`, `ConnectionFailed`, `UnexpectedResponse` (a
+    redirect, or an answer that is not the API's). Use it as a context manager or
     call `close()`.
     """
 
@@ -59,10 +76,13 @@ class Client:
         timeout: float = 30.0,
         retries: int = 3,
         backoff: float = 0.5,
+        on_retry: OnRetry | None = None,
     ) -> None:
         self.config = Config.resolve(base_url, api_key, timeout, retries)
-        self.policy = RetryPolicy(retries=retries, backoff=backoff)
-        self._http = httpx.Client(base_url=self.config.base_url, headers=self.config.headers(), timeout=timeout)
+        self.policy = RetryPolicy(retries=retries, backoff=backoff, on_retry=on_retry)
+        self._http = httpx.Client(
+            base_url=self.config.base_url, headers=self.config.headers(), timeout=self.config.request_timeout()
+        )
         self.datasets = Datasets(self)
 
     @property
@@ -70,7 +90,7 @@ class Client:
         return self.config.base_url
 
     def __repr__(self) -> str:
-        return f"Client({self.config.base_url!r})"
+        return f"Client({self.config.shown_url!r})"
 
     def __enter__(self) -> Client:
         return self
@@ -87,10 +107,20 @@ class Client:
     # ------------------------------------------------------------------ plumbing
 
     def _send(self, call: calls.Call, *, stream: bool = False, **request: Any) -> httpx.Response:
-        built = self._http.build_request(
-            call.method, call.path, params=call.params or None, json=call.json, headers=call.headers, **request
-        )
-        return send(self._http, built, self.policy, idempotent=call.idempotent, stream=stream)
+        headers = {"Accept": call.expect, **call.headers} if call.expect else call.headers
+        try:
+            built = self._http.build_request(
+                call.method, call.path, params=call.params or None, json=call.json, headers=headers, **request
+            )
+        except httpx.InvalidURL as exc:  # e.g. a query value so long the URL passes httpx's limit
+            raise ValueError(f"the arguments make an invalid URL for {call.method} {call.path[:100]}: {exc}") from None
+        return send(self._http, built, self.policy, idempotent=call.idempotent, stream=stream, expect=call.expect)
+
+    def _file(self, call: calls.Call, kind: str) -> bytes:
+        """The file `call` fetches, in memory; UnexpectedResponse when it is not a `kind` file."""
+        response = self._send(call)
+        check_signature(kind, response.content[:HEAD_BYTES], f"the answer to {call.method} {call.path}")
+        return response.content
 
     def _answer(self, call: calls.Call, kind: type[T]) -> T:
         """The answer to `call` as `kind`; raises UnexpectedResponse when it is not that."""
@@ -167,32 +197,33 @@ class Client:
 
         Ends after the status event that moves the job to succeeded, failed or cancelled (for a finished job: once
         its log is replayed). A dropped connection is resumed with Last-Event-ID; no event is yielded twice, ids
-        increase. A stream that keeps dropping is resumed for as long as the service accepts connections
-        (backing off); raises ConnectionFailed once `retries` attempts to connect failed in a row, NotFound.
+        increase. A stream that drops is resumed (backing off; the server's `retry` clamped to 0.1-30 s); raises
+        ConnectionFailed once `retries` attempts to connect failed in a row, or `retries` connections in a row
+        brought no new event; UnexpectedResponse for an answer that is not an event stream or an event over 8 MiB;
+        NotFound.
         """
         cursor = Cursor(last=after or 0)
-        drops = 0  # dropped connections in a row without a new event
+        reconnects = Reconnects(job_id, self.policy, cursor)
         while not cursor.done:
             # Connecting is retried by the transport (a GET); ConnectionFailed once it gives up.
             response = self._send(
                 calls.events(job_id, cursor.headers()), stream=True, timeout=self.config.stream_timeout()
             )
+            broke: httpx.TransportError | None = None
             with closing(response):
                 if response.status_code == 204:  # finished, and we have every event
                     return
+                reconnects.opened(response)
                 try:
                     for sse in EventSource(response).iter_sse():
                         event = cursor.accept(sse)
                         if event is not None:
-                            drops = 0
                             yield event
                             if cursor.done:
                                 return
-                except httpx.TransportError:  # the connection dropped mid-stream: resume after the last event
-                    time.sleep(self.policy.pause(drops))
-                    drops += 1
-                    continue
-            time.sleep(cursor.retry_seconds)  # the server ended the stream early: reconnect as EventSource does
+                except httpx.TransportError as exc:  # the connection dropped mid-stream: resume after the last event
+                    broke = exc
+            time.sleep(reconnects.ended(broke))  # or the server ended the stream early: reconnect as EventSource does
 
     def events(self, job_id: str, *, after: int | None = None) -> Iterator[Event]:
         """The same as `follow`."""
@@ -221,11 +252,11 @@ class Client:
     def sample_png(self, job_id: str, step: calls.Step = "latest") -> bytes:
         """The snapshot at `step` ("latest": the newest) as a PNG (an image grid, or a scatter plot over the real
         data for 2-D points). Raises NotFound (no sample at that step)."""
-        return self._send(calls.sample_file(job_id, step, "png")).content
+        return self._file(calls.sample_file(job_id, step, "png"), "png")
 
     def sample_npy(self, job_id: str, step: calls.Step = "latest") -> bytes:
         """The raw generated batch at `step` as .npy bytes (`numpy.load(io.BytesIO(...))`). Raises NotFound."""
-        return self._send(calls.sample_file(job_id, step, "npy")).content
+        return self._file(calls.sample_file(job_id, step, "npy"), "npy")
 
     def checkpoints(self, job_id: str) -> builtins.list[Checkpoint]:
         """The job's checkpoints, oldest first. Raises NotFound."""
@@ -252,9 +283,10 @@ class Client:
             suffix = "safetensors" if file == "weights" else "state.pt"
             target = target_path(path, response, f"{job_id}-{step}.{suffix}")
             try:
-                return write(response.iter_bytes(), target, total_bytes(response), progress)
+                chunks = checked(response.iter_bytes(), suffix, f"the answer to GET {response.request.url.path}")
+                return write(chunks, target, total_bytes(response), progress)
             except httpx.TransportError as exc:
-                raise ConnectionFailed(f"the download of {target.name} broke off: {exc}") from exc
+                raise ConnectionFailed(f"the download of {target.name} broke off: {exc or type(exc).__name__}") from exc
 
     def catalog(self) -> dict[str, Any]:
         """Every loss, architecture and built-in data set with its parameters, defaults and paper."""
@@ -314,4 +346,4 @@ class Datasets:
 
     def preview_png(self, dataset_id: str) -> bytes:
         """A PNG of real examples (an image grid, or a scatter plot of the first two dimensions of rows)."""
-        return self._client._send(calls.dataset_preview(dataset_id)).content
+        return self._client._file(calls.dataset_preview(dataset_id), "png")

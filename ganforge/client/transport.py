@@ -6,6 +6,13 @@ Idempotency-Key (the API returns the job the first attempt created), and calls t
 a connection error (refused, reset, timed out), on 429 (after the answer's Retry-After when it gives one) and on
 5xx — never on another 4xx. Any other request is sent once. After `retries` retries the last failure is raised
 (`ConnectionFailed`, `RateLimited`, `ServerError`).
+
+Before each retry the policy's `on_retry(message)` hears why and how long it waits ("retrying GET /v1/jobs in 2.0 s
+(503)", "rate limited: waiting 5 s (GET /v1/catalog)"), so a command line can say so instead of sitting silent.
+
+A redirect (3xx) is never followed and never taken as an answer: the API does not redirect, so it is another
+service or a proxy (`UnexpectedResponse`). A call that expects a file (`expect`: its media type) gets
+`UnexpectedResponse` for an answer of another Content-Type (e.g. a proxy's HTML page), before anything is written.
 """
 
 from __future__ import annotations
@@ -13,23 +20,40 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
 
-from ganforge.client.errors import ConnectionFailed, error_from_response, retry_after_seconds
+from ganforge.client.errors import (
+    ConnectionFailed,
+    GanforgeError,
+    UnexpectedResponse,
+    error_from_response,
+    retry_after_seconds,
+)
+
+OnRetry = Callable[[str], None]
+"""`on_retry(message)`: told, before each wait, what is retried and for how long (one line, no secrets)."""
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
     """retries: how many times a failed safe request is sent again (0: never); backoff: the first delay (s), doubled
     each retry up to max_backoff, each drawn uniformly from its upper half (jitter, so many clients do not retry in
-    step); a Retry-After above max_retry_after (s) is not waited for: the error is raised at once."""
+    step); a Retry-After above max_retry_after (s) is not waited for: the error is raised at once; on_retry: told
+    before each wait (see the module), None: silent."""
 
     retries: int = 3
     backoff: float = 0.5
     max_backoff: float = 8.0
     max_retry_after: float = 120.0
+    on_retry: OnRetry | None = None
+
+    def tell(self, message: str) -> None:
+        """Pass `message` to `on_retry` (when there is one)."""
+        if self.on_retry is not None:
+            self.on_retry(message)
 
     def delay(self, attempt: int, response: httpx.Response | None = None) -> float | None:
         """Seconds to wait before retry number `attempt` + 1 (attempt counts from 0); None: do not retry."""
@@ -57,9 +81,48 @@ def is_safe(request: httpx.Request) -> bool:
     return request.method in ("GET", "HEAD") or (request.method == "POST" and "idempotency-key" in request.headers)
 
 
+def origin(request: httpx.Request) -> str:
+    """scheme://host:port of `request`: never its user or password."""
+    return f"{request.url.scheme}://{request.url.netloc.decode()}"
+
+
+def _reason(exc: httpx.TransportError) -> str:
+    # The type says which step failed (ConnectTimeout, ReadTimeout, RemoteProtocolError); httpx's text often does not.
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
 def connection_failed(request: httpx.Request, exc: httpx.TransportError) -> ConnectionFailed:
-    reason = str(exc) or type(exc).__name__
-    return ConnectionFailed(f"could not reach {request.url.scheme}://{request.url.netloc.decode()}: {reason}")
+    return ConnectionFailed(f"could not reach {origin(request)}: {_reason(exc)}")
+
+
+def announce(policy: RetryPolicy, request: httpx.Request, wait: float, why: str, limited: bool) -> None:
+    """Tell `policy.on_retry` about the coming wait."""
+    what = f"{request.method} {request.url.path}"
+    if limited:
+        policy.tell(f"rate limited: waiting {wait:.0f} s ({what})")
+    else:
+        policy.tell(f"retrying {what} in {wait:.1f} s ({why})")
+
+
+def media_type(response: httpx.Response) -> str:
+    """The answer's Content-Type without its parameters, lower case ("" when absent)."""
+    return str(response.headers.get("content-type", "")).partition(";")[0].strip().lower()
+
+
+def not_an_answer(response: httpx.Response, expect: str | None) -> GanforgeError | None:
+    """UnexpectedResponse for a redirect or (when `expect` is a media type) an answer of another type; else None."""
+    request = response.request
+    what = f"the answer to {request.method} {request.url.path}"
+    if 300 <= response.status_code < 400:
+        location = response.headers.get("location", "")[:200]
+        return UnexpectedResponse(
+            f"{what} is a redirect ({response.status_code} to {location!r}), not a ganforge answer",
+            response.status_code,
+        )
+    if expect is not None and media_type(response) != expect:
+        got = media_type(response) or "no content type"
+        return UnexpectedResponse(f"{what} is not a ganforge answer: {got}, expected {expect}", response.status_code)
+    return None
 
 
 def send(
@@ -69,11 +132,13 @@ def send(
     *,
     idempotent: bool | None = None,
     stream: bool = False,
+    expect: str | None = None,
 ) -> httpx.Response:
-    """Send `request` (retrying as the module says), return the successful answer (status < 400).
+    """Send `request` (retrying as the module says), return the successful answer (status 2xx).
 
     idempotent: None decides by method and Idempotency-Key (`is_safe`). stream=True returns the answer unread
-    (the caller closes it). Raises the `GanforgeError` for an error answer, `ConnectionFailed` when none came.
+    (the caller closes it). expect: the media type the answer must have. Raises the `GanforgeError` for an error
+    answer, `UnexpectedResponse` for a redirect or another media type, `ConnectionFailed` when none came.
     """
     safe = is_safe(request) if idempotent is None else idempotent
     attempt = 0
@@ -84,8 +149,13 @@ def send(
             wait = policy.delay(attempt) if safe else None
             if wait is None:
                 raise connection_failed(request, exc) from exc
+            announce(policy, request, wait, _reason(exc), False)
         else:
             if response.status_code < 400:
+                wrong = not_an_answer(response, expect)
+                if wrong is not None:
+                    response.close()
+                    raise wrong
                 return response
             wait = policy.delay(attempt, response) if safe and is_retryable(response) else None
             if wait is None:
@@ -93,6 +163,7 @@ def send(
                 response.close()
                 raise error_from_response(response)
             response.close()
+            announce(policy, request, wait, str(response.status_code), response.status_code == 429)
         time.sleep(wait)
         attempt += 1
 
@@ -104,6 +175,7 @@ async def asend(
     *,
     idempotent: bool | None = None,
     stream: bool = False,
+    expect: str | None = None,
 ) -> httpx.Response:
     """`send` for an `httpx.AsyncClient`."""
     safe = is_safe(request) if idempotent is None else idempotent
@@ -115,8 +187,13 @@ async def asend(
             wait = policy.delay(attempt) if safe else None
             if wait is None:
                 raise connection_failed(request, exc) from exc
+            announce(policy, request, wait, _reason(exc), False)
         else:
             if response.status_code < 400:
+                wrong = not_an_answer(response, expect)
+                if wrong is not None:
+                    await response.aclose()
+                    raise wrong
                 return response
             wait = policy.delay(attempt, response) if safe and is_retryable(response) else None
             if wait is None:
@@ -124,5 +201,6 @@ async def asend(
                 await response.aclose()
                 raise error_from_response(response)
             await response.aclose()
+            announce(policy, request, wait, str(response.status_code), response.status_code == 429)
         await asyncio.sleep(wait)
         attempt += 1
