@@ -8,6 +8,7 @@ Every error here is a usage error (exit 2) that names the file or the `--set` at
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,33 +16,28 @@ from typing import Any
 import yaml
 
 from ganforge.cli.exits import USAGE, fail
+from ganforge.specfile import MAX_BYTES, SpecFileError, SpecLoader, load_spec_text, read_spec_file
 
 
 def load_spec(source: str, overrides: list[str]) -> dict[str, Any]:
     """The spec in `source` (.yaml/.yml/.json path, or `-` for YAML or JSON on stdin) with `overrides` applied.
 
-    Raises typer.Exit(2) after printing why, when the file cannot be read or parsed, is not a
-    mapping, or an override is malformed.
+    Raises typer.Exit(2) after printing why, when the file cannot be read, is refused by
+    `ganforge.specfile` (too big, too deep, YAML aliases, NaN, not YAML/JSON, not a mapping), or an
+    override is malformed.
     """
-    if source == "-":
-        text, name = sys.stdin.read(), "stdin"
-    else:
-        path = Path(source)
-        if path.suffix.lower() not in (".yaml", ".yml", ".json"):
-            fail(f"{source}: a spec file ends in .yaml, .yml or .json (or is - for stdin)", USAGE)
-        try:
-            text, name = path.read_text(encoding="utf-8"), source
-        except (OSError, UnicodeDecodeError) as exc:
-            fail(f"cannot read the spec {source}: {getattr(exc, 'strerror', None) or exc}", USAGE)
     try:
-        # YAML is a superset of JSON, but json reports JSON mistakes better.
-        spec = json.loads(text) if name.endswith(".json") else yaml.safe_load(text)
-    except json.JSONDecodeError as exc:
-        fail(f"{name}: not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}", USAGE)
-    except yaml.YAMLError as exc:
-        fail(f"{name}: not YAML: {' '.join(str(exc).split())}", USAGE)
-    if not isinstance(spec, dict):
-        fail(f"{name}: a spec is a mapping (dataset:, architecture:, loss: ...), not {type(spec).__name__}", USAGE)
+        if source == "-":
+            text = sys.stdin.read(MAX_BYTES + 1)
+            spec = load_spec_text(text, "stdin")
+        else:
+            spec = read_spec_file(Path(source))
+    except SpecFileError as exc:
+        fail(str(exc), USAGE)
+    except OSError as exc:
+        fail(f"cannot read the spec {source}: {exc.strerror or exc}", USAGE)
+    except UnicodeDecodeError as exc:  # stdin that is not UTF-8
+        fail(f"stdin: not UTF-8 text (byte {exc.start})", USAGE)
     for override in overrides:
         apply_override(spec, override)
     return spec
@@ -51,11 +47,11 @@ def parse_value(text: str) -> Any:
     """`text` as JSON (1e-4, [0.5, 0.9], true, null), else as a YAML scalar (yes, 0.5), else the string itself."""
     try:
         return json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         pass
     try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
+        value = yaml.load(text, Loader=SpecLoader)  # noqa: S506 - safe, and no aliases to expand
+    except (yaml.YAMLError, SpecFileError, RecursionError):
         return text
     return value if isinstance(value, str | int | float | bool) else text
 
@@ -73,4 +69,7 @@ def apply_override(spec: dict[str, Any], override: str) -> None:
             where = ".".join(keys[: depth + 1])
             fail(f"--set {override!r}: {where} is {json.dumps(child)}, not a mapping", USAGE)
         node = child
-    node[keys[-1].strip()] = parse_value(text.strip())
+    value = parse_value(text.strip())
+    if isinstance(value, float) and not math.isfinite(value):
+        fail(f"--set {override!r}: {value} is not a number the API takes (JSON has no NaN or infinity)", USAGE)
+    node[keys[-1].strip()] = value
