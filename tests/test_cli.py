@@ -8,6 +8,7 @@ worker within seconds, saying only INFO lines.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import signal
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import typer
 
 from ganforge.cli import main, parse
 from ganforge.parent import ParentWatch, dying_of
@@ -80,6 +82,249 @@ def test_a_port_out_of_range_is_a_usage_error_naming_the_option(port: str, capsy
 def test_an_option_the_subcommand_does_not_take_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["worker", "--port", "8000"]) == 2
     assert "No such option: --port" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--url", "http://a:1", "jobs", "--url", "http://b:2"],  # after the command wins
+        ["jobs", "--url", "http://b:2", "--limit", "3"],
+        ["datasets", "list", "--url", "http://b:2"],
+        ["--url", "http://b:2", "show", "some-job"],
+    ],
+)
+def test_url_and_api_key_parse_before_or_after_a_client_command(argv: list[str]) -> None:
+    assert parse(argv)[1]["url"] == "http://b:2"
+    assert parse([*argv, "--api-key", "k"])[1]["api_key"] == "k"
+
+
+def test_a_url_given_after_the_command_is_the_one_used(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GANFORGE_URL", "http://127.0.0.1:1")
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    assert main(["jobs", "--url", nowhere]) == 5
+    assert nowhere in capsys.readouterr().err
+
+
+def test_help_puts_every_client_command_in_use_the_service(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    panels = re.split(r"╭─ ", capsys.readouterr().out)
+    use = next(panel for panel in panels if panel.startswith("Use the service"))
+    assert "datasets" in use and "submit" in use, use
+    assert not any(panel.startswith("Commands") for panel in panels), panels
+
+
+# --- input the CLI refuses: one line on stderr, exit 2, never a traceback -------------------------------------
+
+NESTED = 100_000
+
+
+@pytest.fixture
+def refuse(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Callable[[list[str]], str]:
+    """Run `main(argv)` against a URL nothing listens on; assert exit 2 with one line; that line."""
+    monkeypatch.setenv("GANFORGE_URL", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.delenv("GANFORGE_API_KEY", raising=False)
+
+    def run(argv: list[str]) -> str:
+        status = main(argv)
+        error = capsys.readouterr().err
+        assert status == 2 and len(error.splitlines()) == 1 and error.startswith("ganforge: "), (status, error)
+        assert "\x1b" not in error, repr(error)  # printed escaped, if at all
+        return error
+
+    return run
+
+
+def test_a_yaml_alias_bomb_is_refused_at_once(tmp_path: Path) -> None:
+    """The "billion laughs": 10 levels of 9 aliases each would expand to 10**9 strings."""
+    bomb = tmp_path / "bomb.yaml"
+    lines = ["a0: &a0 [lol]"] + [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 10)]
+    bomb.write_text("\n".join(lines) + "\n")
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "ganforge", "submit", str(bomb)],
+        cwd=ROOT,
+        env={**os.environ, "GANFORGE_URL": f"http://127.0.0.1:{free_port()}"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1, result
+    assert "anchors and aliases" in result.stderr and "line 1" in result.stderr, result.stderr
+    assert time.monotonic() - started < 30
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "says"),
+    [
+        ("deep.json", "[" * NESTED + "]" * NESTED, "nested deeper than 32 levels"),
+        ("deep.yaml", "[" * NESTED + "]" * NESTED, "nested deeper than 32 levels"),
+        ("deep-block.yaml", "".join(f"{' ' * i}k{i}:\n" for i in range(40)), "nested deeper than 32 levels"),
+        ("anchor.yaml", "loss: &l {name: nsgan}\n", "anchors and aliases"),
+        ("nan.json", '{"loss": {"name": "nsgan", "lr_d": NaN}}', "NaN is not a number"),
+        ("inf.yaml", "loss: {name: nsgan, lr_d: .inf}\n", "inf is not a number"),
+        ("big.yaml", "name: " + "x" * (1024 * 1024), "larger than 1 MiB"),
+        ("list.yaml", "- 1\n", "a spec is a mapping"),
+        ("latin1.yaml", "name: caf\xe9", "not UTF-8"),
+    ],
+)
+def test_a_spec_file_that_cannot_be_a_spec_is_one_line_exit_2(
+    name: str, content: str, says: str, tmp_path: Path, refuse: Callable[[list[str]], str]
+) -> None:
+    path = tmp_path / name
+    if name.startswith("latin1"):
+        path.write_bytes(content.encode("latin-1"))
+    else:
+        path.write_text(content)
+    error = refuse(["submit", str(path)])
+    assert says in error and name in error, error
+
+
+def test_a_deep_spec_on_stdin_is_refused_too(
+    refuse: Callable[[list[str]], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "stdin", io.StringIO("[" * NESTED))
+    assert "stdin: " in refuse(["submit", "-"])
+
+
+@pytest.mark.parametrize("value", ["NaN", ".inf", "-.Inf", "Infinity", "-Infinity", ".NAN"])
+def test_a_set_of_a_non_finite_number_is_refused(
+    value: str, tmp_path: Path, refuse: Callable[[list[str]], str]
+) -> None:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("loss: {name: nsgan}\n")
+    error = refuse(["submit", str(spec), "--set", f"loss.lr_d={value}"])
+    assert f"--set 'loss.lr_d={value}'" in error and "no NaN or infinity" in error, error
+
+
+def test_a_set_of_a_deep_or_aliased_value_is_a_plain_string() -> None:
+    from ganforge.cli.specfile import parse_value
+
+    assert parse_value("[" * NESTED) == "[" * NESTED
+    bomb = "[&a [1, 1], *a, *a]"
+    assert parse_value(bomb) == bomb
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["--url", "ftp://x", "jobs"], "ftp://x"),
+        (["jobs", "--url", "http://[::1"], "http://[::1"),
+        (["show", "a" * 100_000], "100000 characters"),
+        (["show", "\x1b]0;TITLE\x07\x1b[31mX"], "\\x1b]0;TITLE\\x07\\x1b[31mX"),
+        (["datasets", "show", "x\x9b31m"], "\\x9b31m"),
+    ],
+)
+def test_an_argument_the_sdk_refuses_is_one_line_exit_2(
+    argv: list[str], says: str, refuse: Callable[[list[str]], str]
+) -> None:
+    error = refuse(argv)
+    assert says in error, error
+    assert "\x1b" not in error and "\x07" not in error and "\x9b" not in error, repr(error)
+
+
+def test_a_value_error_of_our_own_code_is_not_hidden_as_usage() -> None:
+    from ganforge.cli import app
+    from ganforge.cli.context import connect
+
+    context = typer.Context(typer.main.get_command(app))
+    with pytest.raises(ValueError, match="a bug"), connect(context, "http://127.0.0.1:1"):
+        raise ValueError("a bug")
+
+
+def test_a_password_in_the_url_is_never_printed(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("GANFORGE_URL", raising=False)
+    for url in (f"http://bob:s3cr3t@127.0.0.1:{free_port()}", "ftp://bob:s3cr3t@x", "http://bob:s3cr3t@[::1"):
+        status = main(["jobs", "--url", url])
+        error = capsys.readouterr().err
+        assert status in (2, 5) and "s3cr3t" not in error, error
+        assert "bob" not in error or "bob:***@" in error, error  # httpx names the URL without its user
+
+
+# --- what is printed ---------------------------------------------------------------------------------------
+
+
+def test_clean_escapes_control_characters_and_mask_url_hides_passwords() -> None:
+    from ganforge.cli.text import clean, clean_tree, mask_url
+
+    assert (
+        clean("a\x1b]0;T\x07\x1b[31mb\n\t\x9b\u202e[bold]é") == "a\\x1b]0;T\\x07\\x1b[31mb\\x0a\\x09\\x9b\\u202e[bold]é"
+    )
+    assert clean_tree({"t\x1b": ["\x07", 1, None]}) == {"t\\x1b": ["\\x07", 1, None]}
+    assert mask_url("http://bob:s3cr3t@host:8000/x") == "http://bob:***@host:8000/x"
+    assert mask_url("http://bob:s3@cr3t@[::1") == "http://bob:***@[::1"
+    assert mask_url("http://host:8000") == "http://host:8000"
+
+
+def test_tables_print_names_literally_with_control_characters_escaped() -> None:
+    from ganforge.cli import render
+
+    job = {
+        "id": "00000000-0000-4000-8000-000000000000",
+        "name": "[bold]x[/bold] :x:\x1b]0;TITLE\x07",
+        "status": "running",
+        "owner": "o\x1b[2J",
+        "progress": {"step": 1, "total_steps": 2, "steps_per_sec": None, "eta_seconds": None},
+        "latest_metrics": {},
+        "created_at": "2026-11-29T00:00:00Z",
+        "attempt": 1,
+        "max_attempts": 3,
+        "error": "boom\x1b[31m",
+        "tags": {"t\x1b[31m": "v\x07"},
+        "spec": {"name": "[bold]x\x1b"},
+    }
+    for renderable in (render.jobs_table([job]), render.job_details(job)):
+        console = render.SafeConsole(file=io.StringIO(), width=200, markup=False, emoji=False, color_system=None)
+        console.print(renderable)
+        out = console.file.getvalue()  # type: ignore[attr-defined]
+        assert "\x1b" not in out and "\x07" not in out, repr(out)
+        assert "[bold]x[/bold] :x:\\x1b]0;TITLE\\x07" in out, out
+    assert "t\\x1b[31m:v\\x07" in out and "boom\\x1b[31m" in out, out
+    console = render.SafeConsole(file=io.StringIO(), markup=False, color_system=None)
+    console.print("say \x1b[31m[red]")
+    assert console.file.getvalue() == "say \\x1b[31m[red]\n"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("width", [80, 60, 40])
+def test_the_follow_bar_fits_a_narrow_terminal_without_wrapping(width: int) -> None:
+    from ganforge.cli import render
+
+    console = render.SafeConsole(file=io.StringIO(), width=width, force_terminal=True, color_system=None)
+    progress = render.follow_progress(console)
+    latest = {"loss_d": 1.481, "loss_g": 0.8585, "modes_covered": 7, "hq_fraction": 0.169}
+    progress.add_task(
+        "cancelling", total=1_000_000, completed=290_000, metrics=render.metrics_text(latest), rate=1234.5, eta=3725
+    )
+    console.print(progress.get_renderable())
+    lines = console.file.getvalue().splitlines()  # type: ignore[attr-defined]
+    assert len(lines) == 2 and all(len(line) <= width for line in lines), lines
+    assert "290000/1000000" in lines[0] and "ETA 1h02m" in lines[0], lines
+    assert "loss_d 1.481" in lines[1], lines
+    if width >= 72:
+        assert "1234.5 steps/s" in lines[0], lines
+
+
+def test_the_follow_bar_is_one_line_in_a_log() -> None:
+    from ganforge.cli import render
+
+    console = render.SafeConsole(file=io.StringIO(), width=render.WIDE, color_system=None)
+    progress = render.follow_progress(console)
+    progress.add_task("succeeded", total=2000, completed=2000, metrics="loss_d 1.2  loss_g 0.8", rate=15.9, eta=None)
+    console.print(progress.get_renderable())
+    lines = console.file.getvalue().splitlines()  # type: ignore[attr-defined]
+    assert len(lines) == 1 and "2000/2000 15.9 steps/s ETA - loss_d 1.2" in lines[0], lines
+
+
+def test_migrate_says_what_it_migrated_without_alembic_plugin_lines(tmp_path: Path) -> None:
+    env = service_env(tmp_path, None, None)
+    result = subprocess.run(
+        [sys.executable, "-m", "ganforge", "migrate"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result
+    assert "setup plugin" not in result.stderr and "Running upgrade" in result.stderr, result.stderr
 
 
 # --- watching the parent -----------------------------------------------------------------------------------
@@ -224,6 +469,7 @@ UP = [sys.executable, "-m", "ganforge", "up", "--data-dir", "{data}", "--port", 
 def assert_quiet_stop(up: Up) -> None:
     output = up.output()
     assert "ERROR" not in output and "Traceback" not in output, output
+    assert "No hostname was supplied" not in output and "setup plugin" not in output, output  # start-up noise
     assert "hand" not in output.lower(), output  # no job ran: nothing was handed back
     assert "got SIGINT" in output or "parent process" in output, output
     with pytest.raises(httpx.HTTPError):

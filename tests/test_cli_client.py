@@ -200,6 +200,22 @@ def test_an_unreadable_spec_or_a_bad_option_exits_2(spec_file: Path) -> None:
     assert_no_traceback(unreadable)
 
 
+def test_names_print_literally_and_control_characters_in_field_paths_escaped(service: Service, spec_file: Path) -> None:
+    refused = ganforge(service, "submit", str(spec_file), "--set", "tags.t\x1b]0;TITLE\x07=1")
+    assert refused.returncode == 2 and "  tags.t\\x1b]0;TITLE\\x07" in refused.stderr, refused.stderr
+    assert "\x1b" not in refused.stderr and "\x07" not in refused.stderr, repr(refused.stderr)
+    name = "[bold]x[/bold] :x:"  # rich markup and an emoji code: printed as they are
+    submitted = ganforge(
+        service, "submit", str(spec_file), "--set", f"name={name}", "--set", "tags.markup=[red]y",
+        "--set", "training.steps=5", "-q",
+    )  # fmt: skip
+    assert submitted.returncode == 0, submitted
+    listed = ganforge(service, "jobs", "--tag", "markup:[red]y")
+    assert listed.returncode == 0 and name in listed.stdout, listed.stdout
+    shown = ganforge(service, "show", submitted.stdout.strip())
+    assert name in shown.stdout and "markup:[red]y" in shown.stdout, shown.stdout
+
+
 def test_an_unknown_job_exits_3(service: Service) -> None:
     for command in ("show", "follow", "download"):
         result = ganforge(service, command, "00000000-0000-4000-8000-000000000000")
@@ -215,6 +231,10 @@ def test_a_wrong_key_exits_4(service: Service) -> None:
     assert result.returncode == 4, result
     assert "GANFORGE_API_KEY" in result.stderr, result.stderr
     assert_no_traceback(result)
+    # --api-key (and --url) after the command win over the environment and over the ones before it
+    assert ganforge(service, "jobs", "--api-key", "key-a", key="not-a-key").returncode == 0
+    assert ganforge(service, "--api-key", "not-a-key", "jobs", "--api-key", "key-a").returncode == 0
+    assert ganforge(None, "jobs", "--url", service.url, url="http://127.0.0.1:1").returncode == 0
 
 
 def test_nothing_listening_exits_5_with_one_line_naming_the_url() -> None:

@@ -49,7 +49,7 @@ def _global(
 
 server.register(app)
 jobs.register(app)
-app.add_typer(datasets.app, name="datasets")
+app.add_typer(datasets.app, name="datasets", rich_help_panel="Use the service")
 
 
 def _unparsed(context: Any) -> list[str]:

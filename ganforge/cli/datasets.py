@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from ganforge.cli import render
-from ganforge.cli.context import connect
+from ganforge.cli.context import ApiKey, Url, connect
 from ganforge.cli.exits import USAGE, fail
 
 app = typer.Typer(
@@ -36,11 +36,13 @@ def upload(
         int | None, typer.Option("--resize", metavar="PX", min=1, help="resize images to PX×PX on arrival")
     ] = None,
     json_output: Json = False,
+    url: Url = None,
+    api_key: ApiKey = None,
 ) -> None:
     """Upload a data set (with a progress bar); print its id, to use as {"dataset": {"id": ...}} in a spec."""
     if not file.is_file():
         fail(f"{file}: no such file", USAGE)
-    with connect(ctx) as client, render.transfer("upload") as progress:
+    with connect(ctx, url, api_key) as client, render.transfer("upload") as progress:
         dataset = client.datasets.upload(file, name, resize=resize, progress=progress)
     if json_output:
         render.print_json(dataset.model_dump(mode="json"))
@@ -53,9 +55,11 @@ def list_datasets(
     ctx: typer.Context,
     limit: Annotated[int, typer.Option("--limit", metavar="N", min=1, help="show at most N data sets")] = 50,
     json_output: Json = False,
+    url: Url = None,
+    api_key: ApiKey = None,
 ) -> None:
     """List your data sets, newest first."""
-    with connect(ctx) as client:
+    with connect(ctx, url, api_key) as client:
         found = [dataset.model_dump(mode="json") for dataset in itertools.islice(client.datasets.list(), limit)]
     if json_output:
         render.print_json(found)
@@ -66,9 +70,11 @@ def list_datasets(
 
 
 @app.command()
-def show(ctx: typer.Context, dataset_id: DatasetId, json_output: Json = False) -> None:
+def show(
+    ctx: typer.Context, dataset_id: DatasetId, json_output: Json = False, url: Url = None, api_key: ApiKey = None
+) -> None:
     """One data set: kind, shape, classes, size, content hash."""
-    with connect(ctx) as client:
+    with connect(ctx, url, api_key) as client:
         dataset = client.datasets.get(dataset_id).model_dump(mode="json")
     if json_output:
         render.print_json(dataset)
@@ -77,8 +83,8 @@ def show(ctx: typer.Context, dataset_id: DatasetId, json_output: Json = False) -
 
 
 @app.command()
-def delete(ctx: typer.Context, dataset_id: DatasetId) -> None:
+def delete(ctx: typer.Context, dataset_id: DatasetId, url: Url = None, api_key: ApiKey = None) -> None:
     """Delete a data set and its files (refused, exit 1, while a queued or running job uses it)."""
-    with connect(ctx) as client:
+    with connect(ctx, url, api_key) as client:
         client.datasets.delete(dataset_id)
     render.stdout().print(f"deleted data set {dataset_id}", soft_wrap=True)

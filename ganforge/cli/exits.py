@@ -9,15 +9,18 @@
        not a ganforge API
 
 An error is printed to stderr as one line, then one line per invalid field (its path and
-what is wrong); never a traceback.
+what is wrong), control characters escaped and a URL's password masked; never a traceback.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 from typing import TYPE_CHECKING, NoReturn
 
 import typer
+
+from ganforge.cli.text import clean, mask_url
 
 if TYPE_CHECKING:
     from ganforge.client.errors import GanforgeError
@@ -31,10 +34,10 @@ UNREACHABLE = 5
 
 
 def say(message: str, fields: list[tuple[str, str]] | None = None) -> None:
-    """`ganforge: message`, then `  field: why` per field, on stderr."""
-    print(f"ganforge: {message}", file=sys.stderr)
+    """`ganforge: message`, then `  field: why` per field, on stderr; control characters escaped (text.clean)."""
+    print(f"ganforge: {clean(message)}", file=sys.stderr)
     for field, why in fields or []:
-        print(f"  {field}: {why}", file=sys.stderr)
+        print(f"  {clean(field)}: {clean(why)}", file=sys.stderr)
 
 
 def fail(message: str, status: int, fields: list[tuple[str, str]] | None = None) -> NoReturn:
@@ -50,22 +53,25 @@ def report_local(message: str) -> int:
 
 
 def report(error: GanforgeError, url: str) -> int:
-    """Print an SDK error (`url`: the service it was talking to); its exit status."""
+    """Print an SDK error (`url`: the service it was talking to, its password masked here); its exit status."""
     from ganforge.client import errors
 
+    shown = mask_url(url)
+    message = error.message.replace(url, shown)
     if isinstance(error, errors.UnexpectedResponse):
-        say(f"{error.message} (is {url} a ganforge service? see --url / GANFORGE_URL)")
+        say(f"{message} (is {shown} a ganforge service? see --url / GANFORGE_URL)")
         return UNREACHABLE
     if isinstance(error, errors.ConnectionFailed):
-        where = "" if url in error.message else f" at {url}"
-        say(f"{error.message}{where} (is the service running? see --url / GANFORGE_URL)")
+        bare = re.sub(r"//[^/@]*@", "//", url)  # httpx names the URL without its user info
+        where = "" if shown in message or bare in message else f" at {shown}"
+        say(f"{message}{where} (is the service running? see --url / GANFORGE_URL)")
         return UNREACHABLE
     fields = [(field.field or "(body)", field.message) for field in error.fields]
     if isinstance(error, errors.ValidationFailed) and fields:
         # The API's message repeats the first field's; the fields alone say it all.
         say(f"the service refused the request ({error.status}): fix these fields", fields)
         return USAGE
-    say(error.message, fields if len(fields) > 1 else None)
+    say(message, fields if len(fields) > 1 else None)
     if isinstance(error, errors.ValidationFailed):
         return USAGE
     if isinstance(error, errors.NotFound):

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from ganforge.cli import render
 from ganforge.cli.exits import JOB_FAILED, OK
+from ganforge.cli.text import clean
 
 if TYPE_CHECKING:
     from ganforge.client import Client
@@ -63,7 +64,7 @@ def _live(client: Client, job: dict[str, Any]) -> None:
     progress_of = job["progress"]
     with render.follow_progress(render.stderr()) as progress:
         task = progress.add_task(
-            job["status"],
+            clean(job["status"]),
             total=progress_of["total_steps"],
             completed=progress_of["step"],
             metrics=render.metrics_text(latest),
@@ -82,7 +83,7 @@ def _live(client: Client, job: dict[str, Any]) -> None:
             elif event.type == "checkpoint":
                 changes["completed"] = data.get("step", 0)
             elif event.type == "status":
-                changes["description"] = data.get("to", "")
+                changes["description"] = clean(str(data.get("to", "")))
                 if data.get("to") in render.FINAL:
                     changes["eta"] = None  # nothing left to wait for
             if time.monotonic() - polled >= POLL_SECONDS and not event.final:

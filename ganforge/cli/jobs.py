@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from ganforge.cli import render
-from ganforge.cli.context import connect
+from ganforge.cli.context import ApiKey, Url, connect
 from ganforge.cli.exits import NOT_FOUND, fail
 from ganforge.cli.follow import follow_job
 from ganforge.cli.specfile import load_spec
@@ -54,10 +54,12 @@ def submit(
         typer.Option("--quiet", "-q", help="print only the new job's id on stdout (JOB=$(ganforge submit ... -q))"),
     ] = False,
     json_output: Json = False,
+    url: Url = None,
+    api_key: ApiKey = None,
 ) -> None:
     """Submit a training job; print its id (and follow it with --follow: exit 1 if it fails)."""
     spec = load_spec(spec_file, overrides or [])
-    with connect(ctx) as client:
+    with connect(ctx, url, api_key) as client:
         job = client.submit(spec)
         if quiet:
             print(job.id, flush=True)
@@ -81,9 +83,11 @@ def list_jobs(
     tag: Annotated[str | None, typer.Option("--tag", metavar="KEY:VALUE", help="only jobs with this tag")] = None,
     limit: Annotated[int, typer.Option("--limit", metavar="N", min=1, help="show at most N jobs")] = 20,
     json_output: Json = False,
+    url: Url = None,
+    api_key: ApiKey = None,
 ) -> None:
     """List your jobs, newest first."""
-    with connect(ctx) as client:
+    with connect(ctx, url, api_key) as client:
         jobs = [
             job.model_dump(mode="json")
             for job in itertools.islice(client.list(status=status, tag=tag, limit=min(limit, 500)), limit)
@@ -96,9 +100,9 @@ def list_jobs(
         render.stderr().print("no jobs" + (" with these filters" if status or tag else ""))
 
 
-def show(ctx: typer.Context, job_id: JobId, json_output: Json = False) -> None:
+def show(ctx: typer.Context, job_id: JobId, json_output: Json = False, url: Url = None, api_key: ApiKey = None) -> None:
     """One job: status, progress, error, latest metrics and the spec with every default."""
-    with connect(ctx) as client:
+    with connect(ctx, url, api_key) as client:
         job = client.get(job_id).model_dump(mode="json")
     if json_output:
         render.print_json(job)
@@ -106,9 +110,9 @@ def show(ctx: typer.Context, job_id: JobId, json_output: Json = False) -> None:
         render.stdout().print(render.job_details(job))
 
 
-def follow(ctx: typer.Context, job_id: JobId) -> None:
+def follow(ctx: typer.Context, job_id: JobId, url: Url = None, api_key: ApiKey = None) -> None:
     """Follow a job live (progress, losses) until it ends; Ctrl-C detaches. Exit 1 if it fails or is cancelled."""
-    with connect(ctx) as client:
+    with connect(ctx, url, api_key) as client:
         raise typer.Exit(follow_job(client, job_id))
 
 
@@ -117,9 +121,11 @@ def events(
     job_id: JobId,
     after: Annotated[int | None, typer.Option("--after", metavar="N", help="only events after event N")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="one JSON object per line")] = False,
+    url: Url = None,
+    api_key: ApiKey = None,
 ) -> None:
     """Print a job's event log (status changes, metrics, samples, checkpoints), live until the job ends."""
-    with connect(ctx) as client:
+    with connect(ctx, url, api_key) as client:
         for event in client.events(job_id, after=after):
             shown = {"id": event.id, "type": event.type, "data": event.data}
             if json_output:
@@ -128,9 +134,11 @@ def events(
                 render.stdout().print(render.event_line(shown), soft_wrap=True)
 
 
-def cancel(ctx: typer.Context, job_id: JobId, json_output: Json = False) -> None:
+def cancel(
+    ctx: typer.Context, job_id: JobId, json_output: Json = False, url: Url = None, api_key: ApiKey = None
+) -> None:
     """Cancel a job: a queued one at once, a running one within about a second (its last checkpoint is kept)."""
-    with connect(ctx) as client:
+    with connect(ctx, url, api_key) as client:
         job = client.cancel(job_id).model_dump(mode="json")
     if json_output:
         render.print_json(job)
@@ -148,10 +156,12 @@ def download(
             "--output", "-o", metavar="FILE", help="the file, or a folder for JOB-STEP.safetensors (default: here)"
         ),
     ] = None,
+    url: Url = None,
+    api_key: ApiKey = None,
 ) -> None:
     """Download a checkpoint's generator and discriminator weights (safetensors; the spec is in its metadata)."""
     chosen = _step(step)
-    with connect(ctx) as client, render.transfer("checkpoint") as progress:
+    with connect(ctx, url, api_key) as client, render.transfer("checkpoint") as progress:
         path = client.download_checkpoint(job_id, chosen, output, progress=progress)
     render.stdout().print(f"wrote {path}", soft_wrap=True)
 
@@ -168,9 +178,11 @@ def samples(
     ] = None,
     npy: Annotated[bool, typer.Option("--npy", help="the raw generated batch (.npy) instead of the picture")] = False,
     json_output: Json = False,
+    url: Url = None,
+    api_key: ApiKey = None,
 ) -> None:
     """List a job's sample snapshots, or download one with --step (a PNG picture, or .npy with --npy)."""
-    with connect(ctx) as client:
+    with connect(ctx, url, api_key) as client:
         if step is None:
             listed = [sample.model_dump(mode="json") for sample in client.samples(job_id)]
             if json_output:
@@ -193,9 +205,11 @@ def catalog(
         str | None, typer.Argument(metavar="NAME", help="a loss, architecture or data set", show_default=False)
     ] = None,
     json_output: Json = False,
+    url: Url = None,
+    api_key: ApiKey = None,
 ) -> None:
     """Every loss, architecture and built-in data set with its defaults and paper; or one of them in full."""
-    with connect(ctx) as client:
+    with connect(ctx, url, api_key) as client:
         body: dict[str, Any] = client.catalog()
     if name is None:
         if json_output:

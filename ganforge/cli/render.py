@@ -1,14 +1,15 @@
 """What the client commands print: rich tables and panels on stdout, progress bars on stderr, JSON for scripts.
 
 Every function here takes the JSON form of the SDK's objects (`model_dump(mode="json")`),
-the same dicts `--json` prints, so the two views cannot disagree.
+the same dicts `--json` prints, so the two views cannot disagree, and escapes the control
+characters in every string of it (text.clean: a job name cannot steer the terminal).
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -25,8 +26,10 @@ from rich.progress import (
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
-from rich.table import Table
+from rich.table import Column, Table
 from rich.text import Text
+
+from ganforge.cli.text import clean, clean_tree
 
 # The metrics the follow bar shows, in this order, when the job reports them (modes and HQ: 2-D mixtures only).
 FOLLOWED = ("loss_d", "loss_g", "modes_covered", "hq_fraction")
@@ -36,12 +39,20 @@ FINAL = ("succeeded", "failed", "cancelled")
 WIDE = 200  # columns when the output is not a terminal (a pipe, a log): whole rows rather than 80 squeezed ones
 
 
+class SafeConsole(Console):
+    """A rich Console that escapes control characters (text.clean) in every plain string it prints, tables'
+    cells included; Text objects are built from cleaned strings here. Markup and emoji codes are off: names and
+    messages from the service print as they are ("[bold]", ":x:")."""
+
+    def render_str(self, text: str, **kwargs: Any) -> Text:
+        return super().render_str(clean(text), **kwargs)
+
+
 def _console(*, stderr: bool) -> Console:
-    # No markup or emoji codes: names and messages from the service are printed as they are ("[x]", ":x:").
-    console = Console(stderr=stderr, highlight=False, markup=False, emoji=False)
+    console = SafeConsole(stderr=stderr, highlight=False, markup=False, emoji=False)
     if console.is_terminal:
         return console
-    return Console(stderr=stderr, highlight=False, markup=False, emoji=False, width=WIDE)
+    return SafeConsole(stderr=stderr, highlight=False, markup=False, emoji=False, width=WIDE)
 
 
 def stdout() -> Console:
@@ -121,6 +132,7 @@ def status_text(status: str) -> Text:
 
 def jobs_table(jobs: list[dict[str, Any]]) -> Table:
     """One row per job, in the order given (the API's: newest first)."""
+    jobs = clean_tree(jobs)
     table = Table(box=None, pad_edge=False)
     for header in ("ID", "NAME", "STATUS", "STEP", "STEPS/S", "ETA", "LOSS_D", "LOSS_G", "CREATED"):
         # The id is what the other commands take: never cut; the rest may wrap on a narrow terminal.
@@ -144,6 +156,7 @@ def jobs_table(jobs: list[dict[str, Any]]) -> Table:
 
 def job_details(job: dict[str, Any]) -> Group:
     """Everything about one job: status, progress, attempts, error, times, tags, latest metrics, the full spec."""
+    job = clean_tree(job)
     progress = job["progress"]
     facts = Table.grid(padding=(0, 2))
     facts.add_column(style="bold")
@@ -174,6 +187,7 @@ def job_details(job: dict[str, Any]) -> Group:
 
 def event_line(event: dict[str, Any]) -> str:
     """One event of a job's log as a line: `#3 status queued -> running: claimed by worker ...`."""
+    event = clean_tree(event)
     data, kind = event["data"], event["type"]
     head = f"#{event['id']} {when(data.get('time'))} {kind}"
     if kind == "status":
@@ -194,6 +208,7 @@ def event_line(event: dict[str, Any]) -> str:
 
 
 def samples_table(samples: list[dict[str, Any]]) -> Table:
+    samples = clean_tree(samples)
     table = Table(box=None, pad_edge=False)
     for header in ("STEP", "COUNT", "MODES", "HQ", "CREATED"):
         table.add_column(header, no_wrap=True)
@@ -219,6 +234,7 @@ def _shape(info: dict[str, Any]) -> str:
 
 
 def datasets_table(datasets: list[dict[str, Any]]) -> Table:
+    datasets = clean_tree(datasets)
     table = Table(box=None, pad_edge=False)
     for header in ("ID", "NAME", "FORMAT", "EXAMPLES", "SHAPE", "CLASSES", "SIZE", "CREATED"):
         table.add_column(header, no_wrap=True)
@@ -238,6 +254,7 @@ def datasets_table(datasets: list[dict[str, Any]]) -> Table:
 
 
 def dataset_details(dataset: dict[str, Any]) -> Table:
+    dataset = clean_tree(dataset)
     facts = Table.grid(padding=(0, 2))
     facts.add_column(style="bold")
     facts.add_column()
@@ -266,6 +283,7 @@ def dataset_details(dataset: dict[str, Any]) -> Table:
 
 def catalog_tables(catalog: dict[str, Any]) -> Group:
     """One table per section (losses, architectures, data sets): name, defaults in short, paper or description."""
+    catalog = clean_tree(catalog)
     tables: list[RenderableType] = []
     for section, entries in catalog.items():
         table = Table(title=section, title_justify="left", box=None, pad_edge=False)
@@ -286,6 +304,7 @@ def catalog_tables(catalog: dict[str, Any]) -> Group:
 
 def catalog_entry(section: str, name: str, entry: dict[str, Any]) -> Group:
     """One loss, architecture or data set: its paper, then every parameter with default, bounds, meaning."""
+    section, name, entry = clean(section), clean(name), clean_tree(entry)
     about = entry.get("paper") or entry.get("description") or ""
     head = Text.assemble((f"{name}", "bold"), f" ({section}): {about}")
     parameters = entry.get("parameters")
@@ -332,17 +351,53 @@ class EtaColumn(ProgressColumn):
         return Text(f"ETA {duration(task.fields.get('eta'))}", style="progress.remaining")
 
 
+INLINE_METRICS = 130  # columns from which the losses (and modes, HQ) fit on the bar's line
+NARROW = 72  # columns below which the steps/s column is left out
+
+
+class FollowProgress(Progress):
+    """The follow bar; with `metrics_below`, each task's metrics on a line of their own below the bars."""
+
+    def __init__(self, *columns: str | ProgressColumn, metrics_below: bool, **options: Any) -> None:
+        self.metrics_below = metrics_below  # before Progress.__init__, which renders once
+        super().__init__(*columns, **options)
+
+    def get_renderables(self) -> Iterable[RenderableType]:
+        yield self.make_tasks_table(self.tasks)
+        if self.metrics_below:
+            for task in self.tasks:
+                if task.fields.get("metrics"):
+                    yield Text(f"{'':>9} {task.fields['metrics']}", no_wrap=True, overflow="ellipsis")
+
+
 def follow_progress(console: Console) -> Progress:
-    """The bar of `ganforge follow`: status, bar, step/total, steps/s, ETA, the latest losses (and modes/HQ)."""
-    return Progress(
-        TextColumn("{task.description:>9}"),
-        BarColumn(bar_width=30),
-        MofNCompleteColumn(),
-        RateColumn(),
-        EtaColumn(),
-        TextColumn("{task.fields[metrics]}"),
-        console=console,
-    )
+    """The bar of `ganforge follow`: status, bar, step/total, steps/s, ETA, the latest losses (and modes/HQ).
+
+    On one line on a console of INLINE_METRICS columns or more (a log: render.WIDE); narrower (an 80-column
+    terminal), the bar takes the width left and the metrics go on the line below, so nothing wraps.
+    """
+    if console.width >= INLINE_METRICS:
+        return FollowProgress(
+            TextColumn("{task.description:>9}", markup=False),
+            BarColumn(bar_width=30),
+            MofNCompleteColumn(),
+            RateColumn(),
+            EtaColumn(),
+            TextColumn("{task.fields[metrics]}", markup=False),
+            console=console,
+            metrics_below=False,
+        )
+    fixed = Column(no_wrap=True)
+    columns = [
+        TextColumn("{task.description:>9}", markup=False, table_column=fixed),
+        BarColumn(bar_width=None),
+        MofNCompleteColumn(table_column=fixed),
+        RateColumn(table_column=fixed),
+        EtaColumn(table_column=fixed),
+    ]
+    if console.width < NARROW:  # below this even the bar's own columns don't fit: the rate goes first
+        columns.remove(columns[3])
+    return FollowProgress(*columns, console=console, expand=True, metrics_below=True)
 
 
 @contextmanager
@@ -352,7 +407,7 @@ def transfer(description: str) -> Iterator[Callable[[int, int | None], None]]:
     The bar appears with the first bytes, so a request refused at once (404) leaves no empty bar behind.
     """
     progress = Progress(
-        TextColumn(description),
+        TextColumn(description, markup=False),
         BarColumn(bar_width=30),
         DownloadColumn(),
         TransferSpeedColumn(),
