@@ -126,7 +126,7 @@ class Settings(BaseSettings):
         if not self.database_url:
             self.database_url = f"sqlite:///{self.data_dir / 'ganforge.db'}"
         if not self.broker_url:
-            self.broker_url = "filesystem://"
+            self.broker_url = "filesystem://localhost/"  # without a host kombu warns "No hostname was supplied"
         if not self.artifacts_url:
             self.artifacts_url = str(self.data_dir / "artifacts")
         return self

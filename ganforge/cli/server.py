@@ -58,6 +58,8 @@ def _prepare(ctx: typer.Context, data_dir: Path | None) -> None:
         )
     chosen = data_dir if data_dir is not None else options(ctx).data_dir
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # Alembic logs each of its autogenerate plugins at INFO when it loads (7 lines a start); its migrations stay.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     if chosen is not None:
         os.environ["GANFORGE_DATA_DIR"] = str(chosen.expanduser().resolve())
     from pydantic import ValidationError
