@@ -237,11 +237,13 @@ def test_a_wrong_key_exits_4(service: Service) -> None:
     assert ganforge(None, "jobs", "--url", service.url, url="http://127.0.0.1:1").returncode == 0
 
 
-def test_nothing_listening_exits_5_with_one_line_naming_the_url() -> None:
+def test_nothing_listening_exits_5_with_one_line_naming_the_url_after_saying_each_retry() -> None:
     url = f"http://127.0.0.1:{free_port()}"
     result = ganforge(None, "jobs", url=url)
     assert result.returncode == 5, result
-    assert url in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    *retries, error = result.stderr.strip().splitlines()
+    assert error.startswith("ganforge: could not reach") and url in error, result.stderr
+    assert len(retries) == 3 and all(line.startswith("retrying GET /v1/jobs in ") for line in retries), retries
 
 
 # --- Ctrl-C ----------------------------------------------------------------------------------------------

@@ -60,10 +60,18 @@ def _raised_by_sdk(error: BaseException) -> bool:
     return traceback is not None and Path(traceback.tb_frame.f_code.co_filename).parent == SDK_DIR
 
 
+def _say_retry(message: str) -> None:
+    """The SDK's `on_retry`: why and how long it waits, dim on stderr, so a slow retry is never a silent one."""
+    from ganforge.cli import render
+
+    render.stderr().print(message, style="dim", soft_wrap=True)
+
+
 @contextmanager
 def connect(ctx: typer.Context, url: str | None = None, api_key: str | None = None) -> Iterator[Client]:
     """A `ganforge.client.Client` for `url`/`api_key` (given after the command), else the global options; an SDK
-    error inside becomes its message and exit status.
+    error inside becomes its message and exit status. Each retry is said on stderr ("retrying GET /v1/jobs in
+    1.0 s (503)"); connecting gives up after 5 s a try (the SDK's connect timeout).
 
     Raises typer.Exit with the status of ganforge/cli/exits.py (2 refused input, an argument the SDK refuses
     (ValueError: a malformed URL, key or id) or a local file that cannot be read or written, 3 not found,
@@ -76,7 +84,7 @@ def connect(ctx: typer.Context, url: str | None = None, api_key: str | None = No
     given = options(ctx)
     url = url or given.url or DEFAULT_URL
     try:
-        with Client(url, api_key or given.api_key) as client:
+        with Client(url, api_key or given.api_key, on_retry=_say_retry) as client:
             yield client
     except GanforgeError as error:
         raise typer.Exit(report(error, url)) from None
