@@ -9,6 +9,7 @@ worker within seconds, saying only INFO lines.
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import signal
@@ -286,6 +287,18 @@ def test_tables_print_names_literally_with_control_characters_escaped() -> None:
     console = render.SafeConsole(file=io.StringIO(), markup=False, color_system=None)
     console.print("say \x1b[31m[red]")
     assert console.file.getvalue() == "say \\x1b[31m[red]\n"  # type: ignore[attr-defined]
+
+
+def test_json_output_escapes_every_control_character_and_still_parses(capsys: pytest.CaptureFixture[str]) -> None:
+    from ganforge.cli import render
+
+    value = {"name\x1b": ["\x9b31m", "\u202eevil", "\x7f", "café"]}
+    render.print_json(value)
+    render.print_json_line(value)
+    out = capsys.readouterr().out
+    assert not re.search("[\x00-\x09\x0b-\x1f\x7f-\x9f\u202e]", out), repr(out)
+    pretty, line = out.split("\n}\n")
+    assert json.loads(pretty + "}") == json.loads(line) == value and "café" in out
 
 
 @pytest.mark.parametrize("width", [80, 60, 40])

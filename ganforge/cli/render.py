@@ -8,6 +8,7 @@ characters in every string of it (text.clean: a job name cannot steer the termin
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -63,14 +64,23 @@ def stderr() -> Console:
     return _console(stderr=True)
 
 
+# JSON escapes C0 controls itself; these it would print raw (DEL, C1 such as the 8-bit CSI, bidi overrides).
+_JSON_UNSAFE = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _json(value: Any, **layout: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False, **layout)
+    return _JSON_UNSAFE.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
+
+
 def print_json(value: Any) -> None:
-    """`value` as indented JSON on stdout (plain text, whatever the terminal)."""
-    sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
+    """`value` as indented JSON on stdout (plain text, whatever the terminal; control characters as \\u escapes)."""
+    sys.stdout.write(_json(value, indent=2) + "\n")
 
 
 def print_json_line(value: Any) -> None:
     """`value` as one line of JSON on stdout, flushed (a reader of a live stream sees it at once)."""
-    sys.stdout.write(json.dumps(value, separators=(",", ":"), ensure_ascii=False) + "\n")
+    sys.stdout.write(_json(value, separators=(",", ":")) + "\n")
     sys.stdout.flush()
 
 
