@@ -879,3 +879,25 @@ def test_on_retry_tells_every_wait_and_connecting_times_out_apart_from_reading(s
         asyncio.run(async_side())
     finally:
         silent.close()
+
+
+def test_text_the_server_chose_cannot_drive_the_terminal(scripted: Scripted) -> None:
+    """Escape sequences in an error answer, a content type or an event's type are shown escaped, never raw."""
+    nasty = "\x1b[2J\x1b]0;owned\x07\x9b31m"
+    body = {"error": {"code": f"bad{nasty}", "message": f"no{nasty}", "details": [{"field": nasty, "message": nasty}]}}
+    scripted.scripts["POST /v1/jobs"] = [(422, {}, body)]
+    scripted.scripts["GET /v1/jobs/j1"] = [(404, {"content-type": "text/plain"}, f"gone{nasty}".encode())]
+    scripted.scripts[f"GET {EVENTS}"] = [(200, SSE, f"id: 1\nevent: st{nasty}\ndata: {{}}\n\n".encode())]
+    with Client(scripted.url, retries=0) as client:
+        with pytest.raises(ValidationFailed) as refused:
+            client.validate({"any": "spec"})
+        with pytest.raises(NotFound) as missing:
+            client.get("j1")
+        with pytest.raises(UnexpectedResponse, match="not a ganforge event") as odd:
+            list(client.follow("j1"))
+    for error in (refused.value, missing.value, odd.value):
+        text = str(error) + repr(error.fields) + str(error.code)
+        assert "\x1b" not in text and "\x07" not in text and "\x9b" not in text, text
+    assert refused.value.fields[0].message == "\\x1b[2J\\x1b]0;owned\\x07\\x9b31m"
+    with pytest.raises(ValueError, match="backoff"):
+        Client(scripted.url, backoff=-1)

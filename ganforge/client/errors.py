@@ -13,6 +13,9 @@ Every error answer of the API has one shape,
 | 429                  | `RateLimited` (`.retry_after`: seconds, or None) |
 | 5xx                  | `ServerError`      |
 | no answer at all     | `ConnectionFailed` (refused, reset, timed out) |
+
+Text the server chose (message, code, field paths) reaches a terminal: control characters in it are shown escaped
+(`shown`), so an answer cannot move the cursor, recolour or clear the screen of whoever prints the error.
 """
 
 from __future__ import annotations
@@ -23,6 +26,16 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
+
+MAX_MESSAGE = 2000  # characters of a server's message kept
+
+
+def shown(text: str, limit: int = MAX_MESSAGE) -> str:
+    """`text` fit for a terminal: each control character escaped (`\\x1b`, `\\n`), at most `limit` characters."""
+    text = text[:limit]
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 @dataclass(frozen=True)
@@ -58,7 +71,7 @@ class GanforgeError(Exception):
     def fields(self) -> list[FieldError]:
         """The invalid fields the answer named (`details` as `FieldError`s), in the API's order."""
         return [
-            FieldError(field=str(d.get("field", "")), message=str(d.get("message", "")))
+            FieldError(field=shown(str(d.get("field", "")), 300), message=shown(str(d.get("message", ""))))
             for d in self.details
             if isinstance(d, dict)
         ]
@@ -155,13 +168,13 @@ def error_from_response(response: httpx.Response) -> GanforgeError:
         body = None
     error = body.get("error") if isinstance(body, dict) else None
     if isinstance(error, dict):
-        code = str(error["code"]) if error.get("code") is not None else None
-        message = str(error.get("message") or "")
+        code = shown(str(error["code"]), 100) if error.get("code") is not None else None
+        message = shown(str(error.get("message") or ""))
         raw = error.get("details")
         details = [d for d in raw if isinstance(d, dict)] if isinstance(raw, list) else []
     if not message:
         text = response.text.strip()
-        message = text[:500] if text else (response.reason_phrase or f"HTTP {status}")
+        message = shown(text, 500) if text else shown(response.reason_phrase or f"HTTP {status}", 100)
     request = response.request
     message = f"{message} ({request.method} {request.url.path})"
     if status in (400, 413, 415, 422):

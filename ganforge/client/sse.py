@@ -54,7 +54,8 @@ class Cursor:
 
     def accept(self, sse: ServerSentEvent) -> Event | None:
         """The typed event to yield for `sse`, or None: a retry-only message, one without a numeric id, or one
-        already yielded. Raises UnexpectedResponse when a new event's data is not a JSON object."""
+        already yielded. Raises UnexpectedResponse when a new event's data is not a JSON object or its type is not
+        a short printable name."""
         if sse.retry is not None:
             self.retry_seconds = min(MAX_RETRY_SECONDS, max(MIN_RETRY_SECONDS, sse.retry / 1000))
         if not sse.data or not (sse.id.isascii() and sse.id.isdigit()):
@@ -66,8 +67,10 @@ class Cursor:
             data = json.loads(sse.data)
         except ValueError:
             data = None
-        if not isinstance(data, dict):
-            raise UnexpectedResponse(f"event {number} ({sse.event}): data is not a JSON object: {sse.data[:200]!r}")
+        if not isinstance(data, dict) or len(sse.event) > 100 or not sse.event.isprintable():
+            raise UnexpectedResponse(
+                f"event {number} ({sse.event[:100]!r}) is not a ganforge event: {sse.data[:200]!r}"
+            )
         event = Event(id=number, type=sse.event, data=data, time=data.get("time"))
         self.last = number
         self.done = event.final

@@ -31,6 +31,7 @@ from ganforge.client.errors import (
     UnexpectedResponse,
     error_from_response,
     retry_after_seconds,
+    shown,
 )
 
 OnRetry = Callable[[str], None]
@@ -42,13 +43,17 @@ class RetryPolicy:
     """retries: how many times a failed safe request is sent again (0: never); backoff: the first delay (s), doubled
     each retry up to max_backoff, each drawn uniformly from its upper half (jitter, so many clients do not retry in
     step); a Retry-After above max_retry_after (s) is not waited for: the error is raised at once; on_retry: told
-    before each wait (see the module), None: silent."""
+    before each wait (see the module), None: silent; what it raises ends the call. ValueError for backoff < 0."""
 
     retries: int = 3
     backoff: float = 0.5
     max_backoff: float = 8.0
     max_retry_after: float = 120.0
     on_retry: OnRetry | None = None
+
+    def __post_init__(self) -> None:
+        if not self.backoff >= 0:
+            raise ValueError(f"backoff must be >= 0 seconds, got {self.backoff}")
 
     def tell(self, message: str) -> None:
         """Pass `message` to `on_retry` (when there is one)."""
@@ -106,7 +111,7 @@ def announce(policy: RetryPolicy, request: httpx.Request, wait: float, why: str,
 
 def media_type(response: httpx.Response) -> str:
     """The answer's Content-Type without its parameters, lower case ("" when absent)."""
-    return str(response.headers.get("content-type", "")).partition(";")[0].strip().lower()
+    return shown(str(response.headers.get("content-type", "")).partition(";")[0].strip().lower(), 100)
 
 
 def not_an_answer(response: httpx.Response, expect: str | None) -> GanforgeError | None:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import httpx
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
-from ganforge.client.errors import UnexpectedResponse
+from ganforge.client.errors import UnexpectedResponse, shown
 
 if TYPE_CHECKING:  # pandas is optional: imported only by Metrics.to_pandas
     import pandas
@@ -214,7 +214,7 @@ def parse(kind: type[T], response: httpx.Response) -> T:
         request = response.request
         raise UnexpectedResponse(
             f"the answer to {request.method} {request.url.path} is not a ganforge answer "
-            f"({response.status_code}, {response.headers.get('content-type', 'no content type')}): "
+            f"({response.status_code}, {shown(response.headers.get('content-type', 'no content type'), 100)}): "
             f"{exc.errors(include_url=False)[0]['msg']}",
             response.status_code,
         ) from None
