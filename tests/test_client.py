@@ -901,3 +901,20 @@ def test_text_the_server_chose_cannot_drive_the_terminal(scripted: Scripted) -> 
     assert refused.value.fields[0].message == "\\x1b[2J\\x1b]0;owned\\x07\\x9b31m"
     with pytest.raises(ValueError, match="backoff"):
         Client(scripted.url, backoff=-1)
+
+
+def test_a_spec_file_is_read_within_the_limits_the_cli_keeps(tmp_path: Path) -> None:
+    """The SDK reads spec files with the CLI's reader: a YAML alias bomb or a deep file is refused before sending."""
+    bomb = tmp_path / "bomb.yaml"
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    levels += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 10)]
+    bomb.write_text("\n".join([*levels, "tags: {x: *a9}"]) + "\n")
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    with Client("http://127.0.0.1:9", retries=0) as client:  # nothing listens there: nothing may be sent
+        started = time.monotonic()
+        with pytest.raises(ValueError, match="anchors and aliases"):
+            client.submit(bomb)
+        with pytest.raises(ValueError, match="nested deeper"):
+            client.validate(deep)
+        assert time.monotonic() - started < 5

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import re
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+
+from ganforge.client.config import mask_url  # one masking for the SDK's messages and the CLI's
+
+__all__ = ["clean", "clean_tree", "mask_url"]
 
 # C0 and C1 controls, DEL, and the bidirectional overrides that can reorder what a terminal shows.
 _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
@@ -38,15 +41,3 @@ def clean_tree(value: Any) -> Any:
     if isinstance(value, list):
         return [clean_tree(item) for item in value]
     return value
-
-
-def mask_url(url: str) -> str:
-    """`url` with the password of its user info replaced by `***` (`http://bob:***@host`); other URLs as given."""
-    try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        host = parts.netloc.rpartition("@")[2]
-        return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
-    except ValueError:  # not a URL urllib can split ("http://[::1"): mask what looks like user:password@
-        return re.sub(r"(//[^/@:]*:)[^/]*@", r"\1***@", url)

@@ -37,11 +37,12 @@ def mask_url(url: str) -> str:
     """`url` fit for a message: a password in it replaced by ***, e.g. `http://bob:***@host` (works on URLs that do
     not parse too, so the message that refuses one does not leak it)."""
     head, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
+    authority, slash, path = rest.partition("/")  # an "@" in the path is not user info
+    if not sep or "@" not in authority:
         return url
-    userinfo, _, hostpart = rest.rpartition("@")
+    userinfo, _, host = authority.rpartition("@")  # the last "@": a password may hold one
     user, colon, _ = userinfo.partition(":")
-    return f"{head}://{user}:***@{hostpart}" if colon else url
+    return f"{head}://{user}:***@{host}{slash}{path}" if colon else url
 
 
 def _version() -> str:

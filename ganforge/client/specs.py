@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, TypeAlias
 
@@ -17,8 +16,10 @@ def spec_body(spec: SpecLike) -> dict[str, Any]:
 
     A `JobSpec` is sent with only the fields that were set: the API fills in the defaults, some of which depend on
     the data set (a client-side default would count as the user's choice). A str or Path is a file: .yaml/.yml
-    (PyYAML) or .json. Raises FileNotFoundError, ValueError for another extension or a file that is not one
-    object; the API checks the content itself (`ValidationFailed`).
+    (PyYAML) or .json, read by `ganforge.specfile.read_spec_file` as the CLI reads it. Raises OSError
+    (FileNotFoundError, ...) and ValueError (`SpecFileError`: another extension, over 1 MiB, not UTF-8, YAML
+    anchors/aliases, nested deeper than 32, NaN/inf, not one object); the API checks the content itself
+    (`ValidationFailed`).
     """
     if isinstance(spec, JobSpec):
         return spec.model_dump(mode="json", exclude_unset=True)
@@ -30,22 +31,7 @@ def spec_body(spec: SpecLike) -> dict[str, Any]:
 
 
 def _read_file(path: Path) -> dict[str, Any]:
-    suffix = path.suffix.lower()
-    if suffix not in (".yaml", ".yml", ".json"):
-        raise ValueError(f"{path}: a spec file must end in .yaml, .yml or .json")
-    text = path.read_text(encoding="utf-8")
-    if suffix == ".json":
-        try:
-            body = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: not JSON: line {exc.lineno} column {exc.colno}: {exc.msg}") from None
-    else:
-        import yaml  # only spec files need it
+    # One reader for the SDK and the CLI: size, depth, alias (YAML bomb) and non-finite number limits.
+    from ganforge.specfile import read_spec_file
 
-        try:
-            body = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ValueError(f"{path}: not YAML: {exc}") from None
-    if not isinstance(body, dict):
-        raise ValueError(f"{path}: a spec file must hold one object (mapping), got {type(body).__name__}")
-    return body
+    return read_spec_file(path)
