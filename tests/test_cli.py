@@ -200,7 +200,7 @@ def test_a_set_of_a_non_finite_number_is_refused(
 
 
 def test_a_set_of_a_deep_or_aliased_value_is_a_plain_string() -> None:
-    from ganforge.cli.specfile import parse_value
+    from ganforge.cli.overrides import parse_value
 
     assert parse_value("[" * NESTED) == "[" * NESTED
     bomb = "[&a [1, 1], *a, *a]"

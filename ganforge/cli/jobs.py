@@ -17,7 +17,7 @@ from ganforge.cli import render
 from ganforge.cli.context import ApiKey, Url, connect
 from ganforge.cli.exits import NOT_FOUND, fail
 from ganforge.cli.follow import follow_job
-from ganforge.cli.specfile import load_spec
+from ganforge.cli.overrides import load_spec
 
 JobId = Annotated[str, typer.Argument(metavar="JOB", help="the job's id (what `submit` printed)", show_default=False)]
 Json = Annotated[bool, typer.Option("--json", help="print the API's JSON answer (for scripts)")]
