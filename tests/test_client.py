@@ -209,7 +209,7 @@ def test_validate_names_the_field_and_takes_every_spec_form(service: Service, tm
         with pytest.raises(ValidationFailed) as bad_number:
             client.submit({**spec, "training": {"steps": -5}})
         assert [f.field for f in bad_number.value.fields] == ["training.steps"]
-        with pytest.raises(ValueError, match="must end in"):
+        with pytest.raises(ValueError, match="ends in .yaml, .yml or .json"):
             client.validate(str(tmp_path / "spec.txt"))
 
 

@@ -8,9 +8,10 @@ The fast checks follow the import graph of the production code (models, api, wor
 migrations) from each side's entry points and find, for every third-party module it reaches, the
 distribution that provides it among what that side's install declares. The slow ones install the
 project as a user does into fresh venvs: the client alone (no torch, fastapi, sqlalchemy in it)
-submits a job to a live service and runs `ganforge --help`, then `.[api]` on top serves the API
-without torch; and `.[all]` (the CPU torch wheel first, no test extras), from a folder outside the
-repository, runs `ganforge migrate`, `api` and `worker` against PostgreSQL and Redis and trains a job.
+submits a job to a live service and runs `ganforge --help`; and `.[all]` (the CPU torch wheel first,
+no test extras), from a folder outside the repository, runs `ganforge migrate`, `api` and `worker`
+against PostgreSQL and Redis, trains a job, serves the dashboard's packaged files, and its API module
+imports no torch even where torch is installed (that `.[api]` holds no torch is the import-graph check's).
 """
 
 from __future__ import annotations
@@ -265,9 +266,7 @@ with Client(sys.argv[2], api_key="key-a") as client:
 
 @pytest.mark.slow
 @pytest.mark.timeout(420)
-def test_the_plain_install_is_a_client_without_torch_and_the_api_extra_serves_without_it(
-    tmp_path: Path, wheel: Path
-) -> None:
+def test_the_plain_install_is_a_client_without_torch_that_submits_a_job(tmp_path: Path, wheel: Path) -> None:
     started = time.monotonic()
     venv, pip = _venv(tmp_path)
     python, outside = str(venv / "bin" / "python"), tmp_path / "elsewhere"
@@ -288,51 +287,7 @@ def test_the_plain_install_is_a_client_without_torch_and_the_api_extra_serves_wi
         with service.client() as client:  # the service has it: the client's submit reached it
             assert client.get(f"/v1/jobs/{job['id']}").json()["spec"]["loss"]["name"] == "nsgan"
 
-    # `.[api]` on top: the HTTP API runs, still without torch.
-    _run([*pip, f"{wheel}[api]"])
-    probe = subprocess.run([python, "-c", "import torch"], cwd=outside, env=env, capture_output=True)
-    assert probe.returncode == 1, "the api extra installed torch"
-    port, data = free_port(), tmp_path / "api-data"
-    api_env = {**env, "GANFORGE_DATA_DIR": str(data)}
-    ganforge = str(venv / "bin" / "ganforge")
-    _run([ganforge, "migrate"], cwd=outside, env=api_env, timeout=120)
-    log = (tmp_path / "api.log").open("wb")
-    api = subprocess.Popen(
-        [ganforge, "api", "--port", str(port)],
-        cwd=outside,
-        env=api_env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert api.poll() is None, (tmp_path / "api.log").read_text()
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, (
-                "the API never answered /healthz:\n" + (tmp_path / "api.log").read_text()
-            )
-            time.sleep(0.3)
-        created = httpx.post(f"http://127.0.0.1:{port}/v1/jobs", json=SPEC, timeout=30)
-        assert created.status_code == 201, created.text
-        # the dashboard and /docs assets are package data: the installed API serves them
-        for path in ("/", "/docs", "/static/vendor/swagger-ui/swagger-ui-bundle.js", "/static/vendor/uplot/LICENSE"):
-            assert httpx.get(f"http://127.0.0.1:{port}{path}", timeout=30).status_code == 200, path
-        loaded = _run([python, "-c", "import sys, api.app; print('torch' in sys.modules)"], cwd=outside, env=env)
-        assert loaded.stdout.strip() == "False"
-    finally:
-        os.killpg(api.pid, 15)
-        try:
-            api.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(api.pid, 9)
-            api.wait()
-    print(f"\nclient install {installed:.0f} s; client + api extra + api checks {time.monotonic() - started:.0f} s")
+    print(f"\nclient install {installed:.0f} s; with its checks {time.monotonic() - started:.0f} s")
 
 
 @pytest.mark.slow
@@ -396,6 +351,19 @@ def test_a_clean_install_of_all_without_test_extras_trains_a_job_on_postgres_and
                 job = client.get(f"/v1/jobs/{job['id']}", timeout=30).json()
             assert job["status"] == "succeeded", (job, logs())
             assert client.get(f"/v1/jobs/{job['id']}/checkpoints/latest", timeout=30).status_code == 200
+            # the dashboard and /docs assets are package data: the installed API serves them
+            for path in (
+                "/",
+                "/docs",
+                "/static/vendor/swagger-ui/swagger-ui-bundle.js",
+                "/static/vendor/uplot/LICENSE",
+            ):
+                assert client.get(path, timeout=30).status_code == 200, path
+        # torch is installed here, and still the API does not import it (the api extra has none: see the
+        # import-graph tests above)
+        python = str(venv / "bin" / "python")
+        loaded = _run([python, "-c", "import sys, api.app; print('torch' in sys.modules)"], cwd=outside, env=env)
+        assert loaded.stdout.strip() == "False"
         # the worker ran the installed code, not the repository's
         assert (
             str(venv)
