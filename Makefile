@@ -33,7 +33,8 @@ run: install  ## embedded default: SQLite + file-system broker, API on :8000, on
 test: $(VENV)/.test-tools  ## lint, types, then the whole suite against PostgreSQL + Redis and the embedded default
 	$(BIN)/ruff check .
 	$(BIN)/mypy models api worker ganforge migrations
-	$(BIN)/pytest -q
+	# Two test processes, one test file each at a time (a file's services are shared by its tests); the slowest listed.
+	$(BIN)/pytest -q -n 2 --dist loadfile --durations=20
 
 bench: install
 	$(BIN)/python bench/trainer_overhead.py
