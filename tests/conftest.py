@@ -45,11 +45,10 @@ def api_only(backend: str, data_dir: Path, **extra: str) -> Iterator[Service]:
             drop_postgres_database(database)
 
 
-@pytest.fixture(scope="module", params=BACKENDS)
-def service(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    """API + one worker, shared by the tests of a module."""
-    data_dir = tmp_path_factory.mktemp(f"ganforge-{request.param}")
-    deployment, database = _deploy(request.param, data_dir)
+@contextmanager
+def api_and_worker(backend: str, data_dir: Path, **extra: str) -> Iterator[Service]:
+    """A migrated deployment with its API and one worker started."""
+    deployment, database = _deploy(backend, data_dir, **extra)
     try:
         deployment.start_api()
         deployment.start_worker()
@@ -58,6 +57,13 @@ def service(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         deployment.stop()
         if database:
             drop_postgres_database(database)
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def service(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """API + one worker, shared by the tests of a module."""
+    with api_and_worker(request.param, tmp_path_factory.mktemp(f"ganforge-{request.param}")) as deployment:
+        yield deployment
 
 
 @pytest.fixture(params=BACKENDS)

@@ -1,7 +1,7 @@
 """The client commands of `ganforge`, run as a user runs them: the installed console script against a live service.
 
 Each test runs `.venv/bin/ganforge` (the venv's console script) as a process against the
-`service` fixture (API + worker, both backends), with GANFORGE_URL and GANFORGE_API_KEY
+`service` fixture (API + worker, embedded), with GANFORGE_URL and GANFORGE_API_KEY
 in its environment, and checks what it prints and its exit status: 0 ok, 1 job failed,
 2 usage or a refused spec, 3 not found, 4 auth, 5 nothing listening.
 """
@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import numpy as np
 import pytest
 from safetensors import safe_open
 
+from tests.conftest import api_and_worker
 from tests.service import ROOT, Service, free_port, wait_for
 
 GANFORGE = Path(sys.executable).parent / "ganforge"
@@ -57,6 +59,16 @@ def ganforge(
 
 def assert_no_traceback(result: subprocess.CompletedProcess[str]) -> None:
     assert "Traceback" not in result.stderr + result.stdout, result.stderr
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """API + one worker on one backend (the embedded default `ganforge up` runs).
+
+    This face is an HTTP client; the API's and the SDK's tests cover both backends.
+    """
+    with api_and_worker("embedded", tmp_path_factory.mktemp("embedded")) as deployment:
+        yield deployment
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
 """The web dashboard and /docs in a real headless Chromium (Debian's `chromium`, driven by Playwright), against a
-real API and worker on both backends. The service runs with API keys, so every page test also covers auth.
+real API and worker (PostgreSQL + Redis). The service runs with API keys, so every page test also covers auth.
 
 Screenshots go to pytest's tmp dir (test output), never the repository.
 """
@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
+from tests.conftest import api_and_worker
 from tests.service import Service, wait_for
 
 CHROMIUM = "/usr/bin/chromium"
@@ -35,6 +36,16 @@ def long_spec(name: str) -> dict[str, Any]:
         "every": {"metrics": 10, "samples": 100, "checkpoint": 500},
         "tags": {"suite": "dashboard"},
     }
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """API + one worker on one backend (PostgreSQL + Redis, as in production).
+
+    This face is an HTTP client; the API's and the SDK's tests cover both backends.
+    """
+    with api_and_worker("postgres", tmp_path_factory.mktemp("postgres")) as deployment:
+        yield deployment
 
 
 @pytest.fixture(scope="module")

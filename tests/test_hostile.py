@@ -115,9 +115,9 @@ def test_query_text_with_control_characters_is_422_naming_the_parameter(service:
                 assert fields_of(response) == ["query.names"], response.text
             response = client.get("/v1/jobs", params={"tag": f"team:{char}"})
             assert response.status_code == 422 and fields_of(response) == ["query.tag"], response.text
-        # Names that are plain text but name no series are an empty answer, not an error.
+        # Names that are plain text but name no series are a 404 on query.names (listing the series), not a 500.
         response = client.get(f"/v1/jobs/{job['id']}/metrics", params={"names": "x" * 300})
-        assert response.status_code == 200 and response.json()["series"]["x" * 300]["steps"] == []
+        assert response.status_code == 404 and fields_of(response) == ["query.names"], response.text
 
 
 # --------------------------------------------------------------------------- L: Idempotency-Key

@@ -13,10 +13,6 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from ganforge.client.config import mask_url  # one masking for the SDK's messages and the CLI's
-
-__all__ = ["clean", "clean_tree", "mask_url"]
-
 # C0 and C1 controls, DEL, and the bidirectional overrides that can reorder what a terminal shows.
 _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
@@ -41,3 +37,11 @@ def clean_tree(value: Any) -> Any:
     if isinstance(value, list):
         return [clean_tree(item) for item in value]
     return value
+
+
+def mask_url(url: str) -> str:
+    """`url` with the password of its user info replaced by `***` (the SDK's masking, one for both)."""
+    # Imported here: `ganforge --help` must not load the SDK (it brings models.spec).
+    from ganforge.client.config import mask_url as masked
+
+    return masked(url)
