@@ -14,6 +14,11 @@ from ganforge.cli.exits import USAGE, fail
 
 app = typer.Typer(
     help="Upload, list, show and delete your data sets.",
+    # Each subcommand's options at a glance, so `ganforge datasets --help` answers without a second call.
+    epilog=(
+        "upload FILE [--name NAME] [--resize PX] [--json] | list [--limit N] [--json] | "
+        "show DATASET [--json] | delete DATASET"
+    ),
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
