@@ -47,36 +47,52 @@ def check_signature(kind: str, head: bytes, what: str) -> None:
         raise UnexpectedResponse(f"{what} is not a ganforge answer: not a {kind} file (it starts {head[:16]!r})")
 
 
+class _HeldHead:
+    """The first HEAD_BYTES of a download, held back until they pass `check_signature`; one for both streams."""
+
+    def __init__(self, kind: str, what: str) -> None:
+        self.kind, self.what = kind, what
+        self.head = b""
+        self.passed = False
+
+    def feed(self, chunk: bytes) -> bytes:
+        """What of the stream may be written now (b"" while the head is still short)."""
+        if self.passed:
+            return chunk
+        self.head += chunk
+        if len(self.head) < HEAD_BYTES:
+            return b""
+        check_signature(self.kind, self.head, self.what)
+        self.passed = True
+        released, self.head = self.head, b""
+        return released
+
+    def finish(self) -> bytes:
+        """At the stream's end: a file shorter than HEAD_BYTES is checked whole and released."""
+        if self.passed:
+            return b""
+        check_signature(self.kind, self.head, self.what)
+        return self.head
+
+
 def checked(chunks: Iterator[bytes], kind: str, what: str) -> Iterator[bytes]:
     """`chunks`, once their first bytes passed `check_signature`."""
-    head = b""
+    held = _HeldHead(kind, what)
     for chunk in chunks:
-        if len(head) < HEAD_BYTES:
-            head += chunk
-            if len(head) < HEAD_BYTES:
-                continue
-            check_signature(kind, head, what)
-            chunk, head = head, head[:HEAD_BYTES]
-        yield chunk
-    if len(head) < HEAD_BYTES:
-        check_signature(kind, head, what)
-        yield head
+        if released := held.feed(chunk):
+            yield released
+    if rest := held.finish():
+        yield rest
 
 
 async def achecked(chunks: AsyncIterator[bytes], kind: str, what: str) -> AsyncIterator[bytes]:
     """`checked` for an async stream of chunks."""
-    head = b""
+    held = _HeldHead(kind, what)
     async for chunk in chunks:
-        if len(head) < HEAD_BYTES:
-            head += chunk
-            if len(head) < HEAD_BYTES:
-                continue
-            check_signature(kind, head, what)
-            chunk, head = head, head[:HEAD_BYTES]
-        yield chunk
-    if len(head) < HEAD_BYTES:
-        check_signature(kind, head, what)
-        yield head
+        if released := held.feed(chunk):
+            yield released
+    if rest := held.finish():
+        yield rest
 
 
 def safe_name(name: str) -> str:
