@@ -149,7 +149,9 @@ def wait_for(client: httpx.Client, job_id: str, statuses: tuple[str, ...], timeo
     deadline = time.monotonic() + timeout
     job: dict[str, Any] = {}
     while time.monotonic() < deadline:
-        job = client.get(f"/v1/jobs/{job_id}").json()
+        response = client.get(f"/v1/jobs/{job_id}")
+        assert response.status_code == 200, f"GET job {job_id}: {response.status_code} {response.text}"
+        job = response.json()
         if job["status"] in statuses:
             return job
         time.sleep(0.2)

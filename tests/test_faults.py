@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,8 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.service import Service, free_port, wait_for
+from tests.private_servers import PrivatePostgres, PrivateRedis
+from tests.service import Service, free_port, service_env, wait_for
 from tests.tcp_proxy import TcpProxy
 
 # Each test starts, kills and restarts processes and waits out lease timeouts: tens of seconds.
@@ -142,56 +144,48 @@ def test_a_hand_back_does_not_use_up_an_attempt(bare_service: Service) -> None:
         assert any("silent for over" in r and "attempt 1 of 2 failed" in r for r in reasons), reasons
 
 
-@pytest.mark.parametrize("bare_service", ["postgres"], indirect=True)
-def test_postgres_restart_during_a_run_loses_nothing(bare_service: Service) -> None:
-    service = bare_service
+@pytest.fixture
+def private_servers(tmp_path: Path) -> Iterator[tuple[Service, PrivatePostgres, PrivateRedis]]:
+    """A migrated deployment on a PostgreSQL and a Redis of its own, which the test may stop and restart."""
+    postgres, redis = PrivatePostgres(), PrivateRedis()
+    service = Service(env=service_env(tmp_path, postgres.url, redis.url), data_dir=tmp_path)
+    try:
+        service.migrate()
+        yield service, postgres, redis
+    finally:
+        service.stop()
+        redis.close()
+        postgres.close()
+
+
+def test_postgres_restart_during_a_run_loses_nothing(
+    private_servers: tuple[Service, PrivatePostgres, PrivateRedis],
+) -> None:
+    service, postgres, _ = private_servers
     service.start_api()
     service.start_worker()
     with service.client() as client:
         job = client.post("/v1/jobs", json={**SPEC, "training": {**SPEC["training"], "steps": 6000}}).json()
         wait_for_step(client, job["id"], 100)
-        cluster = next(Path("/etc/postgresql").iterdir()).name
-        subprocess.run(
-            ["pg_ctlcluster", "--skip-systemctl-redirect", cluster, "main", "restart", "-m", "fast"], check=True
-        )
+        postgres.restart()
         done = wait_for(client, job["id"], ("succeeded", "failed"), timeout=240)
         assert done["status"] == "succeeded", service.logs()
         series = client.get(f"/v1/jobs/{job['id']}/metrics", params={"names": "loss_d"}).json()["series"]
         assert series["loss_d"]["steps"] == list(range(10, 6001, 10))
 
 
-@pytest.mark.parametrize("bare_service", ["postgres"], indirect=True)
-def test_a_job_queued_while_redis_is_down_still_runs(bare_service: Service) -> None:
-    service = bare_service
+def test_a_job_queued_while_redis_is_down_still_runs(
+    private_servers: tuple[Service, PrivatePostgres, PrivateRedis],
+) -> None:
+    service, _, redis = private_servers
     service.start_api()
-    subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", "6379", "shutdown", "nosave"], check=False)
-    try:
-        with service.client() as client:
-            response = client.post("/v1/jobs", json={**SPEC, "training": {**SPEC["training"], "steps": 50}})
-            assert response.status_code == 201, response.text
-            job = response.json()
-            assert client.get(f"/v1/jobs/{job['id']}").json()["status"] == "queued"
-    finally:
-        subprocess.run(
-            [
-                "redis-server",
-                "--daemonize",
-                "yes",
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                "6379",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
-            check=True,
-        )
-        for _ in range(50):
-            if subprocess.run(["redis-cli", "-h", "127.0.0.1", "ping"], capture_output=True).returncode == 0:
-                break
-            time.sleep(0.1)
+    redis.stop()
+    with service.client() as client:
+        response = client.post("/v1/jobs", json={**SPEC, "training": {**SPEC["training"], "steps": 50}})
+        assert response.status_code == 201, response.text
+        job = response.json()
+        assert client.get(f"/v1/jobs/{job['id']}").json()["status"] == "queued"
+    redis.start()
     service.start_worker()
     with service.client() as client:
         done = wait_for(client, job["id"], ("succeeded", "failed"), timeout=120)
