@@ -42,7 +42,8 @@ class Job(ApiModel):
 
     status: queued, running, cancelling, succeeded, failed or cancelled; spec: the admitted spec with every default
     filled in; tags: the spec's tags; latest_metrics: series name → latest value; attempt: the attempt running or
-    next to run (from 1) of max_attempts; error: why it failed (None otherwise).
+    next to run (from 1) of max_attempts; error: why it failed (None otherwise); study_id: the study that fanned it
+    out; alerts: what training.watch found ({kind, step, evidence, action}); cpu_seconds / gpu_seconds: training time.
     """
 
     id: str
@@ -56,6 +57,10 @@ class Job(ApiModel):
     attempt: int = 1
     max_attempts: int = 1
     error: str | None = None
+    study_id: str | None = None
+    alerts: list[dict[str, Any]] = []
+    cpu_seconds: float | None = None
+    gpu_seconds: float | None = None
     created_at: datetime
     updated_at: datetime | None = None
     started_at: datetime | None = None
