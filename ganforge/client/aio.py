@@ -41,6 +41,11 @@ from ganforge.client.types import (
     JobPage,
     Metrics,
     Sample,
+    Study,
+    StudyCurves,
+    StudyPage,
+    StudySummary,
+    StudyValidated,
     T,
     Validated,
     parse,
@@ -86,6 +91,7 @@ class AsyncClient:
             base_url=self.config.base_url, headers=self.config.headers(), timeout=self.config.request_timeout()
         )
         self.datasets = AsyncDatasets(self)
+        self.studies = AsyncStudies(self)
 
     @property
     def base_url(self) -> str:
@@ -355,3 +361,81 @@ class AsyncDatasets:
     async def preview_png(self, dataset_id: str) -> bytes:
         """A PNG of real examples (an image grid, or a scatter plot of the first two dimensions of rows)."""
         return await self._client._file(calls.dataset_preview(dataset_id), "png")
+
+
+class AsyncStudies:
+    """`client.studies` of an `AsyncClient`: the same methods as `Studies` (sync.py) as coroutines, and an async
+    iterator for `list`."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    async def submit(self, spec: SpecLike, *, idempotency_key: str | None = None) -> Study:
+        """Submit a study; returns it (status queued) with its jobs.
+
+        spec: a dict, a `models.study.StudySpec`, or the path of a .yaml/.yml/.json file (read as a job spec file
+        is). Each call sends a fresh Idempotency-Key unless `idempotency_key` is given, so a retry never fans out a
+        second study; the same key with the same spec returns the first study, with another spec raises `Conflict`.
+        Raises ValidationFailed (field paths such as `body.losses[1]`, `body.grid[0].values[2]`; also over 200
+        jobs), NotFound (a data set id that is not yours).
+        """
+        return await self._client._answer(calls.submit_study(spec, idempotency_key), Study)
+
+    async def validate(self, spec: SpecLike) -> StudyValidated:
+        """The study's spec as it would run (`.spec`) and the number of jobs it would make (`.job_count`); creates
+        nothing. Raises ValidationFailed."""
+        return await self._client._answer(calls.validate_study(spec), StudyValidated)
+
+    async def get(self, study_id: str) -> Study:
+        """The study now: status, progress, its jobs and the comparison table. Raises NotFound."""
+        return await self._client._answer(calls.get_study(study_id), Study)
+
+    async def list(self, *, limit: int = 50) -> AsyncIterator[StudySummary]:
+        """Your studies, newest first, page after page (lazily; limit: the page size, not a cap on the total)."""
+        cursor: str | None = None
+        while True:
+            page = await self._client._answer(calls.list_studies(limit, cursor), StudyPage)
+            for study in page.studies:
+                yield study
+            cursor = page.next_cursor
+            if not cursor:
+                return
+
+    async def cancel(self, study_id: str) -> Study:
+        """Cancel every queued or running job of the study (each as `client.cancel` does); idempotent. A finished
+        job keeps its result. Raises NotFound."""
+        return await self._client._answer(calls.cancel_study(study_id), Study)
+
+    async def wait(self, study_id: str, timeout: float | None = None) -> Study:
+        """Poll until the study succeeded, failed or was cancelled, and return it (with its comparison). timeout:
+        seconds, None for no limit; raises TimeoutError past it."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = POLL_START
+        while True:
+            study = await self.get(study_id)
+            if study.finished:
+                return study
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"study {study_id} is still {study.status} after {timeout} s")
+                pause = min(pause, left)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, POLL_MAX)
+
+    async def curves(
+        self, study_id: str, names: Iterable[str] | str | None = None, *, points: int = 200
+    ) -> StudyCurves:
+        """The overlaid series per (loss, grid point): mean, std, min and max over seeds on a common step grid of at
+        most `points` steps. names: series names (modes_covered, loss_g, fd, ...); None: the study's measures.
+        Raises NotFound, ValidationFailed."""
+        return await self._client._answer(calls.study_curves(study_id, names, points), StudyCurves)
+
+    async def jobs(self, study_id: str) -> builtins.list[Job]:
+        """The study's jobs in full (alerts, latest metrics, ...), newest first: the jobs tagged `study:<id>`.
+        Raises NotFound (no such study of yours)."""
+        calls.check_id(study_id, "study_id")
+        found = [job async for job in self._client.list(tag=f"study:{study_id}", limit=200)]
+        if not found:
+            await self.get(study_id)  # every study has a job: none means not yours (NotFound)
+        return found

@@ -172,3 +172,46 @@ def upload_fields(name: str | None, resize: int | None, value_range: tuple[float
         low, high = value_range
         fields["value_range"] = f"{low!r},{high!r}"
     return fields
+
+
+# ---------------------------------------------------------------- studies (api/routes/studies.py)
+
+
+def study_path(study_id: str, *rest: str) -> str:
+    return "/".join(["/v1/studies", _segment(study_id, "study_id"), *rest]).rstrip("/")
+
+
+def submit_study(spec: SpecLike, idempotency_key: str | None) -> Call:
+    """POST /v1/studies with a fresh Idempotency-Key unless one is given: a retry cannot fan out a second study."""
+    key = idempotency_key if idempotency_key is not None else str(uuid.uuid4())
+    return Call("POST", "/v1/studies", json=spec_body(spec), headers={"Idempotency-Key": key})
+
+
+def validate_study(spec: SpecLike) -> Call:
+    return Call("POST", "/v1/studies", params={"validate_only": "true"}, json=spec_body(spec), idempotent=True)
+
+
+def get_study(study_id: str) -> Call:
+    return Call("GET", study_path(study_id))
+
+
+def list_studies(limit: int, cursor: str | None) -> Call:
+    params: dict[str, str | int] = {"limit": limit}
+    if cursor is not None:
+        params["cursor"] = cursor
+    return Call("GET", "/v1/studies", params=params)
+
+
+def cancel_study(study_id: str) -> Call:
+    # Cancelling a study only ever moves its jobs towards cancelled: sending it twice is sending it once.
+    return Call("POST", study_path(study_id, "cancel"), idempotent=True)
+
+
+def study_curves(study_id: str, names: Iterable[str] | str | None, points: int | None) -> Call:
+    params: dict[str, str | int] = {}
+    joined = names if isinstance(names, str) or names is None else ",".join(names)
+    if joined:  # None, "" or []: the study's default measures
+        params["names"] = joined
+    if points is not None:
+        params["points"] = points
+    return Call("GET", study_path(study_id, "curves"), params=params)

@@ -200,6 +200,108 @@ class Validated(ApiModel):
     spec: dict[str, Any]
 
 
+class StudyJob(ApiModel):
+    """One job of a study as `GET /v1/studies/{id}` lists it: id, loss, point (the grid values, {} without a grid),
+    seed, status, step and total_steps."""
+
+    id: str
+    loss: str
+    point: dict[str, Any] = {}
+    seed: int
+    status: str
+    step: int = 0
+    total_steps: int = 0
+
+
+class StudyProgress(ApiModel):
+    """steps_done and steps_total summed over the study's jobs; fraction = steps_done / steps_total (0-1)."""
+
+    steps_done: int
+    steps_total: int
+    fraction: float
+
+
+class StudySummary(ApiModel):
+    """A study as `GET /v1/studies` lists it (no comparison: `client.studies.get` for that).
+
+    status: queued, running (while any job is active), succeeded (all jobs did), failed (all final, some failed) or
+    cancelled; counts: job status → number of jobs.
+    """
+
+    id: str
+    name: str
+    status: str
+    job_count: int
+    counts: dict[str, int] = {}
+    progress: StudyProgress | None = None
+    created_at: datetime
+    updated_at: datetime | None = None
+
+    @property
+    def finished(self) -> bool:
+        """True once the study succeeded, failed or was cancelled (no job of it will run again)."""
+        return self.status in FINAL_STATUSES
+
+
+class Study(StudySummary):
+    """A study as `GET /v1/studies/{id}` shows it: the summary, plus
+
+    spec: the study's spec with every default filled in; jobs: one `StudyJob` per (loss, grid point, seed);
+    data_kind: "points" or "images"; measures: the quality figures compared, primary first (points: modes_covered,
+    hq_fraction, reverse_kl; images: fd, plus class_accuracy for cgan, code_purity for infogan); comparison: one row
+    per (loss, grid point), as models.comparison.compare makes it, kept as dicts: {"loss", "point", "runs",
+    "finished", "quality": {measure: {"mean", "std", "n"}}, "steps_to_threshold": {measure: {"mean", "std",
+    "reached", "n", "threshold"}}, "wall_seconds"/"cpu_seconds"/"gpu_seconds": {"mean", "std", "n"}, "stability":
+    {...}} (std is the sample std over seeds, None with one seed; a mean is None when no run has data).
+    """
+
+    spec: dict[str, Any] = {}
+    jobs: list[StudyJob] = []
+    data_kind: str | None = None
+    measures: list[str] = []
+    comparison: list[dict[str, Any]] = []
+
+
+class StudyPage(ApiModel):
+    """One page of `GET /v1/studies`: newest first, and the cursor of the next page (None on the last)."""
+
+    studies: list[StudySummary]
+    next_cursor: str | None = None
+
+
+class StudyValidated(ApiModel):
+    """The answer of `POST /v1/studies?validate_only=true`: the spec with every default, and how many jobs it makes."""
+
+    valid: bool = True
+    spec: dict[str, Any]
+    job_count: int
+
+
+class Curve(ApiModel):
+    """The overlaid series of one (loss, grid point) over its seeds, on a common step grid: at steps[i], the mean,
+    std (sample std; None where fewer than 2 runs have a value), min and max over the runs that have a value there
+    (None where none has); runs: the number of runs (seeds) it summarises."""
+
+    loss: str
+    point: dict[str, Any] = {}
+    steps: list[int]
+    mean: list[float | None]
+    std: list[float | None] = []
+    min: list[float | None] = []
+    max: list[float | None] = []
+    runs: int
+
+
+class StudyCurves(ApiModel):
+    """`GET /v1/studies/{id}/curves`: names (the series asked for) and curves: name → one `Curve` per (loss, point)."""
+
+    names: list[str]
+    curves: dict[str, list[Curve]]
+
+    def __getitem__(self, name: str) -> list[Curve]:
+        return self.curves[name]
+
+
 T = TypeVar("T")
 
 
