@@ -221,9 +221,11 @@ def compare(
     """
     losses = list(dict.fromkeys(run.loss for run in runs))
     compared = measures(data_kind, losses)
+    # Each series is cleaned once (a 200-run study reads ~10^6 values).
+    table = _Table(runs, series_needed(data_kind, losses))
     levels: dict[str, float | None] = {}
     for measure in compared:
-        finals = [v for v in (_last_value(run, measure.name) for run in runs) if v is not None]
+        finals = [v for v in (table.last(run, measure.name) for run in runs) if v is not None]
         best = (max(finals) if measure.direction == "higher" else min(finals)) if finals else None
         levels[measure.name] = measure.resolve(modes=modes, best_final=best)
     rows = []
@@ -239,12 +241,12 @@ def compare(
                 "runs": len(group),
                 "finished": len(succeeded),
                 "statuses": statuses,
-                "quality": {m.name: summarise([_last_value(run, m.name) for run in group]) for m in compared},
-                "steps_to_threshold": {m.name: _steps_to(group, m, levels[m.name]) for m in compared},
+                "quality": {m.name: summarise([table.last(run, m.name) for run in group]) for m in compared},
+                "steps_to_threshold": {m.name: _steps_to(table, group, m, levels[m.name]) for m in compared},
                 "wall_seconds": summarise([run.wall_seconds for run in succeeded]),
                 "cpu_seconds": summarise([run.cpu_seconds for run in succeeded]),
                 "gpu_seconds": summarise([run.gpu_seconds for run in succeeded]),
-                "stability": _stability(group, data_kind, vanishing_grad_norm),
+                "stability": _stability(table, group, data_kind, vanishing_grad_norm),
             }
         )
     return rows
@@ -266,7 +268,7 @@ def curves(runs: Sequence[Run], names: Sequence[str], *, points: int = 200) -> d
     for name in dict.fromkeys(names):
         entries = []
         for (loss, point), group in groups:
-            present = [s for s in (_clean(run, name) for run in group) if s[0]]
+            present = [s for s in (_clean(run, name) for run in group) if len(s[0])]
             entry: dict[str, Any] = {"loss": loss, "point": point, "runs": len(present)}
             entry.update(_band(present, points))
             entries.append(entry)
@@ -289,11 +291,13 @@ def summarise(values: Sequence[float | None]) -> dict[str, Any]:
 # ---------------------------------------------------------------------------- per-run figures
 
 
-def loss_g_spread(steps: Sequence[int], values: Sequence[float]) -> tuple[float | None, float | None]:
+def loss_g_spread(
+    steps: Sequence[int] | np.ndarray, values: Sequence[float] | np.ndarray
+) -> tuple[float | None, float | None]:
     """(std over the last quarter / whole-run IQR, that std) of one run's loss_g; see the module docstring."""
-    if not steps:
-        return None, None
     s, v = np.asarray(steps, dtype=np.float64), np.asarray(values, dtype=np.float64)
+    if len(s) == 0:
+        return None, None
     tail = v[s >= LAST_QUARTER * s.max()]
     if len(tail) < 2:
         return None, None
@@ -305,26 +309,25 @@ def loss_g_spread(steps: Sequence[int], values: Sequence[float]) -> tuple[float 
     return (0.0 if std == 0 else None), std
 
 
-def vanishing_fraction(values: Sequence[float], level: float = VANISHING_GRAD_NORM) -> float | None:
+def vanishing_fraction(values: Sequence[float] | np.ndarray, level: float = VANISHING_GRAD_NORM) -> float | None:
     """The share of grad_norm_g readings below `level`; None without readings."""
-    if not values:
-        return None
-    return sum(1 for v in values if v < level) / len(values)
+    v = np.asarray(values, dtype=np.float64)
+    return float(np.mean(v < level)) if len(v) else None
 
 
-def oscillation(values: Sequence[float], data_kind: str) -> float | None:
+def oscillation(values: Sequence[float] | np.ndarray, data_kind: str) -> float | None:
     """Mean per-interval worsening of the primary measure (modes lost; fd's relative rise); None below 2 values."""
-    if len(values) < 2:
+    v = np.asarray(values, dtype=np.float64)
+    if len(v) < 2:
         return None
-    pairs = list(zip(values[:-1], values[1:], strict=True))
+    before, after = v[:-1], v[1:]
     if data_kind == "points":
-        drops = [max(0.0, before - after) for before, after in pairs]
-    else:
-        # fd ≥ 0; a rise from exactly 0 has no relative size: count it as a doubling would be arbitrary, skip it.
-        drops = [max(0.0, (after - before) / before) for before, after in pairs if before > 0]
-        if not drops:
-            return None
-    return float(np.mean(drops))
+        return float(np.mean(np.maximum(0.0, before - after)))
+    # fd ≥ 0; a rise from exactly 0 has no relative size: such an interval is left out.
+    kept = before > 0
+    if not kept.any():
+        return None
+    return float(np.mean(np.maximum(0.0, (after[kept] - before[kept]) / before[kept])))
 
 
 def divergence_events(run: Run) -> int:
@@ -359,35 +362,58 @@ def _groups(runs: Sequence[Run]) -> list[tuple[tuple[str, dict[str, Any]], list[
     return list(found.values())
 
 
-def _clean(run: Run, name: str) -> tuple[list[int], list[float]]:
+Series = tuple[np.ndarray, np.ndarray]  # steps (int64, strictly ascending), values (float64, finite)
+
+
+def _clean(run: Run, name: str) -> Series:
     """The run's series `name` sorted by step, non-finite values dropped; a repeated step keeps its last value."""
     pair = run.series.get(name)
     if pair is None:
-        return [], []
-    steps, values = pair
-    by_step: dict[int, float] = {}
-    for s, v in zip(steps, values, strict=False):
-        if v is not None and math.isfinite(v):
-            by_step[int(s)] = float(v)
-    ordered = sorted(by_step)
-    return ordered, [by_step[s] for s in ordered]
+        return np.zeros(0, dtype=np.int64), np.zeros(0)
+    raw_steps, raw_values = pair
+    n = min(len(raw_steps), len(raw_values))
+    steps = np.asarray(raw_steps[:n], dtype=np.int64)
+    try:
+        values = np.asarray(raw_values[:n], dtype=np.float64)
+    except TypeError:  # a None among the values (a JSON null): treat it as missing
+        values = np.array([np.nan if v is None else v for v in raw_values[:n]], dtype=np.float64)
+    keep = np.isfinite(values)
+    steps, values = steps[keep], values[keep]
+    if len(steps) > 1 and not (np.diff(steps) > 0).all():
+        # Stable sort by step; then of each run of equal steps keep the last.
+        order = np.argsort(steps, kind="stable")
+        steps, values = steps[order], values[order]
+        last = np.append(steps[1:] != steps[:-1], True)
+        steps, values = steps[last], values[last]
+    return steps, values
 
 
-def _last_value(run: Run, name: str) -> float | None:
-    _steps, values = _clean(run, name)
-    return values[-1] if values else None
+class _Table:
+    """The cleaned series of `names` for each run, computed once per compare call."""
+
+    def __init__(self, runs: Sequence[Run], names: Sequence[str]) -> None:
+        self._series = {(id(run), name): _clean(run, name) for run in runs for name in names}
+
+    def get(self, run: Run, name: str) -> Series:
+        found = self._series.get((id(run), name))
+        return found if found is not None else _clean(run, name)
+
+    def last(self, run: Run, name: str) -> float | None:
+        values = self.get(run, name)[1]
+        return float(values[-1]) if len(values) else None
 
 
-def _steps_to(group: Sequence[Run], measure: Measure, level: float | None) -> dict[str, Any]:
+def _steps_to(table: _Table, group: Sequence[Run], measure: Measure, level: float | None) -> dict[str, Any]:
     firsts: list[float | None] = []
     n = 0
     for run in group:
-        steps, values = _clean(run, measure.name)
-        if not steps:
+        steps, values = table.get(run, measure.name)
+        if not len(steps):
             continue
         n += 1
         if level is not None:
-            firsts.append(next((s for s, v in zip(steps, values, strict=True) if measure.reached(v, level)), None))
+            hit = values >= level if measure.direction == "higher" else values <= level
+            firsts.append(int(steps[np.argmax(hit)]) if hit.any() else None)
     summary = summarise(firsts)
     return {
         "mean": summary["mean"],
@@ -399,15 +425,15 @@ def _steps_to(group: Sequence[Run], measure: Measure, level: float | None) -> di
     }
 
 
-def _stability(group: Sequence[Run], data_kind: str, vanishing_level: float) -> dict[str, Any]:
+def _stability(table: _Table, group: Sequence[Run], data_kind: str, vanishing_level: float) -> dict[str, Any]:
     primary = measures(data_kind, [])[0].name
     spreads, stds, vanishing, oscillations = [], [], [], []
     for run in group:
-        spread, std = loss_g_spread(*_clean(run, "loss_g"))
+        spread, std = loss_g_spread(*table.get(run, "loss_g"))
         spreads.append(spread)
         stds.append(std)
-        vanishing.append(vanishing_fraction(_clean(run, "grad_norm_g")[1], vanishing_level))
-        oscillations.append(oscillation(_clean(run, primary)[1], data_kind))
+        vanishing.append(vanishing_fraction(table.get(run, "grad_norm_g")[1], vanishing_level))
+        oscillations.append(oscillation(table.get(run, primary)[1], data_kind))
     return {
         "loss_g_spread_last_quarter": summarise(spreads),
         "loss_g_std_last_quarter": summarise(stds),
@@ -418,26 +444,31 @@ def _stability(group: Sequence[Run], data_kind: str, vanishing_level: float) -> 
     }
 
 
-def _band(series: Sequence[tuple[list[int], list[float]]], points: int) -> dict[str, list[Any]]:
+def _band(series: Sequence[Series], points: int) -> dict[str, list[Any]]:
     """steps/mean/std/min/max/count over `series` on their union grid, chunked to ≤ points steps."""
-    union = sorted({s for steps, _values in series for s in steps})
+    if not series:
+        return {"steps": [], "mean": [], "std": [], "min": [], "max": [], "count": []}
+    union = np.unique(np.concatenate([steps for steps, _values in series]))
     k = max(1, -(-len(union) // points))
-    chunks = [union[i : i + k] for i in range(0, len(union), k)]
-    # Each step of the union falls in one chunk; a run's value for a chunk is its last one there.
-    chunk_of = {s: c for c, chunk in enumerate(chunks) for s in chunk}
-    table: list[dict[int, float]] = []
-    for steps, values in series:
-        at: dict[int, float] = {}
-        for s, v in zip(steps, values, strict=True):
-            at[chunk_of[s]] = v  # steps ascend: the last value in the chunk wins
-        table.append(at)
-    out: dict[str, list[Any]] = {"steps": [], "mean": [], "std": [], "min": [], "max": [], "count": []}
-    for c, chunk in enumerate(chunks):
-        here = [at[c] for at in table if c in at]
-        out["steps"].append(chunk[-1])
-        out["mean"].append(float(np.mean(here)))
-        out["std"].append(float(np.std(here, ddof=1)) if len(here) > 1 else None)
-        out["min"].append(min(here))
-        out["max"].append(max(here))
-        out["count"].append(len(here))
-    return out
+    ends = union[k - 1 :: k]
+    if ends[-1] != union[-1]:
+        ends = np.append(ends, union[-1])  # the last, shorter chunk
+    # grid[r, c]: run r's last value in chunk c (NaN: none there). Chunk c holds the union steps in (ends[c-1], ends[c]].
+    grid = np.full((len(series), len(ends)), np.nan)
+    for r, (steps, values) in enumerate(series):
+        chunk = np.searchsorted(ends, steps)  # steps ascend, so chunk does too
+        last = np.append(chunk[1:] != chunk[:-1], True)
+        grid[r, chunk[last]] = values[last]
+    present = ~np.isnan(grid)
+    count = present.sum(axis=0)  # ≥ 1: every union step is some run's
+    mean = np.nansum(grid, axis=0) / count
+    squares = np.nansum((grid - mean) ** 2, axis=0)
+    std = [float(np.sqrt(q / (c - 1))) if c > 1 else None for q, c in zip(squares, count, strict=True)]
+    return {
+        "steps": [int(s) for s in ends],
+        "mean": [float(m) for m in mean],
+        "std": std,
+        "min": [float(m) for m in np.nanmin(grid, axis=0)],
+        "max": [float(m) for m in np.nanmax(grid, axis=0)],
+        "count": [int(c) for c in count],
+    }

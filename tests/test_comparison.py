@@ -319,3 +319,14 @@ def test_summarise_and_spread_edge_cases() -> None:
     # the whole run's IQR is 0 but its last quarter (steps ≥ 6: 0, 0, 1) moves: no ratio, the raw std stays
     ratio, std = loss_g_spread([1, 2, 3, 4, 5, 6, 7, 8], [0, 0, 0, 0, 0, 0, 0, 1])
     assert ratio is None and std == pytest.approx(math.sqrt(2) / 3)
+
+
+def test_unsorted_steps_repeated_steps_and_nulls_are_read_as_one_series_in_step_order() -> None:
+    # step 200 appears twice (the later reading wins), a null is missing, the steps come out of order
+    messy = run("dragan", 0, {"modes_covered": ([300, 100, 200, 200, 400], [3, 1, 2, 5, None])})  # type: ignore[list-item]
+    [row] = compare([messy], data_kind="points", modes=5)
+    assert row["quality"]["modes_covered"]["mean"] == 3.0  # step 300 is the last with a value
+    assert row["steps_to_threshold"]["modes_covered"]["mean"] == 200.0
+    assert row["stability"]["mode_oscillation"]["mean"] == 1.0  # 1 → 5 → 3: 2 modes lost over 2 intervals
+    [entry] = curves([messy], ["modes_covered"])["curves"]["modes_covered"]
+    assert (entry["steps"], entry["mean"]) == ([100, 200, 300], [1.0, 5.0, 3.0])
