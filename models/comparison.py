@@ -26,9 +26,9 @@ Steps to a threshold. The first logged step at which the series reaches the meas
 threshold (≥ for higher-is-better, ≤ for lower-is-better). `reached` counts the runs that
 got there; mean/std are over those runs only (an unreached run is not averaged in);
 `n` counts the runs with the series. Thresholds (module constants, set between what
-healthy and failing runs reach in bench/ZOO_RESULTS.md's 5,000-step rows: healthy ones end
-at 94–96 % HQ and a reverse KL of 0.001–0.05, imprecise or collapsed ones at 7–36 % HQ or a
-reverse KL of 0.27–3.2):
+healthy and failing runs reach in bench/ZOO_RESULTS.md's 5,000-step rows: the healthy ones
+(minimax, nsgan, lsgan on ring8; minimax on grid25) end at 87–96 % HQ and a reverse KL of
+0.001–0.01; imprecise or collapsed ones at 7–36 % HQ or a reverse KL of 0.27–3.2):
   modes_covered  ≥ every mode (`modes`; no threshold when `modes` is not given)
   hq_fraction    ≥ 0.5    most samples within 3σ of a mode
   reverse_kl     ≤ 0.1    nats: HQ samples spread within 0.1 nats of uniform (log 8 = 2.08 is total collapse on ring8)
