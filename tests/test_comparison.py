@@ -20,6 +20,7 @@ from models.comparison import (
     curves,
     loss_g_spread,
     measures,
+    relative_vanishing_fraction,
     series_needed,
     summarise,
 )
@@ -135,6 +136,8 @@ def test_every_figure_of_a_points_row_matches_the_hand_computation() -> None:
     assert st["loss_g_spread_last_quarter"] == pytest.approx({"mean": 1 / 3, "std": (2 / 3) / math.sqrt(2), "n": 2})
     assert st["loss_g_std_last_quarter"] == pytest.approx({"mean": 0.5, "std": math.sqrt(0.5), "n": 2})
     assert st["vanishing_grad_fraction"] == pytest.approx({"mean": 0.25, "std": math.sqrt(0.125), "n": 2})
+    # below 1 % of the run's median: seed 0's median 0.250025 → 5e-5 and 2e-5 (1/2); seed 1's median 1 → 1e-4 (1/4)
+    assert st["vanishing_grad_fraction_relative"] == pytest.approx({"mean": 0.375, "std": math.sqrt(0.125) / 2, "n": 2})
     # seed 0's coverage 4 → 8 → 6 → 8 lost 2 modes over 3 intervals; seed 1 only climbed.
     assert st["mode_oscillation"] == pytest.approx({"mean": 1 / 3, "std": (2 / 3) / math.sqrt(2), "n": 2})
     assert (st["collapse_events"], st["divergence_events"]) == (1, 0)
@@ -295,6 +298,9 @@ def test_compare_and_curves_equal_numpys_mean_and_std_over_known_arrays() -> Non
         assert row["wall_seconds"]["mean"] == pytest.approx(np.mean([trial + i for i in range(seeds)]))
         vanished = (arrays["grad_norm_g"] < VANISHING_GRAD_NORM).mean(axis=1)
         assert row["stability"]["vanishing_grad_fraction"]["mean"] == pytest.approx(vanished.mean())
+        grads = arrays["grad_norm_g"]
+        relative = (grads < 0.01 * np.median(grads, axis=1, keepdims=True)).mean(axis=1)
+        assert row["stability"]["vanishing_grad_fraction_relative"]["mean"] == pytest.approx(relative.mean())
         loss_g = arrays["loss_g"]
         tail = loss_g[:, steps >= 0.75 * steps[-1]]
         iqr = np.subtract(*np.percentile(loss_g, [75, 25], axis=1))
@@ -316,6 +322,8 @@ def test_summarise_and_spread_edge_cases() -> None:
     assert summarise([]) == {"mean": None, "std": None, "n": 0}
     assert summarise([None, float("nan"), 2.0]) == {"mean": 2.0, "std": None, "n": 1}
     assert loss_g_spread([], []) == (None, None)
+    assert relative_vanishing_fraction([0.0, 0.0, 1.0]) is None  # median 0: no level to fall from
+    assert relative_vanishing_fraction([]) is None
     # the whole run's IQR is 0 but its last quarter (steps ≥ 6: 0, 0, 1) moves: no ratio, the raw std stays
     ratio, std = loss_g_spread([1, 2, 3, 4, 5, 6, 7, 8], [0, 0, 0, 0, 0, 0, 0, 1])
     assert ratio is None and std == pytest.approx(math.sqrt(2) / 3)
