@@ -14,6 +14,7 @@ const STABILITY = {
   loss_g_spread_last_quarter: "G loss spread (last ¼)",
   loss_g_std_last_quarter: "G loss std (last ¼)",
   vanishing_grad_fraction: "Vanishing G grad",
+  vanishing_grad_fraction_relative: "Vanishing G grad (relative)",
   mode_oscillation: "Oscillation",
   collapse_events: "Collapses",
   divergence_events: "Divergences",
@@ -254,7 +255,7 @@ export function studyPage(view, studyId, { h, statusBadge, errorText, duration }
         primary ? h("td", {}, reached(row.steps_to_threshold?.[primary])) : null,
         h("td", {}, row.wall_seconds?.mean === null || row.wall_seconds?.mean === undefined ? "–" : duration(row.wall_seconds.mean)),
         h("td", {}, figure(row.cpu_seconds)),
-        stability.map((key) => h("td", {}, figure(row.stability?.[key], key === "vanishing_grad_fraction"))));
+        stability.map((key) => h("td", {}, figure(row.stability?.[key], key.startsWith("vanishing_grad_fraction")))));
     });
     table.replaceChildren(
       h("thead", {}, h("tr", {}, headers.map((text) => h("th", { scope: "col" }, text)))),
@@ -288,8 +289,7 @@ export function studyPage(view, studyId, { h, statusBadge, errorText, duration }
   }
 
   async function showCurves() {
-    const names = study.measures || [];
-    if (!names.length) return;
+    const names = [...(study.measures || []), "loss_g"]; // the quality measures, and G's loss for stability
     const params = new URLSearchParams({ names: names.join(","), points: "200" });
     const body = await api(`${base}/curves?${params}`, { signal });
     for (const name of names) {

@@ -52,7 +52,9 @@ Json = Annotated[bool, typer.Option("--json", help="print the API's JSON answer 
 # Short headers for the stability figures of models.comparison.compare; an unknown one shows its own name.
 STABILITY = {
     "loss_g_spread_last_quarter": "G SPREAD",
+    "loss_g_std_last_quarter": "G STD",
     "vanishing_grad_fraction": "VANISH",
+    "vanishing_grad_fraction_relative": "VANISH REL",
     "mode_oscillation": "OSCILL",
     "collapse_events": "COLLAPSES",
     "divergence_events": "DIVERGENCES",
@@ -97,18 +99,13 @@ def comparison_table(study: dict[str, Any]) -> Table:
     primary = measures[0] if measures else None
     grid = any(row.get("point") for row in rows)
     stability = list(dict.fromkeys(key for row in rows for key in (row.get("stability") or {})))
-    threshold = next(
-        (
-            (row.get("steps_to_threshold") or {}).get(primary, {}).get("threshold")
-            for row in rows
-            if isinstance((row.get("steps_to_threshold") or {}).get(primary), dict)
-        ),
-        None,
-    )
-    table = Table(box=None, pad_edge=False)
+    reach = [(row.get("steps_to_threshold") or {}).get(primary) for row in rows]
+    rule = next((stat.get("rule") or stat.get("threshold") for stat in reach if isinstance(stat, dict)), None)
+    caption = f"steps to threshold: the first step with {rule}, mean over the runs that reached it (reached/runs)"
+    table = Table(box=None, pad_edge=False, caption=caption if primary else None, caption_justify="left")
     headers = ["LOSS", *(["POINT"] if grid else []), "RUNS", *(measure.upper() for measure in measures)]
     if primary:
-        headers.append(f"STEPS TO {primary.upper()}" + (f" {threshold}" if threshold is not None else ""))
+        headers.append("STEPS TO THRESHOLD")
     headers += ["WALL S", "CPU S", *(STABILITY.get(key, key.upper()) for key in stability)]
     for header in headers:
         table.add_column(header, no_wrap=header in ("LOSS", "RUNS"))
@@ -123,7 +120,7 @@ def comparison_table(study: dict[str, Any]) -> Table:
             cells.append(_reached((row.get("steps_to_threshold") or {}).get(primary)))
         cells += [figure(row.get("wall_seconds")), figure(row.get("cpu_seconds"))]
         figures = row.get("stability") or {}
-        cells += [figure(figures.get(key), percent=key == "vanishing_grad_fraction") for key in stability]
+        cells += [figure(figures.get(key), percent=key.startswith("vanishing_grad_fraction")) for key in stability]
         table.add_row(*cells)
     return table
 

@@ -31,12 +31,13 @@ from ganforge.client.files import (
 )
 from ganforge.client.specs import SpecLike
 from ganforge.client.sse import Cursor, Reconnects
-from ganforge.client.transport import OnRetry, RetryPolicy, asend
+from ganforge.client.transport import OnRetry, RetryPolicy, asend, not_an_answer
 from ganforge.client.types import (
     Checkpoint,
     Dataset,
     DatasetPage,
     Event,
+    Generation,
     Job,
     JobPage,
     Metrics,
@@ -300,9 +301,62 @@ class AsyncClient:
             except httpx.TransportError as exc:
                 raise ConnectionFailed(f"the download of {target.name} broke off: {exc or type(exc).__name__}") from exc
 
+    async def generate(
+        self,
+        job_id: str,
+        count: int,
+        *,
+        seed: int = 0,
+        step: calls.Step = "latest",
+        labels: int | Iterable[int] | None = None,
+        codes: dict[str, Any] | None = None,
+        format: str = "npy",
+        ema: bool | None = None,
+        wait: float | None = 120.0,
+    ) -> bytes:
+        """`count` samples of the job's generator at checkpoint `step`, run by a generate worker: .npy bytes (float32,
+        count×D points or count×C×H×W images in [-1, 1]; `numpy.load(io.BytesIO(...))`) or, format="png", a PNG.
+
+        seed: the same seed gives the same samples; labels (cgan): one class for all or one per sample; codes
+        (infogan): {"categorical": ..., "continuous": ...}; ema: the EMA copy of G (default: when the job kept one).
+        The API answers within a few seconds or gives a URL to poll: this polls it until done, for at most `wait`
+        seconds (None: no limit), then raises TimeoutError. Raises ValidationFailed (a count over the bound, labels
+        on a job that is not cgan, ...: `.fields` names them), NotFound (no such job, or no checkpoint at `step`),
+        Conflict (no checkpoint yet; code generation_failed when the worker failed, with its reason).
+        """
+        deadline = None if wait is None else time.monotonic() + wait
+        call = calls.generate(job_id, count, seed=seed, step=step, labels=labels, codes=codes, format=format, ema=ema)
+        response = await self._send(call)
+        if response.status_code != 202:
+            return _generated(response, format, call)
+        generation_id = str(response.json().get("id", ""))
+        pause = POLL_START
+        while True:
+            generation = await self._answer(calls.generation(generation_id), Generation)
+            if generation.status == "succeeded":
+                return await self._file(calls.generation_result(generation_id, format), format)
+            if generation.status == "failed":
+                raise Conflict(f"the generation failed: {generation.error}", 409, "generation_failed")
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"generation {generation_id} is still {generation.status} after {wait} s")
+                pause = min(pause, left)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, POLL_MAX)
+
     async def catalog(self) -> dict[str, Any]:
         """Every loss, architecture and built-in data set with its parameters, defaults and paper."""
         return await self._answer(calls.catalog(), dict[str, Any])
+
+
+def _generated(response: httpx.Response, format: str, call: calls.Call) -> bytes:
+    """The bytes of a 200 answer to POST .../generate, checked to be the `format` file asked for."""
+    wrong = not_an_answer(response, calls.GENERATED_TYPES[format])
+    if wrong is not None:
+        raise wrong
+    check_signature(format, response.content[:HEAD_BYTES], f"the answer to {call.method} {call.path}")
+    return response.content
 
 
 class AsyncDatasets:
@@ -427,7 +481,8 @@ class AsyncStudies:
         self, study_id: str, names: Iterable[str] | str | None = None, *, points: int = 200
     ) -> StudyCurves:
         """The overlaid series per (loss, grid point): mean, std, min and max over seeds on a common step grid of at
-        most `points` steps. names: series names (modes_covered, loss_g, fd, ...); None: the study's measures.
+        most `points` steps. names: series names (modes_covered, loss_g, fd, ...); None: what the comparison reads (loss_g,
+        grad_norm_g and the measures).
         Raises NotFound, ValidationFailed."""
         return await self._client._answer(calls.study_curves(study_id, names, points), StudyCurves)
 
