@@ -80,6 +80,15 @@ class Settings(BaseSettings):
     lease_timeout_seconds: float = Field(default=60.0, gt=0, description="a running job silent this long is re-queued")
     redeliver_seconds: float = Field(default=60.0, gt=0, description="a queued job unclaimed this long is re-sent")
     reconcile_seconds: float = Field(default=10.0, gt=0, description="how often the API's reconciler looks")
+    generate_wait_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        le=60,
+        description="how long POST /v1/jobs/{id}/generate waits for its result before answering 202 and a URL to poll",
+    )
+    generate_expire_seconds: float = Field(
+        default=300.0, gt=0, description="a generate request no worker took, or finished, this long is failed"
+    )
     metrics_flush_seconds: float = Field(
         default=1.0,
         gt=0,

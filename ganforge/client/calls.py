@@ -215,3 +215,49 @@ def study_curves(study_id: str, names: Iterable[str] | str | None, points: int |
     if points is not None:
         params["points"] = points
     return Call("GET", study_path(study_id, "curves"), params=params)
+
+
+# ---------------------------------------------------------------- generate (api/routes/generations.py)
+
+NPY = "application/x-npy"
+GENERATED_TYPES = {"png": PNG, "npy": NPY}
+
+
+def generate(
+    job_id: str,
+    count: int,
+    *,
+    seed: int,
+    step: Step,
+    labels: int | Iterable[int] | None,
+    codes: dict[str, Any] | None,
+    format: str,
+    ema: bool | None,
+) -> Call:
+    """POST /v1/jobs/{id}/generate. Sending it twice makes the same samples (a second request of the same seed), so
+    it may be retried. ValueError for a format other than png/npy, a count or seed that is not an int."""
+    if format not in GENERATED_TYPES:
+        raise ValueError(f'format must be "png" or "npy", got {format!r}')
+    for name, value in (("count", count), ("seed", seed)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{name} must be an int, got {value!r}"[:300])
+    body: dict[str, Any] = {"count": count, "seed": seed, "step": step_segment(step), "format": format}
+    if body["step"] != "latest":
+        body["step"] = int(body["step"])
+    if labels is not None:
+        body["labels"] = labels if isinstance(labels, int) else [int(label) for label in labels]
+    if codes is not None:
+        body["codes"] = codes
+    if ema is not None:
+        body["ema"] = ema
+    # The API waits a few seconds for the result (GANFORGE_GENERATE_WAIT_SECONDS), then answers 202: the SDK polls.
+    return Call("POST", job_path(job_id, "generate"), json=body, idempotent=True)
+
+
+def generation(generation_id: str) -> Call:
+    return Call("GET", f"/v1/generations/{_segment(generation_id, 'generation_id')}")
+
+
+def generation_result(generation_id: str, format: str) -> Call:
+    path = f"/v1/generations/{_segment(generation_id, 'generation_id')}/result"
+    return Call("GET", path, expect=GENERATED_TYPES[format])

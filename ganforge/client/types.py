@@ -326,3 +326,22 @@ def parse(kind: type[T], response: httpx.Response) -> T:
             response.status_code,
         ) from None
     return value
+
+
+class Generation(ApiModel):
+    """A generate request (`POST /v1/jobs/{id}/generate`) as `GET /v1/generations/{id}` shows it.
+
+    status: queued, running, succeeded or failed; params: the request as it runs (step resolved, ema decided);
+    error: why it failed; result_url: where its samples are once it succeeded.
+    """
+
+    id: str
+    job_id: str
+    status: str
+    params: dict[str, Any] = {}
+    error: str | None = None
+    media_type: str | None = None
+    result_url: str | None = None
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None

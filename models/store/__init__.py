@@ -18,12 +18,13 @@ from __future__ import annotations
 from models.store.base import as_utc, utcnow
 from models.store.datasets import DatasetsStore
 from models.store.errors import DatasetGone, DatasetInUse, IdempotencyConflict, InvalidCursor
+from models.store.generations import GenerationsStore
 from models.store.jobs import JobsStore
 from models.store.lease import LeaseStore
 from models.store.results import MetricPoint, ResultsStore
 
 
-class JobStore(JobsStore, LeaseStore, ResultsStore, DatasetsStore):
+class JobStore(JobsStore, LeaseStore, ResultsStore, DatasetsStore, GenerationsStore):
     """All reads and writes of jobs, leases, events, metrics, samples, checkpoints and data sets."""
 
 

@@ -1,0 +1,235 @@
+"""POST /v1/jobs/{id}/generate through the real service: API, one training worker and one generate worker.
+
+One deployment (PostgreSQL + Redis) serves every test of the module: a tiny ring8 job and a tiny cgan on digits
+are trained once; the generate worker answers while a long job keeps the training worker busy (its own queue).
+`test_embedded_smoke` runs one request through the embedded default (SQLite, file-system broker).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+import ganforge
+from ganforge.cli import main
+from ganforge.client import AsyncClient, Client, ValidationFailed
+from models.generation import MAX_COUNT, MAX_IMAGES
+from tests.conftest import api_and_worker
+from tests.service import Service, wait_for
+
+pytestmark = pytest.mark.slow
+
+POINTS = {
+    "dataset": {"builtin": "ring8"},
+    "architecture": {"name": "mlp", "hidden": 32, "depth": 2},
+    "loss": {"name": "nsgan"},
+    "training": {"steps": 50, "batch_size": 64},
+    "every": {"metrics": 25, "samples": 50, "checkpoint": 50},
+}
+CGAN = {
+    "dataset": {"builtin": "digits", "resize": 16},
+    "architecture": {"name": "dcgan", "base_channels": 8, "latent_dim": 16},
+    "loss": {"name": "cgan"},
+    "training": {"steps": 20, "batch_size": 16, "ema_decay": 0.9},
+    "every": {"metrics": 10, "samples": 20, "checkpoint": 20},
+}
+LONG = {**POINTS, "training": {"steps": 1_000_000, "batch_size": 64}, "every": {"metrics": 50, "samples": 100_000}}
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@contextmanager
+def _deployment(backend: str, folder: Path) -> Iterator[Service]:
+    # The API waits up to 15 s for a result before its 202: a 2-core machine shared by test processes is slow.
+    with api_and_worker(backend, folder, GANFORGE_GENERATE_WAIT_SECONDS="15") as service:
+        service.start_generate_worker()
+        yield service
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    with _deployment("postgres", tmp_path_factory.mktemp("generate-postgres")) as service:
+        yield service
+
+
+@pytest.fixture(scope="module")
+def jobs(deployment: Service) -> dict[str, dict[str, Any]]:
+    """The two tiny jobs, trained."""
+    out: dict[str, dict[str, Any]] = {}
+    with deployment.client() as client:
+        for name, spec in (("points", POINTS), ("cgan", CGAN)):
+            created = client.post("/v1/jobs", json=spec)
+            assert created.status_code == 201, created.text
+            out[name] = created.json()
+        for name, job in out.items():
+            done = wait_for(client, job["id"], ("succeeded", "failed"), timeout=180)
+            assert done["status"] == "succeeded", (done, deployment.logs())
+            out[name] = done
+    return out
+
+
+def _npy(response: httpx.Response) -> np.ndarray:
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/x-npy"
+    return np.load(io.BytesIO(response.content), allow_pickle=False)
+
+
+def _fields(response: httpx.Response) -> list[str]:
+    return [detail["field"] for detail in response.json()["error"]["details"]]
+
+
+def test_points_come_back_as_many_as_asked_of_the_right_shape_and_repeat_with_the_seed(
+    deployment: Service, jobs: dict[str, dict[str, Any]]
+) -> None:
+    job = jobs["points"]["id"]
+    with deployment.client() as client:
+        first = client.post(f"/v1/jobs/{job}/generate", json={"count": 37, "seed": 5})
+        array = _npy(first)
+        assert array.shape == (37, 2) and array.dtype == np.float32 and np.isfinite(array).all()
+        again = _npy(client.post(f"/v1/jobs/{job}/generate", json={"count": 37, "seed": 5, "step": 50}))
+        assert np.array_equal(array, again)
+        other = _npy(client.post(f"/v1/jobs/{job}/generate", json={"count": 37, "seed": 6}))
+        assert not np.array_equal(array, other)
+        record = client.get(f"/v1/generations/{first.headers['x-generation-id']}").json()
+        assert record["status"] == "succeeded" and record["params"]["step"] == 50 and record["params"]["ema"] is False
+        assert client.get(record["result_url"]).content == first.content
+        picture = client.post(f"/v1/jobs/{job}/generate", json={"count": 200, "format": "png"})
+        assert picture.status_code == 200 and picture.headers["content-type"] == "image/png"
+        assert picture.content.startswith(PNG_SIGNATURE)
+
+
+def test_cgan_samples_are_of_the_class_asked_for(
+    deployment: Service, jobs: dict[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    """The service's samples for label 3 are the ones the downloaded checkpoint's generator gives for label 3."""
+    job = jobs["cgan"]["id"]
+    with deployment.client() as client:
+        threes = _npy(client.post(f"/v1/jobs/{job}/generate", json={"count": 12, "seed": 7, "labels": 3}))
+        per_sample = _npy(
+            client.post(f"/v1/jobs/{job}/generate", json={"count": 12, "seed": 7, "labels": [3] * 6 + [5] * 6})
+        )
+        checkpoint = client.get(f"/v1/jobs/{job}/checkpoints/latest")
+        grid = client.post(f"/v1/jobs/{job}/generate", json={"count": 10, "labels": list(range(10)), "format": "png"})
+    assert threes.shape == (12, 1, 16, 16)
+    path = tmp_path / "g.safetensors"
+    path.write_bytes(checkpoint.content)
+    generator = ganforge.load_generator(path)
+    assert generator.ema  # the job kept an EMA of G, and generate uses it by default
+    local = generator.generate(12, seed=7, labels=3).numpy()
+    np.testing.assert_allclose(threes, local, atol=1e-5)
+    assert not np.allclose(generator.generate(12, seed=7, labels=4).numpy(), threes, atol=1e-3)
+    np.testing.assert_allclose(per_sample[:6], threes[:6], atol=1e-5)
+    assert not np.allclose(per_sample[6:], threes[6:], atol=1e-3)
+    assert grid.status_code == 200 and grid.content.startswith(PNG_SIGNATURE)
+
+
+def test_bad_requests_are_refused_naming_the_field(deployment: Service, jobs: dict[str, dict[str, Any]]) -> None:
+    points, cgan = jobs["points"]["id"], jobs["cgan"]["id"]
+    with deployment.client() as client:
+        cases = [
+            (points, {"count": MAX_COUNT + 1}, 422, "count"),
+            (cgan, {"count": MAX_IMAGES + 1}, 422, "count"),
+            (points, {"count": 0}, 422, "count"),
+            (points, {"count": 4, "labels": 1}, 422, "labels"),
+            (cgan, {"count": 4, "labels": 10}, 422, "labels"),
+            (cgan, {"count": 3, "labels": [1, 2, 99]}, 422, "labels.2"),
+            (cgan, {"count": 3, "labels": [1, 2]}, 422, "labels"),
+            (points, {"count": 4, "codes": {"continuous": [0.5]}}, 422, "codes"),
+            (points, {"count": 4, "ema": True}, 422, "ema"),
+            (points, {"count": 4, "format": "gif"}, 422, "format"),
+            (points, {"count": 4, "seed": 2**31}, 422, "seed"),
+            (points, {"count": 4, "step": 7}, 404, "step"),
+        ]
+        for job, body, status, field in cases:
+            response = client.post(f"/v1/jobs/{job}/generate", json=body)
+            assert response.status_code == status, (body, response.text)
+            assert field in _fields(response), (body, response.text)
+        made = client.post(f"/v1/jobs/{points}/generate", json={"count": 4})
+        generation = made.headers["x-generation-id"]
+    with deployment.client("key-b") as other:
+        assert other.post(f"/v1/jobs/{points}/generate", json={"count": 4}).status_code == 404
+        assert other.get(f"/v1/generations/{generation}").status_code == 404
+        assert other.get(f"/v1/generations/{generation}/result").status_code == 404
+
+
+def test_generate_is_not_stuck_behind_a_training_job(deployment: Service, jobs: dict[str, dict[str, Any]]) -> None:
+    """The only training worker is busy for hours: the answer still comes within the API's wait (200, not 202)."""
+    with deployment.client() as client:
+        long = client.post("/v1/jobs", json=LONG).json()
+        try:
+            wait_for(client, long["id"], ("running",), timeout=60)
+            started = time.monotonic()
+            response = client.post(f"/v1/jobs/{jobs['points']['id']}/generate", json={"count": 64, "seed": 1})
+            elapsed = time.monotonic() - started
+            assert _npy(response).shape == (64, 2)
+            assert client.get(f"/v1/jobs/{long['id']}").json()["status"] == "running"
+            assert elapsed < 15.0, elapsed
+        finally:
+            client.post(f"/v1/jobs/{long['id']}/cancel")
+
+
+def test_with_no_wait_the_answer_is_202_and_the_url_gives_the_result(
+    deployment: Service, jobs: dict[str, dict[str, Any]]
+) -> None:
+    job = jobs["points"]["id"]
+    with deployment.client() as client:
+        accepted = client.post(f"/v1/jobs/{job}/generate", params={"wait": 0}, json={"count": 9, "seed": 2})
+        assert accepted.status_code == 202, accepted.text
+        body = accepted.json()
+        assert accepted.headers["location"] == body["url"] == f"/v1/generations/{body['id']}"
+        deadline = time.monotonic() + 30
+        while (record := client.get(body["url"]).json())["status"] not in ("succeeded", "failed"):
+            assert time.monotonic() < deadline, record
+            time.sleep(0.1)
+        assert record["status"] == "succeeded", record
+        result = _npy(client.get(record["result_url"]))
+        direct = _npy(client.post(f"/v1/jobs/{job}/generate", json={"count": 9, "seed": 2}))
+    assert np.array_equal(result, direct)
+
+
+def test_the_sdk_generates_sync_and_async(deployment: Service, jobs: dict[str, dict[str, Any]]) -> None:
+    job = jobs["cgan"]["id"]
+    with Client(deployment.url, api_key="key-a") as client:
+        data = client.generate(job, 6, seed=3, labels=2)
+        png = client.generate(job, 6, format="png", ema=False)
+        with pytest.raises(ValidationFailed) as refused:
+            client.generate(jobs["points"]["id"], 4, labels=1)
+    assert refused.value.fields[0].field == "labels"
+    assert np.load(io.BytesIO(data)).shape == (6, 1, 16, 16)
+    assert png.startswith(PNG_SIGNATURE)
+
+    async def run() -> bytes:
+        async with AsyncClient(deployment.url, api_key="key-a") as aclient:
+            return await aclient.generate(job, 6, seed=3, labels=2)
+
+    assert asyncio.run(run()) == data
+
+
+def test_the_cli_writes_the_format_of_the_file_suffix(
+    deployment: Service, jobs: dict[str, dict[str, Any]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job, target = jobs["cgan"]["id"], tmp_path / "threes.png"
+    argv = ["--url", deployment.url, "--api-key", "key-a", "generate", job, "-n", "9", "--label", "3", "-o"]
+    assert main([*argv, str(target)]) == 0, capsys.readouterr().err
+    assert target.read_bytes().startswith(PNG_SIGNATURE)
+    assert main([*argv, str(tmp_path / "x.gif")]) == 2
+    assert main(["--url", deployment.url, "--api-key", "key-a", "generate", job, "-n", "999"]) == 2
+    assert "count" in capsys.readouterr().err
+
+
+def test_embedded_smoke(tmp_path: Path) -> None:
+    """SQLite and the file-system broker: the generate queue is consumed by the generate worker there too."""
+    with _deployment("embedded", tmp_path) as service:
+        with service.client() as client:
+            job = client.post("/v1/jobs", json=POINTS).json()
+            assert wait_for(client, job["id"], ("succeeded", "failed"), timeout=120)["status"] == "succeeded"
+            response = client.post(f"/v1/jobs/{job['id']}/generate", json={"count": 5})
+            assert _npy(response).shape == (5, 2)
