@@ -213,6 +213,7 @@ function jobPage(view, jobId) {
   const title = h("h1", {}, "Job ", h("code", {}, jobId));
   const statusText = h("span", { id: "job-status", role: "status" });
   const attempt = h("span", { id: "job-attempt" });
+  const studyLink = h("span", { id: "job-study" }); // the study that fanned the job out, if any
   const progress = h("span", { id: "job-progress" });
   const cancel = h("button", { type: "button", id: "cancel", class: "danger", disabled: true, onclick: cancelJob }, "Cancel job");
   const errorLine = h("p", { id: "job-error", class: "error", hidden: true });
@@ -236,7 +237,7 @@ function jobPage(view, jobId) {
 
   view.append(
     title,
-    h("div", { class: "row" }, h("span", {}, "Status: ", statusText), attempt, progress, cancel),
+    h("div", { class: "row" }, h("span", {}, "Status: ", statusText), attempt, progress, cancel, studyLink),
     errorLine,
     alerts,
     message,
@@ -276,13 +277,17 @@ function jobPage(view, jobId) {
     const text = JSON.stringify(job.spec, null, 2);
     if (specBox.textContent !== text) specBox.textContent = text;
     (job.alerts || []).forEach(addAlert);
+    if (job.study_id && !studyLink.childElementCount) {
+      studyLink.append("part of study ", h("a", { href: `#/studies/${job.study_id}` }, h("code", {}, job.study_id)));
+    }
   }
 
   function addAlert(alert) {
     const key = `${alert.kind}@${alert.step}`;
     if (alerts.querySelector(`[data-key="${CSS.escape(key)}"]`)) return;
     const evidence = Object.entries(alert.evidence || {})
-      .map(([name, value]) => `${name} ${typeof value === "number" ? Number(value).toPrecision(4) : JSON.stringify(value)}`)
+      .map(([name, value]) => `${name} ${typeof value !== "number" ? JSON.stringify(value)
+        : Number.isInteger(value) ? value : value.toPrecision(4)}`)
       .join(" · ");
     alerts.append(h("li", { class: "alert", dataset: { key, kind: alert.kind, step: String(alert.step) } },
       h("strong", {}, `${alert.kind} at step ${alert.step}`),

@@ -130,7 +130,7 @@ class StudyChart {
     this.plot = null;
     this.key = "";
     this.area = h("div");
-    this.element = h("figure", { class: "chart panel", dataset: { measure: name } }, h("h3", {}, name), this.area);
+    this.element = h("figure", { class: "chart panel study-chart", dataset: { measure: name } }, h("h3", {}, name), this.area);
     container.append(this.element);
   }
 
