@@ -413,7 +413,7 @@ def report(body: Mapping[str, Any], cells: Sequence[Cell], runs: Sequence[Run]) 
 
 
 def _per_run(runs: Sequence[Run], names: Sequence[str], percent: set[str]) -> str:
-    head = ["run", "status", "step", *names, "wall s", "CPU s", "alerts"]
+    head = ["run", "status", "step", *names, "wall s", "CPU s", "alerts", f"{_trace_name(names)} at each snapshot"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in sorted(runs, key=lambda r: (r.loss, _point_text(r.point), r.seed)):
         cols = [r.job_id, r.status, f"{r.step}/{r.total_steps}"]
@@ -426,8 +426,24 @@ def _per_run(runs: Sequence[Run], names: Sequence[str], percent: set[str]) -> st
                 cols.append("–")
         cols += [_num(r.wall_seconds, 0), _num(r.cpu_seconds, 0)]
         cols.append(", ".join(f"{a.get('kind')}@{a.get('step')}" for a in r.alerts) or "–")
+        cols.append(_trace(r, names))
         lines.append("| " + " | ".join(cols) + " |")
     return "\n".join(lines)
+
+
+def _trace_name(names: Sequence[str]) -> str:
+    return "modes / HQ %" if names[0] == "modes_covered" else names[0]
+
+
+def _trace(run: Run, names: Sequence[str]) -> str:
+    """The primary measure at every snapshot (points: modes covered / HQ %), to see oscillation and speed."""
+    first = run.series.get(names[0])
+    if not first:
+        return "–"
+    if names[0] == "modes_covered" and "hq_fraction" in run.series:
+        hq = dict(zip(*run.series["hq_fraction"], strict=True))
+        return " ".join(f"{m:.0f}/{100 * hq.get(s, float('nan')):.0f}" for s, m in zip(*first, strict=True))
+    return " ".join(f"{v:.3g}" for v in first[1])
 
 
 def write_report(spec_path: Path, body: Mapping[str, Any], cells: Sequence[Cell], results: Path, out: Path) -> str:
