@@ -2,7 +2,7 @@
 
 One deployment (PostgreSQL + Redis) serves every test of the module: a tiny ring8 job and a tiny cgan on digits
 are trained once; the generate worker answers while a long job keeps the training worker busy (its own queue).
-`test_embedded_smoke` runs one request through the embedded default (SQLite, file-system broker).
+`test_embedded_smoke` runs requests through the embedded default (SQLite, file-system broker) too.
 """
 
 from __future__ import annotations
@@ -22,8 +22,11 @@ import pytest
 import ganforge
 from ganforge.cli import main
 from ganforge.client import AsyncClient, Client, ValidationFailed
+from models.artifacts import ArtifactStore
+from models.db import make_engine
 from models.generation import MAX_COUNT, MAX_IMAGES
-from tests.conftest import api_and_worker
+from models.store import JobStore
+from tests.conftest import api_and_worker, api_only
 from tests.service import Service, wait_for
 
 pytestmark = pytest.mark.slow
@@ -225,11 +228,28 @@ def test_the_cli_writes_the_format_of_the_file_suffix(
     assert "count" in capsys.readouterr().err
 
 
-def test_embedded_smoke(tmp_path: Path) -> None:
-    """SQLite and the file-system broker: the generate queue is consumed by the generate worker there too."""
-    with _deployment("embedded", tmp_path) as service:
+def test_embedded_smoke(deployment: Service, jobs: dict[str, dict[str, Any]], tmp_path: Path) -> None:
+    """SQLite and the file-system broker: a request reaches the generate worker there too.
+
+    To spare a training worker, the embedded job's checkpoint is the real one the PostgreSQL deployment trained for
+    the same spec, registered in the embedded store and artifact folder as the trainer would (worker/sink.py).
+    """
+    with deployment.client() as source:
+        weights = source.get(f"/v1/jobs/{jobs['points']['id']}/checkpoints/50").content
+        expected = _npy(source.post(f"/v1/jobs/{jobs['points']['id']}/generate", json={"count": 5, "seed": 5}))
+    with api_only("embedded", tmp_path, GANFORGE_GENERATE_WAIT_SECONDS="15") as service:
+        service.start_generate_worker()
         with service.client() as client:
             job = client.post("/v1/jobs", json=POINTS).json()
-            assert wait_for(client, job["id"], ("succeeded", "failed"), timeout=120)["status"] == "succeeded"
-            response = client.post(f"/v1/jobs/{job['id']}/generate", json={"count": 5})
-            assert _npy(response).shape == (5, 2)
+            assert client.post(f"/v1/jobs/{job['id']}/generate", json={"count": 5}).status_code == 409  # none yet
+            key = f"jobs/{job['id']}/checkpoints/000000050.safetensors"
+            ArtifactStore(str(tmp_path / "artifacts")).put_bytes(key, weights)
+            engine = make_engine(f"sqlite:///{tmp_path / 'ganforge.db'}")
+            try:
+                JobStore(engine).add_checkpoint(
+                    job_id=job["id"], step=50, weights_key=key, state_key=key, size_bytes=len(weights)
+                )
+            finally:
+                engine.dispose()
+            response = client.post(f"/v1/jobs/{job['id']}/generate", json={"count": 5, "seed": 5})
+    assert np.array_equal(_npy(response), expected)  # the same checkpoint and seed: the same samples

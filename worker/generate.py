@@ -17,13 +17,14 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 from collections import OrderedDict
 from functools import lru_cache
 from typing import Any
 
 import numpy as np
 import torch
-from celery.signals import worker_init
+from celery.signals import worker_process_init
 
 from ganforge.generator import Generator, NotACheckpoint, load_generator
 from models.artifacts import ArtifactMissing, ArtifactStore
@@ -44,13 +45,16 @@ _generators: OrderedDict[tuple[str, bool], Generator] = OrderedDict()
 
 
 def _warm_up(**_kwargs: Any) -> None:
-    """In a generate worker's main process, before its pool forks: the first optimiser torch builds imports
-    torch._dynamo (5 s of CPU), which would otherwise fall on the first request of every pool process."""
+    """In a generate worker's pool process, in the background while it waits for its first request: the first
+    optimiser torch builds (build_gan makes G's and D's) imports torch._dynamo, seconds of CPU that would otherwise
+    fall on the first request and outlast the API's wait."""
     if generate_queue(get_settings()) in sys.argv:
-        torch.optim.Adam([torch.zeros(1, requires_grad=True)])
+        threading.Thread(
+            target=lambda: torch.optim.Adam([torch.zeros(1, requires_grad=True)]), name="warm-up", daemon=True
+        ).start()
 
 
-worker_init.connect(_warm_up, weak=False)
+worker_process_init.connect(_warm_up, weak=False)
 
 
 class GenerationError(Exception):
