@@ -28,13 +28,13 @@ def generate(
         int,
         typer.Option("--count", "-n", metavar="N", min=1, help="how many samples (the service bounds it)"),
     ] = 16,
-    seed: Annotated[int, typer.Option("--seed", metavar="S", min=0, help="the same seed gives the same samples")] = 0,
+    seed: Annotated[int, typer.Option("--seed", metavar="N", min=0, help="the same seed gives the same samples")] = 0,
     step: Step = "latest",
     labels: Annotated[
         list[int] | None,
         typer.Option(
             "--label",
-            metavar="C",
+            metavar="N",
             min=0,
             help="cgan: the class of every sample (once) or of each (N times, in order)",
         ),
@@ -45,10 +45,10 @@ def generate(
     ] = None,
     output: Annotated[
         Path | None,
-        typer.Option("--output", "-o", metavar="FILE", help="a .png or .npy file (default JOB-seedS.npy here)"),
+        typer.Option("--output", "-o", metavar="FILE", help="a .png or .npy file (default JOB-seedN.npy here)"),
     ] = None,
     wait: Annotated[
-        float, typer.Option("--wait", metavar="SECONDS", min=1, help="give up after this long (exit 1)")
+        float, typer.Option("--wait", metavar="N", min=1, help="give up after N seconds (exit 1)")
     ] = 120.0,
     url: Url = None,
     api_key: ApiKey = None,
