@@ -368,7 +368,7 @@ def cancel(
     if json_output:
         render.print_json(study)
     else:
-        render.stdout().print(f"study {study['id']} is {study['status']}: {progress_line(study)}", soft_wrap=True)
+        render.stdout().print(f"study {study['id']}: {progress_line(study)}", soft_wrap=True)
 
 
 @app.command()
