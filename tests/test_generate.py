@@ -9,27 +9,32 @@ from __future__ import annotations
 
 import asyncio
 import io
+import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 import pytest
+from sqlalchemy import update
 
 import ganforge
 from ganforge.cli import main
 from ganforge.client import AsyncClient, Client, ValidationFailed
+from ganforge.supervisor import Kept
 from models.artifacts import ArtifactStore
+from models.datasets import BUILTIN_DATASETS
 from models.db import make_engine
-from models.generation import MAX_COUNT, MAX_IMAGES
-from models.store import JobStore
+from models.generation import MAX_COUNT, MAX_IMAGES, GenerateRequest, check_against_job
+from models.records import Generation
+from models.spec import JobSpec
+from models.store import JobStore, utcnow
 from tests.conftest import api_and_worker, api_only
 from tests.service import Service, wait_for
-
-pytestmark = pytest.mark.slow
 
 POINTS = {
     "dataset": {"builtin": "ring8"},
@@ -82,13 +87,15 @@ def jobs(deployment: Service) -> dict[str, dict[str, Any]]:
 def _npy(response: httpx.Response) -> np.ndarray:
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "application/x-npy"
-    return np.load(io.BytesIO(response.content), allow_pickle=False)
+    array: np.ndarray = np.load(io.BytesIO(response.content), allow_pickle=False)
+    return array
 
 
 def _fields(response: httpx.Response) -> list[str]:
     return [detail["field"] for detail in response.json()["error"]["details"]]
 
 
+@pytest.mark.slow
 def test_points_come_back_as_many_as_asked_of_the_right_shape_and_repeat_with_the_seed(
     deployment: Service, jobs: dict[str, dict[str, Any]]
 ) -> None:
@@ -109,6 +116,7 @@ def test_points_come_back_as_many_as_asked_of_the_right_shape_and_repeat_with_th
         assert picture.content.startswith(PNG_SIGNATURE)
 
 
+@pytest.mark.slow
 def test_cgan_samples_are_of_the_class_asked_for(
     deployment: Service, jobs: dict[str, dict[str, Any]], tmp_path: Path
 ) -> None:
@@ -134,6 +142,7 @@ def test_cgan_samples_are_of_the_class_asked_for(
     assert grid.status_code == 200 and grid.content.startswith(PNG_SIGNATURE)
 
 
+@pytest.mark.slow
 def test_bad_requests_are_refused_naming_the_field(deployment: Service, jobs: dict[str, dict[str, Any]]) -> None:
     points, cgan = jobs["points"]["id"], jobs["cgan"]["id"]
     with deployment.client() as client:
@@ -163,6 +172,7 @@ def test_bad_requests_are_refused_naming_the_field(deployment: Service, jobs: di
         assert other.get(f"/v1/generations/{generation}/result").status_code == 404
 
 
+@pytest.mark.slow
 def test_generate_is_not_stuck_behind_a_training_job(deployment: Service, jobs: dict[str, dict[str, Any]]) -> None:
     """The only training worker is busy for hours: the answer still comes within the API's wait (200, not 202)."""
     with deployment.client() as client:
@@ -179,6 +189,7 @@ def test_generate_is_not_stuck_behind_a_training_job(deployment: Service, jobs: 
             client.post(f"/v1/jobs/{long['id']}/cancel")
 
 
+@pytest.mark.slow
 def test_with_no_wait_the_answer_is_202_and_the_url_gives_the_result(
     deployment: Service, jobs: dict[str, dict[str, Any]]
 ) -> None:
@@ -198,6 +209,7 @@ def test_with_no_wait_the_answer_is_202_and_the_url_gives_the_result(
     assert np.array_equal(result, direct)
 
 
+@pytest.mark.slow
 def test_the_sdk_generates_sync_and_async(deployment: Service, jobs: dict[str, dict[str, Any]]) -> None:
     job = jobs["cgan"]["id"]
     with Client(deployment.url, api_key="key-a") as client:
@@ -216,6 +228,7 @@ def test_the_sdk_generates_sync_and_async(deployment: Service, jobs: dict[str, d
     assert asyncio.run(run()) == data
 
 
+@pytest.mark.slow
 def test_the_cli_writes_the_format_of_the_file_suffix(
     deployment: Service, jobs: dict[str, dict[str, Any]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -228,6 +241,7 @@ def test_the_cli_writes_the_format_of_the_file_suffix(
     assert "count" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_embedded_smoke(deployment: Service, jobs: dict[str, dict[str, Any]], tmp_path: Path) -> None:
     """SQLite and the file-system broker: a request reaches the generate worker there too.
 
@@ -253,3 +267,65 @@ def test_embedded_smoke(deployment: Service, jobs: dict[str, dict[str, Any]], tm
                 engine.dispose()
             response = client.post(f"/v1/jobs/{job['id']}/generate", json={"count": 5, "seed": 5})
     assert np.array_equal(_npy(response), expected)  # the same checkpoint and seed: the same samples
+
+
+# --- without the service: the store's state machine, the request's checks, `ganforge up`'s restarts ----------
+
+
+def test_a_generation_is_claimed_once_and_a_stale_one_is_failed_with_the_reason(store: JobStore) -> None:
+    job, _ = store.create_job(owner="a", spec=JobSpec.model_validate(POINTS), idempotency_key=None)
+    made = store.create_generation(job_id=job.id, owner="a", params={"count": 3})
+    assert store.get_generation(generation_id=made.id, owner="b") is None
+    assert store.claim_generation(generation_id=made.id) is not None
+    assert store.claim_generation(generation_id=made.id) is None  # a duplicate message is a no-op
+    assert store.finish_generation(generation_id=made.id, result_key="generations/x.npy", media_type="x")
+    assert not store.fail_generation(generation_id=made.id, error="late")  # an ended request stays as it ended
+    stale = store.create_generation(job_id=job.id, owner="a", params={"count": 3})
+    fresh = store.create_generation(job_id=job.id, owner="a", params={"count": 3})
+    with store.session() as session, session.begin():
+        old = utcnow() - timedelta(seconds=120)
+        session.execute(update(Generation).where(Generation.id == stale.id).values(created_at=old))
+    minute = timedelta(seconds=60)
+    assert store.expire_generations(queued_for=minute, running_for=minute) == [stale.id]
+    failed = store.get_generation(generation_id=stale.id, owner="a")
+    assert failed is not None and failed.status == "failed" and "no generate worker" in (failed.error or "")
+    assert store.claim_generation(generation_id=stale.id) is None  # its message, if it comes, does nothing
+    assert store.claim_generation(generation_id=fresh.id) is not None
+
+
+INFOGAN = JobSpec.model_validate({**POINTS, "loss": {"name": "infogan", "categorical_codes": [4, 3]}})
+
+
+@pytest.mark.parametrize(
+    ("codes", "field"),
+    [
+        ({"categorical": 2, "continuous": [0.5, -0.5]}, None),
+        ({"categorical": [[1, 2], [3, 0]]}, None),
+        ({"categorical": 4}, "codes.categorical"),
+        ({"categorical": [[1, 3], [0, 0]]}, "codes.categorical.0.1"),
+        ({"categorical": [1, 2, 3]}, "codes.categorical"),
+        ({"continuous": [0.5]}, "codes.continuous"),
+        ({"continuous": [[0.5, 0.5], [0.5, 0.5], [0.5, 0.5]]}, "codes.continuous"),
+    ],
+)
+def test_infogan_codes_are_checked_against_the_spec(codes: dict[str, Any], field: str | None) -> None:
+    request = GenerateRequest.model_validate({"count": 2, "codes": codes})
+    problems = check_against_job(request, INFOGAN, BUILTIN_DATASETS["ring8"], (2,))
+    assert [p.field for p in problems] == ([field] if field else []), problems
+
+
+def test_up_restarts_a_generate_worker_that_dies() -> None:
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start() -> subprocess.Popen[bytes]:
+        started.append(subprocess.Popen(["true"]))
+        return started[-1]
+
+    kept = Kept("generate worker", start)
+    kept.start()
+    deadline = time.monotonic() + 10
+    while len(started) < 3:  # it died young: restarted after 1 s, then after 2 s (a crash loop backs off)
+        assert time.monotonic() < deadline, started
+        kept.keep()
+        time.sleep(0.05)
+    assert kept.restarts == 2
