@@ -121,8 +121,9 @@ def _result(artifacts: ArtifactStore, generation: Generation) -> Response:
 
 
 def _failed(generation: Generation) -> ApiError:
+    """409 generation_failed with the worker's reason: the same answer from the POST and from .../result."""
     message = f"the generation failed: {generation.error or 'no reason recorded'}"
-    return ApiError(502, "generation_failed", message)
+    return ApiError(409, "generation_failed", message)
 
 
 @router.post(
@@ -131,8 +132,7 @@ def _failed(generation: Generation) -> ApiError:
         200: {"content": {"image/png": {}, "application/x-npy": {}}, "description": "the samples (X-Generation-Id)"},
         202: {"model": GenerationAccepted, "description": "not done within the wait: poll url"},
         404: {"description": "no such job of yours, or no checkpoint at that step"},
-        409: {"description": "the job has no checkpoint yet"},
-        502: {"description": "the generate worker failed (the reason is in the message)"},
+        409: {"description": "the job has no checkpoint yet, or the generate worker failed (generation_failed)"},
     },
 )
 async def generate(
@@ -220,7 +220,6 @@ def get_generation_result(
     if generation.status == GenerationStatus.SUCCEEDED:
         return _result(artifacts, generation)
     if generation.status == GenerationStatus.FAILED:
-        message = f"the generation failed: {generation.error or 'no reason recorded'}"
-        raise ApiError(409, "generation_failed", message)
+        raise _failed(generation)
     message = f"the generation is {generation.status}: poll GET /v1/generations/{generation.id} until it succeeded"
     raise ApiError(409, "not_ready", message)
