@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
+from models.study import StudySpec, expand, parse_point
 from tests.service import Service
 
 FINAL = ("succeeded", "failed", "cancelled")
@@ -92,13 +93,13 @@ def test_bad_studies_are_422s_at_their_field_paths(service: Service) -> None:
 
 def test_another_owner_sees_no_study_and_the_list_pages(service: Service) -> None:
     with service.client("key-b") as mine, service.client("key-a") as theirs:
-        one_job = small_study(losses=["nsgan"], seeds=1, grid=[], training={"steps": 100_000})
+        one_job = small_study(losses=["nsgan"], seeds=1, grid=[], training={"steps": 5})
         ids = []
         for i in range(3):
             created = mine.post("/v1/studies", json={**one_job, "name": f"page {i}"})
             assert created.status_code == 201, created.text
             ids.append(created.json()["id"])
-            # cancelled while queued, so the one worker is not kept busy
+            # cancelled at once while queued (5 steps, should the worker have taken it first)
             assert mine.post(f"/v1/studies/{ids[-1]}/cancel").status_code == 202
         for path in (f"/v1/studies/{ids[0]}", f"/v1/studies/{ids[0]}/curves"):
             assert theirs.get(path).status_code == 404
@@ -189,3 +190,36 @@ def test_cancelling_a_study_cancels_every_job(service: Service) -> None:
         assert [job["status"] for job in done["jobs"]] == ["cancelled"] * 3
         assert done["status"] == "cancelled" and done["cancelled_at"]
         assert client.post(f"/v1/studies/{study_id}/cancel").status_code == 202  # idempotent
+
+
+def test_expand_fans_out_loss_by_grid_point_by_seed() -> None:
+    study = StudySpec.model_validate(
+        small_study(
+            name="n" * 200,
+            losses=["nsgan", "cgan"],
+            seeds=[7, 3, 5],
+            overrides={"cgan": {"base": "wgan"}},
+            grid=[
+                {"param": "lr_multiplier", "values": [0.1, 10]},
+                {"param": "architecture.hidden", "values": [16, 32.0]},
+            ],
+        )
+    )
+    cells = expand(study, "s1")
+    assert len(cells) == 2 * 4 * 3
+    assert [(c.loss, c.point, c.seed) for c in cells[:4]] == [
+        ("nsgan", {"lr_multiplier": 0.1, "architecture.hidden": 16}, 7),
+        ("nsgan", {"lr_multiplier": 0.1, "architecture.hidden": 16}, 3),
+        ("nsgan", {"lr_multiplier": 0.1, "architecture.hidden": 16}, 5),
+        ("nsgan", {"lr_multiplier": 0.1, "architecture.hidden": 32}, 7),
+    ]
+    last = cells[-1]
+    # cgan on wgan takes WGAN's RMSProp 5e-5, then the grid's ×10; the width is the grid's, as an integer
+    assert last.spec.loss.lr_g == pytest.approx(5e-4) and last.spec.loss.lr_d == pytest.approx(5e-4)
+    assert last.spec.architecture.hidden == 32 and last.spec.training.seed == 5
+    label = "lr_multiplier=10.0,architecture.hidden=32"
+    assert last.spec.tags == {
+        "suite": "studies", "study": "s1", "study_loss": "cgan", "study_point": label, "study_seed": "5"
+    }  # fmt: skip
+    assert parse_point(label) == last.point
+    assert len(last.spec.name) == 200 and last.spec.name.endswith(f"/cgan/{label}/seed5")
