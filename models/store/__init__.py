@@ -7,6 +7,7 @@ One module per idea, composed into `JobStore`:
   reconciler's queries
 - `results`: events, metrics, samples, checkpoints
 - `datasets`: uploaded data set records
+- `alerts`: what training.watch found on a job, and its CPU/GPU seconds
 - `paging`: the one keyset-paging helper; `bounds`: client integers kept within BIGINT
 
 Methods take keyword-only arguments; each call is one short transaction (no
@@ -15,6 +16,7 @@ transaction stays open while a job trains).
 
 from __future__ import annotations
 
+from models.store.alerts import AlertsStore
 from models.store.base import as_utc, utcnow
 from models.store.datasets import DatasetsStore
 from models.store.errors import DatasetGone, DatasetInUse, IdempotencyConflict, InvalidCursor
@@ -24,7 +26,7 @@ from models.store.lease import LeaseStore
 from models.store.results import MetricPoint, ResultsStore
 
 
-class JobStore(JobsStore, LeaseStore, ResultsStore, DatasetsStore, GenerationsStore):
+class JobStore(JobsStore, LeaseStore, ResultsStore, DatasetsStore, GenerationsStore, AlertsStore):
     """All reads and writes of jobs, leases, events, metrics, samples, checkpoints and data sets."""
 
 
