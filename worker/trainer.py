@@ -30,7 +30,8 @@ import torch
 from models.spec import JobSpec
 from worker.data import Batches
 from worker.divergence import Diverged, NonFiniteWatch, check_samples, check_tensors, check_values
-from worker.gan import GAN, LoadedData, build_gan, evaluate_points
+from worker.gan import GAN, LoadedData, build_gan
+from worker.quality import make_evaluator
 from worker.watch import TrainingWatch, WatchStop, build_watch
 
 DEFAULT_IMAGE_SAMPLES = 64
@@ -156,8 +157,7 @@ def _train(
         if device.type == "cuda" and "cuda" in resume["rng"]:
             torch.cuda.set_rng_state(resume["rng"]["cuda"], device)
         step = int(resume["step"])
-    real_points = data.x[:DEFAULT_POINT_SAMPLES].numpy() if data.info.kind == "points" else None
-    dataset_name = spec.dataset.builtin or ""
+    evaluate = make_evaluator(spec, data, device)  # worker/quality.py: the snapshot's quality figures
 
     def state() -> dict[str, Any]:
         rng = {"torch": torch.get_rng_state()}
@@ -199,7 +199,7 @@ def _train(
         if samples_now:
             samples, labels = _snapshot(gan, fixed)
             check_samples(step, samples)
-            evaluation = evaluate_points(samples, dataset_name) if real_points is not None else None
+            evaluation = evaluate(gan, step, samples, labels) if evaluate is not None else None
             check_values(step, evaluation or {})
             sink.sample(step, samples, labels, evaluation)
             if evaluation:
