@@ -47,9 +47,7 @@ def generate(
         Path | None,
         typer.Option("--output", "-o", metavar="FILE", help="a .png or .npy file (default JOB-seedN.npy here)"),
     ] = None,
-    wait: Annotated[
-        float, typer.Option("--wait", metavar="N", min=1, help="give up after N seconds (exit 1)")
-    ] = 120.0,
+    wait: Annotated[float, typer.Option("--wait", metavar="N", min=1, help="give up after N seconds (exit 1)")] = 120.0,
     url: Url = None,
     api_key: ApiKey = None,
 ) -> None:
