@@ -148,7 +148,7 @@ def test_d_wins_per_loss_family() -> None:
 
 
 def test_state_round_trips_through_a_weights_only_checkpoint_and_nothing_fires_twice() -> None:
-    figures = [8, 8, 7, 1, 1]  # two snapshots down when the "checkpoint" is taken
+    figures = [8.0, 8, 7, 1, 1]  # two snapshots down when the "checkpoint" is taken
     straight = TrainingWatch(Watch(), modes=8)
     assert feed_snapshots(straight, figures) == []
     buffer = io.BytesIO()

@@ -78,8 +78,9 @@ class Event(ApiModel):
     id: its number in the job's log (1, 2, ...; strictly increasing); type: the SSE event name — `status`
     (data: from, to, reason, attempt), `metrics` (first_step, last_step, latest: name → value, points:
     [name, step, value] rows), `sample` (step, count, evaluation, png_url, npy_url), `checkpoint` (step,
-    size_bytes, url, state_url), `attempt` (attempt, reason); the URLs are paths on the API. data: the event's JSON
-    payload, `time` (ISO 8601) included; time: the same as a datetime.
+    size_bytes, url, state_url), `attempt` (attempt, reason), `alert` (what training.watch found: kind, collapse or
+    divergence; step; evidence, name → number; action, reported or stopped); the URLs are paths on the API. data: the
+    event's JSON payload, `time` (ISO 8601) included; time: the same as a datetime.
     """
 
     id: int
