@@ -13,6 +13,7 @@ import torch
 from pydantic import ValidationError
 
 from models.spec import JobSpec, Watch
+from models.store import JobStore
 from tests.service import Service, wait_for
 from tests.test_events import read_stream
 from tests.test_trainer import ListSink
@@ -292,3 +293,26 @@ def test_a_job_that_collapses_with_watch_stop_ends_failed_with_the_alert_and_its
 
 def describe_stop(alert: dict[str, Any]) -> str:
     return f"stopped by training.watch: {describe(alert)}"
+
+
+# --------------------------------------------------------------------------- the store
+
+
+def test_the_store_keeps_one_alert_per_kind_fenced_and_sums_compute_seconds(store: JobStore) -> None:
+    job, _ = store.create_job(owner="a", spec=minimax_spec(), idempotency_key=None)
+    claimed = store.claim(job_id=job.id, worker="w1")
+    assert claimed is not None
+    held: dict[str, Any] = {"job_id": job.id, "worker": "w1", "token": claimed.lease_token}
+    alert = {"kind": "collapse", "step": 500, "evidence": {"effective_modes": 1.0}, "action": "reported"}
+    assert store.add_alert(**held, alert=alert)
+    assert not store.add_alert(**held, alert={**alert, "step": 600})  # a resumed run firing it again
+    assert not store.add_alert(job_id=job.id, worker="w1", token=claimed.lease_token - 1, alert=alert)  # fenced
+    assert store.add_compute_seconds(**held, cpu=1.5, gpu=0.0)
+    assert store.add_compute_seconds(**held, cpu=2.0, gpu=0.0)  # a second attempt adds to the first
+    assert not store.add_compute_seconds(job_id=job.id, worker="w2", token=claimed.lease_token, cpu=1.0, gpu=0.0)
+    with pytest.raises(ValueError, match="finite"):
+        store.add_compute_seconds(**held, cpu=math.nan, gpu=0.0)
+    row = store.get_job(job_id=job.id, owner="a")
+    assert row is not None and row.alerts == [alert] and row.cpu_seconds == 3.5 and row.gpu_seconds is None
+    events = [e for e in store.events_after(job_id=job.id, after=0) if e.kind == "alert"]
+    assert [e.data for e in events] == [alert]
