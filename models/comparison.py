@@ -76,7 +76,8 @@ Stability, per run, then summarised over seeds as above:
   collapse_events: the number of the group's alerts (jobs.alerts) of kind "collapse".
   divergence_events: the number of alerts of kind "divergence", plus each failed run that has
       no divergence alert but whose error says it diverged (the worker's Diverged: "<name>
-      became nan at step N", or a reason naming "diverged").
+      became nan at step N", or a reason naming "diverged"). The worker now records a
+      divergence alert for a non-finite value too; the error rule covers jobs from before.
 
 Curves. Per series name and (loss, point): the union of the runs' steps is the grid; longer
 than `points`, it is cut into consecutive chunks of k = ⌈len/points⌉ union steps, each
