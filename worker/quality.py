@@ -54,6 +54,7 @@ INCEPTION_IMAGES_GPU, INCEPTION_IMAGES_CPU = 500, 100
 CLASSIFIER_SIDE = 16  # larger images are downsampled for the classifier (cost grows with the area)
 NATIVE_SIDE = {"digits": 8}  # a built-in data set's own resolution: upsampled copies add nothing
 CLASSIFIER_IMAGES = 5000
+CLASSIFIER_MIN_IMAGES = 50  # fewer labelled images train no classifier worth measuring with: no fd
 CLASSIFIER_STEPS = 240  # optimiser steps (batch 128): 20 epochs of digits
 CLASSIFIER_MAX_EPOCHS = 20
 EVAL_SEED_OFFSET = 3  # the snapshot latent is seed + 2 (worker/trainer.py); this batch has its own
@@ -322,8 +323,9 @@ def make_evaluator(
     """The evaluator of a run of `spec` on `data`, or None when the data has no quality figure.
 
     Points: PointsEvaluator (ring8/grid25 figures). Images: ImageEvaluator with the classifier when the
-    data has labels (≥ 2 classes) and the Inception net when `inception_weights` (default: the setting
-    GANFORGE_INCEPTION_WEIGHTS) names a file; None for unlabelled images without Inception weights.
+    data has labels (≥ 2 classes, ≥ CLASSIFIER_MIN_IMAGES images) and the Inception net when
+    `inception_weights` (default: the setting GANFORGE_INCEPTION_WEIGHTS) names a file; None for unlabelled
+    images without Inception weights.
     Trains the classifier (cached per process) and computes the real images' features here, so the first
     snapshot costs what every later one does. Raises FileNotFoundError / RuntimeError for an Inception
     weights file that is missing or not the FID network's.
@@ -335,7 +337,9 @@ def make_evaluator(
 
         inception_weights = get_settings().inception_weights
     path = Path(inception_weights).expanduser().resolve() if inception_weights is not None else None
-    labelled = data.y is not None and data.info.num_classes >= 2
+    labelled = data.y is not None and data.info.num_classes >= 2 and len(data.x) >= CLASSIFIER_MIN_IMAGES
+    if len(data.x) < 2:  # a Fréchet distance needs two real images
+        path = None
     if not labelled and path is None:
         return None
     classifier = None
