@@ -74,6 +74,13 @@ def test_image_collapse_from_the_frechet_distance_or_the_sample_diversity() -> N
     assert [(a["step"], a["action"]) for a in alerts] == [(700, "stopped")]
     assert alerts[0]["evidence"]["best_fd"] == 60.0 and alerts[0]["evidence"]["fd"] == 200.0
     assert describe(alerts[0]) == "collapse at step 700 (Fréchet distance 200, best 60 at step 300)"
+    fid_watch = TrainingWatch(Watch(patience=1))  # Inception's FID when the data's classifier gives no fd
+    fired = [
+        a
+        for i, fid in enumerate((40.0, 30.0, 61.0), 3)
+        for a in fid_watch.observe_snapshot(i * 100, {"fid": fid}, None)
+    ]
+    assert describe(fired[0]) == "collapse at step 500 (FID 61, best 30 at step 400)", fired
 
     rng = np.random.default_rng(1)
     data = rng.uniform(-1, 1, (512, 1, 8, 8))

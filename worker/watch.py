@@ -17,8 +17,8 @@ snapshot gives a diversity figure, a fraction where 1 is the data's own diversit
   K·exp(−reverse_kl_all), the perplexity of the samples' nearest-mode histogram, over the data's K
   modes. It counts where the mass is, not only the high-quality samples, so a generator still
   spreading towards the modes early in a run is not taken for a collapsed one.
-- images with a Fréchet distance in the evaluation (`fd`, lower is better): FD is judged against
-  the run's best instead (no data floor: the data's own FD is 0).
+- images with a Fréchet distance in the evaluation (`fd`, else `fid`; lower is better): it is judged
+  against the run's best instead (no data floor: the data's own FD is 0).
 - anything else (images, spiral, uploaded points): the snapshot's mean pairwise L2 distance over
   the real data's (the "average pairwise distance" diversity score, e.g. Srivastava et al. 2017
   VEEGAN's discussion, and the minibatch-diversity idea of Salimans et al. 2016).
@@ -50,6 +50,7 @@ from worker.gan.datasets import MIXTURES
 ALERT_KINDS = ("collapse", "divergence")
 LOGIT_WIN = math.log(0.99 / 0.01)  # logit(0.99) ≈ 4.6: D gives real p ≥ 0.99 and fake p ≤ 0.01
 LSGAN_WIN = 0.1  # least squares: D's outputs within this fraction of |b − a| of their targets
+FD_NAMES = ("fd", "fid")  # the data's own classifier's Fréchet distance (worker/quality.py), else Inception's FID
 DIVERSITY_SAMPLES = 256  # samples the pairwise distance is taken over (bounded cost: 256² pairs)
 
 Alert = dict[str, Any]
@@ -74,8 +75,9 @@ def describe(alert: Alert) -> str:
                 f"best {e['best_effective_modes']:.1f}/{e['modes_total']}; "
                 f"modes covered {e['modes_covered']:.0f}/{e['modes_total']})"
             )
-        if "fd" in e:
-            return f"{head} (Fréchet distance {e['fd']:.4g}, best {e['best_fd']:.4g} at step {e['best_step']})"
+        if name := next((name for name in FD_NAMES if name in e), None):
+            label = "Fréchet distance" if name == "fd" else "FID"
+            return f"{head} ({label} {e[name]:.4g}, best {e['best_' + name]:.4g} at step {e['best_step']})"
         return f"{head} (sample diversity {e['diversity']:.3f} of the data's, best {e['best_diversity']:.3f})"
     if "value" in e:
         return f"{head} ({e['metric']} became {e['value']})"
@@ -194,7 +196,7 @@ class TrainingWatch:
             return []
         evidence.update(best_step=self.best_step, down_since_step=self.down_since, snapshots_down=self.down_count)
         if lower_is_better:
-            evidence["best_fd"] = self.best
+            evidence[f"best_{next(name for name in FD_NAMES if name in evidence)}"] = self.best
         elif self.modes is not None and "effective_modes" in evidence:
             evidence["best_effective_modes"] = self.best * self.modes
         else:
@@ -242,9 +244,10 @@ class TrainingWatch:
         self, evaluation: Mapping[str, float], samples: np.ndarray | None
     ) -> tuple[float, dict[str, Any], bool] | None:
         """The snapshot's figure, its evidence, and whether lower is better; None when nothing can be judged."""
-        fd = evaluation.get("fd")
-        if fd is not None and math.isfinite(fd):
-            return float(fd), {"fd": float(fd)}, True
+        for name in FD_NAMES:
+            fd = evaluation.get(name)
+            if fd is not None and math.isfinite(fd):
+                return float(fd), {name: float(fd)}, True
         if self.modes is not None and "reverse_kl_all" in evaluation:
             share = math.exp(-float(evaluation["reverse_kl_all"]))  # perplexity / K
             evidence = {
