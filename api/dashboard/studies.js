@@ -342,11 +342,12 @@ export function studyPage(view, studyId, { h, statusBadge, errorText, duration }
     try {
       showStudy(await api(base, { signal }));
       polls += 1;
-      // curves and samples cost a request per job: every other poll while running, and once at the end
-      if (polls % 2 === 1 || FINAL.includes(study.status)) {
-        await showCurves();
-        await showSamples();
-      }
+      // while running: the curves every other poll; the samples (a request per loss and grid point) every other
+      // poll too, every tenth for a study of many points; both once more at the end
+      const final = FINAL.includes(study.status);
+      const groups = new Set((study.jobs || []).map((job) => groupKey(job.loss, job.point))).size;
+      if (polls % 2 === 1 || final) await showCurves();
+      if (polls % (groups > 16 ? 10 : 2) === 1 || final) await showSamples();
     } catch (error) {
       if (!signal.aborted) message.textContent = errorText(error);
     }
