@@ -12,7 +12,8 @@ import scipy.linalg
 import torch
 from torch import nn
 
-from models.catalog import quality_measures
+from api.routes.results import RECORDED_METRICS
+from models.catalog import quality_measures, quality_section
 from models.settings import get_settings
 from models.spec import JobSpec
 from tests.service import Service, wait_for
@@ -248,3 +249,32 @@ def test_a_digits_job_reports_fd_and_the_catalog_says_so(service: Service) -> No
         series = client.get(f"/v1/jobs/{job_id}/metrics", params={"names": "fd,class_accuracy"}).json()["series"]
         assert series["fd"]["steps"] == [10, 20]
         assert series["fd"]["values"] == [s["evaluation"]["fd"] for s in samples]
+
+
+def test_the_catalog_and_the_metrics_route_know_every_figure_the_worker_reports() -> None:
+    section = quality_section(inception=True)
+    measures = [
+        *section["points"]["measures"],
+        *section["labelled_images"]["measures"],
+        *section["inception"]["measures"],
+    ]
+    measures += [name for names in section["labelled_images"]["by_loss"].values() for name in names]
+    figures = {"modes_covered", "hq_fraction", "reverse_kl", "fd", "class_accuracy", "code_purity", "code_nmi"}
+    assert set(measures) == figures | {"fid", "kid"}
+    assert set(measures) <= RECORDED_METRICS  # asked for before the first snapshot: an empty series, not a 404
+    how = section["labelled_images"]["how"] + section["inception"]["how"]
+    for count in (quality.EVAL_IMAGES, quality.REAL_IMAGES, quality.INCEPTION_IMAGES_GPU, quality.INCEPTION_IMAGES_CPU):
+        assert f"{count:,}" in how, (count, how)
+    assert (
+        quality_measures("points", "nsgan", dataset="grid25", labelled=True, inception=True)
+        == section["points"]["measures"]
+    )
+    assert quality_measures("points", "nsgan", dataset="spiral", labelled=False, inception=True) == []
+    assert quality_measures("images", "wgan", labelled=False, inception=True) == ["fid", "kid"]
+    assert quality_measures("images", "infogan", labelled=True, inception=True) == [
+        "fd",
+        "code_purity",
+        "code_nmi",
+        "fid",
+        "kid",
+    ]
