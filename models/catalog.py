@@ -109,19 +109,19 @@ def quality_section(inception: bool) -> dict[str, Any]:
     return {
         "points": {
             "measures": list(POINT_MEASURES),
-            "applies_to": "the built-in ring8 and grid25 (PacGAN protocol, on each snapshot's samples)",
+            "description": "the built-in ring8 and grid25 (PacGAN protocol, on each snapshot's samples)",
         },
         "labelled_images": {
             "measures": ["fd"],
             "by_loss": {"cgan": ["class_accuracy"], "infogan": ["code_purity", "code_nmi"]},
-            "how": "fd: Fréchet distance (lower is better) in the 64-d features of a small classifier trained "
+            "description": "fd: Fréchet distance (lower is better) in the 64-d features of a small classifier trained "
             "on the data set itself (digits, or an upload with labels), 500 generated against up to 1,000 real "
             "images; class_accuracy / code_purity by the same classifier",
         },
         "inception": {
             "enabled": inception,
             "measures": list(INCEPTION_MEASURES),
-            "how": "fid and kid (Bińkowski et al. 2018, cubic kernel) in the FID Inception-v3's pool3 features, "
+            "description": "fid and kid (Bińkowski et al. 2018, cubic kernel) in the FID Inception-v3's pool3 features, "
             "every image data set, when the workers have GANFORGE_INCEPTION_WEIGHTS; 500 images on a GPU, 100 "
             "on a CPU (compare FIDs at equal counts only)",
         },

@@ -262,7 +262,7 @@ def test_the_catalog_and_the_metrics_route_know_every_figure_the_worker_reports(
     figures = {"modes_covered", "hq_fraction", "reverse_kl", "fd", "class_accuracy", "code_purity", "code_nmi"}
     assert set(measures) == figures | {"fid", "kid"}
     assert set(measures) <= RECORDED_METRICS  # asked for before the first snapshot: an empty series, not a 404
-    how = section["labelled_images"]["how"] + section["inception"]["how"]
+    how = section["labelled_images"]["description"] + section["inception"]["description"]
     for count in (quality.EVAL_IMAGES, quality.REAL_IMAGES, quality.INCEPTION_IMAGES_GPU, quality.INCEPTION_IMAGES_CPU):
         assert f"{count:,}" in how, (count, how)
     assert (
