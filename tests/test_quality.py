@@ -33,6 +33,15 @@ CPU = torch.device("cpu")
 TINY_DCGAN = {"name": "dcgan", "base_channels": 8, "latent_dim": 16}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """On this shared 2-core machine two intra-op threads ran these small nets 5-30× slower than one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def digits() -> LoadedData:
     return load_builtin("digits", 16)
@@ -128,10 +137,7 @@ def random_inception(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterato
     monkeypatch.setenv("GANFORGE_INCEPTION_WEIGHTS", str(path))
     monkeypatch.setattr(quality, "INCEPTION_IMAGES_CPU", 4)  # ~0.5 s an image on one CPU core
     get_settings.cache_clear()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # on a shared 2-core machine one thread ran Inception 5× faster than two
     yield path
-    torch.set_num_threads(threads)
     get_settings.cache_clear()
 
 
