@@ -8,6 +8,7 @@ One module per idea, composed into `JobStore`:
 - `results`: events, metrics, samples, checkpoints
 - `datasets`: uploaded data set records
 - `alerts`: what training.watch found on a job, and its CPU/GPU seconds
+- `studies`: studies (one request fanned out into jobs) and the runs their comparison reads
 - `paging`: the one keyset-paging helper; `bounds`: client integers kept within BIGINT
 
 Methods take keyword-only arguments; each call is one short transaction (no
@@ -24,9 +25,10 @@ from models.store.generations import GenerationsStore
 from models.store.jobs import JobsStore
 from models.store.lease import LeaseStore
 from models.store.results import MetricPoint, ResultsStore
+from models.store.studies import StudiesStore
 
 
-class JobStore(JobsStore, LeaseStore, ResultsStore, DatasetsStore, GenerationsStore, AlertsStore):
+class JobStore(StudiesStore, JobsStore, LeaseStore, ResultsStore, DatasetsStore, GenerationsStore, AlertsStore):
     """All reads and writes of jobs, leases, events, metrics, samples, checkpoints and data sets."""
 
 
