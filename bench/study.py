@@ -363,8 +363,10 @@ def report(body: Mapping[str, Any], cells: Sequence[Cell], runs: Sequence[Run]) 
     percent = {"hq_fraction", "class_accuracy", "code_purity"}
     head = ["loss", "point", "runs"]
     head += [f"{n} (%)" if n in percent else n for n in names]
+    reach_names = names[:2]  # the primary measure and the next (points: every mode; ≥ 50 % HQ)
+    thresholds = {n: _threshold(rows, n) for n in reach_names}
+    head += [f"steps to {n} {thresholds[n]}" for n in reach_names]
     head += [
-        f"steps to {names[0]}",
         "wall s",
         "CPU s",
         "G-loss spread (last ¼)",
@@ -381,12 +383,9 @@ def report(body: Mapping[str, Any], cells: Sequence[Cell], runs: Sequence[Run]) 
             cols.append(
                 _mean_std(quality.get(n), 1 if n in percent or n == "fd" else 2, 100.0 if n in percent else 1.0)
             )
-        reach = (row.get("steps_to_threshold") or {}).get(names[0]) or {}
-        if reach:
-            reached = f"{reach.get('reached', 0)}/{reach.get('n', 0)} reached"
-            cols.append(f"{_mean_std(reach, 0)} ({reached}; threshold {reach.get('threshold')})")
-        else:
-            cols.append("–")
+        for n in reach_names:
+            reach = (row.get("steps_to_threshold") or {}).get(n) or {}
+            cols.append(f"{_mean_std(reach, 0)} ({reach.get('reached', 0)}/{reach.get('n', 0)} runs)" if reach else "–")
         cols.append(_mean_std(row.get("wall_seconds"), 0))
         cols.append(_mean_std(row.get("cpu_seconds"), 0))
         stab = row.get("stability") or {}
@@ -410,6 +409,22 @@ def report(body: Mapping[str, Any], cells: Sequence[Cell], runs: Sequence[Run]) 
         lines.append(f"Not run yet ({len(missing)}): " + ", ".join(missing) + ".")
     lines += ["", "Per run (last snapshot):", "", _per_run(runs, names, percent)]
     return "\n".join(lines)
+
+
+def _threshold(rows: Sequence[Mapping[str, Any]], name: str) -> str:
+    """'≥ 25' / '≤ 12.3': the rule of a measure's steps-to-threshold column, from the first row that has it."""
+    for row in rows:
+        reach = (row.get("steps_to_threshold") or {}).get(name) or {}
+        if reach.get("threshold") is not None:
+            higher = next((m.direction for m in _measures_of(name)), "higher") == "higher"
+            return f"{'≥' if higher else '≤'} {reach['threshold']:g}"
+    return ""
+
+
+def _measures_of(name: str) -> list[Any]:
+    from models.comparison import measures
+
+    return [m for kind in ("points", "images") for m in measures(kind, ["cgan", "infogan"]) if m.name == name]
 
 
 def _per_run(runs: Sequence[Run], names: Sequence[str], percent: set[str]) -> str:
