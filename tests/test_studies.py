@@ -216,7 +216,7 @@ def test_expand_fans_out_loss_by_grid_point_by_seed() -> None:
     last = cells[-1]
     # cgan on wgan takes WGAN's RMSProp 5e-5, then the grid's ×10; the width is the grid's, as an integer
     assert last.spec.loss.lr_g == pytest.approx(5e-4) and last.spec.loss.lr_d == pytest.approx(5e-4)
-    assert last.spec.architecture.hidden == 32 and last.spec.training.seed == 5
+    assert last.spec.architecture.model_dump()["hidden"] == 32 and last.spec.training.seed == 5
     label = "lr_multiplier=10.0,architecture.hidden=32"
     assert last.spec.tags == {
         "suite": "studies", "study": "s1", "study_loss": "cgan", "study_point": label, "study_seed": "5"
