@@ -338,7 +338,7 @@ def make_evaluator(
         inception_weights = get_settings().inception_weights
     path = Path(inception_weights).expanduser().resolve() if inception_weights is not None else None
     labelled = data.y is not None and data.info.num_classes >= 2 and len(data.x) >= CLASSIFIER_MIN_IMAGES
-    if len(data.x) < 2:  # a Fréchet distance needs two real images
+    if len(data.x) < 2 or data.x.shape[1] not in (1, 3):  # two real images at least; Inception takes grey or RGB
         path = None
     if not labelled and path is None:
         return None
