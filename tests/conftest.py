@@ -20,6 +20,15 @@ from tests.service import REDIS_URL, Service, create_postgres_database, drop_pos
 BACKENDS = ["postgres", "embedded"]
 
 
+def pytest_configure(config: pytest.Config) -> None:  # noqa: ARG001 - pytest's hook signature
+    # Two test processes share two cores: torch's default of one thread per core made in-process training
+    # 5-30x slower while the other process ran (measured on tiny nets). The services' processes get
+    # OMP_NUM_THREADS=1 from tests/service.py.
+    import torch
+
+    torch.set_num_threads(1)
+
+
 def _deploy(backend: str, data_dir: Path, **extra: str) -> tuple[Service, str | None]:
     database = None
     if backend == "postgres":
