@@ -32,7 +32,6 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +43,7 @@ from ganforge.specfile import read_spec_file  # noqa: E402
 from models.admission import check_compatible, fill_defaults  # noqa: E402
 from models.datasets import BUILTIN_DATASETS  # noqa: E402
 from models.spec import JobSpec  # noqa: E402
+from models.study import Cell, StudySpec, expand, point_label  # noqa: E402
 
 if TYPE_CHECKING:
     from models.comparison import Run
@@ -75,25 +75,14 @@ def load_study(path: str | Path) -> dict[str, Any]:
     return read_spec_file(Path(path))
 
 
-@dataclass(frozen=True)
-class Cell:
-    """One job of a study: a loss, a grid point ({} without a grid), a seed, and its full job spec."""
-
-    loss: str
-    point: dict[str, Any]
-    seed: int
-    spec: JobSpec
-
-
 def expand_study(body: Mapping[str, Any], study_id: str) -> list[Cell]:
-    """The study's jobs, as the service fans them out (models.study.expand), each spec with its data's defaults."""
-    try:
-        from models.study import StudySpec, expand
-    except ImportError:  # pragma: no cover - until models/study.py lands
-        cells = _local_expand(body, study_id)
-    else:
-        cells = [Cell(c.loss, dict(c.point), c.seed, c.spec) for c in expand(StudySpec.model_validate(body), study_id)]
-    return [Cell(c.loss, c.point, c.seed, _admit(c.spec)) for c in cells]
+    """The study's jobs as the service fans them out (models.study.expand), each spec with its data's defaults.
+
+    Raises pydantic.ValidationError for a malformed body and models.study.StudyRejected for one that cannot run,
+    as POST /v1/studies answers 422.
+    """
+    cells = expand(StudySpec.model_validate(body), study_id)
+    return [Cell(c.loss, dict(c.point), c.seed, _admit(c.spec)) for c in cells]
 
 
 def _admit(spec: JobSpec) -> JobSpec:
@@ -106,59 +95,8 @@ def _admit(spec: JobSpec) -> JobSpec:
     return fill_defaults(spec, info)
 
 
-def _local_expand(body: Mapping[str, Any], study_id: str) -> list[Cell]:
-    # TODO(models.study): remove once models.study.expand is there (the contract's fan-out, minus its checks).
-    from models.catalog import LOSS_CLASSES
-
-    dataset = body["dataset"]
-    info = BUILTIN_DATASETS[dataset["builtin"]]
-    losses = body.get("losses") or [n for n in LOSS_CLASSES if n != "cgan" or info.num_classes]
-    seeds = body.get("seeds", 3)
-    seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
-    points: list[dict[str, Any]] = [{}]
-    for axis in body.get("grid") or []:
-        points = [{**p, axis["param"]: v} for p in points for v in axis["values"]]
-    cells = []
-    for loss in losses:
-        for point in points:
-            for seed in seed_list:
-                spec_body: dict[str, Any] = {
-                    "name": "/".join(x for x in (body["name"], loss, _point_text(point), f"seed{seed}") if x),
-                    "dataset": dataset,
-                    "architecture": body["architecture"],
-                    "loss": {"name": loss, **(body.get("overrides") or {}).get(loss, {})},
-                    "training": {**(body.get("training") or {}), "seed": seed},
-                    "every": body.get("every") or {},
-                    "tags": {
-                        **(body.get("tags") or {}),
-                        "study": study_id,
-                        "study_loss": loss,
-                        "study_point": _point_text(point),
-                        "study_seed": str(seed),
-                    },
-                }
-                multiplier = 1.0
-                for param, value in point.items():
-                    if param == "lr_multiplier":
-                        multiplier = float(value)
-                    else:
-                        *parents, leaf = param.split(".")
-                        target = spec_body
-                        for name in parents:
-                            target = target.setdefault(name, {})
-                        target[leaf] = value
-                spec = JobSpec.model_validate(spec_body)
-                if multiplier != 1.0:
-                    resolved = spec.model_dump()
-                    resolved["loss"]["lr_g"] *= multiplier
-                    resolved["loss"]["lr_d"] *= multiplier
-                    spec = JobSpec.model_validate(resolved)
-                cells.append(Cell(loss, point, seed, spec))
-    return cells
-
-
 def _point_text(point: Mapping[str, Any]) -> str:
-    return ",".join(f"{k}={v}" for k, v in point.items())
+    return point_label(point)  # "param=value,param=value", as the jobs' study_point tag
 
 
 def run_name(cell: Cell) -> str:
