@@ -9,6 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
+from models.store import IdempotencyConflict, JobStore, MetricPoint
+from models.store.results import write_metrics
 from models.study import StudySpec, expand, parse_point
 from tests.service import Service
 
@@ -223,3 +225,31 @@ def test_expand_fans_out_loss_by_grid_point_by_seed() -> None:
     }  # fmt: skip
     assert parse_point(label) == last.point
     assert len(last.spec.name) == 200 and last.spec.name.endswith(f"/cgan/{label}/seed5")
+
+
+def test_the_runs_read_is_bounded_and_keeps_each_last_snapshot(store: JobStore) -> None:
+    study = StudySpec.model_validate(small_study(losses=["nsgan"], seeds=2, grid=[]))
+    jobs = [cell.spec for cell in expand(study, "s1")]
+    body = study.model_dump(mode="json")
+    created, fresh = store.create_study(
+        study_id="s1", owner="a", name="s", spec_json=body, request_json=body, jobs=jobs, idempotency_key="k"
+    )
+    assert fresh and created.job_count == 2
+    again, fresh = store.create_study(
+        study_id="s2", owner="a", name="s", spec_json=body, request_json=body, jobs=jobs, idempotency_key="k"
+    )
+    assert not fresh and again.id == "s1"
+    with pytest.raises(IdempotencyConflict):
+        store.create_study(
+            study_id="s3", owner="a", name="s", spec_json=body, request_json={}, jobs=jobs, idempotency_key="k"
+        )
+    first, second = (job.id for job in store.study_jobs(study_id="s1"))
+    with store.session() as session, session.begin():
+        write_metrics(session, first, [MetricPoint("loss_g", step, step / 2) for step in range(1, 5002)])
+        write_metrics(session, first, [MetricPoint("modes_covered", step, 8.0) for step in range(500, 5001, 500)])
+    read = store.study_series(job_ids=[first, second], names=["loss_g", "modes_covered", "fd"], max_points=100)
+    assert list(read) == [first] and set(read[first]) == {"loss_g", "modes_covered"}
+    steps, values = read[first]["loss_g"]
+    assert len(steps) <= 100 and steps[0] == 1 and steps[-1] == 5001 and values[-1] == 2500.5
+    assert {b - a for a, b in zip(steps, steps[1:-1], strict=False)} == {51}  # every k-th point: evenly spaced
+    assert read[first]["modes_covered"] == (list(range(500, 5001, 500)), [8.0] * 10)  # short: whole

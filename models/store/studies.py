@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from models.records import Dataset, Job, JobEvent, JobStatus, Metric, Study
@@ -231,9 +231,12 @@ class StudiesStore(JobsStore, ResultsStore):
     ) -> dict[str, dict[str, tuple[list[int], list[float]]]]:
         """job id → series name → (steps, values) for these jobs and names (absent series are left out).
 
-        A series of more than `max_points` (clamped to 2..SERIES_POINTS_MAX) points comes back
-        downsampled as ResultsStore.metric_series does (per-bucket min and max); shorter ones are
-        read whole in one query per 500 jobs, so a study's report costs a few queries, not one per job.
+        A series of more than `max_points` (clamped to 2..SERIES_POINTS_MAX) points comes back as a
+        systematic sample: every k-th point in step order, k = ⌈n / (max_points − 1)⌉, plus its last
+        point (a run's last snapshot is what the comparison reads), so at most `max_points`. Unlike
+        per-bucket min and max this keeps the values' distribution, which the stability figures
+        (spread, vanishing fraction) are computed from. One query (row_number over each series) per
+        500 jobs, so a study's report costs a few queries, not one per job.
         """
         max_points = clamp(max_points, 2, SERIES_POINTS_MAX)
         ids = [i for i in job_ids if storable(i)]
@@ -241,33 +244,29 @@ class StudiesStore(JobsStore, ResultsStore):
         result: dict[str, dict[str, tuple[list[int], list[float]]]] = {}
         if not ids or not wanted:
             return result
-        long_series: list[tuple[str, str]] = []
+        series = (Metric.job_id, Metric.name)
         with self.session() as session:
             for start in range(0, len(ids), _IDS_PER_QUERY):
-                chunk = ids[start : start + _IDS_PER_QUERY]
-                sizes = session.execute(
-                    select(Metric.job_id, Metric.name, func.count())
-                    .where(Metric.job_id.in_(chunk), Metric.name.in_(wanted))
-                    .group_by(Metric.job_id, Metric.name)
-                ).all()
-                short = {(job_id, name) for job_id, name, count in sizes if count <= max_points}
-                long_series += [(job_id, name) for job_id, name, count in sizes if count > max_points]
-                short_jobs = sorted({job_id for job_id, _name in short})
-                if not short_jobs:
-                    continue
+                ranked = (
+                    select(
+                        Metric.job_id,
+                        Metric.name,
+                        Metric.step,
+                        Metric.value,
+                        func.row_number().over(partition_by=series, order_by=Metric.step).label("rn"),
+                        func.count().over(partition_by=series).label("n"),
+                    )
+                    .where(Metric.job_id.in_(ids[start : start + _IDS_PER_QUERY]), Metric.name.in_(wanted))
+                    .subquery()
+                )
+                stride = (ranked.c.n + (max_points - 2)) // (max_points - 1)
                 rows = session.execute(
-                    select(Metric.job_id, Metric.name, Metric.step, Metric.value)
-                    .where(Metric.job_id.in_(short_jobs), Metric.name.in_(wanted))
-                    .order_by(Metric.job_id, Metric.name, Metric.step)
+                    select(ranked.c.job_id, ranked.c.name, ranked.c.step, ranked.c.value)
+                    .where(or_(ranked.c.n <= max_points, (ranked.c.rn - 1) % stride == 0, ranked.c.rn == ranked.c.n))
+                    .order_by(ranked.c.job_id, ranked.c.name, ranked.c.step)
                 )
                 for job_id, name, step, value in rows:
-                    if (job_id, name) in short:
-                        steps, values = result.setdefault(job_id, {}).setdefault(name, ([], []))
-                        steps.append(int(step))
-                        values.append(float(value))
-        for job_id, name in long_series:
-            steps, values, _downsampled = self.metric_series(
-                job_id=job_id, name=name, since_step=0, max_points=max_points
-            )
-            result.setdefault(job_id, {})[name] = (steps, values)
+                    steps, values = result.setdefault(job_id, {}).setdefault(name, ([], []))
+                    steps.append(int(step))
+                    values.append(float(value))
         return result
