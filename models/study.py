@@ -63,9 +63,11 @@ StudyStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
 
 def _number(value: Any) -> Any:
-    """A grid value: a JSON number (not a boolean, which Python counts as an int)."""
+    """A grid value: a finite JSON number (not a boolean, which Python counts as an int)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError("must be a number")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("must be a finite number")
     return value
 
 

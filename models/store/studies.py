@@ -18,8 +18,8 @@ from models.store.jobs import JobsStore, _texts, spec_hash
 from models.store.paging import keyset_page
 from models.store.results import ResultsStore
 
-# Points per metric series a study read returns at most (each longer series comes back as per-bucket min and max),
-# so the report of a 200-job study stays small and fast whatever the jobs logged.
+# Points per metric series a study read returns at most (a longer series comes back as a systematic sample), so the
+# report of a 200-job study stays small whatever the jobs logged.
 SERIES_POINTS_MAX = 2000
 # Job ids per IN (...) list: far under SQLite's and PostgreSQL's bound-parameter limits.
 _IDS_PER_QUERY = 500
