@@ -472,6 +472,8 @@ def study_status(*, cancelled: bool, counts: Mapping[str, int]) -> StudyStatus:
         return "cancelled"
     active = sum(counts.get(s, 0) for s in JobStatus.ACTIVE)
     total = sum(counts.values())
+    if not total:  # no job counted (yet)
+        return "queued"
     if active:
         return "queued" if counts.get(JobStatus.QUEUED, 0) == total else "running"
     if counts.get(JobStatus.FAILED, 0):
