@@ -7,7 +7,10 @@ samples, checkpoints, cancel and resume work on each); GET compares their runs (
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -44,6 +47,15 @@ router = APIRouter(prefix="/v1/studies", tags=["studies"])
 # Series names a curves request may ask for at once, and the characters of a name (the worker's series names).
 CURVE_NAMES_MAX = 12
 CURVE_POINTS_MAX = SERIES_POINTS_MAX
+# Points per series the comparison reads (a systematic sample beyond: models/store/studies.py): its figures are
+# statistics of the series, which a sample of 500 estimates well, and a 200-job study then reads at most
+# 200 × 5 × 500 rows. Curves read twice the points they draw.
+COMPARE_POINTS = 500
+# Study answers (at most 200 jobs and rows each) kept per API process, keyed by the state of every job of the study
+# (its status, step and last event: any new metric, snapshot or transition changes it), so a page polling a study
+# whose jobs did not move since, or finished, costs one read of the job rows instead of reading every series again.
+# Curves (up to 2,000 points × 5 figures per loss and point) are not kept: too large to hold many of.
+CACHED_ANSWERS = 32
 
 EXAMPLE_STUDY = {
     "name": "ring8 losses",
@@ -302,7 +314,7 @@ def get_curves(
             message = f"give 1 to {CURVE_NAMES_MAX} comma-separated series names (letters, digits, '_')"
             raise ApiError(422, "validation_error", message, [{"field": "query.names", "message": message}])
     jobs = store.study_jobs(study_id=study.id)
-    runs = _runs(store, jobs, wanted, max_points=SERIES_POINTS_MAX)
+    runs = _runs(store, jobs, wanted, max_points=min(2 * points, SERIES_POINTS_MAX))
     return CurvesOut.model_validate(curves(runs, wanted, points=points))
 
 
@@ -360,29 +372,56 @@ def _runs(store: JobStore, jobs: list[Job], names: list[str], *, max_points: int
 
 
 def _study_out(store: JobStore, study: Study, *, owner: str | None = None) -> StudyOut:
-    info, builtin = _data(store, study, owner)
-    losses = [str(loss) for loss in study.spec.get("losses") or []]
     jobs = store.study_jobs(study_id=study.id)
-    runs = _runs(store, jobs, series_needed(info.kind, losses), max_points=SERIES_POINTS_MAX)
-    # The modes of a built-in 2-D mixture are its labels (ring8: 8, grid25: 25): modes_covered's threshold.
-    modes = info.num_classes if builtin and info.kind == "points" and info.num_classes else None
-    summary = StudySummary.of(study, store.study_job_stats(study_ids=[study.id]).get(study.id))
-    return StudyOut(
-        **summary.model_dump(),
-        spec=study.spec,
-        jobs=[
-            StudyJob(
-                id=run.job_id,
-                loss=run.loss,
-                point=run.point,
-                seed=run.seed,
-                status=run.status,
-                step=run.step,
-                total_steps=run.total_steps,
-            )
-            for run in runs
-        ],
-        data_kind=info.kind,
-        measures=[m.name for m in measures(info.kind, losses)],
-        comparison=compare(runs, data_kind=info.kind, modes=modes),
-    )
+
+    def compute() -> StudyOut:
+        info, builtin = _data(store, study, owner)
+        losses = [str(loss) for loss in study.spec.get("losses") or []]
+        runs = _runs(store, jobs, series_needed(info.kind, losses), max_points=COMPARE_POINTS)
+        # The modes of a built-in 2-D mixture are its labels (ring8: 8, grid25: 25): modes_covered's threshold.
+        modes = info.num_classes if builtin and info.kind == "points" and info.num_classes else None
+        summary = StudySummary.of(study, store.study_job_stats(study_ids=[study.id]).get(study.id))
+        return StudyOut(
+            **summary.model_dump(),
+            spec=study.spec,
+            jobs=[
+                StudyJob(
+                    id=run.job_id,
+                    loss=run.loss,
+                    point=run.point,
+                    seed=run.seed,
+                    status=run.status,
+                    step=run.step,
+                    total_steps=run.total_steps,
+                )
+                for run in runs
+            ],
+            data_kind=info.kind,
+            measures=[m.name for m in measures(info.kind, losses)],
+            comparison=compare(runs, data_kind=info.kind, modes=modes),
+        )
+
+    return _cached(_state(study, jobs), compute)
+
+
+def _state(study: Study, jobs: list[Job]) -> tuple[Hashable, ...]:
+    """What a study's answer depends on that can change: its cancel mark, and each job's status, step and events."""
+    return (study.id, study.cancelled_at, tuple((job.id, job.status, job.step, job.last_event) for job in jobs))
+
+
+_answers: OrderedDict[Hashable, StudyOut] = OrderedDict()
+_answers_lock = threading.Lock()
+
+
+def _cached(key: Hashable, compute: Callable[[], StudyOut]) -> StudyOut:
+    """compute(), or the answer computed for the same key before (the CACHED_ANSWERS most recent are kept)."""
+    with _answers_lock:
+        if key in _answers:
+            _answers.move_to_end(key)
+            return _answers[key]
+    answer = compute()
+    with _answers_lock:
+        _answers[key] = answer
+        while len(_answers) > CACHED_ANSWERS:
+            _answers.popitem(last=False)
+    return answer
