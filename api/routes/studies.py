@@ -52,8 +52,8 @@ CURVE_POINTS_MAX = SERIES_POINTS_MAX
 # 200 × 5 × 500 rows. Curves read twice the points they draw.
 COMPARE_POINTS = 500
 # Study answers (at most 200 jobs and rows each) kept per API process, keyed by the state of every job of the study
-# (its status, step and last event: any new metric, snapshot or transition changes it), so a page polling a study
-# whose jobs did not move since, or finished, costs one read of the job rows instead of reading every series again.
+# (status, step, last event: any new metric, snapshot or transition changes it; times and compute seconds), so a
+# page polling a study whose jobs did not move, or finished, costs one read of the job rows, not of every series.
 # Curves (up to 2,000 points × 5 figures per loss and point) are not kept: too large to hold many of.
 CACHED_ANSWERS = 32
 
@@ -405,8 +405,16 @@ def _study_out(store: JobStore, study: Study, *, owner: str | None = None) -> St
 
 
 def _state(study: Study, jobs: list[Job]) -> tuple[Hashable, ...]:
-    """What a study's answer depends on that can change: its cancel mark, and each job's status, step and events."""
-    return (study.id, study.cancelled_at, tuple((job.id, job.status, job.step, job.last_event) for job in jobs))
+    """What a study's answer depends on that can change: its cancel mark, and each job's status, step, events (each
+    metric batch, snapshot, alert, transition), times and compute seconds (written without an event)."""
+    return (
+        study.id,
+        study.cancelled_at,
+        tuple(
+            (job.id, job.status, job.step, job.last_event, job.finished_at, job.cpu_seconds, job.gpu_seconds)
+            for job in jobs
+        ),
+    )
 
 
 _answers: OrderedDict[Hashable, StudyOut] = OrderedDict()
