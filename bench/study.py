@@ -407,7 +407,9 @@ def write_report(spec_path: Path, body: Mapping[str, Any], cells: Sequence[Cell]
         f"Spec: [{spec_path.name}]({spec_path.name}). Re-run (resumable; `--jobs 2` for two lanes):\n\n"
         f"```\npython bench/study.py bench/studies/{spec_path.name} --jobs 2\n```\n\n"
         "Mean ± sample std over the seeds that finished (one value: one seed). Quality at each run's last "
-        "snapshot; stability figures and thresholds as defined in models/comparison.py.\n\n"
+        "snapshot; stability figures and thresholds as defined in models/comparison.py. Wall seconds are the "
+        "machine's that ran each run (one thread; on a shared machine they exceed CPU seconds), CPU seconds the "
+        "run's process time.\n\n"
     )
     out.write_text(header + text + "\n")
     return text
