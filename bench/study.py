@@ -50,20 +50,20 @@ if TYPE_CHECKING:
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "studies" / "results"
-# Seconds per generator step of each loss's defaults on grid25 (MLP 3 × 512, batch 256), one thread, measured
-# on the project's 2-core machine with `bench/study.py`'s sizing run (bench/studies/grid25.yaml says how): used
-# only to put the cheap losses first. An unknown loss ranks by its n_critic.
+# CPU seconds per generator step of each loss's defaults on grid25 (MLP 3 × 512, batch 256), one thread, on the
+# project's 2-core machine (bench/studies/grid25.yaml: 200-step sizing runs and the study's 3,000-step runs):
+# used only to put the cheap losses first. An unknown loss ranks by its n_critic.
 STEP_SECONDS = {
-    "nsgan": 0.054,
-    "lsgan": 0.054,
-    "minimax": 0.062,
-    "cgan": 0.06,
-    "infogan": 0.07,
-    "began": 0.08,
-    "dragan": 0.09,
-    "hinge": 0.18,
-    "wgan": 0.18,
-    "wgan-gp": 0.25,
+    "nsgan": 0.052,
+    "lsgan": 0.057,
+    "infogan": 0.058,
+    "minimax": 0.059,
+    "cgan": 0.060,
+    "dragan": 0.069,
+    "began": 0.084,
+    "hinge": 0.16,
+    "wgan": 0.166,
+    "wgan-gp": 0.289,
 }
 
 
