@@ -155,7 +155,7 @@ def test_infogan_codes_are_honoured_and_checked(jobs: dict[str, dict[str, Any]])
     assert not torch.allclose(base, g.generate(4, seed=0, codes={"categorical": 6, "continuous": [0.0, 0.0]}))
     assert not torch.allclose(base, g.generate(4, seed=0, codes={"categorical": 1, "continuous": [1.0, -1.0]}))
     per_sample = g.generate(2, seed=0, codes={"categorical": [1, 6], "continuous": [[0.0, 0.0], [0.0, 0.0]]})
-    assert torch.equal(per_sample[0], base[0])
+    assert torch.allclose(per_sample[0], base[0], atol=1e-6)  # a batch of 2 vs of 4: kernels may round differently
     with pytest.raises(ValueError, match=r"codes.categorical: 10 is out of range"):
         g.generate(2, codes={"categorical": 10})
     with pytest.raises(ValueError, match=r"codes.continuous: expected 2 values or shape \(2, 2\)"):
