@@ -15,7 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from api import errors, events
 from api.gate import RequestGate
 from api.reconciler import Reconciler
-from api.routes import dashboard, datasets, jobs, results, system
+from api.routes import dashboard, datasets, generations, jobs, results, studies, system
 from migrations import schema_problem
 from models.artifacts import ArtifactStore
 from models.db import make_engine
@@ -101,6 +101,8 @@ def create_app(settings: Settings | None = None, *, reconcile: bool = True) -> F
     app.add_middleware(RequestGate, settings=settings)
     for router in (jobs.router, datasets.router, results.router, events.router, system.router, dashboard.router):
         app.include_router(router)
+    app.include_router(generations.router)
+    app.include_router(studies.router)
     if settings.api_keys:
         declare_bearer_auth(app)
     return app

@@ -191,7 +191,7 @@ async def job_events(
     last_event_id: Annotated[EventId | None, Header(description="resume after this event id")] = None,
     after: Annotated[EventId | None, Query(description="start after this event id (as Last-Event-ID)")] = None,
 ) -> Response:
-    """status, metrics, sample and checkpoint events; the stream ends after the job's final status.
+    """status, metrics, sample, checkpoint, attempt and alert events; the stream ends after the job's final status.
 
     A `sample` event carries `png_url` and `npy_url`, a `checkpoint` event `url` and `state_url`: the same paths
     GET .../samples and .../checkpoints give.

@@ -1,8 +1,9 @@
 """The reconciler: the store is the truth, so the API re-sends what the broker may have lost.
 
 Every `reconcile_seconds` it (1) re-queues running jobs whose worker stopped renewing
-its lease (or fails them after max_attempts) and (2) re-sends queued jobs nobody
-claimed. A duplicate message is harmless: the worker's claim is conditional.
+its lease (or fails them after max_attempts), (2) re-sends queued jobs nobody
+claimed, and (3) fails generate requests no generate worker took or finished within
+`generate_expire_seconds`. A duplicate message is harmless: the worker's claim is conditional.
 """
 
 from __future__ import annotations
@@ -28,6 +29,11 @@ def reconcile_once(store: JobStore, broker: Celery, settings: Settings) -> list[
         send_train(broker, job_id)
     if ids:
         log.info("reconciler re-sent %d job(s): %s", len(ids), ", ".join(ids))
+    # A generate request is short: one no worker took (or finished) in time is failed with the reason, not re-sent.
+    expire = timedelta(seconds=settings.generate_expire_seconds)
+    expired = store.expire_generations(queued_for=expire, running_for=expire)
+    if expired:
+        log.info("reconciler failed %d stale generate request(s): %s", len(expired), ", ".join(expired))
     return ids
 
 

@@ -33,6 +33,13 @@ class JobOut(BaseModel):
     )
     max_attempts: int = Field(description="how many failed attempts the job may use before it fails")
     error: str | None
+    study_id: str | None = Field(default=None, description="the study that fanned this job out, if any")
+    alerts: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="what training.watch found, oldest first: {kind: collapse|divergence, step, evidence, action}",
+    )
+    cpu_seconds: float | None = Field(default=None, description="process CPU seconds spent training, all attempts")
+    gpu_seconds: float | None = Field(default=None, description="wall seconds trained on a GPU, all attempts")
     created_at: datetime
     updated_at: datetime
     started_at: datetime | None
@@ -54,6 +61,10 @@ class JobOut(BaseModel):
             attempt=min(job.attempt, job.max_attempts),
             max_attempts=job.max_attempts,
             error=job.error,
+            study_id=job.study_id,
+            alerts=job.alerts or [],
+            cpu_seconds=job.cpu_seconds,
+            gpu_seconds=job.gpu_seconds,
             created_at=as_utc(job.created_at),
             updated_at=as_utc(job.updated_at),
             started_at=as_utc(job.started_at),

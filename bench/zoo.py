@@ -80,6 +80,9 @@ class EvaluationSink:
     def should_stop(self) -> bool:
         return False
 
+    def alert(self, alert: dict[str, Any]) -> None:
+        print(f"[{self.label}] training.watch: {alert}", file=sys.stderr, flush=True)
+
 
 def _set(body: dict[str, Any], dotted: str, value: Any) -> None:
     *parents, leaf = dotted.split(".")

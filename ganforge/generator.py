@@ -73,6 +73,7 @@ class Generator:
         info: DatasetInfo,
         weights: dict[str, torch.Tensor],
         device: torch.device,
+        ema: bool | None = None,
     ) -> None:
         from worker.gan import build_gan  # the worker's one spec-to-networks factory
 
@@ -82,7 +83,10 @@ class Generator:
         self.latent = gan.latent
         self.shape: tuple[int, ...] = tuple(info.shape)
         # Samples and checkpoints use the EMA copy of G when the job kept one (worker/gan/gan.py).
-        prefix = "generator_ema." if any(k.startswith("generator_ema.") for k in weights) else "generator."
+        kept = any(k.startswith("generator_ema.") for k in weights)
+        if ema and not kept:
+            raise ValueError("ema=True: this checkpoint holds no EMA weights (the job set no training.ema_decay)")
+        prefix = "generator_ema." if kept and ema is not False else "generator."
         self.ema = prefix == "generator_ema."
         state = {k.removeprefix(prefix): v for k, v in weights.items() if k.startswith(prefix)}
         if not state:
@@ -226,6 +230,7 @@ def load_generator(
     device: str | torch.device = "cpu",
     api: Client | None = None,
     step: int | str = "latest",
+    ema: bool | None = None,
 ) -> Generator:
     """The generator of a ganforge checkpoint, ready to `generate`.
 
@@ -233,6 +238,8 @@ def load_generator(
     or a job id, whose checkpoint at `step` ("latest" by default) is downloaded through
     `api` (a ganforge.client.Client; by default one from GANFORGE_URL and GANFORGE_API_KEY).
     `device`: where the network runs ("cpu", "cuda", "cuda:1", ...).
+    `ema`: the EMA copy of G (True), the trained G itself (False), or the EMA copy when the checkpoint has one
+    (None); True for a checkpoint without one is a ValueError.
     Raises FileNotFoundError for a missing file, NotACheckpoint (a ValueError) for a file that is not
     a ganforge checkpoint, ganforge.client errors (NotFound, Unauthorized, ...) from the service, and
     ValueError when the data set's shape cannot be known (an uploaded data set, a checkpoint written
@@ -246,13 +253,13 @@ def load_generator(
             with tempfile.TemporaryDirectory(prefix="ganforge-") as folder:
                 path = client.download_checkpoint(text, step=step, path=Path(folder) / "checkpoint.safetensors")
                 checkpoint = _read(Path(path))
-            return _build(checkpoint, target, api=client)
+            return _build(checkpoint, target, api=client, ema=ema)
         finally:
             if api is None:  # ours: close its connections
                 client.close()
     if not os.path.exists(text):
         raise FileNotFoundError(f"{text}: no such checkpoint file (nor a job id: {text!r} is not one)")
-    return _build(_read(Path(text)), target, api=api)
+    return _build(_read(Path(text)), target, api=api, ema=ema)
 
 
 def _client() -> Client:
@@ -275,7 +282,7 @@ def _read(path: Path) -> _Checkpoint:
     return _Checkpoint(weights=weights, metadata=metadata)
 
 
-def _build(checkpoint: _Checkpoint, device: torch.device, *, api: Client | None) -> Generator:
+def _build(checkpoint: _Checkpoint, device: torch.device, *, api: Client | None, ema: bool | None = None) -> Generator:
     metadata = checkpoint.metadata
     try:
         spec = JobSpec.model_validate(json.loads(metadata["spec"]))
@@ -289,6 +296,7 @@ def _build(checkpoint: _Checkpoint, device: torch.device, *, api: Client | None)
         info=_dataset_info(spec, metadata, api),
         weights=checkpoint.weights,
         device=device,
+        ema=ema,
     )
 
 

@@ -1,4 +1,4 @@
-"""`ganforge up`: migrate, then run the API and one worker until told to stop.
+"""`ganforge up`: migrate, then run the API, one training worker and one generate worker until told to stop.
 
 The children run in process groups of their own, so a terminal's Ctrl-C reaches this
 process alone and the shutdown happens once, in order: SIGTERM to the worker (a running
@@ -21,6 +21,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from types import FrameType
 
 from ganforge.parent import ParentWatch
@@ -51,8 +52,10 @@ def api_command(host: str, port: int) -> list[str]:
     return [sys.executable, "-m", "uvicorn", "api.app:app", "--host", host, "--port", str(port), "--no-access-log"]
 
 
-def worker_command() -> list[str]:
-    """The Celery command line of one training worker (prefork, one process) on the configured queue."""
+def worker_command(generate: bool = False) -> list[str]:
+    """The Celery command line of one worker (prefork, one process): a training worker on the configured queue,
+    or (`generate`) a generate worker on its own short queue (models/queue.py generate_queue)."""
+    from models.queue import generate_queue
     from models.settings import get_settings
 
     return [
@@ -69,9 +72,9 @@ def worker_command() -> list[str]:
         "--concurrency",
         "1",
         "-Q",
-        get_settings().queue,
+        generate_queue(get_settings()) if generate else get_settings().queue,
         "-n",
-        f"ganforge-{os.getpid()}@%h",
+        f"ganforge-{'generate-' if generate else ''}{os.getpid()}@%h",
     ]
 
 
@@ -144,6 +147,7 @@ class Up:
         self.signals = 0
         self.api: subprocess.Popen[bytes] | None = None
         self.worker: subprocess.Popen[bytes] | None = None
+        self.generator = Kept("generate worker", lambda: spawn(worker_command(generate=True)))
 
     @property
     def url(self) -> str:
@@ -156,7 +160,7 @@ class Up:
             log.info("%s: stopping the worker and the API (again to kill them at once)", self.stop_reason)
         else:
             log.info("got %s again: killing the worker and the API", signal.Signals(signum).name)
-            for process in (self.worker, self.api):
+            for process in (self.worker, self.generator.process, self.api):
                 _kill_group(process)
 
     def install_signal_handlers(self) -> None:
@@ -175,6 +179,7 @@ class Up:
             return 0
         self.api = spawn(api_command(self.host, self.port))
         self.worker = spawn(worker_command())
+        self.generator.start()
         started, restarts = time.monotonic(), 0
         restart_at: float | None = None
         # The demo waits for readiness inside the loop, so a Ctrl-C during start-up is not held up.
@@ -206,17 +211,22 @@ class Up:
                     restart_at = time.monotonic() + delay
                 if restart_at is not None and time.monotonic() >= restart_at:
                     self.worker, started, restart_at = spawn(worker_command()), time.monotonic(), None
+                self.generator.keep()
                 time.sleep(POLL_SECONDS)
             return 0
         finally:
             self.stop()
 
     def stop(self) -> None:
-        """SIGTERM the worker and the API, wait for them, kill what outlives its grace."""
-        for process in (self.worker, self.api):
+        """SIGTERM the workers and the API, wait for them, kill what outlives its grace."""
+        for process in (self.worker, self.generator.process, self.api):
             if process is not None and process.poll() is None:
                 process.terminate()
-        for process, grace in ((self.worker, WORKER_GRACE_SECONDS), (self.api, API_GRACE_SECONDS)):
+        for process, grace in (
+            (self.worker, WORKER_GRACE_SECONDS),
+            (self.generator.process, WORKER_GRACE_SECONDS),
+            (self.api, API_GRACE_SECONDS),
+        ):
             if process is None:
                 continue
             try:
@@ -226,6 +236,33 @@ class Up:
                 _kill_group(process)
                 process.wait()
         log.info("stopped")
+
+
+class Kept:
+    """A child process restarted when it dies: at once after a minute's life, else after a growing pause."""
+
+    def __init__(self, name: str, start: Callable[[], subprocess.Popen[bytes]]) -> None:
+        self.name, self._start = name, start
+        self.process: subprocess.Popen[bytes] | None = None
+        self.started, self.restarts = 0.0, 0
+        self.restart_at: float | None = None
+
+    def start(self) -> None:
+        self.process, self.started, self.restart_at = self._start(), time.monotonic(), None
+
+    def keep(self) -> None:
+        """Called every poll: notice a death, and restart when its pause is over."""
+        if self.process is None:
+            return
+        if self.restart_at is None and self.process.poll() is not None:
+            self.restarts = 0 if time.monotonic() - self.started > 60 else self.restarts + 1
+            delay = min(MAX_RESTART_DELAY_SECONDS, 0.5 * 2**self.restarts) if self.restarts else 0.0
+            log.warning(
+                "the %s exited with %s; starting a new one in %.1f s", self.name, self.process.returncode, delay
+            )
+            self.restart_at = time.monotonic() + delay
+        if self.restart_at is not None and time.monotonic() >= self.restart_at:
+            self.start()
 
 
 def _kill_group(process: subprocess.Popen[bytes] | None) -> None:

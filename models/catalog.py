@@ -84,6 +84,50 @@ def default_sample_count(kind: Literal["points", "images"]) -> int:
     return DEFAULT_IMAGE_SAMPLES if kind == "images" else DEFAULT_POINT_SAMPLES
 
 
+# The quality figure of each snapshot (worker/quality.py computes them; tests hold the two in step).
+POINT_MEASURES = ("modes_covered", "hq_fraction", "reverse_kl")  # PacGAN's, on ring8 and grid25
+INCEPTION_MEASURES = ("fid", "kid")
+
+
+def quality_measures(
+    kind: Literal["points", "images"], loss: str, *, dataset: str = "", labelled: bool, inception: bool
+) -> list[str]:
+    """The figures a job's snapshots report, primary first: points (`dataset` ring8 or grid25) PacGAN's
+    three; labelled images `fd` (+ `class_accuracy` for cgan, `code_purity` and `code_nmi` for infogan);
+    images `fid` and `kid` too when the workers have Inception weights (`inception`). [] when none."""
+    if kind == "points":
+        return list(POINT_MEASURES) if dataset in ("ring8", "grid25") else []
+    measures = []
+    if labelled:
+        measures.append("fd")
+        measures += {"cgan": ["class_accuracy"], "infogan": ["code_purity", "code_nmi"]}.get(loss, [])
+    return measures + (list(INCEPTION_MEASURES) if inception else [])
+
+
+def quality_section(inception: bool) -> dict[str, Any]:
+    """The catalog's `quality`: which figure a job on each kind of data reports, and how it is measured."""
+    return {
+        "points": {
+            "measures": list(POINT_MEASURES),
+            "description": "the built-in ring8 and grid25 (PacGAN protocol, on each snapshot's samples)",
+        },
+        "labelled_images": {
+            "measures": ["fd"],
+            "by_loss": {"cgan": ["class_accuracy"], "infogan": ["code_purity", "code_nmi"]},
+            "description": "fd: Fréchet distance (lower is better) in the 64-d features of a small classifier trained "
+            "on the data set itself (digits, or an upload with labels), 500 generated against up to 1,000 real "
+            "images; class_accuracy / code_purity by the same classifier",
+        },
+        "inception": {
+            "enabled": inception,
+            "measures": list(INCEPTION_MEASURES),
+            "description": "fid and kid (Bińkowski et al. 2018, cubic kernel) in the FID Inception-v3's pool3 features, "
+            "every image data set, when the workers have GANFORGE_INCEPTION_WEIGHTS; 500 images on a GPU, 100 "
+            "on a CPU (compare FIDs at equal counts only)",
+        },
+    }
+
+
 def _tag(cls: type[StrictModel]) -> str:
     return cls.model_fields["name"].annotation.__args__[0]  # type: ignore[union-attr,no-any-return]
 
@@ -102,8 +146,9 @@ def describe(cls: type[StrictModel]) -> dict[str, Any]:
     }
 
 
-def catalog() -> dict[str, Any]:
-    """What `GET /v1/catalog` serves: every loss, architecture (with its init) and built-in data set."""
+def catalog(inception: bool = False) -> dict[str, Any]:
+    """What `GET /v1/catalog` serves: every loss, architecture (with its init) and built-in data set, and the
+    quality figures jobs report (`inception`: the service has GANFORGE_INCEPTION_WEIGHTS)."""
     architectures = {
         name: {
             **describe(cls),
@@ -119,4 +164,5 @@ def catalog() -> dict[str, Any]:
         "losses": {name: describe(cls) for name, cls in LOSS_CLASSES.items()},
         "architectures": architectures,
         "datasets": {name: info.model_dump(mode="json") for name, info in BUILTIN_DATASETS.items()},
+        "quality": quality_section(inception),
     }

@@ -12,6 +12,7 @@ from celery import Celery
 from models.settings import Settings
 
 TRAIN_TASK = "ganforge.train"
+GENERATE_TASK = "ganforge.generate"
 VISIBILITY_TIMEOUT_SECONDS = 24 * 3600
 
 
@@ -55,3 +56,19 @@ def make_celery(settings: Settings) -> Celery:
 def send_train(app: Celery, job_id: str) -> None:
     """Wake a worker for `job_id`."""
     app.send_task(TRAIN_TASK, args=[job_id], retry=True, retry_policy={"max_retries": 3, "interval_start": 0.2})
+
+
+def generate_queue(settings: Settings) -> str:
+    """The queue of generate requests: a short one of its own, so a request never waits behind training jobs."""
+    return f"{settings.queue}.generate"
+
+
+def send_generate(app: Celery, generation_id: str, queue: str) -> None:
+    """Wake a generate worker (`ganforge worker --generate`) for `generation_id` on `queue` (generate_queue)."""
+    app.send_task(
+        GENERATE_TASK,
+        args=[generation_id],
+        queue=queue,
+        retry=True,
+        retry_policy={"max_retries": 3, "interval_start": 0.2},
+    )

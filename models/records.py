@@ -16,7 +16,7 @@ DB_INT_MIN = -(2**63)
 
 
 class Base(DeclarativeBase):
-    type_annotation_map = {datetime: DateTime(timezone=True), dict[str, Any]: JSON}
+    type_annotation_map = {datetime: DateTime(timezone=True), dict[str, Any]: JSON, list[Any]: JSON}
 
 
 class JobStatus:
@@ -38,6 +38,7 @@ class Job(Base):
         UniqueConstraint("owner", "idempotency_key", name="uq_jobs_owner_idempotency_key"),
         Index("ix_jobs_owner_seq", "owner", "seq"),
         Index("ix_jobs_status", "status"),
+        Index("ix_jobs_study_id", "study_id"),
     )
 
     # seq orders jobs for keyset pagination; id is the public name.
@@ -72,6 +73,65 @@ class Job(Base):
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     heartbeat_at: Mapped[datetime | None]
+    # The study that fanned this job out (its cell is in tags: study, study_loss, study_point, study_seed).
+    study_id: Mapped[str | None] = mapped_column(String(36))
+    # What training.watch found: [{"kind": "collapse"|"divergence", "step", "evidence", "action"}], newest last.
+    alerts: Mapped[list[Any] | None] = mapped_column(JSON)
+    # Training time summed over attempts: process CPU seconds, and wall seconds on a GPU (None: never on one).
+    cpu_seconds: Mapped[float | None] = mapped_column(Float)
+    gpu_seconds: Mapped[float | None] = mapped_column(Float)
+
+
+class Study(Base):
+    """A study: one request fanned out into ordinary jobs (loss × grid point × seed) tagged with its id."""
+
+    __tablename__ = "studies"
+    __table_args__ = (
+        UniqueConstraint("owner", "idempotency_key", name="uq_studies_owner_idempotency_key"),
+        Index("ix_studies_owner_seq", "owner", "seq"),
+    )
+
+    seq: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(36), unique=True)
+    owner: Mapped[str] = mapped_column(String(128))
+    name: Mapped[str] = mapped_column(String(200), default="")
+    spec: Mapped[dict[str, Any]]
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    spec_hash: Mapped[str] = mapped_column(String(64))
+    job_count: Mapped[int] = mapped_column(Integer)
+    cancelled_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class GenerationStatus:
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+    ALL = (QUEUED, RUNNING, SUCCEEDED, FAILED)
+    FINAL = (SUCCEEDED, FAILED)
+
+
+class Generation(Base):
+    """One request to sample a trained job's generator (POST /v1/jobs/{id}/generate), run on a worker."""
+
+    __tablename__ = "generations"
+    __table_args__ = (Index("ix_generations_job_id", "job_id"),)
+
+    seq: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(36), unique=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    owner: Mapped[str] = mapped_column(String(128))
+    params: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(String(16))
+    result_key: Mapped[str | None] = mapped_column(String(512))
+    media_type: Mapped[str | None] = mapped_column(String(64))
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
 
 
 class JobEvent(Base):

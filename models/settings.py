@@ -80,6 +80,15 @@ class Settings(BaseSettings):
     lease_timeout_seconds: float = Field(default=60.0, gt=0, description="a running job silent this long is re-queued")
     redeliver_seconds: float = Field(default=60.0, gt=0, description="a queued job unclaimed this long is re-sent")
     reconcile_seconds: float = Field(default=10.0, gt=0, description="how often the API's reconciler looks")
+    generate_wait_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        le=60,
+        description="how long POST /v1/jobs/{id}/generate waits for its result before answering 202 and a URL to poll",
+    )
+    generate_expire_seconds: float = Field(
+        default=300.0, gt=0, description="a generate request no worker took, or finished, this long is failed"
+    )
     metrics_flush_seconds: float = Field(
         default=1.0,
         gt=0,
@@ -105,11 +114,21 @@ class Settings(BaseSettings):
         default=2 * 1024**3, gt=0, description="address-space limit of the subprocess that normalises an upload"
     )
     ingest_timeout_seconds: float = Field(default=3600.0, gt=0, description="wall-clock limit of that subprocess")
+    inception_weights: Path | None = Field(
+        default=None,
+        description="pytorch-fid's pt_inception-2015-12-05-6726825d.pth on the worker's disk: image jobs then "
+        "also report fid and kid (never downloaded); unset: no FID",
+    )
 
     @field_validator("data_dir")
     @classmethod
     def _absolute(cls, value: Path) -> Path:
         return value.expanduser().resolve()
+
+    @field_validator("inception_weights", mode="before")
+    @classmethod
+    def _unset_when_empty(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("api_keys", mode="before")
     @classmethod

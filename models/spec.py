@@ -391,6 +391,54 @@ Loss = Annotated[
 # --------------------------------------------------------------------------- training
 
 
+class Watch(StrictModel):
+    """Collapse and divergence detection on every job (worker/watch.py): report by default, stop when asked.
+
+    Collapse (mode dropping, PacGAN's modes metric, Lin et al. 2018): at each snapshot a diversity figure is
+    read: 2-D mixtures, the modes holding the samples (the perplexity of their nearest-mode histogram) over the
+    data's modes; images, the Fréchet distance when the snapshot has one (`fd`), else the samples' mean pairwise
+    distance over the real data's. A snapshot is down when that figure is below `collapse_floor` or below
+    `collapse_drop` of the run's best (for `fd`: above the best / `collapse_drop`); `patience` snapshots in a row
+    down is a collapse. Divergence: a non-finite value (the job always fails), or D winning completely while G's
+    gradient norm stays under `vanishing_grad` for `vanishing_steps` steps (Arjovsky & Bottou 2017: a perfect D
+    leaves G no gradient). Each kind fires once per job.
+    """
+
+    action: Literal["report", "stop"] = Field(
+        default="report",
+        description="report: an alert on the job and an `alert` event, training goes on; "
+        "stop: the same, then the job ends as failed at that step (a checkpoint is kept)",
+    )
+    collapse: bool = Field(default=True, description="watch for mode collapse at each sample snapshot")
+    collapse_drop: float = Field(
+        default=0.5,
+        gt=0,
+        lt=1,
+        description="a snapshot is down when its diversity is below this fraction of the run's best so far",
+    )
+    collapse_floor: UnitFloat = Field(
+        default=0.25,
+        description="...or below this fraction of the data's own diversity (2-D mixtures: of its modes); 0 = off",
+    )
+    patience: int = Field(default=3, ge=1, le=1000, description="snapshots in a row that must be down")
+    warmup_steps: int = Field(
+        default=200,
+        ge=0,
+        le=MAX_STEPS,
+        description="snapshots up to this step are not judged (G starts as a point: its first samples are alike)",
+    )
+    divergence: bool = Field(default=True, description="watch for D winning with G's gradient vanishing")
+    vanishing_steps: int = Field(
+        default=500,
+        ge=1,
+        le=MAX_STEPS,
+        description="K: steps for which every metrics reading must show D winning and G's gradient vanishing",
+    )
+    vanishing_grad: PositiveFloat = Field(
+        default=1e-4, description="G's gradient norm (‖∇θ‖₂ over all its parameters) below this is vanishing"
+    )
+
+
 class Training(StrictModel):
     steps: int = Field(default=5000, ge=1, le=MAX_STEPS, description="generator steps")
     batch_size: int = Field(default=256, ge=1, le=65_536)
@@ -407,6 +455,7 @@ class Training(StrictModel):
     )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     max_attempts: int = Field(default=3, ge=1, le=20)
+    watch: Watch = Field(default_factory=Watch, description="collapse and divergence detection (see Watch)")
 
     @model_validator(mode="after")
     def _pack_divides_batch(self) -> Training:

@@ -100,6 +100,26 @@ class Service:
             time.sleep(0.2)
         raise AssertionError("the worker did not start:\n" + (self.data_dir / log_name).read_text())
 
+    def start_generate_worker(self, *, wait: bool = True, **env: str) -> subprocess.Popen[bytes]:
+        """A generate worker (`ganforge worker --generate`: generate requests only); `env` as for start_worker.
+
+        wait=False returns at once (start other processes meanwhile), then `wait_generate_worker` waits for it."""
+        log_name = f"generate-worker-{len(self.workers)}.log"
+        worker = self._spawn([sys.executable, "-m", "ganforge", "worker", "--generate"], log_name, env)
+        self.workers.append(worker)
+        return self.wait_generate_worker(worker) if wait else worker
+
+    def wait_generate_worker(self, worker: subprocess.Popen[bytes]) -> subprocess.Popen[bytes]:
+        """Wait until the generate worker `worker` (of start_generate_worker) consumes its queue."""
+        log_name = f"generate-worker-{self.workers.index(worker)}.log"
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            assert worker.poll() is None, (self.data_dir / log_name).read_text()
+            if b" ready." in (self.data_dir / log_name).read_bytes():
+                return worker
+            time.sleep(0.2)
+        raise AssertionError("the generate worker did not start:\n" + (self.data_dir / log_name).read_text())
+
     def kill_worker(self, worker: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
         """Kill the worker's whole process group (main process and pool children)."""
         os.killpg(worker.pid, sig)

@@ -365,3 +365,72 @@ def test_jobs_more_follows_next_cursor(page: Page, service: Service) -> None:
     expect(rows).to_have_count(51)
     expect(more).to_be_hidden()
     assert errors == []
+
+
+def test_study_page_table_curves_samples_and_a_job_alert(page: Page, service: Service, tmp_path: Path) -> None:
+    """A finished two-loss study: one table row per loss, a uPlot chart per measure, one sample image per loss at a
+    common step; its job page lists the training.watch alert (set to fire: every snapshot under 99 % of the modes
+    from step 0 is a collapse, so the tiny runs' first snapshot raises one)."""
+    spec = {
+        "name": "dash-study",
+        "dataset": {"builtin": "ring8"},
+        "architecture": {"name": "mlp", "hidden": 32, "depth": 2},
+        "losses": ["nsgan", "lsgan"],
+        "seeds": 1,
+        "training": {
+            "steps": 40,
+            "batch_size": 64,
+            "watch": {"collapse_floor": 0.99, "warmup_steps": 0, "patience": 1},
+        },
+        "every": {"metrics": 10, "samples": 20, "checkpoint": 40},
+    }
+    errors = script_errors(page)
+    with service.client() as client:
+        created = client.post("/v1/studies", json=spec)
+        assert created.status_code == 201, created.text
+        study_id = created.json()["id"]
+        deadline = time.monotonic() + 180
+        while (study := client.get(f"/v1/studies/{study_id}").json())["status"] not in ("succeeded", "failed"):
+            assert time.monotonic() < deadline, study
+            time.sleep(0.5)
+    assert study["status"] == "succeeded", study
+    page.goto(service.url + "/#/studies")
+    row = page.locator(f"#studies tr[data-id='{study_id}']")
+    expect(row).to_contain_text("dash-study")
+    expect(row.locator("[data-status]")).to_have_text("succeeded")
+    row.get_by_role("link", name="dash-study").click()
+    expect(page).to_have_url(re.compile(f"#/studies/{study_id}$"))
+    expect(page.locator("#study-status")).to_have_text("succeeded")
+    expect(page.locator("#study-progress")).to_contain_text("2 / 2 jobs finished")
+    rows = page.locator("#comparison tbody tr")
+    expect(rows).to_have_count(2)
+    for loss in ("nsgan", "lsgan"):
+        expect(page.locator(f"#comparison tr[data-loss='{loss}'] th")).to_have_text(loss)
+        expect(page.locator(f"#comparison tr[data-loss='{loss}'] td[data-measure='modes_covered']")).to_have_text(
+            re.compile(r"^\d")
+        )
+    for measure in study["measures"]:  # one chart per measure, a line (and band) per loss
+        chart = page.locator(f"#study-charts figure[data-measure='{measure}']")
+        expect(chart.locator("canvas")).to_have_count(1)
+        expect(chart).to_have_attribute("data-curves", "2")
+        expect(chart.locator(".u-legend")).to_contain_text("nsgan")
+    samples = page.locator("#study-samples figure")
+    expect(samples).to_have_count(2)
+    expect(page.locator("#study-samples")).to_have_attribute("data-step", "40")  # the latest both have
+    for loss in ("nsgan", "lsgan"):
+        image = page.locator(f"#study-samples figure[data-loss='{loss}'] img")
+        expect(image).to_have_attribute("src", re.compile("^blob:"))
+        page.wait_for_function(
+            "(loss) => document.querySelector(`#study-samples figure[data-loss='${loss}'] img`).naturalWidth > 0",
+            arg=loss,
+        )
+    shot(page, tmp_path, "study")
+
+    # the job page of one of its jobs shows the collapse alert, with its step and evidence
+    page.locator("#study-jobs a").first.click()
+    expect(page).to_have_url(re.compile(r"#/jobs/[A-Za-z0-9_-]+$"))
+    alert = page.locator("#alerts li[data-kind='collapse']")
+    expect(alert).to_have_count(1)
+    expect(alert).to_contain_text(re.compile(r"collapse at step \d+"))
+    shot(page, tmp_path, "job-alert")
+    assert errors == []

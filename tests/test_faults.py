@@ -217,8 +217,9 @@ def test_ganforge_up_restarts_a_dead_worker(bare_service: Service) -> None:
                 time.sleep(0.3)
             job = client.post("/v1/jobs", json=SPEC).json()
             wait_for_step(client, job["id"], 150, timeout=120)
+            # The training worker (named ganforge-<pid>@host), not the generate worker beside it.
             workers = subprocess.run(
-                ["pgrep", "-P", str(up.pid), "-f", "celery"], capture_output=True, text=True
+                ["pgrep", "-P", str(up.pid), "-f", "celery.* -n ganforge-[0-9]"], capture_output=True, text=True
             ).stdout.split()
             assert len(workers) == 1
             # kill -9 the worker and its pool process, as a machine failure would

@@ -42,7 +42,7 @@ PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 # server's are followed into function bodies too, since a running server calls them.
 CLIENT_ENTRIES = ("ganforge", "ganforge.__main__", "ganforge.cli", "ganforge.client")
 API_ENTRIES = ("api.app", "migrations")
-WORKER_ENTRIES = ("worker.celery_app", "worker.tasks", "ganforge.generator")
+WORKER_ENTRIES = ("worker.celery_app", "worker.tasks", "worker.generate", "ganforge.generator")
 # A server's import graph that reaches these would make the `api` extra pull the worker's weight.
 TORCH_SIDE = {"torch", "sklearn", "safetensors"}
 

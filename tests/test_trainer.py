@@ -33,6 +33,7 @@ class ListSink:
         self.metric_calls: list[tuple[int, dict[str, float]]] = []
         self.samples: list[tuple[int, np.ndarray]] = []
         self.checkpoints: list[tuple[int, dict[str, torch.Tensor], dict[str, Any]]] = []
+        self.alerts: list[dict[str, Any]] = []
         self._last = 0
 
     def metrics(self, step: int, values: dict[str, float]) -> None:
@@ -50,6 +51,9 @@ class ListSink:
 
     def should_stop(self) -> bool:
         return self.stop_at is not None and self._last >= self.stop_at
+
+    def alert(self, alert: dict[str, Any]) -> None:
+        self.alerts.append(alert)
 
 
 def small_spec(**changes: Any) -> JobSpec:

@@ -20,21 +20,22 @@ from typing import Any
 from celery.signals import worker_shutting_down
 from celery.worker import state as worker_state
 
-from models.queue import make_celery
+from models.queue import TRAIN_TASK, make_celery
 from models.settings import get_settings
 
 log = logging.getLogger(__name__)
 
 app = make_celery(get_settings())
-app.conf.update(include=["worker.tasks"], worker_concurrency=1)
+app.conf.update(include=["worker.tasks", "worker.generate"], worker_concurrency=1)
 
 
 def running_jobs() -> dict[int, str]:
-    """Pool process id → id of the job it runs, for the tasks this worker's pool has started."""
+    """Pool process id → id of the job it runs, for the training tasks this worker's pool has started."""
     running: dict[int, str] = {}
     for request in list(worker_state.active_requests):
         pid, args = getattr(request, "worker_pid", None), getattr(request, "args", None) or ["?"]
-        if pid and pid != os.getpid():
+        # A generate request (worker/generate.py) lasts seconds: it is left to finish, not signalled.
+        if pid and pid != os.getpid() and getattr(request, "name", TRAIN_TASK) == TRAIN_TASK:
             running[int(pid)] = str(args[0])
     return running
 

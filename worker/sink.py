@@ -67,6 +67,22 @@ class StoreSink:
         self.keeper.tick()
         return self.keeper.should_stop()
 
+    def alert(self, alert: dict[str, Any]) -> None:
+        """Record a training.watch alert on the job (jobs.alerts and an `alert` event), fenced by the lease token.
+
+        Written at once (an alert is rare), retried while the store is away; past the grace period it is not
+        recorded (the loop stops at this step and the job is handed back).
+        """
+        self._check_open()
+        try:
+            self.keeper.retrying(
+                lambda: self.store.add_alert(
+                    job_id=self.job_id, worker=self.keeper.worker, token=self.keeper.token, alert=alert
+                )
+            )
+        except StoreLost:
+            pass  # the loop stops at this step
+
     def sample(
         self, step: int, samples: np.ndarray, labels: np.ndarray | None, evaluation: dict[str, float] | None
     ) -> None:

@@ -9,6 +9,7 @@ writes what the trainer produces.
 How a run ends:
   trained all steps         -> succeeded
   diverged / raised         -> failed, with the first non-finite step or the error
+  training.watch, stop      -> failed, naming the alert (a final failure: no retry)
   cancelled by the user     -> cancelled, last checkpoint kept
   SIGTERM (deploy, scale)   -> checkpointed and handed back: queued again, no attempt used up
   store away past the grace -> checkpointed locally, marked as a hand-back: the reconciler
@@ -24,6 +25,7 @@ import os
 import signal
 import socket
 import threading
+import time
 import traceback
 from functools import lru_cache
 from typing import Any
@@ -42,7 +44,7 @@ from worker.checkpoints import LoadedCheckpoint, latest_complete, load_checkpoin
 from worker.gan import LoadedData, load_builtin
 from worker.lease import LeaseKeeper, StoreLost
 from worker.sink import StoreSink
-from worker.trainer import Diverged, resolve_device, train
+from worker.trainer import Diverged, WatchStop, resolve_device, train
 from worker.uploaded import load_uploaded
 
 log = logging.getLogger(__name__)
@@ -148,6 +150,21 @@ def train_job(job_id: str) -> str:
         return _run(keeper, store, artifacts, job.spec, settings)
 
 
+def _add_compute_seconds(keeper: LeaseKeeper, store: JobStore, cpu: float, on_gpu: bool, wall_started: float) -> None:
+    """Add this attempt's process CPU seconds, and its wall seconds when it trained on a GPU, to the job."""
+    gpu = time.monotonic() - wall_started if on_gpu else 0.0
+    if keeper.store_lost:
+        return
+    try:
+        keeper.retrying(
+            lambda: store.add_compute_seconds(
+                job_id=keeper.job_id, worker=keeper.worker, token=keeper.token, cpu=max(cpu, 0.0), gpu=gpu
+            )
+        )
+    except StoreLost:
+        log.warning("job %s: could not record its CPU/GPU seconds: the store stayed away", keeper.job_id)
+
+
 def _run(
     keeper: LeaseKeeper, store: JobStore, artifacts: ArtifactStore, spec_json: dict[str, Any], settings: Settings
 ) -> str:
@@ -183,12 +200,15 @@ def _run(
             class_names=data.info.class_names,
             dataset=data.info,
         )
+        cpu_started, wall_started, device = time.process_time(), time.monotonic(), None
         try:
             device = resolve_device(spec.training.device)
             init = load_init_weights(store, artifacts, spec)
             result = train(spec, data, sink, device, resume.state if resume else None, init)
         finally:
             sink.close()
+            on_gpu = device is not None and device.type == "cuda"
+            _add_compute_seconds(keeper, store, time.process_time() - cpu_started, on_gpu, wall_started)
     except Diverged as exc:
         try:
             latest = keeper.retrying(lambda: store.get_checkpoint(job_id=job_id, step=None))
@@ -196,6 +216,8 @@ def _run(
             latest = None
         kept = f"; last good checkpoint at step {latest.step}" if latest else "; no checkpoint was written"
         return end(JobStatus.FAILED, f"training diverged: {exc}{kept}", error=f"{exc}{kept}")
+    except WatchStop as exc:
+        return end(JobStatus.FAILED, str(exc), error=str(exc))
     except Exception as exc:
         log.exception("job %s failed", job_id)
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()

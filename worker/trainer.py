@@ -11,6 +11,10 @@ optimizer state, RNG state, step, and the fixed sample latent.
 A run that diverges raises `Diverged` naming the first step a metric was NaN or
 inf (worker/divergence.py); no non-finite metric, snapshot or checkpoint reaches
 the sink.
+
+training.watch (worker/watch.py) reads each metrics reading and snapshot for
+collapse and divergence; its alerts go to the sink, and with action "stop" the run
+ends with WatchStop after a checkpoint at that step.
 """
 
 from __future__ import annotations
@@ -26,7 +30,9 @@ import torch
 from models.spec import JobSpec
 from worker.data import Batches
 from worker.divergence import Diverged, NonFiniteWatch, check_samples, check_tensors, check_values
-from worker.gan import GAN, LoadedData, build_gan, evaluate_points
+from worker.gan import GAN, LoadedData, build_gan
+from worker.quality import make_evaluator
+from worker.watch import TrainingWatch, WatchStop, build_watch
 
 DEFAULT_IMAGE_SAMPLES = 64
 DEFAULT_POINT_SAMPLES = 2500
@@ -53,8 +59,12 @@ class Sink(Protocol):
         """True when the loop must stop now (cancel, shutdown, lost lease)."""
         ...
 
+    def alert(self, alert: dict[str, Any]) -> None:
+        """What training.watch found: {kind, step, evidence, action} (worker/watch.py); once per kind per run."""
+        ...
 
-__all__ = ["Diverged", "Sink", "TrainResult", "resolve_device", "train"]
+
+__all__ = ["Diverged", "Sink", "TrainResult", "WatchStop", "resolve_device", "train"]
 
 
 @dataclass(frozen=True)
@@ -99,8 +109,32 @@ def train(
 
     `resume` (a checkpoint's state) continues a run exactly; `init_weights` (a
     checkpoint's safetensors weights) starts a new run from trained networks.
-    Raises Diverged at the first metrics, snapshot or checkpoint after a non-finite value.
+    Raises Diverged at the first metrics, snapshot or checkpoint after a non-finite value
+    (handed to the sink as a divergence alert first), and WatchStop after a training.watch
+    alert when `training.watch.action` is "stop" (a checkpoint at that step is written first).
     """
+    detector = build_watch(spec, data.x.numpy(), spec.dataset.builtin)
+    if resume is not None and "watch" in resume:  # checkpoints written before training.watch have none
+        detector.load_state_dict(resume["watch"])
+    try:
+        return _train(spec, data, sink, device, detector, resume, init_weights)
+    except Diverged as exc:
+        if "divergence" not in detector.fired:
+            detector.record("divergence")
+            evidence = {"metric": exc.name, "value": str(exc.value)}  # NaN/inf as text: JSON has no such number
+            sink.alert({"kind": "divergence", "step": exc.step, "evidence": evidence, "action": "stopped"})
+        raise
+
+
+def _train(
+    spec: JobSpec,
+    data: LoadedData,
+    sink: Sink,
+    device: torch.device,
+    detector: TrainingWatch,
+    resume: dict[str, Any] | None,
+    init_weights: dict[str, torch.Tensor] | None,
+) -> TrainResult:
     training, every = spec.training, spec.every
     seed = training.seed
     torch.manual_seed(seed)
@@ -123,8 +157,7 @@ def train(
         if device.type == "cuda" and "cuda" in resume["rng"]:
             torch.cuda.set_rng_state(resume["rng"]["cuda"], device)
         step = int(resume["step"])
-    real_points = data.x[:DEFAULT_POINT_SAMPLES].numpy() if data.info.kind == "points" else None
-    dataset_name = spec.dataset.builtin or ""
+    evaluate = make_evaluator(spec, data, device)  # worker/quality.py: the snapshot's quality figures
 
     def state() -> dict[str, Any]:
         rng = {"torch": torch.get_rng_state()}
@@ -136,6 +169,7 @@ def train(
             "batches": batches.state_dict(),
             "fixed": {name: tensor.cpu() for name, tensor in fixed.items()},
             "rng": rng,
+            "watch": detector.state_dict(),
         }
 
     watch = NonFiniteWatch(device)
@@ -157,19 +191,29 @@ def train(
         checkpoint_now = step % every.checkpoint == 0 or final
         if metrics_now or samples_now or checkpoint_now:
             watch.check()  # the device is read here anyway: one sync reports the first bad step
+        alerts = []
         if metrics_now:
-            sink.metrics(step, {name: float(value) for name, value in values.items()})
+            readings = {name: float(value) for name, value in values.items()}
+            sink.metrics(step, readings)
+            alerts += detector.observe_metrics(step, readings)
         if samples_now:
             samples, labels = _snapshot(gan, fixed)
             check_samples(step, samples)
-            evaluation = evaluate_points(samples, dataset_name) if real_points is not None else None
+            evaluation = evaluate(gan, step, samples, labels) if evaluate is not None else None
             check_values(step, evaluation or {})
             sink.sample(step, samples, labels, evaluation)
             if evaluation:
                 sink.metrics(step, evaluation)
+            alerts += detector.observe_snapshot(step, evaluation, samples)
+        for alert in alerts:
+            sink.alert(alert)
         if checkpoint_now:
             checkpoint()
             last_checkpoint = step
+        if stop := next((alert for alert in alerts if alert["action"] == "stopped"), None):
+            if step != last_checkpoint:
+                checkpoint()
+            raise WatchStop(stop)
         if sink.should_stop():
             if step != last_checkpoint:
                 watch.check()

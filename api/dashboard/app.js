@@ -1,8 +1,10 @@
-// The dashboard: a hash-routed single page (#/jobs, #/jobs/<id>, #/submit, #/datasets) over the /v1 API.
+// The dashboard: a hash-routed single page (#/jobs, #/jobs/<id>, #/submit, #/datasets, #/studies, #/studies/<id>)
+// over the /v1 API.
 // DOM is built with h() and textContent only: job names, specs and errors are user data, never parsed as HTML.
 
 import { api, ApiError, apiKey, blobUrl, download, followEvents, onUnauthorized, setApiKey, upload } from "./api.js";
 import { Charts } from "./charts.js";
+import { studiesPage, studyPage } from "./studies.js";
 
 const FINAL = ["succeeded", "failed", "cancelled"];
 const STATUSES = ["queued", "running", "cancelling", ...FINAL]; // models.records.JobStatus.ALL
@@ -211,9 +213,12 @@ function jobPage(view, jobId) {
   const title = h("h1", {}, "Job ", h("code", {}, jobId));
   const statusText = h("span", { id: "job-status", role: "status" });
   const attempt = h("span", { id: "job-attempt" });
+  const studyLink = h("span", { id: "job-study" }); // the study that fanned the job out, if any
   const progress = h("span", { id: "job-progress" });
   const cancel = h("button", { type: "button", id: "cancel", class: "danger", disabled: true, onclick: cancelJob }, "Cancel job");
   const errorLine = h("p", { id: "job-error", class: "error", hidden: true });
+  // training.watch alerts (collapse, divergence): from the job, then live from "alert" events
+  const alerts = h("ul", { id: "alerts", class: "alerts", hidden: true, "aria-label": "Alerts" });
   const message = h("p", { id: "job-message", role: "status", class: "muted" });
   const logToggle = h("input", { type: "checkbox", id: "log-scale", onchange: () => charts.setLogScale(logToggle.checked) });
   const chartsBox = h("div", { class: "charts", id: "charts", dataset: { points: "0", series: "0" } });
@@ -232,8 +237,9 @@ function jobPage(view, jobId) {
 
   view.append(
     title,
-    h("div", { class: "row" }, h("span", {}, "Status: ", statusText), attempt, progress, cancel),
+    h("div", { class: "row" }, h("span", {}, "Status: ", statusText), attempt, progress, cancel, studyLink),
     errorLine,
+    alerts,
     message,
     h("div", { class: "job-layout" },
       h("section", { "aria-labelledby": "curves-title" },
@@ -270,6 +276,24 @@ function jobPage(view, jobId) {
     errorLine.textContent = job.error ? `Error: ${job.error}` : "";
     const text = JSON.stringify(job.spec, null, 2);
     if (specBox.textContent !== text) specBox.textContent = text;
+    (job.alerts || []).forEach(addAlert);
+    if (job.study_id && !studyLink.childElementCount) {
+      studyLink.append("part of study ", h("a", { href: `#/studies/${job.study_id}` }, h("code", {}, job.study_id)));
+    }
+  }
+
+  function addAlert(alert) {
+    const key = `${alert.kind}@${alert.step}`;
+    if (alerts.querySelector(`[data-key="${CSS.escape(key)}"]`)) return;
+    const evidence = Object.entries(alert.evidence || {})
+      .map(([name, value]) => `${name} ${typeof value !== "number" ? JSON.stringify(value)
+        : Number.isInteger(value) ? value : value.toPrecision(4)}`)
+      .join(" · ");
+    alerts.append(h("li", { class: "alert", dataset: { key, kind: alert.kind, step: String(alert.step) } },
+      h("strong", {}, `${alert.kind} at step ${alert.step}`),
+      alert.action ? ` (${alert.action})` : "",
+      evidence ? `: ${evidence}` : ""));
+    alerts.hidden = false;
   }
 
   async function refresh() {
@@ -376,6 +400,9 @@ function jobPage(view, jobId) {
     } else if (event === "checkpoint") {
       logEvent(`checkpoint at step ${data.step} (${bytes(data.size_bytes)})`, data.time);
       addCheckpoint(data);
+    } else if (event === "alert") {
+      logEvent(`alert: ${data.kind} at step ${data.step}`, data.time);
+      addAlert(data);
     } else logEvent(`${event}: ${JSON.stringify(data)}`, data.time);
   }
 
@@ -683,8 +710,12 @@ function render() {
   document.title = "ganforge";
   const path = location.hash.replace(/^#/, "") || "/jobs";
   const job = path.match(/^\/jobs\/([A-Za-z0-9_-]+)$/);
+  const study = path.match(/^\/studies\/([A-Za-z0-9_-]+)$/);
+  const ui = { h, statusBadge, errorText, duration };
   let page = "jobs";
   if (job) cleanup = jobPage(view, job[1]);
+  else if (study) (page = "study"), (cleanup = studyPage(view, study[1], ui));
+  else if (path === "/studies") (page = "studies"), (cleanup = studiesPage(view, ui));
   else if (path === "/submit") (page = "submit"), (cleanup = submitPage(view));
   else if (path === "/datasets") (page = "datasets"), (cleanup = datasetsPage(view));
   else cleanup = jobsPage(view);

@@ -51,7 +51,7 @@ _files = StaticFiles(directory=DASHBOARD_DIR)
 
 @router.api_route("/", methods=["GET", "HEAD"])
 def index() -> FileResponse:
-    """The single-page dashboard (hash-routed: /#/jobs, /#/jobs/<id>, /#/submit, /#/datasets)."""
+    """The single-page dashboard (hash-routed: /#/jobs, /#/jobs/<id>, /#/submit, /#/datasets, /#/studies[/<id>])."""
     # no-cache: a new version's page (and so its module URLs) is picked up on the next load
     return FileResponse(DASHBOARD_DIR / "index.html", headers={"Cache-Control": "no-cache", **PAGE_HEADERS})
 

@@ -26,6 +26,7 @@ RECORDED_METRICS = frozenset(
     {
         "loss_d", "loss_g", "d_real", "d_fake", "grad_norm_d", "grad_norm_g", "wasserstein", "gradient_penalty",
         "r1", "m_global", "k_t", "mutual_info", "modes_covered", "hq_fraction", "reverse_kl", "reverse_kl_all",
+        "fd", "class_accuracy", "code_purity", "code_nmi", "fid", "kid",  # worker/quality.py's image figures
     }
 )  # fmt: skip
 

@@ -3,6 +3,8 @@
     ganforge up --demo                              # embedded default: migrate, API + one worker, a demo job
     ganforge submit spec.yaml --set loss.lr_d=1e-4 --follow
     ganforge jobs --status running
+    ganforge study submit study.yaml --follow       # several losses and seeds, compared
+    ganforge generate JOB -n 64 -o samples.png      # sample a trained job's generator on the service
 
 Server commands (`up`, `api`, `worker`, `migrate`, in server.py) import the server's
 dependencies only when they run: `ganforge --help` and every client command work with
@@ -18,7 +20,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ganforge.cli import datasets, jobs, server
+from ganforge.cli import datasets, generate, jobs, server, studies
 from ganforge.cli.context import DEFAULT_URL, Options
 
 app = typer.Typer(
@@ -49,7 +51,9 @@ def _global(
 
 server.register(app)
 jobs.register(app)
+generate.register(app)
 app.add_typer(datasets.app, name="datasets", rich_help_panel="Use the service")
+app.add_typer(studies.app, name="study", rich_help_panel="Use the service")
 
 
 def _unparsed(context: Any) -> list[str]:

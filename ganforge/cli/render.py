@@ -189,10 +189,23 @@ def job_details(job: dict[str, Any]) -> Group:
         rows.append(("tags", ", ".join(f"{key}:{value}" for key, value in job["tags"].items())))
     for name, value in sorted(job["latest_metrics"].items()):
         rows.append((name, number(value)))
+    rows += [("alert", Text(alert_text(alert), style="yellow")) for alert in job.get("alerts") or []]
     for label, value in rows:
         facts.add_row(label, value)
     spec = yaml.safe_dump(job["spec"], sort_keys=False, default_flow_style=None).rstrip()
     return Group(facts, Text("\nspec (with every default filled in):", style="bold"), Text(spec))
+
+
+def alert_text(alert: dict[str, Any]) -> str:
+    """A training.watch alert as one line: `collapse at step 1200 (reported): modes_covered=1 best=8`."""
+    evidence = alert.get("evidence") or {}
+    shown = " ".join(
+        f"{key}={number(value) if isinstance(value, int | float) and not isinstance(value, bool) else value}"
+        for key, value in evidence.items()
+    )
+    head = f"{alert.get('kind', 'alert')} at step {alert.get('step', '?')}"
+    head += f" ({alert['action']})" if alert.get("action") else ""
+    return f"{head}: {shown}" if shown else head
 
 
 def event_line(event: dict[str, Any]) -> str:
@@ -213,6 +226,8 @@ def event_line(event: dict[str, Any]) -> str:
         return f"{head} step {data.get('step')}, {data.get('count')} samples" + (f" ({extra})" if extra else "")
     if kind == "checkpoint":
         return f"{head} step {data.get('step')}, {size(data.get('size_bytes'))}"
+    if kind == "alert":
+        return f"{head} {alert_text(data)}"
     rest = {key: value for key, value in data.items() if key != "time"}
     return f"{head} {json.dumps(rest, separators=(',', ':'))}"
 

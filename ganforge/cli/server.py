@@ -85,7 +85,8 @@ def up(
     data_dir: DataDir = None,
     demo: Annotated[bool, typer.Option("--demo", help="submit a small ring8 job once the API is ready")] = False,
 ) -> None:
-    """Migrate, then run the API and one worker (restarted if it dies) until Ctrl-C."""
+    """Migrate, then run the API, one training worker and one generate worker (each restarted if it dies) until
+    Ctrl-C."""
     _prepare(ctx, data_dir)
     from ganforge import supervisor
 
@@ -101,12 +102,21 @@ def api(ctx: typer.Context, host: Host = "127.0.0.1", port: Port = 8000, data_di
     os.execv(command[0], command)
 
 
-def worker(ctx: typer.Context, data_dir: DataDir = None) -> None:
-    """Run one Celery training worker (one job at a time)."""
+def worker(
+    ctx: typer.Context,
+    data_dir: DataDir = None,
+    generate: Annotated[
+        bool,
+        typer.Option(
+            "--generate", help="serve generate requests (POST /v1/jobs/{id}/generate) on their own queue, not training"
+        ),
+    ] = False,
+) -> None:
+    """Run one Celery training worker (one job at a time), or with --generate one generate worker."""
     _prepare(ctx, data_dir)
     from ganforge import supervisor
 
-    command = supervisor.worker_command()
+    command = supervisor.worker_command(generate=generate)
     os.execv(command[0], command)
 
 

@@ -8,12 +8,13 @@
             print(event.type, event.data)
         curves = client.metrics(job.id, ["loss_d", "loss_g"])  # .to_pandas() with pandas installed
         client.download_checkpoint(job.id, path="g.safetensors")
+        study = client.studies.wait(client.studies.submit("study.yaml").id)  # .comparison: one row per loss
 
 `AsyncClient` has the same methods as coroutines (and async iterators). Pure HTTP: imports httpx, httpx-sse,
 pydantic and the spec schema (models.spec), never torch or the server's libraries.
 """
 
-from ganforge.client.aio import AsyncClient, AsyncDatasets
+from ganforge.client.aio import AsyncClient, AsyncDatasets, AsyncStudies
 from ganforge.client.errors import (
     Conflict,
     ConnectionFailed,
@@ -27,7 +28,7 @@ from ganforge.client.errors import (
     ValidationFailed,
 )
 from ganforge.client.files import Progress as ProgressCallback
-from ganforge.client.sync import Client, Datasets
+from ganforge.client.sync import Client, Datasets, Studies
 from ganforge.client.types import (
     FINAL_STATUSES,
     Checkpoint,
@@ -38,12 +39,16 @@ from ganforge.client.types import (
     Progress,
     Sample,
     Series,
+    Study,
+    StudyCurves,
+    StudySummary,
 )
 
 __all__ = [
     "FINAL_STATUSES",
     "AsyncClient",
     "AsyncDatasets",
+    "AsyncStudies",
     "Checkpoint",
     "Client",
     "Conflict",
@@ -62,6 +67,10 @@ __all__ = [
     "Sample",
     "Series",
     "ServerError",
+    "Studies",
+    "Study",
+    "StudyCurves",
+    "StudySummary",
     "UnexpectedResponse",
     "Unauthorized",
     "ValidationFailed",

@@ -31,16 +31,22 @@ from ganforge.client.files import (
 )
 from ganforge.client.specs import SpecLike
 from ganforge.client.sse import Cursor, Reconnects
-from ganforge.client.transport import OnRetry, RetryPolicy, asend
+from ganforge.client.transport import OnRetry, RetryPolicy, asend, not_an_answer
 from ganforge.client.types import (
     Checkpoint,
     Dataset,
     DatasetPage,
     Event,
+    Generation,
     Job,
     JobPage,
     Metrics,
     Sample,
+    Study,
+    StudyCurves,
+    StudyPage,
+    StudySummary,
+    StudyValidated,
     T,
     Validated,
     parse,
@@ -86,6 +92,7 @@ class AsyncClient:
             base_url=self.config.base_url, headers=self.config.headers(), timeout=self.config.request_timeout()
         )
         self.datasets = AsyncDatasets(self)
+        self.studies = AsyncStudies(self)
 
     @property
     def base_url(self) -> str:
@@ -294,9 +301,62 @@ class AsyncClient:
             except httpx.TransportError as exc:
                 raise ConnectionFailed(f"the download of {target.name} broke off: {exc or type(exc).__name__}") from exc
 
+    async def generate(
+        self,
+        job_id: str,
+        count: int,
+        *,
+        seed: int = 0,
+        step: calls.Step = "latest",
+        labels: int | Iterable[int] | None = None,
+        codes: dict[str, Any] | None = None,
+        format: str = "npy",
+        ema: bool | None = None,
+        wait: float | None = 120.0,
+    ) -> bytes:
+        """`count` samples of the job's generator at checkpoint `step`, run by a generate worker: .npy bytes (float32,
+        count×D points or count×C×H×W images in [-1, 1]; `numpy.load(io.BytesIO(...))`) or, format="png", a PNG.
+
+        seed: the same seed gives the same samples; labels (cgan): one class for all or one per sample; codes
+        (infogan): {"categorical": ..., "continuous": ...}; ema: the EMA copy of G (default: when the job kept one).
+        The API answers within a few seconds or gives a URL to poll: this polls it until done, for at most `wait`
+        seconds (None: no limit), then raises TimeoutError. Raises ValidationFailed (a count over the bound, labels
+        on a job that is not cgan, ...: `.fields` names them), NotFound (no such job, or no checkpoint at `step`),
+        Conflict (no checkpoint yet; code generation_failed when the worker failed, with its reason).
+        """
+        deadline = None if wait is None else time.monotonic() + wait
+        call = calls.generate(job_id, count, seed=seed, step=step, labels=labels, codes=codes, format=format, ema=ema)
+        response = await self._send(call)
+        if response.status_code != 202:
+            return _generated(response, format, call)
+        generation_id = str(response.json().get("id", ""))
+        pause = POLL_START
+        while True:
+            generation = await self._answer(calls.generation(generation_id), Generation)
+            if generation.status == "succeeded":
+                return await self._file(calls.generation_result(generation_id, format), format)
+            if generation.status == "failed":
+                raise Conflict(f"the generation failed: {generation.error}", 409, "generation_failed")
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"generation {generation_id} is still {generation.status} after {wait} s")
+                pause = min(pause, left)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, POLL_MAX)
+
     async def catalog(self) -> dict[str, Any]:
         """Every loss, architecture and built-in data set with its parameters, defaults and paper."""
         return await self._answer(calls.catalog(), dict[str, Any])
+
+
+def _generated(response: httpx.Response, format: str, call: calls.Call) -> bytes:
+    """The bytes of a 200 answer to POST .../generate, checked to be the `format` file asked for."""
+    wrong = not_an_answer(response, calls.GENERATED_TYPES[format])
+    if wrong is not None:
+        raise wrong
+    check_signature(format, response.content[:HEAD_BYTES], f"the answer to {call.method} {call.path}")
+    return response.content
 
 
 class AsyncDatasets:
@@ -355,3 +415,82 @@ class AsyncDatasets:
     async def preview_png(self, dataset_id: str) -> bytes:
         """A PNG of real examples (an image grid, or a scatter plot of the first two dimensions of rows)."""
         return await self._client._file(calls.dataset_preview(dataset_id), "png")
+
+
+class AsyncStudies:
+    """`client.studies` of an `AsyncClient`: the same methods as `Studies` (sync.py) as coroutines, and an async
+    iterator for `list`."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    async def submit(self, spec: SpecLike, *, idempotency_key: str | None = None) -> Study:
+        """Submit a study; returns it (status queued) with its jobs.
+
+        spec: a dict, a `models.study.StudySpec`, or the path of a .yaml/.yml/.json file (read as a job spec file
+        is). Each call sends a fresh Idempotency-Key unless `idempotency_key` is given, so a retry never fans out a
+        second study; the same key with the same spec returns the first study, with another spec raises `Conflict`.
+        Raises ValidationFailed (field paths such as `body.losses[1]`, `body.grid[0].values[2]`; also over 200
+        jobs), NotFound (a data set id that is not yours).
+        """
+        return await self._client._answer(calls.submit_study(spec, idempotency_key), Study)
+
+    async def validate(self, spec: SpecLike) -> StudyValidated:
+        """The study's spec as it would run (`.spec`) and the number of jobs it would make (`.job_count`); creates
+        nothing. Raises ValidationFailed."""
+        return await self._client._answer(calls.validate_study(spec), StudyValidated)
+
+    async def get(self, study_id: str) -> Study:
+        """The study now: status, progress, its jobs and the comparison table. Raises NotFound."""
+        return await self._client._answer(calls.get_study(study_id), Study)
+
+    async def list(self, *, limit: int = 50) -> AsyncIterator[StudySummary]:
+        """Your studies, newest first, page after page (lazily; limit: the page size, not a cap on the total)."""
+        cursor: str | None = None
+        while True:
+            page = await self._client._answer(calls.list_studies(limit, cursor), StudyPage)
+            for study in page.studies:
+                yield study
+            cursor = page.next_cursor
+            if not cursor:
+                return
+
+    async def cancel(self, study_id: str) -> Study:
+        """Cancel every queued or running job of the study (each as `client.cancel` does); idempotent. A finished
+        job keeps its result. Raises NotFound."""
+        return await self._client._answer(calls.cancel_study(study_id), Study)
+
+    async def wait(self, study_id: str, timeout: float | None = None) -> Study:
+        """Poll until the study succeeded, failed or was cancelled, and return it (with its comparison). timeout:
+        seconds, None for no limit; raises TimeoutError past it."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = POLL_START
+        while True:
+            study = await self.get(study_id)
+            if study.finished:
+                return study
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"study {study_id} is still {study.status} after {timeout} s")
+                pause = min(pause, left)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, POLL_MAX)
+
+    async def curves(
+        self, study_id: str, names: Iterable[str] | str | None = None, *, points: int = 200
+    ) -> StudyCurves:
+        """The overlaid series per (loss, grid point): mean, std, min and max over seeds on a common step grid of at
+        most `points` steps. names: series names (modes_covered, loss_g, fd, ...); None: what the comparison reads (loss_g,
+        grad_norm_g and the measures).
+        Raises NotFound, ValidationFailed."""
+        return await self._client._answer(calls.study_curves(study_id, names, points), StudyCurves)
+
+    async def jobs(self, study_id: str) -> builtins.list[Job]:
+        """The study's jobs in full (alerts, latest metrics, ...), newest first: the jobs tagged `study:<id>`.
+        Raises NotFound (no such study of yours)."""
+        calls.check_id(study_id, "study_id")
+        found = [job async for job in self._client.list(tag=f"study:{study_id}", limit=200)]
+        if not found:
+            await self.get(study_id)  # every study has a job: none means not yours (NotFound)
+        return found

@@ -172,3 +172,92 @@ def upload_fields(name: str | None, resize: int | None, value_range: tuple[float
         low, high = value_range
         fields["value_range"] = f"{low!r},{high!r}"
     return fields
+
+
+# ---------------------------------------------------------------- studies (api/routes/studies.py)
+
+
+def study_path(study_id: str, *rest: str) -> str:
+    return "/".join(["/v1/studies", _segment(study_id, "study_id"), *rest]).rstrip("/")
+
+
+def submit_study(spec: SpecLike, idempotency_key: str | None) -> Call:
+    """POST /v1/studies with a fresh Idempotency-Key unless one is given: a retry cannot fan out a second study."""
+    key = idempotency_key if idempotency_key is not None else str(uuid.uuid4())
+    return Call("POST", "/v1/studies", json=spec_body(spec), headers={"Idempotency-Key": key})
+
+
+def validate_study(spec: SpecLike) -> Call:
+    return Call("POST", "/v1/studies", params={"validate_only": "true"}, json=spec_body(spec), idempotent=True)
+
+
+def get_study(study_id: str) -> Call:
+    return Call("GET", study_path(study_id))
+
+
+def list_studies(limit: int, cursor: str | None) -> Call:
+    params: dict[str, str | int] = {"limit": limit}
+    if cursor is not None:
+        params["cursor"] = cursor
+    return Call("GET", "/v1/studies", params=params)
+
+
+def cancel_study(study_id: str) -> Call:
+    # Cancelling a study only ever moves its jobs towards cancelled: sending it twice is sending it once.
+    return Call("POST", study_path(study_id, "cancel"), idempotent=True)
+
+
+def study_curves(study_id: str, names: Iterable[str] | str | None, points: int | None) -> Call:
+    params: dict[str, str | int] = {}
+    joined = names if isinstance(names, str) or names is None else ",".join(names)
+    if joined:  # None, "" or []: the study's default measures
+        params["names"] = joined
+    if points is not None:
+        params["points"] = points
+    return Call("GET", study_path(study_id, "curves"), params=params)
+
+
+# ---------------------------------------------------------------- generate (api/routes/generations.py)
+
+NPY = "application/x-npy"
+GENERATED_TYPES = {"png": PNG, "npy": NPY}
+
+
+def generate(
+    job_id: str,
+    count: int,
+    *,
+    seed: int,
+    step: Step,
+    labels: int | Iterable[int] | None,
+    codes: dict[str, Any] | None,
+    format: str,
+    ema: bool | None,
+) -> Call:
+    """POST /v1/jobs/{id}/generate. Sending it twice makes the same samples (a second request of the same seed), so
+    it may be retried. ValueError for a format other than png/npy, a count or seed that is not an int."""
+    if format not in GENERATED_TYPES:
+        raise ValueError(f'format must be "png" or "npy", got {format!r}')
+    for name, value in (("count", count), ("seed", seed)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{name} must be an int, got {value!r}"[:300])
+    body: dict[str, Any] = {"count": count, "seed": seed, "step": step_segment(step), "format": format}
+    if body["step"] != "latest":
+        body["step"] = int(body["step"])
+    if labels is not None:
+        body["labels"] = labels if isinstance(labels, int) else [int(label) for label in labels]
+    if codes is not None:
+        body["codes"] = codes
+    if ema is not None:
+        body["ema"] = ema
+    # The API waits a few seconds for the result (GANFORGE_GENERATE_WAIT_SECONDS), then answers 202: the SDK polls.
+    return Call("POST", job_path(job_id, "generate"), json=body, idempotent=True)
+
+
+def generation(generation_id: str) -> Call:
+    return Call("GET", f"/v1/generations/{_segment(generation_id, 'generation_id')}")
+
+
+def generation_result(generation_id: str, format: str) -> Call:
+    path = f"/v1/generations/{_segment(generation_id, 'generation_id')}/result"
+    return Call("GET", path, expect=GENERATED_TYPES[format])

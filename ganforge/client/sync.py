@@ -29,16 +29,22 @@ from ganforge.client.files import (
 )
 from ganforge.client.specs import SpecLike
 from ganforge.client.sse import Cursor, Reconnects
-from ganforge.client.transport import OnRetry, RetryPolicy, send
+from ganforge.client.transport import OnRetry, RetryPolicy, not_an_answer, send
 from ganforge.client.types import (
     Checkpoint,
     Dataset,
     DatasetPage,
     Event,
+    Generation,
     Job,
     JobPage,
     Metrics,
     Sample,
+    Study,
+    StudyCurves,
+    StudyPage,
+    StudySummary,
+    StudyValidated,
     T,
     Validated,
     parse,
@@ -84,6 +90,7 @@ class Client:
             base_url=self.config.base_url, headers=self.config.headers(), timeout=self.config.request_timeout()
         )
         self.datasets = Datasets(self)
+        self.studies = Studies(self)
 
     @property
     def base_url(self) -> str:
@@ -288,9 +295,62 @@ class Client:
             except httpx.TransportError as exc:
                 raise ConnectionFailed(f"the download of {target.name} broke off: {exc or type(exc).__name__}") from exc
 
+    def generate(
+        self,
+        job_id: str,
+        count: int,
+        *,
+        seed: int = 0,
+        step: calls.Step = "latest",
+        labels: int | Iterable[int] | None = None,
+        codes: dict[str, Any] | None = None,
+        format: str = "npy",
+        ema: bool | None = None,
+        wait: float | None = 120.0,
+    ) -> bytes:
+        """`count` samples of the job's generator at checkpoint `step`, run by a generate worker: .npy bytes (float32,
+        count×D points or count×C×H×W images in [-1, 1]; `numpy.load(io.BytesIO(...))`) or, format="png", a PNG.
+
+        seed: the same seed gives the same samples; labels (cgan): one class for all or one per sample; codes
+        (infogan): {"categorical": ..., "continuous": ...}; ema: the EMA copy of G (default: when the job kept one).
+        The API answers within a few seconds or gives a URL to poll: this polls it until done, for at most `wait`
+        seconds (None: no limit), then raises TimeoutError. Raises ValidationFailed (a count over the bound, labels
+        on a job that is not cgan, ...: `.fields` names them), NotFound (no such job, or no checkpoint at `step`),
+        Conflict (no checkpoint yet; code generation_failed when the worker failed, with its reason).
+        """
+        deadline = None if wait is None else time.monotonic() + wait
+        call = calls.generate(job_id, count, seed=seed, step=step, labels=labels, codes=codes, format=format, ema=ema)
+        response = self._send(call)
+        if response.status_code != 202:
+            return _generated(response, format, call)
+        generation_id = str(response.json().get("id", ""))
+        pause = POLL_START
+        while True:
+            generation = self._answer(calls.generation(generation_id), Generation)
+            if generation.status == "succeeded":
+                return self._file(calls.generation_result(generation_id, format), format)
+            if generation.status == "failed":
+                raise Conflict(f"the generation failed: {generation.error}", 409, "generation_failed")
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"generation {generation_id} is still {generation.status} after {wait} s")
+                pause = min(pause, left)
+            time.sleep(pause)
+            pause = min(pause * 2, POLL_MAX)
+
     def catalog(self) -> dict[str, Any]:
         """Every loss, architecture and built-in data set with its parameters, defaults and paper."""
         return self._answer(calls.catalog(), dict[str, Any])
+
+
+def _generated(response: httpx.Response, format: str, call: calls.Call) -> bytes:
+    """The bytes of a 200 answer to POST .../generate, checked to be the `format` file asked for."""
+    wrong = not_an_answer(response, calls.GENERATED_TYPES[format])
+    if wrong is not None:
+        raise wrong
+    check_signature(format, response.content[:HEAD_BYTES], f"the answer to {call.method} {call.path}")
+    return response.content
 
 
 class Datasets:
@@ -347,3 +407,79 @@ class Datasets:
     def preview_png(self, dataset_id: str) -> bytes:
         """A PNG of real examples (an image grid, or a scatter plot of the first two dimensions of rows)."""
         return self._client._file(calls.dataset_preview(dataset_id), "png")
+
+
+class Studies:
+    """`client.studies`: one request trains the same data and architecture with several losses, seeds and grid
+    points (ordinary jobs, tagged `study:<id>`), and returns the comparison (api/routes/studies.py)."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def submit(self, spec: SpecLike, *, idempotency_key: str | None = None) -> Study:
+        """Submit a study; returns it (status queued) with its jobs.
+
+        spec: a dict, a `models.study.StudySpec`, or the path of a .yaml/.yml/.json file (read as a job spec file
+        is). Each call sends a fresh Idempotency-Key unless `idempotency_key` is given, so a retry never fans out a
+        second study; the same key with the same spec returns the first study, with another spec raises `Conflict`.
+        Raises ValidationFailed (field paths such as `body.losses[1]`, `body.grid[0].values[2]`; also over 200
+        jobs), NotFound (a data set id that is not yours).
+        """
+        return self._client._answer(calls.submit_study(spec, idempotency_key), Study)
+
+    def validate(self, spec: SpecLike) -> StudyValidated:
+        """The study's spec as it would run (`.spec`) and the number of jobs it would make (`.job_count`); creates
+        nothing. Raises ValidationFailed."""
+        return self._client._answer(calls.validate_study(spec), StudyValidated)
+
+    def get(self, study_id: str) -> Study:
+        """The study now: status, progress, its jobs and the comparison table. Raises NotFound."""
+        return self._client._answer(calls.get_study(study_id), Study)
+
+    def list(self, *, limit: int = 50) -> Iterator[StudySummary]:
+        """Your studies, newest first, page after page (lazily; limit: the page size, not a cap on the total)."""
+        cursor: str | None = None
+        while True:
+            page = self._client._answer(calls.list_studies(limit, cursor), StudyPage)
+            yield from page.studies
+            cursor = page.next_cursor
+            if not cursor:
+                return
+
+    def cancel(self, study_id: str) -> Study:
+        """Cancel every queued or running job of the study (each as `client.cancel` does); idempotent. A finished
+        job keeps its result. Raises NotFound."""
+        return self._client._answer(calls.cancel_study(study_id), Study)
+
+    def wait(self, study_id: str, timeout: float | None = None) -> Study:
+        """Poll until the study succeeded, failed or was cancelled, and return it (with its comparison). timeout:
+        seconds, None for no limit; raises TimeoutError past it."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = POLL_START
+        while True:
+            study = self.get(study_id)
+            if study.finished:
+                return study
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"study {study_id} is still {study.status} after {timeout} s")
+                pause = min(pause, left)
+            time.sleep(pause)
+            pause = min(pause * 2, POLL_MAX)
+
+    def curves(self, study_id: str, names: Iterable[str] | str | None = None, *, points: int = 200) -> StudyCurves:
+        """The overlaid series per (loss, grid point): mean, std, min and max over seeds on a common step grid of at
+        most `points` steps. names: series names (modes_covered, loss_g, fd, ...); None: what the comparison reads (loss_g,
+        grad_norm_g and the measures).
+        Raises NotFound, ValidationFailed."""
+        return self._client._answer(calls.study_curves(study_id, names, points), StudyCurves)
+
+    def jobs(self, study_id: str) -> builtins.list[Job]:
+        """The study's jobs in full (alerts, latest metrics, ...), newest first: the jobs tagged `study:<id>`.
+        Raises NotFound (no such study of yours)."""
+        calls.check_id(study_id, "study_id")
+        found = builtins.list(self._client.list(tag=f"study:{study_id}", limit=200))
+        if not found:
+            self.get(study_id)  # every study has a job: none means not yours (NotFound)
+        return found

@@ -42,7 +42,8 @@ class Job(ApiModel):
 
     status: queued, running, cancelling, succeeded, failed or cancelled; spec: the admitted spec with every default
     filled in; tags: the spec's tags; latest_metrics: series name → latest value; attempt: the attempt running or
-    next to run (from 1) of max_attempts; error: why it failed (None otherwise).
+    next to run (from 1) of max_attempts; error: why it failed (None otherwise); study_id: the study that fanned it
+    out; alerts: what training.watch found ({kind, step, evidence, action}); cpu_seconds / gpu_seconds: training time.
     """
 
     id: str
@@ -56,6 +57,10 @@ class Job(ApiModel):
     attempt: int = 1
     max_attempts: int = 1
     error: str | None = None
+    study_id: str | None = None
+    alerts: list[dict[str, Any]] = []
+    cpu_seconds: float | None = None
+    gpu_seconds: float | None = None
     created_at: datetime
     updated_at: datetime | None = None
     started_at: datetime | None = None
@@ -73,8 +78,9 @@ class Event(ApiModel):
     id: its number in the job's log (1, 2, ...; strictly increasing); type: the SSE event name — `status`
     (data: from, to, reason, attempt), `metrics` (first_step, last_step, latest: name → value, points:
     [name, step, value] rows), `sample` (step, count, evaluation, png_url, npy_url), `checkpoint` (step,
-    size_bytes, url, state_url), `attempt` (attempt, reason); the URLs are paths on the API. data: the event's JSON
-    payload, `time` (ISO 8601) included; time: the same as a datetime.
+    size_bytes, url, state_url), `attempt` (attempt, reason), `alert` (what training.watch found: kind, collapse or
+    divergence; step; evidence, name → number; action, reported or stopped); the URLs are paths on the API. data: the
+    event's JSON payload, `time` (ISO 8601) included; time: the same as a datetime.
     """
 
     id: int
@@ -195,6 +201,108 @@ class Validated(ApiModel):
     spec: dict[str, Any]
 
 
+class StudyJob(ApiModel):
+    """One job of a study as `GET /v1/studies/{id}` lists it: id, loss, point (the grid values, {} without a grid),
+    seed, status, step and total_steps."""
+
+    id: str
+    loss: str
+    point: dict[str, Any] = {}
+    seed: int
+    status: str
+    step: int = 0
+    total_steps: int = 0
+
+
+class StudyProgress(ApiModel):
+    """steps_done and steps_total summed over the study's jobs; fraction = steps_done / steps_total (0-1)."""
+
+    steps_done: int
+    steps_total: int
+    fraction: float
+
+
+class StudySummary(ApiModel):
+    """A study as `GET /v1/studies` lists it (no comparison: `client.studies.get` for that).
+
+    status: queued, running (while any job is active), succeeded (all jobs did), failed (all final, some failed) or
+    cancelled; counts: job status → number of jobs.
+    """
+
+    id: str
+    name: str
+    status: str
+    job_count: int
+    counts: dict[str, int] = {}
+    progress: StudyProgress | None = None
+    created_at: datetime
+    updated_at: datetime | None = None
+
+    @property
+    def finished(self) -> bool:
+        """True once the study succeeded, failed or was cancelled (no job of it will run again)."""
+        return self.status in FINAL_STATUSES
+
+
+class Study(StudySummary):
+    """A study as `GET /v1/studies/{id}` shows it: the summary, plus
+
+    spec: the study's spec with every default filled in; jobs: one `StudyJob` per (loss, grid point, seed);
+    data_kind: "points" or "images"; measures: the quality figures compared, primary first (points: modes_covered,
+    hq_fraction, reverse_kl; images: fd, plus class_accuracy for cgan, code_purity for infogan); comparison: one row
+    per (loss, grid point), as models.comparison.compare makes it, kept as dicts: {"loss", "point", "runs",
+    "finished", "quality": {measure: {"mean", "std", "n"}}, "steps_to_threshold": {measure: {"mean", "std",
+    "reached", "n", "threshold"}}, "wall_seconds"/"cpu_seconds"/"gpu_seconds": {"mean", "std", "n"}, "stability":
+    {...}} (std is the sample std over seeds, None with one seed; a mean is None when no run has data).
+    """
+
+    spec: dict[str, Any] = {}
+    jobs: list[StudyJob] = []
+    data_kind: str | None = None
+    measures: list[str] = []
+    comparison: list[dict[str, Any]] = []
+
+
+class StudyPage(ApiModel):
+    """One page of `GET /v1/studies`: newest first, and the cursor of the next page (None on the last)."""
+
+    studies: list[StudySummary]
+    next_cursor: str | None = None
+
+
+class StudyValidated(ApiModel):
+    """The answer of `POST /v1/studies?validate_only=true`: the spec with every default, and how many jobs it makes."""
+
+    valid: bool = True
+    spec: dict[str, Any]
+    job_count: int
+
+
+class Curve(ApiModel):
+    """The overlaid series of one (loss, grid point) over its seeds, on a common step grid: at steps[i], the mean,
+    std (sample std; None where fewer than 2 runs have a value), min and max over the runs that have a value there
+    (None where none has); runs: the number of runs (seeds) it summarises."""
+
+    loss: str
+    point: dict[str, Any] = {}
+    steps: list[int]
+    mean: list[float | None]
+    std: list[float | None] = []
+    min: list[float | None] = []
+    max: list[float | None] = []
+    runs: int
+
+
+class StudyCurves(ApiModel):
+    """`GET /v1/studies/{id}/curves`: names (the series asked for) and curves: name → one `Curve` per (loss, point)."""
+
+    names: list[str]
+    curves: dict[str, list[Curve]]
+
+    def __getitem__(self, name: str) -> list[Curve]:
+        return self.curves[name]
+
+
 T = TypeVar("T")
 
 
@@ -219,3 +327,22 @@ def parse(kind: type[T], response: httpx.Response) -> T:
             response.status_code,
         ) from None
     return value
+
+
+class Generation(ApiModel):
+    """A generate request (`POST /v1/jobs/{id}/generate`) as `GET /v1/generations/{id}` shows it.
+
+    status: queued, running, succeeded or failed; params: the request as it runs (step resolved, ema decided);
+    error: why it failed; result_url: where its samples are once it succeeded.
+    """
+
+    id: str
+    job_id: str
+    status: str
+    params: dict[str, Any] = {}
+    error: str | None = None
+    media_type: str | None = None
+    result_url: str | None = None
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None

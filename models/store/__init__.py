@@ -7,6 +7,8 @@ One module per idea, composed into `JobStore`:
   reconciler's queries
 - `results`: events, metrics, samples, checkpoints
 - `datasets`: uploaded data set records
+- `alerts`: what training.watch found on a job, and its CPU/GPU seconds
+- `studies`: studies (one request fanned out into jobs) and the runs their comparison reads
 - `paging`: the one keyset-paging helper; `bounds`: client integers kept within BIGINT
 
 Methods take keyword-only arguments; each call is one short transaction (no
@@ -15,15 +17,18 @@ transaction stays open while a job trains).
 
 from __future__ import annotations
 
+from models.store.alerts import AlertsStore
 from models.store.base import as_utc, utcnow
 from models.store.datasets import DatasetsStore
 from models.store.errors import DatasetGone, DatasetInUse, IdempotencyConflict, InvalidCursor
+from models.store.generations import GenerationsStore
 from models.store.jobs import JobsStore
 from models.store.lease import LeaseStore
 from models.store.results import MetricPoint, ResultsStore
+from models.store.studies import StudiesStore
 
 
-class JobStore(JobsStore, LeaseStore, ResultsStore, DatasetsStore):
+class JobStore(StudiesStore, JobsStore, LeaseStore, ResultsStore, DatasetsStore, GenerationsStore, AlertsStore):
     """All reads and writes of jobs, leases, events, metrics, samples, checkpoints and data sets."""
 
 

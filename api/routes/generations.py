@@ -1,0 +1,225 @@
+"""Sample a trained job's generator: POST /v1/jobs/{id}/generate, run by a generate worker (never torch here).
+
+The request is checked here against the job's spec and data set (models/generation.py), stored as a `generations`
+row and sent on the generate queue (models/queue.py: `<queue>.generate`, consumed by `ganforge worker --generate`
+only, so it never waits behind training jobs). The POST then polls the row for up to
+GANFORGE_GENERATE_WAIT_SECONDS (or the smaller `?wait=`), every POLL_SECONDS, without holding a database connection
+between polls or blocking the event loop: done in time, it answers 200 with the result's bytes; else 202 and
+the URL to poll (`GET /v1/generations/{id}`, then `.../result`). A request no worker took or finished within
+GANFORGE_GENERATE_EXPIRE_SECONDS is failed by the reconciler with that reason (api/reconciler.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from api.deps import ArtifactsDep, BrokerDep, CurrentOwner, OwnedJob, SettingsDep, StoreDep, not_found
+from api.errors import ApiError
+from api.routes.results import steps_listed
+from models.admission import DatasetNotFound, dataset_info, network_shape
+from models.artifacts import ArtifactMissing, ArtifactStore
+from models.datasets import DatasetInfo
+from models.generation import GenerateRequest, check_against_job, has_ema, worker_params
+from models.queue import generate_queue, send_generate
+from models.records import Generation, GenerationStatus
+from models.spec import JobSpec, is_id
+from models.store import JobStore
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["generate"])
+
+POLL_SECONDS = 0.05  # between looks at the row while the POST waits: a 50 ms read of one row by its key
+
+
+class GenerationOut(BaseModel):
+    """A generate request and where it stands."""
+
+    id: str
+    job_id: str
+    status: str = Field(description="queued, running, succeeded or failed")
+    params: dict[str, Any] = Field(description="the request as it runs: step resolved, ema decided")
+    error: str | None = Field(description="why it failed")
+    media_type: str | None
+    result_url: str | None = Field(description="where the result is, once succeeded")
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def of(cls, generation: Generation) -> GenerationOut:
+        done = generation.status == GenerationStatus.SUCCEEDED
+        return cls(
+            id=generation.id,
+            job_id=generation.job_id,
+            status=generation.status,
+            params=generation.params,
+            error=generation.error,
+            media_type=generation.media_type,
+            result_url=f"/v1/generations/{generation.id}/result" if done else None,
+            created_at=generation.created_at,
+            started_at=generation.started_at,
+            finished_at=generation.finished_at,
+        )
+
+
+class GenerationAccepted(BaseModel):
+    """202: not done within the wait; poll `url`."""
+
+    id: str
+    status: str
+    url: str
+
+
+def _job_data(spec: JobSpec, owner: str, store: JobStore) -> tuple[DatasetInfo | None, tuple[int, ...] | None]:
+    """The job's data set description and one sample's shape; (None, None) when the upload's record is gone."""
+    try:
+        info = dataset_info(spec.dataset, owner=owner, store=store)
+    except DatasetNotFound:
+        return None, None
+    return info, network_shape(spec, info)
+
+
+def _checkpoint_step(store: JobStore, job_id: str, step: int | str) -> int:
+    """The step of the job's checkpoint `step` ("latest": the newest); 404 (a step that is not there, listing
+    those that are) or 409 (no checkpoint yet) naming body field `step`."""
+    checkpoint = store.get_checkpoint(job_id=job_id, step=None if step == "latest" else int(step))
+    if checkpoint is not None:
+        return checkpoint.step
+    steps = [c.step for c in store.list_checkpoints(job_id=job_id)]
+    if not steps:
+        message = "this job has no checkpoint yet: generate once it has written one (every.checkpoint, and at the end)"
+        raise ApiError(409, "no_checkpoint", message, [{"field": "step", "message": message}])
+    message = f"no checkpoint at step {step}; this job's checkpoints: {steps_listed(steps)} (or 'latest')"
+    raise ApiError(404, "not_found", message, [{"field": "step", "message": message}])
+
+
+def _result(artifacts: ArtifactStore, generation: Generation) -> Response:
+    """200 with the result's bytes (at most MAX_VALUES float32 values: read whole)."""
+    assert generation.result_key is not None and generation.media_type is not None
+    try:
+        with artifacts.open(generation.result_key) as handle:
+            content = handle.read()
+    except ArtifactMissing:
+        raise ApiError(
+            404, "artifact_missing", "the file of this generation is missing from the artifact store"
+        ) from None
+    extension = generation.result_key.rsplit(".", 1)[-1]
+    headers = {
+        "X-Generation-Id": generation.id,
+        "Content-Disposition": f'attachment; filename="{generation.job_id}-{generation.id[:8]}.{extension}"',
+    }
+    return Response(content, media_type=generation.media_type, headers=headers)
+
+
+def _failed(generation: Generation) -> ApiError:
+    """409 generation_failed with the worker's reason: the same answer from the POST and from .../result."""
+    message = f"the generation failed: {generation.error or 'no reason recorded'}"
+    return ApiError(409, "generation_failed", message)
+
+
+@router.post(
+    "/v1/jobs/{job_id}/generate",
+    responses={
+        200: {"content": {"image/png": {}, "application/x-npy": {}}, "description": "the samples (X-Generation-Id)"},
+        202: {"model": GenerationAccepted, "description": "not done within the wait: poll url"},
+        404: {"description": "no such job of yours, or no checkpoint at that step"},
+        409: {"description": "the job has no checkpoint yet, or the generate worker failed (generation_failed)"},
+    },
+)
+async def generate(
+    body: GenerateRequest,
+    job: OwnedJob,
+    owner: CurrentOwner,
+    store: StoreDep,
+    artifacts: ArtifactsDep,
+    broker: BrokerDep,
+    settings: SettingsDep,
+    wait: Annotated[
+        float | None,
+        Query(ge=0, le=60, description="seconds to wait for the result (at most GANFORGE_GENERATE_WAIT_SECONDS)"),
+    ] = None,
+) -> Response:
+    """`count` samples of the job's generator at checkpoint `step`: the .npy array (count×D points, or
+    count×C×H×W images in [-1, 1]) or a PNG (a grid of images, a scatter plot of points).
+
+    cgan: `labels` picks the classes; infogan: `codes` sets the codes; `ema` (default: when the job kept one)
+    uses the EMA copy of G. The same request (seed included) gives the same samples. Answers 200 with the bytes
+    when the worker is done within the wait, else 202 with the URL to poll. 422 (naming the field) for a count
+    over the bound, labels on a job that is not cgan or outside its classes, codes that do not fit.
+    """
+    spec = JobSpec.model_validate(job.spec)
+    info, shape = await run_in_threadpool(_job_data, spec, owner, store)
+    problems = check_against_job(body, spec, info, shape)
+    if problems:
+        details = [{"field": p.field, "message": p.message} for p in problems]
+        summary = "; ".join(f"{p.field}: {p.message}" for p in problems)
+        raise ApiError(422, "validation_error", summary, details)
+    step = await run_in_threadpool(_checkpoint_step, store, job.id, body.step)
+    params = worker_params(body, step, has_ema(spec) if body.ema is None else body.ema)
+    generation = await run_in_threadpool(lambda: store.create_generation(job_id=job.id, owner=owner, params=params))
+    try:
+        await run_in_threadpool(send_generate, broker, generation.id, generate_queue(settings))
+    except Exception:  # the broker is away: fail the request now rather than leave it queued
+        log.warning("broker unreachable; generation %s failed", generation.id, exc_info=True)
+        await run_in_threadpool(
+            lambda: store.fail_generation(generation_id=generation.id, error="the broker could not be reached")
+        )
+        raise ApiError(503, "broker_unavailable", "the queue could not be reached: try again shortly") from None
+    limit = settings.generate_wait_seconds if wait is None else min(wait, settings.generate_wait_seconds)
+    deadline = time.monotonic() + limit
+    current: Generation | None = generation
+    while True:
+        current = await run_in_threadpool(lambda: store.get_generation(generation_id=generation.id))
+        if current is None or current.status in GenerationStatus.FINAL or time.monotonic() >= deadline:
+            break
+        await asyncio.sleep(POLL_SECONDS)
+    if current is not None and current.status == GenerationStatus.SUCCEEDED:
+        return await run_in_threadpool(_result, artifacts, current)
+    if current is not None and current.status == GenerationStatus.FAILED:
+        raise _failed(current)
+    url = f"/v1/generations/{generation.id}"
+    status = current.status if current is not None else GenerationStatus.QUEUED
+    return JSONResponse(
+        GenerationAccepted(id=generation.id, status=status, url=url).model_dump(),
+        status_code=202,
+        headers={"Location": url, "X-Generation-Id": generation.id},
+    )
+
+
+def _owned(store: JobStore, owner: str, generation_id: str) -> Generation:
+    generation = store.get_generation(generation_id=generation_id, owner=owner) if is_id(generation_id) else None
+    if generation is None:
+        raise not_found("generation", generation_id)
+    return generation
+
+
+@router.get("/v1/generations/{generation_id}", response_model=GenerationOut)
+def get_generation(store: StoreDep, owner: CurrentOwner, generation_id: Annotated[str, Path()]) -> GenerationOut:
+    """The generate request and its status; `result_url` once it succeeded. Another owner's is a 404."""
+    return GenerationOut.of(_owned(store, owner, generation_id))
+
+
+@router.get(
+    "/v1/generations/{generation_id}/result",
+    responses={200: {"content": {"image/png": {}, "application/x-npy": {}}}, 409: {"description": "not done"}},
+)
+def get_generation_result(
+    store: StoreDep, artifacts: ArtifactsDep, owner: CurrentOwner, generation_id: Annotated[str, Path()]
+) -> Response:
+    """The samples of a succeeded generate request; 409 while it is queued or running, or when it failed."""
+    generation = _owned(store, owner, generation_id)
+    if generation.status == GenerationStatus.SUCCEEDED:
+        return _result(artifacts, generation)
+    if generation.status == GenerationStatus.FAILED:
+        raise _failed(generation)
+    message = f"the generation is {generation.status}: poll GET /v1/generations/{generation.id} until it succeeded"
+    raise ApiError(409, "not_ready", message)

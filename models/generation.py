@@ -1,0 +1,226 @@
+"""What `POST /v1/jobs/{id}/generate` accepts: the request body and its checks against the job (no torch here).
+
+A request is checked twice: `GenerateRequest` (pydantic) checks what it can alone (types, count 1..MAX_COUNT, seed,
+step, format), then `check_against_job` checks it against the job's spec and data set: the count's bound for the
+kind of data (MAX_IMAGES images, MAX_POINTS points or rows, and at most MAX_VALUES numbers in all), `labels` for
+`cgan` only and within its classes, `codes` for `infogan` only and the shape of its codes (Chen et al. 2016,
+arXiv 1606.03657: categorical codes of K_i categories and continuous codes in [-1, 1] during training), `ema`
+only when the job kept an EMA of G. Each problem names the body field at fault (body.labels.3, ...).
+The worker (worker/generate.py) runs the request through ganforge.generator.Generator.generate.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator
+
+from models.datasets import DatasetInfo
+from models.spec import InfoGANLoss, JobSpec, StrictModel
+
+MAX_POINTS = 10_000  # 2-D points or rows per request: a scatter plot of more says nothing new
+MAX_IMAGES = 256  # images per request: a 16×16 grid
+MAX_COUNT = MAX_POINTS
+MAX_VALUES = 2**22  # numbers in one result: 16 MiB of float32, whatever the sample shape
+MAX_SEED = 2**31 - 1
+MAX_STEP = 10**12
+FORMATS = ("png", "npy")
+MEDIA_TYPES = {"png": "image/png", "npy": "application/x-npy"}
+
+Indices = Annotated[list[int], Field(max_length=MAX_COUNT)]
+IndexRows = Annotated[list[Annotated[list[int], Field(max_length=8)]], Field(max_length=MAX_COUNT)]
+Values = Annotated[list[float], Field(max_length=64)]
+ValueRows = Annotated[list[Annotated[list[float], Field(max_length=64)]], Field(max_length=MAX_COUNT)]
+
+
+class Codes(StrictModel):
+    """InfoGAN's codes; a code not given is drawn from its prior (uniform categories, uniform [-1, 1])."""
+
+    categorical: int | Indices | IndexRows | None = Field(
+        default=None,
+        description="the first categorical code's category for every sample (an int) or for each (count ints), "
+        "or every categorical code of each sample (count lists of one index per code)",
+    )
+    continuous: Values | ValueRows | None = Field(
+        default=None,
+        description="the continuous codes of every sample (one value per code) or of each (count lists); "
+        "training drew them from [-1, 1]",
+    )
+
+    @field_validator("categorical", "continuous", mode="before")
+    @classmethod
+    def _no_bool(cls, value: Any) -> Any:
+        # JSON true is not a category (pydantic would read it as 1).
+        if isinstance(value, bool) or (isinstance(value, list) and any(isinstance(v, bool) for v in value)):
+            raise ValueError("must be numbers, not booleans")
+        return value
+
+
+class GenerateRequest(StrictModel):
+    """The body of POST /v1/jobs/{id}/generate."""
+
+    count: int = Field(
+        ge=1,
+        le=MAX_COUNT,
+        description=f"how many samples: 1 to {MAX_IMAGES} images or {MAX_POINTS} points/rows, "
+        f"and at most {MAX_VALUES} numbers in all",
+    )
+    seed: int = Field(default=0, ge=0, le=MAX_SEED, description="the same seed gives the same samples")
+    step: int | Literal["latest"] = Field(default="latest", description="a checkpoint's step, or 'latest'")
+    labels: int | Indices | None = Field(
+        default=None,
+        description="cgan only: one class index for every sample, or one per sample (count of them); "
+        "default: drawn uniformly",
+    )
+    codes: Codes | None = Field(default=None, description="infogan only: the codes (default: drawn from the priors)")
+    format: Literal["png", "npy"] = Field(
+        default="npy", description="npy: the float32 array (count×D, or count×C×H×W in [-1, 1]); png: a picture"
+    )
+    ema: bool | None = Field(
+        default=None, description="use the EMA copy of G (training.ema_decay); default: when the job kept one"
+    )
+
+    @field_validator("count", "seed", mode="before")
+    @classmethod
+    def _int_not_bool(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError("must be an integer, not a boolean")
+        return value
+
+    @field_validator("step", mode="before")
+    @classmethod
+    def _step(cls, value: Any) -> Any:
+        # One message for the union, naming body.step rather than each member.
+        if value == "latest":
+            return value
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_STEP:
+            raise ValueError(f"must be 'latest' or a step number from 0 to {MAX_STEP}")
+        return value
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _labels_not_bool(cls, value: Any) -> Any:
+        if isinstance(value, bool) or (isinstance(value, list) and any(isinstance(v, bool) for v in value)):
+            raise ValueError("must be class indices (integers), not booleans")
+        return value
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a request: the body field (e.g. "labels.3") and why."""
+
+    field: str
+    message: str
+
+
+def count_bound(info: DatasetInfo, shape: tuple[int, ...]) -> int:
+    """The most samples one request may ask of a job whose samples have `shape`: MAX_IMAGES images or MAX_POINTS
+    points/rows, fewer when that many would pass MAX_VALUES numbers."""
+    kind_bound = MAX_IMAGES if info.kind == "images" else MAX_POINTS
+    return max(1, min(kind_bound, MAX_VALUES // max(1, math.prod(shape))))
+
+
+def has_ema(spec: JobSpec) -> bool:
+    """Whether the job keeps an EMA copy of G (its checkpoints hold generator_ema.* weights)."""
+    return spec.training.ema_decay is not None
+
+
+def check_against_job(
+    request: GenerateRequest, spec: JobSpec, info: DatasetInfo | None, shape: tuple[int, ...] | None
+) -> list[Problem]:
+    """What is wrong with `request` for the job of `spec` (empty: nothing).
+
+    `info` and `shape` (one sample's shape after resize) are None when the data set's record is gone: the count
+    is then held to MAX_IMAGES and the class range is left to the worker.
+    """
+    problems: list[Problem] = []
+    bound = count_bound(info, shape) if info is not None and shape is not None else MAX_IMAGES
+    if request.count > bound:
+        what = "samples" if info is None else ("images" if info.kind == "images" else "points")
+        problems.append(
+            Problem("count", f"{request.count} is too many: at most {bound} {what} per request for this job")
+        )
+    loss = spec.loss.name
+    if request.labels is not None:
+        problems += _check_labels(request, loss, info)
+    if request.codes is not None:
+        problems += _check_codes(request.codes, request.count, spec)
+    if request.ema and not has_ema(spec):
+        problems.append(Problem("ema", "this job kept no EMA of G (training.ema_decay was not set): omit ema"))
+    return problems
+
+
+def _check_labels(request: GenerateRequest, loss: str, info: DatasetInfo | None) -> list[Problem]:
+    labels = request.labels
+    if loss != "cgan":
+        return [Problem("labels", f"labels apply to a cgan job; this job's loss is {loss}")]
+    if isinstance(labels, list) and len(labels) != request.count:
+        return [Problem("labels", f"give one class index, or {request.count} (one per sample); got {len(labels)}")]
+    k = info.num_classes if info is not None else 0
+    if not k:
+        return []
+    values = labels if isinstance(labels, list) else [labels]
+    for i, label in enumerate(values):
+        if not 0 <= int(label) < k:  # type: ignore[arg-type]
+            field = f"labels.{i}" if isinstance(labels, list) else "labels"
+            return [Problem(field, f"{label} is not a class of this job: classes are 0..{k - 1}")]
+    return []
+
+
+def _check_codes(codes: Codes, count: int, spec: JobSpec) -> list[Problem]:
+    if not isinstance(spec.loss, InfoGANLoss):
+        return [Problem("codes", f"codes apply to an infogan job; this job's loss is {spec.loss.name}")]
+    ks, c = spec.loss.categorical_codes, spec.loss.continuous_codes
+    problems: list[Problem] = []
+    categorical = codes.categorical
+    if categorical is not None:
+        if not ks:
+            problems.append(Problem("codes.categorical", "this job has no categorical code"))
+        elif isinstance(categorical, int):
+            problems += _in_range("codes.categorical", [categorical], ks[0], single=True)
+        elif all(isinstance(row, int) for row in categorical):
+            if len(categorical) != count:
+                problems.append(Problem("codes.categorical", f"give one index or {count}; got {len(categorical)}"))
+            else:
+                problems += _in_range("codes.categorical", categorical, ks[0])  # type: ignore[arg-type]
+        else:
+            rows: list[list[int]] = categorical  # type: ignore[assignment]
+            if len(rows) != count or any(len(row) != len(ks) for row in rows):
+                problems.append(Problem("codes.categorical", f"give {count} lists of {len(ks)} indices (one per code)"))
+            else:
+                for i, row in enumerate(rows):
+                    for j, (value, k) in enumerate(zip(row, ks, strict=True)):
+                        if not 0 <= value < k:
+                            problems.append(
+                                Problem(f"codes.categorical.{i}.{j}", f"{value} is out of range: 0..{k - 1}")
+                            )
+                            return problems
+    continuous = codes.continuous
+    if continuous is not None:
+        if not c:
+            problems.append(Problem("codes.continuous", "this job has no continuous code"))
+        elif all(isinstance(v, float | int) for v in continuous):
+            if len(continuous) != c:
+                problems.append(Problem("codes.continuous", f"give {c} values (one per code); got {len(continuous)}"))
+        else:
+            lists: list[list[float]] = continuous  # type: ignore[assignment]
+            if len(lists) != count or any(len(row) != c for row in lists):
+                problems.append(Problem("codes.continuous", f"give {c} values, or {count} lists of {c}"))
+    return problems
+
+
+def _in_range(field: str, values: list[int], k: int, *, single: bool = False) -> list[Problem]:
+    for i, value in enumerate(values):
+        if not 0 <= value < k:
+            return [Problem(field if single else f"{field}.{i}", f"{value} is out of range: indices are 0..{k - 1}")]
+    return []
+
+
+def worker_params(request: GenerateRequest, step: int, ema: bool) -> dict[str, Any]:
+    """The stored request (generations.params): the step resolved (so 'latest' means the newest at request time)
+    and whether the EMA weights are used."""
+    params = request.model_dump(mode="json", exclude_none=True)
+    params.update(step=step, ema=ema)
+    return params
