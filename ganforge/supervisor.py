@@ -89,15 +89,22 @@ def migrate() -> None:
     log.info("schema is at the latest revision (%s)", settings.database_url.split("@")[-1])
 
 
-def _die_with_parent() -> None:
-    # Runs in the child between fork and exec; the setting survives exec.
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+def _die_with_parent(death_signal: signal.Signals) -> Callable[[], None]:
+    def arm() -> None:
+        # Runs in the child between fork and exec; the setting survives exec.
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, death_signal, 0, 0, 0)
+
+    return arm
 
 
-def spawn(command: list[str]) -> subprocess.Popen[bytes]:
-    """Start `command` as the leader of a new process group that gets SIGTERM if we die."""
-    return subprocess.Popen(command, process_group=0, preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+def spawn(command: list[str], death_signal: signal.Signals = signal.SIGTERM) -> subprocess.Popen[bytes]:
+    """Start `command` as the leader of a new process group that gets `death_signal` if we die.
+
+    SIGTERM is a Celery worker's warm shutdown (a training job is checkpointed and handed back); SIGQUIT its cold
+    shutdown, for the generate worker, whose unfinished request the reconciler expires anyway."""
+    arm = _die_with_parent(death_signal) if sys.platform == "linux" else None
+    return subprocess.Popen(command, process_group=0, preexec_fn=arm)
 
 
 def is_ready(url: str) -> bool:
@@ -147,7 +154,7 @@ class Up:
         self.signals = 0
         self.api: subprocess.Popen[bytes] | None = None
         self.worker: subprocess.Popen[bytes] | None = None
-        self.generator = Kept("generate worker", lambda: spawn(worker_command(generate=True)))
+        self.generator = Kept("generate worker", lambda: spawn(worker_command(generate=True), signal.SIGQUIT))
 
     @property
     def url(self) -> str:
