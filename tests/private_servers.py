@@ -13,6 +13,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Self
 
 import psycopg
 
@@ -31,7 +32,20 @@ def _as_postgres(args: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *args] if os.geteuid() == 0 else args
 
 
-class PrivatePostgres:
+class _Closing:
+    """`with Server() as server:` closes it however the block ends."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+class PrivatePostgres(_Closing):
     """A throw-away PostgreSQL cluster (trust auth, user postgres) on 127.0.0.1:`port`."""
 
     def __init__(self) -> None:
@@ -78,7 +92,7 @@ class PrivatePostgres:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-class PrivateRedis:
+class PrivateRedis(_Closing):
     """A throw-away Redis server (no persistence) on 127.0.0.1:`port`."""
 
     def __init__(self) -> None:

@@ -147,15 +147,13 @@ def test_a_hand_back_does_not_use_up_an_attempt(bare_service: Service) -> None:
 @pytest.fixture
 def private_servers(tmp_path: Path) -> Iterator[tuple[Service, PrivatePostgres, PrivateRedis]]:
     """A migrated deployment on a PostgreSQL and a Redis of its own, which the test may stop and restart."""
-    postgres, redis = PrivatePostgres(), PrivateRedis()
-    service = Service(env=service_env(tmp_path, postgres.url, redis.url), data_dir=tmp_path)
-    try:
-        service.migrate()
-        yield service, postgres, redis
-    finally:
-        service.stop()
-        redis.close()
-        postgres.close()
+    with PrivatePostgres() as postgres, PrivateRedis() as redis:
+        service = Service(env=service_env(tmp_path, postgres.url, redis.url), data_dir=tmp_path)
+        try:
+            service.migrate()
+            yield service, postgres, redis
+        finally:
+            service.stop()
 
 
 def test_postgres_restart_during_a_run_loses_nothing(
