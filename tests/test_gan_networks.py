@@ -170,8 +170,13 @@ def test_generate_is_eval_mode_no_grad_restores_train_mode_and_uses_the_ema_copy
     before = [p.detach().clone() for p in gan.generator.parameters()]
     data = torch.rand(4, 1, 16, 16) * 2 - 1
     gan.train_step(lambda: (data, None))
+    # θ_ema = d·θ_ema + (1−d)·θ with the warm-up d = min(decay, (1 + n) / (10 + n)): 0.1 at the first update
     for ema, old, new in zip(gan.ema.model.parameters(), before, gan.generator.parameters(), strict=True):
-        assert torch.allclose(ema, 0.5 * old + 0.5 * new.detach())  # θ_ema = d·θ_ema + (1−d)·θ
+        assert torch.allclose(ema, 0.1 * old + 0.9 * new.detach())
+    later = [p.detach().clone() for p in gan.ema.model.parameters()]
+    gan.ema.update(gan.generator, 100)  # past the warm-up: d = decay
+    for ema, old, new in zip(gan.ema.model.parameters(), later, gan.generator.parameters(), strict=True):
+        assert torch.allclose(ema, 0.5 * old + 0.5 * new.detach())
     inputs = gan.fixed_inputs(4, torch.Generator().manual_seed(0))
     out = gan.generate(inputs)
     assert not out.requires_grad and gan.generator.training

@@ -94,9 +94,9 @@ class GAN:
             metrics = self._discriminator_step(real, labels, fake, inputs)
         inputs = self.latent.sample(real.shape[0], real.device)
         metrics.update(self._generator_step(self.generator(**inputs), inputs))
-        self.generator_steps += 1
         if self.ema is not None:
-            self.ema.update(self.generator)
+            self.ema.update(self.generator, self.generator_steps)
+        self.generator_steps += 1
         return metrics
 
     def _discriminator_step(
