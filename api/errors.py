@@ -31,22 +31,87 @@ DETAILS_MAX = 50
 FIELD_CHARS_MAX = 200
 
 
+# pydantic names each member of a plain union in the path (labels.list[int].0, name.function-after[...],
+# init_from.InitFrom.job): a core type, a bracketed schema or a model's class name. None of them is in the request.
+_LABEL = re.compile(r"[a-z][a-z-]*\[.*\]|constrained-[a-z]+|[A-Z][A-Za-z0-9_]*", re.DOTALL)
+_CORE_TYPES = {"int", "float", "str", "bool", "bytes", "none", "decimal", "list", "dict", "tuple", "set", "frozenset"}
+_ABSENT = object()
+
+
+def _is_label(part: object) -> bool:
+    return isinstance(part, str) and (part in _CORE_TYPES or _LABEL.fullmatch(part) is not None)
+
+
+def clean_loc(loc: Sequence[Any], body: Any = _ABSENT) -> tuple[tuple[Any, ...], int | None]:
+    """`loc` without pydantic's union-member labels and discriminator tags, and where the first label was (the
+    length of the kept path before it; None when there was none).
+
+    With the request's `body`, a part is a label only when it is not also a key of the body at that place (a tag
+    key may be spelled "int"); without it, by its form alone.
+    """
+    node = body if loc and loc[0] == "body" else _ABSENT
+    kept: list[Any] = list(loc[:1])
+    union_at: int | None = None
+    for part in loc[1:]:
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        elif (kept and kept[-1] in _TAGS and part in _TAGS[kept[-1]]) or _is_label(part):
+            union_at = len(kept) if union_at is None else union_at
+            continue
+        else:
+            node = _ABSENT
+        kept.append(part)
+    return tuple(kept), union_at
+
+
 def field_path(loc: Sequence[Any]) -> str:
+    """A location (cleaned by plain_errors) as the path an answer shows: "labels.0", "query.limit" (body fields
+    without "body")."""
     parts = list(loc)
     if parts and parts[0] in _SOURCES and len(parts) > 1:
         source = parts.pop(0)
         if source != "body":
             parts.insert(0, source)
-    cleaned: list[str] = []
-    for part in parts:
-        if cleaned and cleaned[-1] in _TAGS and part in _TAGS[cleaned[-1]]:
-            continue
-        if isinstance(part, str) and (part.startswith("function-") or part.startswith("tagged-union[")):
-            continue
-        cleaned.append(str(part))
     # A lone surrogate (a JSON key "\ud800") cannot be encoded as UTF-8: the answer shows it escaped.
-    path = ".".join(cleaned).encode("utf-8", "backslashreplace").decode("utf-8")
+    path = ".".join(map(str, parts)).encode("utf-8", "backslashreplace").decode("utf-8")
     return path if len(path) <= FIELD_CHARS_MAX else path[:FIELD_CHARS_MAX] + "…"
+
+
+def plain_errors(errors: Sequence[dict[str, Any]], body: Any = _ABSENT) -> list[dict[str, Any]]:
+    """pydantic's errors with clean paths, one error per union instead of one per member.
+
+    A union's members are tried in turn and each reports: when one got inside the value (labels.3 of a list),
+    the others' "not a valid integer" is noise and is dropped; when none did, their messages become one.
+    """
+    cleaned: list[tuple[dict[str, Any], int | None]] = []
+    for error in errors:
+        if error["type"] == "json_invalid":
+            cleaned.append((error, None))
+            continue
+        loc, union_at = clean_loc(error["loc"], body)
+        cleaned.append(({**error, "loc": loc}, union_at))
+    deeper = {error["loc"][:at] for error, at in cleaned if at is not None and len(error["loc"]) > at}
+    merged: dict[tuple[Any, ...], dict[str, Any]] = {}
+    result: list[dict[str, Any]] = []
+    for error, at in cleaned:
+        if at is None or len(error["loc"]) > at:
+            result.append(error)
+        elif error["loc"] in deeper:
+            continue
+        elif error["loc"] in merged:
+            first = merged[error["loc"]]
+            message = _message(error)
+            if message not in first["msg"]:
+                message = (
+                    message.removeprefix("Input should be ") if first["msg"].startswith("Input should") else message
+                )
+                first["msg"] += f", or {message}"
+        else:
+            merged[error["loc"]] = first = {**error, "msg": _message(error), "ctx": None, "input": None}
+            result.append(first)
+    return result
 
 
 class ApiError(Exception):
@@ -144,14 +209,22 @@ def _detail(error: dict[str, Any], body: object = None) -> dict[str, str]:
 
 
 def _message(error: dict[str, Any]) -> str:
-    """pydantic's message; a length bound checked after a validator on text says "items", which it is not."""
-    ctx = error.get("ctx") or {}
-    if error["type"] in ("too_long", "too_short") and isinstance(error.get("input"), str):
-        bound, limit = (
-            ("most", ctx.get("max_length")) if error["type"] == "too_long" else ("least", ctx.get("min_length"))
-        )
-        return f"String should have at {bound} {limit} characters, not {len(error['input'])}"
-    return str(error["msg"])
+    """pydantic's message, reworded where it misleads: a length bound checked after a validator on text says
+    "items", a ValueError's text is prefixed "Value error, ", a number sent as text or a boolean is "not valid"."""
+    ctx, kind, given = error.get("ctx") or {}, error["type"], error.get("input")
+    if kind in ("too_long", "too_short") and isinstance(given, str):
+        bound, limit = ("most", ctx.get("max_length")) if kind == "too_long" else ("least", ctx.get("min_length"))
+        return f"String should have at {bound} {limit} characters, not {len(given)}"
+    if kind in ("int_type", "float_type") and (isinstance(given, bool | str)):
+        wanted = "an integer" if kind == "int_type" else "a number"
+        if isinstance(given, bool):
+            return f"must be {wanted}, not a boolean ({str(given).lower()})"
+        # YAML 1.1 (PyYAML) reads 1e-4 as text: say how to write it as a number.
+        hint = " (in YAML write 1.0e-4, not 1e-4)" if re.fullmatch(r"[+-]?[0-9.]+[eE][+-]?[0-9]+", given) else ""
+        return f"must be {wanted}, not text: send {given[:40]!r} as a JSON number{hint}"
+    if kind == "int_type" and isinstance(given, float):
+        return f"must be an integer, not {given!r} (send it without a fraction or exponent)"
+    return str(error["msg"]).removeprefix("Value error, ")
 
 
 def unreadable_body(cause: BaseException) -> str:
@@ -174,14 +247,18 @@ def install(app: FastAPI) -> None:
             details = [{"field": "header.content-type", "message": message}]
             return JSONResponse(status_code=415, content=error_body("unsupported_media_type", message, details))
         errors = exc.errors()
-        # Only the listed errors are formatted: 70,000 of them would cost time as well as bytes.
-        details = [_detail(error, exc.body) for error in errors[:DETAILS_MAX]]
+        # Only what can be listed is formatted (a union's members merge, hence a margin): 70,000 errors would cost
+        # time as well as bytes.
+        read = errors[: DETAILS_MAX * 4]
+        plain = plain_errors(read, exc.body)
+        details = [_detail(error, exc.body) for error in plain[:DETAILS_MAX]]
+        omitted = len(plain) + len(errors) - len(read) - len(details)
         summary = "; ".join(f"{d['field'] or '(body)'}: {d['message']}" for d in details[:5])
-        if len(errors) > DETAILS_MAX:
-            summary += f"; and {len(errors) - DETAILS_MAX} more not listed"
+        if omitted:
+            summary += f"; and {omitted} more not listed"
         content = error_body("validation_error", summary, details)
-        if len(errors) > DETAILS_MAX:
-            content["error"]["details_omitted"] = len(errors) - DETAILS_MAX
+        if omitted:
+            content["error"]["details_omitted"] = omitted
         return JSONResponse(status_code=422, content=content)
 
     @app.exception_handler(ApiError)
