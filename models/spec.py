@@ -13,7 +13,7 @@ import re
 import unicodedata
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, field_validator, model_validator
 
 
 class StrictModel(BaseModel):
@@ -33,12 +33,17 @@ def within_float32(value: float) -> float:
     return value
 
 
-Float = Annotated[float, AfterValidator(within_float32)]
-NonNegativeFloat = Annotated[float, Field(ge=0), AfterValidator(within_float32)]
-PositiveFloat = Annotated[float, Field(gt=0), AfterValidator(within_float32)]
-UnitFloat = Annotated[float, Field(ge=0, le=1)]
+# Every number of a spec is a JSON number as sent, as init_from.step always was: "5" (text), true and 5.0 for an
+# integer are refused rather than read as 5, 1 and 5 (pydantic's lax mode took them in some fields, not others).
+# An integer is a number where a float is wanted (lr_g: 1).
+Int = Annotated[int, Strict()]
+Number = Annotated[float, Strict()]
+Float = Annotated[float, Strict(), AfterValidator(within_float32)]
+NonNegativeFloat = Annotated[float, Strict(), Field(ge=0), AfterValidator(within_float32)]
+PositiveFloat = Annotated[float, Strict(), Field(gt=0), AfterValidator(within_float32)]
+UnitFloat = Annotated[float, Strict(), Field(ge=0, le=1)]
 # torch's Adam needs 0 <= beta < 1 (a beta of 1 divides by zero in the bias correction).
-Beta = Annotated[float, Field(ge=0, lt=1)]
+Beta = Annotated[float, Strict(), Field(ge=0, lt=1)]
 Betas = tuple[Beta, Beta]
 
 # Ids of jobs and data sets (uuid4 today): anything outside this alphabet names nothing and never reaches SQL.
@@ -51,19 +56,35 @@ def is_id(value: str) -> bool:
     return ID_PATTERN.fullmatch(value) is not None
 
 
-def unwanted_character(value: str) -> str | None:
-    """The first control character (C0, DEL, C1) or lone surrogate in `value`, None when there is none.
+# Joiners are format characters that emoji sequences (👩‍💻) and Persian and Indic spelling need: kept.
+_JOINERS = frozenset("\u200c\u200d")
+# Control (C0, DEL, C1), format (bidirectional overrides U+202E, zero-width space U+200B, BOM U+FEFF, ...),
+# line and paragraph separators, lone surrogates.
+_UNWANTED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 
-    Such text cannot be stored (PostgreSQL refuses NUL, a surrogate is not UTF-8) or misleads who reads it.
+
+def is_unwanted(character: str) -> bool:
+    """Whether `character` may not be in stored text: an invisible, reordering, line-breaking or control one."""
+    return unicodedata.category(character) in _UNWANTED_CATEGORIES and character not in _JOINERS
+
+
+def unwanted_character(value: str) -> str | None:
+    """The first character of `value` that `is_unwanted`, None when there is none.
+
+    Such text cannot be stored (PostgreSQL refuses NUL, a surrogate is not UTF-8) or misleads who reads it (a
+    name that displays reversed, two names that look the same, a line break in a one-line name).
     """
-    return next((c for c in value if unicodedata.category(c) in ("Cc", "Cs")), None)
+    return next((c for c in value if is_unwanted(c)), None)
 
 
 def plain_text(value: str) -> str:
-    """`value` when it holds no control character or lone surrogate; else ValueError saying which (pydantic: 422)."""
+    """`value` when it holds no unwanted character (`is_unwanted`); else ValueError naming it (pydantic: 422)."""
     bad = unwanted_character(value)
     if bad is not None:
-        raise ValueError(f"must not contain control characters (found U+{ord(bad):04X})")
+        raise ValueError(
+            f"U+{ord(bad):04X} not allowed: no control, invisible format (bidirectional, zero-width) "
+            "or line-separator characters"
+        )
     return value
 
 
@@ -103,6 +124,14 @@ class DatasetRef(StrictModel):
         default=None, description="image data: resample to this square size (px)"
     )
 
+    @field_validator("resize", mode="before")
+    @classmethod
+    def _resize_integer(cls, value: Any) -> Any:
+        # A Literal takes 32.0 (and true is not 32 only by luck): an integer as sent, as every other number.
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ValueError("must be one of the sizes 8, 16, 32 or 64, as an integer")
+        return value
+
     @model_validator(mode="after")
     def _exactly_one(self) -> DatasetRef:
         if (self.builtin is None) == (self.id is None):
@@ -117,14 +146,14 @@ class MLPArchitecture(StrictModel):
     """Fully connected G and D, for 2-D points and tabular rows."""
 
     name: Literal["mlp"]
-    latent_dim: int = Field(default=2, ge=1, le=1024)
-    hidden: int = Field(
+    latent_dim: Int = Field(default=2, ge=1, le=1024)
+    hidden: Int = Field(
         default=512,
         ge=4,
         le=8192,
         description="units per hidden layer (512 as in the WGAN-GP toy code; at 256 grid25 kept losing modes, see bench/ZOO_RESULTS.md)",
     )
-    depth: int = Field(default=3, ge=1, le=16)
+    depth: Int = Field(default=3, ge=1, le=16)
     spectral_norm: bool = Field(default=False, description="spectral norm on every layer of D (Miyato et al. 2018)")
 
 
@@ -132,16 +161,16 @@ class DCGANArchitecture(StrictModel):
     """Radford et al. 2015 convolutional G and D for 16/32/64 px images."""
 
     name: Literal["dcgan"]
-    latent_dim: int = Field(default=100, ge=1, le=1024)
-    base_channels: int = Field(default=64, ge=4, le=1024)
+    latent_dim: Int = Field(default=100, ge=1, le=1024)
+    base_channels: Int = Field(default=64, ge=4, le=1024)
 
 
 class ResNetArchitecture(StrictModel):
     """SNGAN-style residual G and D (Miyato et al. 2018) for images."""
 
     name: Literal["resnet"]
-    latent_dim: int = Field(default=128, ge=1, le=1024)
-    base_channels: int = Field(default=128, ge=4, le=1024)
+    latent_dim: Int = Field(default=128, ge=1, le=1024)
+    base_channels: Int = Field(default=128, ge=4, le=1024)
     spectral_norm: bool = True
 
 
@@ -159,11 +188,11 @@ class _Optimisation(StrictModel):
     lr_g: PositiveFloat = 2e-4
     lr_d: PositiveFloat = 2e-4
     betas: Betas = (0.5, 0.999)
-    n_critic: int = Field(default=1, ge=1, le=100, description="D steps per G step")
+    n_critic: Int = Field(default=1, ge=1, le=100, description="D steps per G step")
     r1_gamma: NonNegativeFloat = Field(
         default=0.0, description="R1 penalty weight on real data (Mescheder et al. 2018); 0 = off"
     )
-    r1_every: int = Field(default=16, ge=1, le=1000, description="lazy R1: apply every N D steps")
+    r1_every: Int = Field(default=16, ge=1, le=1000, description="lazy R1: apply every N D steps")
 
     @model_validator(mode="after")
     def _adam_step_fits(self) -> _Optimisation:
@@ -219,7 +248,7 @@ class WGANLoss(_Optimisation):
     optimizer: Optimizer = "rmsprop"
     lr_g: PositiveFloat = 5e-5
     lr_d: PositiveFloat = 5e-5
-    n_critic: int = Field(default=5, ge=1, le=100)
+    n_critic: Int = Field(default=5, ge=1, le=100)
     clip_value: PositiveFloat = 0.01
     critic_boost: bool = Field(
         default=False,
@@ -234,7 +263,7 @@ class WGANGPLoss(_Optimisation):
     lr_g: PositiveFloat = 1e-4
     lr_d: PositiveFloat = 1e-4
     betas: Betas = (0.0, 0.9)
-    n_critic: int = Field(default=5, ge=1, le=100)
+    n_critic: Int = Field(default=5, ge=1, le=100)
     gp_weight: NonNegativeFloat | None = Field(default=None, description=GP_WEIGHT_HELP)
 
 
@@ -255,7 +284,7 @@ class HingeLoss(_Optimisation):
 
     name: Literal["hinge"]
     betas: Betas = (0.0, 0.9)
-    n_critic: int = Field(default=5, ge=1, le=100)
+    n_critic: Int = Field(default=5, ge=1, le=100)
 
 
 class BEGANLoss(_Optimisation):
@@ -264,8 +293,8 @@ class BEGANLoss(_Optimisation):
     name: Literal["began"]
     lr_g: PositiveFloat = 1e-4
     lr_d: PositiveFloat = 1e-4
-    gamma: float = Field(default=0.5, gt=0, le=1, description="diversity ratio")
-    lambda_k: float = Field(default=0.001, ge=0, le=1, description="k_t learning rate")
+    gamma: Number = Field(default=0.5, gt=0, le=1, description="diversity ratio")
+    lambda_k: Number = Field(default=0.001, ge=0, le=1, description="k_t learning rate")
     k0: UnitFloat = 0.0
 
 
@@ -299,9 +328,9 @@ class _WrappedLoss(StrictModel):
     lr_g: PositiveFloat | None = None
     lr_d: PositiveFloat | None = None
     betas: Betas | None = None
-    n_critic: int | None = Field(default=None, ge=1, le=100)
+    n_critic: Int | None = Field(default=None, ge=1, le=100)
     r1_gamma: NonNegativeFloat | None = None
-    r1_every: int | None = Field(default=None, ge=1, le=1000)
+    r1_every: Int | None = Field(default=None, ge=1, le=1000)
     a: Float | None = None
     b: Float | None = None
     c: Float | None = None
@@ -359,10 +388,10 @@ class InfoGANLoss(_WrappedLoss):
 
     name: Literal["infogan"]
     info_lambda: NonNegativeFloat = Field(default=1.0, description="weight of the mutual-information term")
-    categorical_codes: list[Annotated[int, Field(ge=2, le=1000)]] = Field(
+    categorical_codes: list[Annotated[Int, Field(ge=2, le=1000)]] = Field(
         default_factory=lambda: [10], max_length=8, description="number of categories of each categorical code"
     )
-    continuous_codes: int = Field(default=2, ge=0, le=64)
+    continuous_codes: Int = Field(default=2, ge=0, le=64)
     continuous_std: PositiveFloat = Field(default=1.0, description="fixed std of the factored Gaussian Q")
     paper_base: ClassVar[str | None] = "nsgan"
     paper_defaults: ClassVar[dict[str, Any]] = {"optimizer": "adam", "lr_g": 1e-3, "lr_d": 2e-4, "betas": (0.5, 0.999)}
@@ -399,9 +428,12 @@ class Watch(StrictModel):
     data's modes; images, the Fréchet distance when the snapshot has one (`fd`), else the samples' mean pairwise
     distance over the real data's. A snapshot is down when that figure is below `collapse_floor` or below
     `collapse_drop` of the run's best (for `fd`: above the best / `collapse_drop`); `patience` snapshots in a row
-    down is a collapse. Divergence: a non-finite value (the job always fails), or D winning completely while G's
-    gradient norm stays under `vanishing_grad` for `vanishing_steps` steps (Arjovsky & Bottou 2017: a perfect D
-    leaves G no gradient). Each kind fires once per job.
+    down is a collapse. Divergence, per loss: a non-finite value on every loss (the job always fails); on losses
+    whose D scores real against fake up to a saturated end (minimax, nsgan, dragan, lsgan, hinge; cgan and
+    infogan on them) also D winning completely while G's gradient norm stays under `vanishing_grad` of its own
+    scale in the run (its largest while D was not winning) for `vanishing_steps` steps (Arjovsky & Bottou 2017:
+    a perfect D leaves G no gradient). WGAN, WGAN-GP and BEGAN: non-finite values only (a critic's score has no
+    end to win at, and weight clipping makes G's gradient tiny by design). Each kind fires once per job.
     """
 
     action: Literal["report", "stop"] = Field(
@@ -410,7 +442,7 @@ class Watch(StrictModel):
         "stop: the same, then the job ends as failed at that step (a checkpoint is kept)",
     )
     collapse: bool = Field(default=True, description="watch for mode collapse at each sample snapshot")
-    collapse_drop: float = Field(
+    collapse_drop: Number = Field(
         default=0.5,
         gt=0,
         lt=1,
@@ -420,41 +452,50 @@ class Watch(StrictModel):
         default=0.25,
         description="...or below this fraction of the data's own diversity (2-D mixtures: of its modes); 0 = off",
     )
-    patience: int = Field(default=3, ge=1, le=1000, description="snapshots in a row that must be down")
-    warmup_steps: int = Field(
+    patience: Int = Field(default=3, ge=1, le=1000, description="snapshots in a row that must be down")
+    warmup_steps: Int = Field(
         default=200,
         ge=0,
         le=MAX_STEPS,
         description="snapshots up to this step are not judged (G starts as a point: its first samples are alike)",
     )
-    divergence: bool = Field(default=True, description="watch for D winning with G's gradient vanishing")
-    vanishing_steps: int = Field(
+    divergence: bool = Field(
+        default=True,
+        description="a non-finite value is always a divergence alert and fails the job; this adds the test of D "
+        "winning with G's gradient vanishing, on the losses where D can win (not wgan, wgan-gp, began)",
+    )
+    vanishing_steps: Int = Field(
         default=500,
         ge=1,
         le=MAX_STEPS,
         description="K: steps for which every metrics reading must show D winning and G's gradient vanishing",
     )
-    vanishing_grad: PositiveFloat = Field(
-        default=1e-4, description="G's gradient norm (‖∇θ‖₂ over all its parameters) below this is vanishing"
+    vanishing_grad: Number = Field(
+        default=0.1,
+        gt=0,
+        lt=1,
+        description="G's gradient norm (‖∇θ‖₂ over all its parameters) below this fraction of its scale in the "
+        "run (its largest at a reading where D was not winning) is vanishing: relative, as a norm's size depends "
+        "on the net, the data and the loss",
     )
 
 
 class Training(StrictModel):
-    steps: int = Field(default=5000, ge=1, le=MAX_STEPS, description="generator steps")
-    batch_size: int = Field(default=256, ge=1, le=65_536)
-    seed: int = Field(default=0, ge=0, le=MAX_SEED)
-    ema_decay: float | None = Field(
+    steps: Int = Field(default=5000, ge=1, le=MAX_STEPS, description="generator steps")
+    batch_size: Int = Field(default=256, ge=1, le=65_536)
+    seed: Int = Field(default=0, ge=0, le=MAX_SEED)
+    ema_decay: Number | None = Field(
         default=None, gt=0, lt=1, description="EMA of G's weights; samples and checkpoints use the EMA copy"
     )
-    pack: int = Field(default=1, ge=1, le=16, description="PacGAN: D sees this many samples at once")
-    sample_count: int | None = Field(
+    pack: Int = Field(default=1, ge=1, le=16, description="PacGAN: D sees this many samples at once")
+    sample_count: Int | None = Field(
         default=None,
         ge=1,
         le=10_000,
         description="samples per snapshot; unset: 64 images or 2,500 points (filled in at submission)",
     )
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    max_attempts: int = Field(default=3, ge=1, le=20)
+    max_attempts: Int = Field(default=3, ge=1, le=20)
     watch: Watch = Field(default_factory=Watch, description="collapse and divergence detection (see Watch)")
 
     @model_validator(mode="after")
@@ -465,9 +506,9 @@ class Training(StrictModel):
 
 
 class Every(StrictModel):
-    metrics: int = Field(default=10, ge=1, le=MAX_STEPS, description="log metrics every N steps")
-    samples: int = Field(default=500, ge=1, le=MAX_STEPS, description="sample snapshot every N steps")
-    checkpoint: int = Field(default=1000, ge=1, le=MAX_STEPS, description="checkpoint every N steps (and at the end)")
+    metrics: Int = Field(default=10, ge=1, le=MAX_STEPS, description="log metrics every N steps")
+    samples: Int = Field(default=500, ge=1, le=MAX_STEPS, description="sample snapshot every N steps")
+    checkpoint: Int = Field(default=1000, ge=1, le=MAX_STEPS, description="checkpoint every N steps (and at the end)")
 
 
 class InitFrom(StrictModel):

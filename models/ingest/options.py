@@ -2,7 +2,7 @@
 
 The form's text fields arrive as strings; each is checked here and refused with
 its field's name (422). A name given nowhere comes from the file name: its
-stem, with control and bidirectional-override characters removed and at most
+stem, with control, invisible format and line-separator characters removed and at most
 200 characters, so `👩‍💻-faces.npz` becomes `👩‍💻-faces`.
 """
 
@@ -10,19 +10,17 @@ from __future__ import annotations
 
 import math
 import re
-import unicodedata
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import PurePosixPath
 from typing import Any, Literal
 
 from models.ingest.errors import invalid
+from models.spec import is_unwanted
 
 RESIZE_RANGE = (4, 1024)
 MAX_NAME = 200
 FORMATS: dict[str, Literal["npz", "zip"]] = {".npz": "npz", ".zip": "zip"}
-# Bidirectional overrides and isolates reorder what a reader sees (a name that displays as something else).
-_BIDI = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c")
 _JOINERS = "\u200d\u200c\ufe0f\ufe0e"
 
 
@@ -69,7 +67,9 @@ def dataset_name(given: str, filename: str) -> str:
     if given:
         bad = next((c for c in given if _unwanted(c)), None)
         if bad is not None:
-            raise invalid("name", f"must not contain control or bidirectional characters (found U+{ord(bad):04X})")
+            raise invalid(
+                "name", f"U+{ord(bad):04X} not allowed: no control, invisible format or line-separator characters"
+            )
         if len(given) > MAX_NAME:
             raise invalid("name", f"must be at most {MAX_NAME} characters (got {len(given)})")
         return given
@@ -87,7 +87,9 @@ def _basename(filename: str) -> str:
 
 
 def _unwanted(character: str) -> bool:
-    return unicodedata.category(character) in ("Cc", "Cs", "Zl", "Zp") or character in _BIDI
+    # The one rule for stored text (job and study names, tags): controls, invisible format characters (the
+    # bidirectional overrides that make a name display as another, zero-width spaces, BOM), line separators.
+    return is_unwanted(character)
 
 
 def _resize(text: str) -> int | None:
