@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections import Counter
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from types import UnionType
+from typing import Annotated, Any, Union, get_args, get_origin
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from prometheus_client import CollectorRegistry, Gauge
 from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
@@ -60,6 +64,49 @@ def check_schema(store: JobStore) -> None:
         raise SchemaNotCurrent(problem)
 
 
+def _is_list(annotation: Any) -> bool:
+    """Whether a parameter's type takes several values (list[str], set[int] | None, Annotated[list[str], ...])."""
+    if get_origin(annotation) is Annotated:
+        return _is_list(get_args(annotation)[0])
+    if get_origin(annotation) in (Union, UnionType):
+        return any(_is_list(arg) for arg in get_args(annotation))
+    origin = get_origin(annotation) or annotation
+    return (
+        isinstance(origin, type) and issubclass(origin, list | set | frozenset | tuple | Sequence) and origin is not str
+    )
+
+
+def _single_valued_query(route: APIRoute) -> frozenset[str]:
+    """The query parameters `route` (and its dependencies) read as one value (a walk of a few nodes: not cached)."""
+    single: set[str] = set()
+    dependants = [route.dependant]
+    while dependants:
+        dependant = dependants.pop()
+        single |= {p.alias for p in dependant.query_params if not _is_list(p.field_info.annotation)}
+        dependants += dependant.dependencies
+    return frozenset(single)
+
+
+async def one_value_per_query_parameter(request: Request) -> None:
+    """422 at query.<name> when a parameter the route reads as one value is given more than once.
+
+    Starlette keeps every value and FastAPI reads the last (`?limit=5&limit=500` was a limit of 500): which one
+    the client meant is a guess. Parameters the route does not read, or reads as a list, may repeat.
+    """
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute):
+        return
+    single = _single_valued_query(route)
+    counts = Counter(name for name, _ in request.query_params.multi_items() if name in single)
+    errors = [
+        {"type": "repeated", "loc": ("query", name), "msg": f"given {count} times: give it once", "input": None}
+        for name, count in counts.items()
+        if count > 1
+    ]
+    if errors:
+        raise RequestValidationError(errors)
+
+
 def create_app(settings: Settings | None = None, *, reconcile: bool = True) -> FastAPI:
     """The API for `settings` (default: the environment's).
 
@@ -86,6 +133,7 @@ def create_app(settings: Settings | None = None, *, reconcile: bool = True) -> F
         # offline); ReDoc, CDN-only, is off.
         docs_url=None,
         redoc_url=None,
+        dependencies=[Depends(one_value_per_query_parameter)],
     )
     app.state.settings = settings
     app.state.store = JobStore(make_engine(settings.database_url))
