@@ -3,7 +3,8 @@
     python bench/study.py bench/studies/grid25.yaml                 # every run, one lane
     python bench/study.py bench/studies/grid25.yaml --jobs 2        # two lanes (processes)
     python bench/study.py bench/studies/grid25.yaml --seeds 0       # only seed 0 of each loss (resumable)
-    python bench/study.py bench/studies/grid25.yaml --report        # only the table of what has finished
+    python bench/study.py bench/studies/grid25.yaml --report        # only print the table of what has finished
+    python bench/study.py bench/studies/grid25.yaml --report --write  # ... and write it to bench/studies/grid25.md
 
 The same fan-out as the service (`models.study.expand`: one job per loss × grid point × seed),
 the same loop (`worker.trainer.train`, one CPU thread per run), and the same comparison
@@ -14,7 +15,8 @@ re-run skips every run that has a result, so a study can be stopped and resumed 
 Runs are ordered so that whatever finishes first is useful: seed 0 of every loss, then
 seed 1, ...; the cheapest losses first within a seed.
 
-The table (markdown) is printed and written to `bench/studies/<study>.md`.
+The table (markdown) is printed and, after runs (or with --write), written to `bench/studies/<study>.md`:
+`--report` alone leaves the tracked file as it is.
 
 Through the service instead (same spec file, the jobs run on the service's workers):
 
@@ -399,8 +401,10 @@ def _trace(run: Run, names: Sequence[str]) -> str:
     return " ".join(f"{v:.3g}" for v in first[1])
 
 
-def write_report(spec_path: Path, body: Mapping[str, Any], cells: Sequence[Cell], results: Path, out: Path) -> str:
-    """Render the report of what is in `results` and write it (with the command that re-runs it) to `out`."""
+def write_report(
+    spec_path: Path, body: Mapping[str, Any], cells: Sequence[Cell], results: Path, out: Path | None
+) -> str:
+    """Render the report of what is in `results`; write it (with the command that re-runs it) to `out` unless None."""
     text = report(body, cells, load_runs(results))
     header = (
         f"# Study `{body['name']}` ({body['dataset']['builtin']})\n\n"
@@ -411,7 +415,8 @@ def write_report(spec_path: Path, body: Mapping[str, Any], cells: Sequence[Cell]
         "machine's that ran each run (one thread; on a shared machine they exceed CPU seconds), CPU seconds the "
         "run's process time.\n\n"
     )
-    out.write_text(header + text + "\n")
+    if out is not None:
+        out.write_text(header + text + "\n")
     return text
 
 
@@ -422,7 +427,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--seeds", help="only these seeds now, comma-separated (the rest stay to run)")
     parser.add_argument("--losses", help="only these losses now, comma-separated")
     parser.add_argument("--results", help=f"the results folder (default {RESULTS}/<study name>)")
-    parser.add_argument("--report", action="store_true", help="no training: the table of the results so far")
+    parser.add_argument("--report", action="store_true", help="no training: print the table of the results so far")
+    parser.add_argument("--write", action="store_true", help="with --report: also write the markdown (see --out)")
     parser.add_argument("--out", help="where to write the markdown (default bench/studies/<study name>.md)")
     args = parser.parse_args(argv)
     spec_path = Path(args.spec)
@@ -440,8 +446,11 @@ def main(argv: Sequence[str] | None = None) -> None:
             losses=args.losses.split(",") if args.losses else None,
         )
     out = Path(args.out) if args.out else HERE / "studies" / f"{body['name']}.md"
-    print(write_report(spec_path, body, cells, results, out))
-    print(f"\n{time.perf_counter() - started:.0f} s; table written to {out}", file=sys.stderr)
+    # A look at the results so far must not rewrite the tracked table: only runs, --write or --out do.
+    write = not args.report or args.write or args.out is not None
+    print(write_report(spec_path, body, cells, results, out if write else None))
+    where = f"table written to {out}" if write else f"not written (--write writes {out})"
+    print(f"\n{time.perf_counter() - started:.0f} s; {where}", file=sys.stderr)
 
 
 if __name__ == "__main__":
