@@ -94,7 +94,7 @@ def quality_measures(
 ) -> list[str]:
     """The figures a job's snapshots report, primary first: points (`dataset` ring8 or grid25) PacGAN's
     three; labelled images `fd` (+ `class_accuracy` for cgan, `code_purity` and `code_nmi` for infogan);
-    images `fid` and `kid` too when the workers have Inception weights (`inception`). [] when none."""
+    images `fid` and `kid` too when the worker running the job has Inception weights (`inception`). [] when none."""
     if kind == "points":
         return list(POINT_MEASURES) if dataset in ("ring8", "grid25") else []
     measures = []
@@ -104,8 +104,12 @@ def quality_measures(
     return measures + (list(INCEPTION_MEASURES) if inception else [])
 
 
-def quality_section(inception: bool) -> dict[str, Any]:
-    """The catalog's `quality`: which figure a job on each kind of data reports, and how it is measured."""
+def quality_section() -> dict[str, Any]:
+    """The catalog's `quality`: which figure a job on each kind of data reports, and how it is measured.
+
+    Whether a job reports fid/kid depends on the worker that runs it (its GANFORGE_INCEPTION_WEIGHTS), not on
+    the API process that serves the catalog, so the catalog cannot say it for a job: the job's own records
+    (its metric series, each sample's `evaluation`) are what its worker reported."""
     return {
         "points": {
             "measures": list(POINT_MEASURES),
@@ -119,11 +123,61 @@ def quality_section(inception: bool) -> dict[str, Any]:
             "images; class_accuracy / code_purity by the same classifier",
         },
         "inception": {
-            "enabled": inception,
             "measures": list(INCEPTION_MEASURES),
             "description": "fid and kid (Bińkowski et al. 2018, cubic kernel) in the FID Inception-v3's pool3 features, "
-            "every image data set, when the workers have GANFORGE_INCEPTION_WEIGHTS; 500 images on a GPU, 100 "
-            "on a CPU (compare FIDs at equal counts only)",
+            "on every image data set, reported for a job when the worker that runs it has GANFORGE_INCEPTION_WEIGHTS "
+            "set (workers may differ, and this API process cannot see theirs); 500 images on a GPU, 100 on a CPU "
+            "(compare FIDs at equal counts only)",
+            "source_of_truth": "a job's metrics (GET /v1/jobs/{id}/metrics lists every series its worker recorded) "
+            "and each of its samples' `evaluation` name the figures its worker reported",
+        },
+    }
+
+
+# What training.watch takes for divergence on each loss (worker/watch.py's d_wins_test; tests hold the two in step).
+# A non-finite value is divergence on every loss. D "winning" with G's gradient vanishing means something only where
+# D's score has an end to win at; a critic's (wgan, wgan-gp) is an unbounded distance estimate, BEGAN's D an
+# auto-encoder.
+_LOGIT = "mean logit >= logit(0.99) on real and <= logit(0.01) on fake (D's score is the logit of real)"
+_VANISHING = ", with G's gradient vanishing"
+WATCH_DIVERGENCE: dict[str, str] = {
+    "minimax": f"non-finite values; D winning: {_LOGIT}{_VANISHING}",
+    "nsgan": f"non-finite values; D winning: {_LOGIT}{_VANISHING}",
+    "dragan": f"non-finite values; D winning on its NS loss: {_LOGIT}{_VANISHING}",
+    "lsgan": "non-finite values; D winning: mean outputs within 10% of |b - a| of their targets b (real) and a "
+    f"(fake){_VANISHING}",
+    "hinge": f"non-finite values; D winning: mean real score >= 1 and fake <= -1 (both margins met, D's loss 0)"
+    f"{_VANISHING}",
+    "wgan": "non-finite values only: a critic's score is an unbounded distance estimate with no end to win at; "
+    "weight clipping (c = 0.01) makes G's gradient norm ~1e-5 in a healthy run; the estimate rises while the "
+    "critic learns and its scale is set by c and the data: no bound to test it against",
+    "wgan-gp": "non-finite values only: a critic's score is an unbounded distance estimate with no end to win at; "
+    "G's gradient size is set by the penalty's Lipschitz target, not by the critic's confidence; the estimate "
+    "rises while the critic learns: no bound to test it against",
+    "began": "non-finite values only: D is an auto-encoder scoring reconstructions, not a real/fake probability; "
+    "its balance term k_t is clipped to [0, 1] by design",
+    "cgan": "as its base loss (loss.base)",
+    "infogan": "as its base loss (loss.base)",
+}
+
+
+def watch_section() -> dict[str, Any]:
+    """The catalog's `watch`: what training.watch reports as collapse and, per loss, as divergence."""
+    return {
+        "collapse": {
+            "description": "mode dropping (PacGAN's modes metric): at each snapshot after warmup_steps, the modes "
+            "holding the samples (2-D mixtures), the Fréchet distance (images with one), or the samples' mean "
+            "pairwise distance over the data's; patience snapshots in a row below collapse_floor or collapse_drop "
+            "of the run's best",
+            "settings": ["warmup_steps", "collapse_floor", "collapse_drop", "patience"],
+        },
+        "divergence": {
+            "description": "a non-finite value, on every loss (the job fails); on losses whose D can win, also D "
+            "winning completely with G's gradient vanishing (Arjovsky & Bottou 2017): its norm under vanishing_grad "
+            "of its own scale in the run (its largest while D was not winning, never an absolute norm) at every "
+            "reading for vanishing_steps steps",
+            "settings": ["vanishing_grad", "vanishing_steps"],
+            "by_loss": dict(WATCH_DIVERGENCE),
         },
     }
 
@@ -146,9 +200,10 @@ def describe(cls: type[StrictModel]) -> dict[str, Any]:
     }
 
 
-def catalog(inception: bool = False) -> dict[str, Any]:
+def catalog() -> dict[str, Any]:
     """What `GET /v1/catalog` serves: every loss, architecture (with its init) and built-in data set, and the
-    quality figures jobs report (`inception`: the service has GANFORGE_INCEPTION_WEIGHTS)."""
+    quality figures jobs report (fid/kid: when the job's worker has Inception weights; see quality_section), and
+    what training.watch reports (watch_section)."""
     architectures = {
         name: {
             **describe(cls),
@@ -164,5 +219,6 @@ def catalog(inception: bool = False) -> dict[str, Any]:
         "losses": {name: describe(cls) for name, cls in LOSS_CLASSES.items()},
         "architectures": architectures,
         "datasets": {name: info.model_dump(mode="json") for name, info in BUILTIN_DATASETS.items()},
-        "quality": quality_section(inception),
+        "quality": quality_section(),
+        "watch": watch_section(),
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from models.catalog import quality_measures, quality_section
 from models.settings import get_settings
 from models.spec import JobSpec
 from tests.service import Service, wait_for
+from tests.test_cli_client import ganforge
 from worker import quality
 from worker.gan import LoadedData, build_gan, load_builtin
 from worker.gan.inception import FIDInceptionV3, inception_features, load_inception
@@ -243,7 +245,9 @@ def test_a_digits_job_reports_fd_and_the_catalog_says_so(service: Service) -> No
         quality_section = client.get("/v1/catalog").json()["quality"]
         assert quality_section["labelled_images"]["measures"] == ["fd"]
         assert quality_section["labelled_images"]["by_loss"]["cgan"] == ["class_accuracy"]
-        assert quality_section["inception"]["enabled"] is False  # the service has no weights file
+        # The API process cannot see a worker's weights: the catalog says whose setting decides, not "enabled".
+        assert "enabled" not in quality_section["inception"]
+        assert "worker that runs it has GANFORGE_INCEPTION_WEIGHTS" in quality_section["inception"]["description"]
         response = client.post("/v1/jobs", json=spec)
         assert response.status_code == 201, response.text
         job_id = response.json()["id"]
@@ -255,10 +259,29 @@ def test_a_digits_job_reports_fd_and_the_catalog_says_so(service: Service) -> No
         series = client.get(f"/v1/jobs/{job_id}/metrics", params={"names": "fd,class_accuracy"}).json()["series"]
         assert series["fd"]["steps"] == [10, 20]
         assert series["fd"]["values"] == [s["evaluation"]["fd"] for s in samples]
+        # The job's metrics are the source of truth: the series its worker recorded name the figures it reported
+        # (this worker has no Inception weights: no fid/kid series), as the catalog's quality section says.
+        recorded = set(client.get(f"/v1/jobs/{job_id}/metrics").json()["series"])
+        figures = {"fd", "class_accuracy", "code_purity", "code_nmi", "fid", "kid"}
+        assert recorded & figures == {"fd", "class_accuracy"}, recorded
+        assert "/metrics" in quality_section["inception"]["source_of_truth"]
+
+
+@pytest.mark.parametrize("service", ["embedded"], indirect=True)
+def test_ganforge_catalog_quality_prints_the_section_and_exits_0(service: Service) -> None:
+    # `quality` is a section, not an entry of one: the command looked only among entries and exited 3 (not found).
+    shown = ganforge(service, "catalog", "quality")
+    assert shown.returncode == 0, shown
+    assert "GANFORGE_INCEPTION_WEIGHTS" in shown.stdout and "modes_covered" in shown.stdout, shown.stdout
+    assert json.loads(ganforge(service, "catalog", "quality", "--json").stdout) == quality_section()
+    watch = ganforge(service, "catalog", "watch")  # the other section that is no entry: what training.watch reports
+    assert watch.returncode == 0 and "non-finite values only" in watch.stdout, watch
+    missing = ganforge(service, "catalog", "no-such-thing")
+    assert missing.returncode == 3 and "quality" in missing.stderr, missing
 
 
 def test_the_catalog_and_the_metrics_route_know_every_figure_the_worker_reports() -> None:
-    section = quality_section(inception=True)
+    section = quality_section()
     measures = [
         *section["points"]["measures"],
         *section["labelled_images"]["measures"],

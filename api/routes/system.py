@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from api.deps import BrokerDep, SettingsDep, StoreDep
+from api.deps import BrokerDep, StoreDep
 from migrations import schema_problem
 from models.catalog import catalog as catalog_body
 
@@ -55,7 +55,8 @@ def prometheus(request: Request) -> Response:
 
 
 @router.get("/v1/catalog")
-def catalog(settings: SettingsDep) -> dict[str, Any]:
+def catalog() -> dict[str, Any]:
     """Every loss, architecture (with its initialisation) and built-in data set with its parameters, defaults and paper;
-    `quality`: which figure a job on each kind of data reports (fid/kid when the service has Inception weights)."""
-    return catalog_body(inception=settings.inception_weights is not None)
+    `quality`: which figure a job on each kind of data reports (fid/kid when the worker running it has Inception
+    weights: this process cannot see the workers' settings, so a job's own metrics say what it reported)."""
+    return catalog_body()

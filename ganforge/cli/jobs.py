@@ -208,7 +208,8 @@ def catalog(
     url: Url = None,
     api_key: ApiKey = None,
 ) -> None:
-    """Every loss, architecture and built-in data set with its defaults and paper; or one of them in full."""
+    """Every loss, architecture and built-in data set with its defaults and paper; one of them in full; or a whole
+    section (losses, architectures, datasets, quality)."""
     with connect(ctx, url, api_key) as client:
         body: dict[str, Any] = client.catalog()
     if name is None:
@@ -216,6 +217,13 @@ def catalog(
             render.print_json(body)
         else:
             render.stdout().print(render.catalog_tables(body))
+        return
+    if name in body:  # a section's name (`catalog quality`): its entries were searched below, never the section
+        if json_output:
+            render.print_json(body[name])
+        else:
+            for entry_name, entry in body[name].items():
+                render.stdout().print(render.catalog_entry(name, entry_name, entry))
         return
     for section, entries in body.items():
         if name in entries:
@@ -225,7 +233,7 @@ def catalog(
                 render.stdout().print(render.catalog_entry(section, name, entries[name]))
             return
     known = ", ".join(sorted(entry for entries in body.values() for entry in entries))
-    fail(f"the catalog has no {name!r}; it has {known}", NOT_FOUND)
+    fail(f"the catalog has no {name!r}; it has the sections {', '.join(body)} and {known}", NOT_FOUND)
 
 
 COMMANDS: dict[str, Callable[..., None]] = {
