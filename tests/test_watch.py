@@ -12,6 +12,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
+from models.catalog import LOSS_CLASSES, catalog
 from models.spec import JobSpec, Watch
 from models.store import JobStore
 from tests.service import Service, wait_for
@@ -110,37 +111,67 @@ def minimax_spec(**training: Any) -> JobSpec:
          "training": training})  # fmt: skip
 
 
+def feed_readings(watch: TrainingWatch, series: list[tuple[int, dict[str, float]]]) -> list[dict[str, Any]]:
+    return [a for step, values in series for a in watch.observe_metrics(step, values)]
+
+
+def vanishing_series(scale: float) -> list[tuple[int, dict[str, float]]]:
+    """D not yet winning for two readings (G's gradient norm up to 0.2·scale: its scale in this run), then winning
+    with G's gradient at 1 % and 0.5 % of that; one reading at step 60 with D unsure of the real data."""
+    series = [(10, readings(0.1 * scale, 0.5, -0.5)), (20, readings(0.2 * scale, 1.0, -1.0))]
+    for step in range(30, 301, 10):
+        if step == 60:
+            series.append((step, readings(0.001 * scale, d_real=2.0)))  # D not sure: the streak restarts
+        else:
+            series.append((step, readings((0.002 if step < 200 else 0.001) * scale)))
+    return series
+
+
 def test_divergence_fires_after_k_steps_of_vanishing_gradient_with_d_winning() -> None:
     spec = minimax_spec(watch={"vanishing_steps": 100})
     watch = TrainingWatch(spec.training.watch, d_wins=d_wins_test(spec.loss))
-    alerts = []
-    for step in range(10, 301, 10):
-        if step == 60:
-            values = readings(5e-6, d_real=2.0)  # D not sure of the real data at this reading: the streak restarts
-        else:
-            values = readings(1e-5 if step < 200 else 5e-6)
-        alerts += watch.observe_metrics(step, values)
+    alerts = feed_readings(watch, vanishing_series(1.0))
     assert len(alerts) == 1, alerts  # once per kind
     alert = alerts[0]
     assert alert["kind"] == "divergence" and alert["step"] == 170 and alert["action"] == "reported"
-    assert alert["evidence"]["since_step"] == 70 and alert["evidence"]["steps"] == 101
-    assert alert["evidence"]["grad_norm_g"] == 1e-5 and alert["evidence"]["d_real"] == 7.0
-    assert describe(alert).startswith("divergence at step 170 (G's gradient norm under 0.0001 with D winning for 101")
+    e = alert["evidence"]
+    assert e["since_step"] == 70 and e["steps"] == 101 and e["d_real"] == 7.0
+    assert e["grad_norm_g"] == 0.002 and e["grad_scale"] == 0.2 and e["threshold"] == pytest.approx(0.02)
+    assert describe(alert).startswith(
+        "divergence at step 170 (G's gradient norm under 0.02 (0.1 of its 0.2) with D winning for 101 steps"
+    ), describe(alert)
 
+    # Relative to the run's own scale, not an absolute figure: the same run with every norm a million times
+    # smaller (a smaller net, a clipped one) fires at the same step; G's norm at 1e-6 while it is its usual size
+    # (a G whose gradient was never larger) is no vanishing.
+    tiny = TrainingWatch(spec.training.watch, d_wins=d_wins_test(spec.loss))
+    assert [a["step"] for a in feed_readings(tiny, vanishing_series(1e-6))] == [170]
+    steady = [(10, readings(1e-6, 0.5, -0.5))] + [(s, readings(1e-6)) for s in range(20, 1000, 10)]
+    assert feed_readings(TrainingWatch(spec.training.watch, d_wins=d_wins_test(spec.loss)), steady) == []
+    # D winning from the first reading: no scale of G's gradient yet, nothing judged.
+    early = [(s, readings(0.0)) for s in range(10, 1000, 10)]
+    assert feed_readings(TrainingWatch(spec.training.watch, d_wins=d_wins_test(spec.loss)), early) == []
     # G's gradient small but D not winning: not this failure (a converged G can have a small gradient).
     quiet = TrainingWatch(spec.training.watch, d_wins=d_wins_test(spec.loss))
-    assert [a for s in range(10, 1000, 10) for a in quiet.observe_metrics(s, readings(1e-6, 0.5, -0.5))] == []
-    # WGAN's critic has no saturated end: the vanishing gradient alone counts.
-    wgan = JobSpec.model_validate({**spec.model_dump(), "loss": {"name": "wgan"}})
-    assert d_wins_test(wgan.loss) is None
-    lone = TrainingWatch(spec.training.watch, d_wins=None)
-    assert len([a for s in range(10, 200, 10) for a in lone.observe_metrics(s, {"grad_norm_g": 0.0})]) == 1
+    calm = [(10, readings(0.5, 0.5, -0.5))] + [(s, readings(1e-6, 0.5, -0.5)) for s in range(20, 1000, 10)]
+    assert feed_readings(quiet, calm) == []
     # divergence: false turns it off.
-    off = TrainingWatch(Watch(divergence=False, vanishing_steps=1), d_wins=None)
-    assert off.observe_metrics(10, {"grad_norm_g": 0.0}) == []
+    off = TrainingWatch(Watch(divergence=False, vanishing_steps=1), d_wins=d_wins_test(spec.loss))
+    assert feed_readings(off, vanishing_series(1.0)) == []
 
 
-def test_d_wins_per_loss_family() -> None:
+def test_critics_and_began_diverge_on_non_finite_values_only() -> None:
+    # WGAN's clipped critic makes G's gradient ~1e-5 by construction, and a critic's score has no end to "win" at:
+    # no vanishing-gradient test for wgan, wgan-gp, began (the trainer's non-finite check covers them).
+    for loss in ("wgan", "wgan-gp", "began"):
+        spec = JobSpec.model_validate({**minimax_spec().model_dump(), "loss": {"name": loss}})
+        assert d_wins_test(spec.loss) is None
+        watch = TrainingWatch(Watch(vanishing_steps=1), d_wins=d_wins_test(spec.loss))
+        assert feed_readings(watch, vanishing_series(1.0)) == [], loss
+        assert feed_readings(watch, [(s, {"grad_norm_g": 0.0}) for s in range(10, 200, 10)]) == [], loss
+
+
+def test_d_wins_per_loss_family_and_the_catalog_says_so() -> None:
     def wins(loss: dict[str, Any], d_real: float, d_fake: float) -> bool:
         spec = JobSpec.model_validate({**minimax_spec().model_dump(), "loss": loss})
         test = d_wins_test(spec.loss)
@@ -151,8 +182,15 @@ def test_d_wins_per_loss_family() -> None:
     assert wins({"name": "lsgan"}, 0.95, 0.05) and not wins({"name": "lsgan"}, 0.7, 0.05)
     assert wins({"name": "hinge"}, 1.2, -1.5) and not wins({"name": "hinge"}, 0.9, -1.5)
     assert wins({"name": "cgan", "base": "lsgan", "a": -1, "b": 1}, 0.9, -0.9)
-    for loss in ("wgan", "wgan-gp", "began"):
-        assert d_wins_test(JobSpec.model_validate({**minimax_spec().model_dump(), "loss": {"name": loss}}).loss) is None
+    # The catalog's watch section says, per loss, what the detector does.
+    section = catalog()["watch"]["divergence"]["by_loss"]
+    assert set(section) == set(LOSS_CLASSES)
+    for name in LOSS_CLASSES:
+        spec = JobSpec.model_validate({**minimax_spec().model_dump(), "loss": {"name": name}})
+        base = spec.loss.base_loss().name if name in ("cgan", "infogan") else name  # type: ignore[union-attr]
+        only_non_finite = d_wins_test(spec.loss) is None
+        assert section[base].startswith("non-finite values only") == only_non_finite, name
+        assert section[name].startswith("as its base loss") == (name != base), name
 
 
 def test_state_round_trips_through_a_weights_only_checkpoint_and_nothing_fires_twice() -> None:
@@ -184,7 +222,7 @@ def test_the_watch_spec_defaults_bounds_and_round_trip() -> None:
     dumped = spec.model_dump(mode="json")
     assert JobSpec.model_validate(dumped).model_dump(mode="json") == dumped
     for bad in ({"action": "panic"}, {"collapse_drop": 1.0}, {"collapse_floor": 1.5}, {"patience": 0},
-                {"vanishing_steps": 0}, {"vanishing_grad": 0}, {"surprise": 1}):  # fmt: skip
+                {"vanishing_steps": 0}, {"vanishing_grad": 0}, {"vanishing_grad": 1.0}, {"surprise": 1}):  # fmt: skip
         with pytest.raises(ValidationError) as caught:
             minimax_spec(watch=bad)
         assert caught.value.errors()[0]["loc"][:2] == ("training", "watch"), bad
@@ -262,6 +300,37 @@ def test_watch_stop_checkpoints_and_raises_and_non_finite_values_are_divergence_
         train(lsgan, ring8, sink, CPU)
     assert len(sink.alerts) == 1 and sink.alerts[0]["kind"] == "divergence" and sink.alerts[0]["step"] == 1
     assert sink.alerts[0]["action"] == "stopped" and sink.alerts[0]["evidence"]["value"] in ("nan", "inf", "-inf")
+
+
+def with_watch(spec: JobSpec, loss: dict[str, Any], **watch: Any) -> JobSpec:
+    training = {**spec.training.model_dump(), "watch": watch}
+    return JobSpec.model_validate({**spec.model_dump(), "loss": loss, "training": training})
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_healthy_critic_runs_raise_no_divergence_and_a_d_that_runs_away_does(ring8: LoadedData) -> None:
+    # K = 50 steps, so a 300-step run is judged: measured (seed 0), WGAN's clipped critic leaves G's gradient
+    # norm at 1e-5 to 2e-4 over these steps, which the old absolute test (under 1e-4) took for divergence.
+    for loss in ("wgan", "wgan-gp"):
+        sink = ListSink()
+        spec = with_watch(ring8_spec(loss, 300, 100, hidden=32, depth=2), {"name": loss}, vanishing_steps=50)
+        assert train(spec, ring8, sink, CPU).step == 300
+        assert sink.alerts == [], (loss, sink.alerts)
+    # minimax with D's learning rate 1,000× G's: D wins (mean logit past ±4.6) by step 20 and G's gradient falls
+    # to 0.1-7 % of its step-10 size and stays there (measured, seed 0, the default MLP); action stop fails it.
+    spec = with_watch(
+        ring8_spec("minimax", 300, 1000),
+        {"name": "minimax", "lr_d": 1e-2, "lr_g": 1e-5},
+        vanishing_steps=200,
+        action="stop",
+    )
+    sink = ListSink()
+    with pytest.raises(WatchStop, match=r"^stopped by training.watch: divergence at step \d+ \(G's gradient") as stop:
+        train(spec, ring8, sink, CPU)
+    alert = stop.value.alert
+    assert sink.alerts == [alert] and alert["kind"] == "divergence" and alert["action"] == "stopped", sink.alerts
+    assert alert["evidence"]["d_real"] > 4.6 and alert["evidence"]["d_fake"] < -4.6
+    assert alert["evidence"]["grad_norm_g"] < 0.1 * alert["evidence"]["grad_scale"] and alert["step"] < 300
 
 
 def test_build_watch_reads_the_data() -> None:

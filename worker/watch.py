@@ -27,13 +27,28 @@ A snapshot after `warmup_steps` is down when its figure is below `collapse_floor
 `collapse_drop` × the run's best (FD: above best / `collapse_drop`); `patience` snapshots down in
 a row is a collapse ("falling and staying down").
 
-Divergence: a non-finite value (worker/divergence.py; the job fails, and the trainer records it
-here as a divergence alert), or D winning completely while G's gradient vanishes for
-`vanishing_steps` steps: Arjovsky & Bottou 2017 (arXiv 1701.04862, Theorem 2.4) show that as D
-approaches a perfect discriminator, the gradient the minimax generator gets goes to 0. D "wins"
-when its mean scores reach the loss's saturated ends (logistic losses: mean logit ≥ logit(0.99) on
-real, ≤ logit(0.01) on fake; least squares: within 10 % of |b − a| from b and a; hinge: both hinge
-terms 0). WGAN, WGAN-GP and BEGAN have no saturated end: G's gradient vanishing is judged alone.
+Divergence, judged per loss (the catalog's `watch` section says the same, models/catalog.py):
+
+- every loss: a non-finite value (worker/divergence.py; the job fails, and the trainer records it here
+  as a divergence alert).
+- losses whose D scores how real a sample is against a fixed end (minimax, nsgan, dragan, cgan and
+  infogan on one of them, lsgan, hinge): also D winning completely while G's gradient vanishes for
+  `vanishing_steps` steps. Arjovsky & Bottou 2017 (arXiv 1701.04862, Theorem 2.4) show that as D
+  approaches a perfect discriminator, the gradient the minimax generator gets goes to 0. D "wins"
+  when its mean scores reach the loss's saturated ends (logistic losses: mean logit ≥ logit(0.99) on
+  real, ≤ logit(0.01) on fake; least squares: within 10 % of |b − a| from b and a; hinge: both margins
+  met, D's loss 0). G's gradient "vanishes" relative to its own scale in this run, not to an absolute
+  figure (a gradient norm's size depends on the net, the data and the loss): below `vanishing_grad`
+  (a fraction) of the largest norm G had at a reading where D was not winning. Until such a reading
+  there is no scale, and nothing is judged.
+- WGAN, WGAN-GP (critics) and BEGAN (an auto-encoder D): non-finite values only. A critic's score is
+  an unbounded estimate of a distance, not a probability, so it has no end to "win" at, and G's
+  gradient norm is set by the Lipschitz constraint, not by D's confidence: weight clipping at c = 0.01
+  makes it ~1e-5 in a healthy run. The critic's distance estimate is no usable signal either: it
+  rises while the critic learns (as it should) and its scale is set by c or λ and the data, so a
+  "grows without bound" test would need a per-run bound nobody can set. BEGAN's D reconstructs
+  samples; its balance term k_t is clipped to [0, 1] by design. A real blow-up of any of them ends
+  in non-finite values, which are always caught.
 """
 
 from __future__ import annotations
@@ -81,8 +96,9 @@ def describe(alert: Alert) -> str:
         return f"{head} (sample diversity {e['diversity']:.3f} of the data's, best {e['best_diversity']:.3f})"
     if "value" in e:
         return f"{head} ({e['metric']} became {e['value']})"
+    scale = f" ({e['fraction']:.3g} of its {e['grad_scale']:.3g})" if "grad_scale" in e else ""
     return (
-        f"{head} (G's gradient norm under {e['threshold']:.3g} with D winning for {e['steps']} steps: "
+        f"{head} (G's gradient norm under {e['threshold']:.3g}{scale} with D winning for {e['steps']} steps: "
         f"last {e['grad_norm_g']:.3g})"
     )
 
@@ -100,7 +116,14 @@ def mean_pairwise_distance(samples: np.ndarray, limit: int = DIVERSITY_SAMPLES) 
 
 def d_wins_test(loss: Any) -> DWins | None:
     """Whether D has won completely, judged from one metrics reading (d_real, d_fake: mean D scores), for a spec
-    loss; None for losses with no saturated end (wgan, wgan-gp, began)."""
+    loss; None for losses whose D has no such end (wgan, wgan-gp, began): no vanishing-gradient test for them.
+
+    Logistic losses (minimax, nsgan, dragan's NS loss): D's score is the logit of "real", so its saturated ends
+    mean certainty. LSGAN: D regresses real to b and fake to a, so reaching both targets is a perfect D. Hinge:
+    D's loss is 0 once real ≥ 1 and fake ≤ −1, the margins; past them D has nothing left to learn.
+    WGAN, WGAN-GP: a critic's score is an unbounded distance estimate, no probability. BEGAN: D is an
+    auto-encoder scoring reconstructions. See the module docstring.
+    """
     base = loss.base_loss() if loss.name in ("cgan", "infogan") else loss
     name = base.name
     if name in ("minimax", "nsgan", "dragan"):
@@ -138,17 +161,22 @@ class TrainingWatch:
         self.down_count = 0
         self.vanishing_since: int | None = None  # first metrics step of the current vanishing streak
         self.vanishing_max = 0.0  # G's largest gradient norm over that streak
+        self.grad_scale: float | None = None  # G's largest gradient norm at a reading where D was not winning
 
     # ------------------------------------------------------------------ what the trainer calls
 
     def observe_metrics(self, step: int, values: Mapping[str, float]) -> list[Alert]:
         """One metrics reading (finite host floats); the alerts it raises (at most one)."""
         s = self.settings
-        if not s.divergence or "divergence" in self.fired or "grad_norm_g" not in values:
-            return []
+        if not s.divergence or "divergence" in self.fired or self.d_wins is None or "grad_norm_g" not in values:
+            return []  # d_wins None: a critic or BEGAN, whose divergence is a non-finite value only
         grad = float(values["grad_norm_g"])
-        winning = self.d_wins is None or ("d_real" in values and "d_fake" in values and self.d_wins(values))
-        if not (grad < s.vanishing_grad and winning):
+        winning = "d_real" in values and "d_fake" in values and self.d_wins(values)
+        if not winning:
+            # The loss's own scale of G's gradient in this run: what it is while D is not saturated.
+            self.grad_scale = grad if self.grad_scale is None else max(self.grad_scale, grad)
+        threshold = None if self.grad_scale is None else s.vanishing_grad * self.grad_scale
+        if not (winning and threshold is not None and grad < threshold):
             self.vanishing_since, self.vanishing_max = None, 0.0
             return []
         if self.vanishing_since is None:
@@ -160,7 +188,9 @@ class TrainingWatch:
         evidence = {
             "grad_norm_g": grad,
             "max_grad_norm_g": self.vanishing_max,
-            "threshold": s.vanishing_grad,
+            "threshold": threshold,
+            "grad_scale": self.grad_scale,
+            "fraction": s.vanishing_grad,
             "since_step": self.vanishing_since,
             "steps": steps,
         }
@@ -220,6 +250,7 @@ class TrainingWatch:
             "down_count": self.down_count,
             "vanishing_since": self.vanishing_since,
             "vanishing_max": self.vanishing_max,
+            "grad_scale": self.grad_scale,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -231,6 +262,8 @@ class TrainingWatch:
         self.down_count = int(state["down_count"])
         self.vanishing_since = None if state["vanishing_since"] is None else int(state["vanishing_since"])
         self.vanishing_max = float(state["vanishing_max"])
+        scale = state.get("grad_scale")  # checkpoints from before the relative test have none: learnt again
+        self.grad_scale = None if scale is None else float(scale)
 
     # ------------------------------------------------------------------ internals
 
