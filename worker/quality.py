@@ -11,7 +11,8 @@
   `code_nmi` of the first categorical code for infogan.
 - Any image data, when the worker has GANFORGE_INCEPTION_WEIGHTS: `fid` and `kid` (Bińkowski et al.
   2018: unbiased MMD² with the kernel (xᵀy/d + 1)³) in the pool3 features of the FID Inception-v3
-  (worker/gan/inception.py).
+  (worker/gan/inception.py). This worker's setting decides, not the API's: what a job reported is what its
+  worker recorded (its metric series, each sample's `evaluation`), which the catalog points to.
 
 The image figures are measured on their own fixed evaluation batch, not the 64-image snapshot:
 EVAL_IMAGES generated from a latent fixed by the job's seed (G in eval mode, the EMA copy when the

@@ -209,7 +209,7 @@ def catalog(
     api_key: ApiKey = None,
 ) -> None:
     """Every loss, architecture and built-in data set with its defaults and paper; one of them in full; or a whole
-    section (losses, architectures, datasets, quality)."""
+    section (losses, architectures, datasets, quality, watch)."""
     with connect(ctx, url, api_key) as client:
         body: dict[str, Any] = client.catalog()
     if name is None:
