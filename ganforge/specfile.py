@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,16 @@ class SpecLoader(yaml.SafeLoader):
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
+
+
+# YAML 1.1 (PyYAML) reads `1e-4` and `1.5e3` as text: its float needs a dot and a signed exponent (`1.0e-4`).
+# A learning rate written as in the papers must be a number, as YAML 1.2 and JSON read it; this resolver adds
+# YAML 1.2's exponent forms.
+SpecLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
 
 
 def _at(event: Any) -> str:

@@ -137,6 +137,25 @@ def refuse(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) 
     return run
 
 
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("1e-4", 1e-4),
+        ("2E-4", 2e-4),
+        ("1.5e3", 1500.0),
+        (".5e1", 5.0),
+        ("1.0e-4", 1e-4),
+        ("'1e-4'", "1e-4"),
+        ("1e", "1e"),
+    ],
+)
+def test_a_yaml_spec_reads_exponent_numbers_as_yaml_1_2_does(text: str, value: object) -> None:
+    """PyYAML (YAML 1.1) reads `lr_d: 1e-4` as text, which the API refuses; a spec file reads it as the number."""
+    from ganforge.specfile import load_spec_text
+
+    assert load_spec_text(f"loss: {{name: wgan, lr_d: {text}}}", "spec.yaml")["loss"]["lr_d"] == value
+
+
 def test_a_yaml_alias_bomb_is_refused_at_once(tmp_path: Path) -> None:
     """The "billion laughs": 10 levels of 9 aliases each would expand to 10**9 strings."""
     bomb = tmp_path / "bomb.yaml"
