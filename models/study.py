@@ -59,7 +59,7 @@ RESERVED_TAGS = (STUDY_TAG, LOSS_TAG, POINT_TAG, SEED_TAG)
 MAX_STUDY_TAGS = 32 - len(RESERVED_TAGS)
 JOB_NAME_MAX = 200
 
-StudyStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+StudyStatus = Literal["queued", "running", "cancelling", "succeeded", "failed", "cancelled"]
 
 
 def _number(value: Any) -> Any:
@@ -239,11 +239,17 @@ def compatible_losses(study: StudySpec, info: DatasetInfo) -> list[str]:
     return [name for name in LOSS_CLASSES if not _loss_specific(study, name, info, neutral)]
 
 
+def error_message(error: Mapping[str, Any]) -> str:
+    """pydantic's message of one error without the "Value error, " it puts before a validator's own words."""
+    message = str(error["msg"])
+    return message.removeprefix("Value error, ") if error.get("type") == "value_error" else message
+
+
 def _first_error(exc: ValidationError) -> str:
     error = exc.errors()[0]
     where = ".".join(str(part) for part in error["loc"] if not str(part).startswith("function-"))
     where = ".".join(p for p in where.split(".") if p not in LOSS_CLASSES and p not in ARCHITECTURE_CLASSES)
-    return f"{where}: {error['msg']}" if where else str(error["msg"])
+    return f"{where}: {error_message(error)}" if where else error_message(error)
 
 
 def _check_overrides(study: StudySpec, losses: Sequence[str]) -> list[SpecProblem]:
@@ -261,7 +267,7 @@ def _check_overrides(study: StudySpec, losses: Sequence[str]) -> list[SpecProble
         except ValidationError as exc:
             for error in exc.errors():
                 loc = tuple(part for part in error["loc"] if not str(part).startswith("function-"))
-                problems.append(SpecProblem(("overrides", loss, *loc), str(error["msg"])))
+                problems.append(SpecProblem(("overrides", loss, *loc), error_message(error)))
     return problems
 
 
@@ -453,6 +459,28 @@ def _once(problems: Iterable[SpecProblem]) -> list[SpecProblem]:
     return list(seen.values())
 
 
+# The fields expand's checks read for the job count and for which losses an override may name.
+_COUNT_FIELDS = frozenset({"losses", "seeds", "grid"})
+
+
+def problems_beside(failed: Iterable[str], problems: Iterable[SpecProblem]) -> list[SpecProblem]:
+    """Of the problems expand found in a study whose invalid top-level fields (`failed`) were left at their
+    defaults, those that stand on their own: none at a failed field, no job count when the count's fields
+    failed, no "not one of this study's losses" when `losses` failed (both computed from the defaults)."""
+    failed = set(failed)
+    kept = []
+    for problem in problems:
+        head = problem.loc[0] if problem.loc else ""
+        if head in failed:
+            continue
+        if failed & _COUNT_FIELDS and f"a study runs at most {MAX_STUDY_JOBS}" in problem.message:
+            continue
+        if "losses" in failed and head == "overrides" and len(problem.loc) == 2:
+            continue
+        kept.append(problem)
+    return kept
+
+
 def resolved_losses(study: StudySpec, cells: Sequence[Cell]) -> list[str]:
     """The study's losses as they run (the default filled in), in order."""
     return list(dict.fromkeys(cell.loss for cell in cells)) or list(study.losses or [])
@@ -464,13 +492,14 @@ def resolved_losses(study: StudySpec, cells: Sequence[Cell]) -> list[str]:
 def study_status(*, cancelled: bool, counts: Mapping[str, int]) -> StudyStatus:
     """The study's status from its jobs' status counts.
 
-    cancelled once the study is cancelled; else running while a job is active and some job has
-    started or finished (queued while all are queued); when all are final: succeeded when all
+    Once the study is cancelled: cancelling while a job is still active (a running job stops at its
+    next step), cancelled when every job is final. Else running while a job is active and some job
+    has started or finished (queued while all are queued); when all are final: succeeded when all
     succeeded, failed when one failed, cancelled when jobs were cancelled one by one.
     """
-    if cancelled:
-        return "cancelled"
     active = sum(counts.get(s, 0) for s in JobStatus.ACTIVE)
+    if cancelled:
+        return "cancelling" if active else "cancelled"
     total = sum(counts.values())
     if not total:  # no job counted (yet)
         return "queued"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, overload
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import ColumnElement, Engine, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.records import Job, JobEvent
@@ -37,13 +37,47 @@ def append_event(session: Session, job_id: str, kind: str, data: dict[str, Any])
     return seq
 
 
+def status_event(was: str | None, to: str, reason: str, attempt: int, **extra: Any) -> dict[str, Any]:
+    """A `status` event's data: from, to, reason, attempt, plus `extra`."""
+    return {"from": was, "to": to, "reason": reason, "attempt": attempt, **extra}
+
+
 def transition(session: Session, job: Job, to: str, reason: str, **extra: Any) -> None:
     """Move `job` to status `to` and log a `status` event (from, to, reason, attempt, plus `extra`)."""
-    data = {"from": job.status, "to": to, "reason": reason, "attempt": job.attempt, **extra}
+    data = status_event(job.status, to, reason, job.attempt, **extra)
     job.status = to
     job.updated_at = utcnow()
     session.flush()
     append_event(session, job.id, "status", data)
+
+
+def transition_where(
+    session: Session, condition: ColumnElement[bool], was: str, to: str, reason: str, **values: Any
+) -> list[str]:
+    """`transition` for every job matching `condition` whose status is `was`, set-based: one UPDATE (which also
+    sets `values` and allocates each job's next event seq under its row lock, as append_event does) and one
+    INSERT of their status events. Returns the ids moved."""
+    now = utcnow()
+    moved = session.execute(
+        update(Job)
+        .where(condition, Job.status == was)
+        .values(status=to, updated_at=now, last_event=Job.last_event + 1, **values)
+        .returning(Job.id, Job.last_event, Job.attempt)
+        .execution_options(synchronize_session=False)
+    ).all()
+    if moved:
+        events = [
+            {
+                "job_id": job_id,
+                "seq": seq,
+                "kind": "status",
+                "time": now,
+                "data": status_event(was, to, reason, attempt),
+            }
+            for job_id, seq, attempt in moved
+        ]
+        session.execute(insert(JobEvent), events)
+    return [job_id for job_id, _seq, _attempt in moved]
 
 
 class StoreBase:

@@ -6,16 +6,20 @@ import hashlib
 import json
 import uuid
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from models.records import Dataset, Job, JobStatus
 from models.spec import JobSpec
-from models.store.base import StoreBase, append_event, transition, utcnow
+from models.store.base import StoreBase, append_event, transition, transition_where, utcnow
 from models.store.bounds import storable
 from models.store.errors import DatasetGone, IdempotencyConflict
 from models.store.paging import keyset_page
+
+# The reasons request_cancel (and cancel_where, its set-based form) gives in the status event.
+CANCELLED_QUEUED = "cancelled by the user before it started"
+CANCEL_REQUESTED = "cancel requested by the user"
 
 
 def spec_hash(spec_json: dict[str, object]) -> str:
@@ -151,11 +155,21 @@ class JobsStore(StoreBase):
             if job is None:
                 return None
             if job.status == JobStatus.QUEUED:
-                transition(session, job, JobStatus.CANCELLED, "cancelled by the user before it started")
+                transition(session, job, JobStatus.CANCELLED, CANCELLED_QUEUED)
                 job.finished_at = utcnow()
             elif job.status == JobStatus.RUNNING:
-                transition(session, job, JobStatus.CANCELLING, "cancel requested by the user")
+                transition(session, job, JobStatus.CANCELLING, CANCEL_REQUESTED)
             return job
+
+    def cancel_where(self, session: Session, condition: ColumnElement[bool]) -> list[str]:
+        """request_cancel for every job matching `condition`, set-based in the caller's transaction (the same
+        moves and status events); returns the ids of the jobs it moved."""
+        cancelled = transition_where(
+            session, condition, JobStatus.QUEUED, JobStatus.CANCELLED, CANCELLED_QUEUED, finished_at=utcnow()
+        )
+        return cancelled + transition_where(
+            session, condition, JobStatus.RUNNING, JobStatus.CANCELLING, CANCEL_REQUESTED
+        )
 
     def mark_enqueued(self, *, job_id: str) -> None:
         """Record that the job's broker message was just sent (the reconciler re-sends old ones)."""
