@@ -15,12 +15,21 @@ is first computed per run, then summarised as {"mean", "std", "n"}: the mean, th
 *sample* standard deviation (ddof = 1) over the n runs that have the figure (None when
 n < 2), and n; mean is None when no run has it.
 
+Failed runs. One rule for every figure: a run that failed or was cancelled (or is being
+cancelled) is left out of every mean ± std (quality, steps to a threshold, stability; time
+counts succeeded runs only) and counted in its row's `failed`; `runs` counts every run,
+`finished` the succeeded ones, so runs − finished − failed are still queued or running (their
+figures so far are in). Only the event counts (collapse_events, divergence_events) count every
+run: a run that diverged is what they report.
+
 Quality (`measures`). PacGAN's 2-D protocol (Lin et al. 2018) for points: modes covered,
 high-quality fraction, reverse KL of the HQ samples to uniform (worker/gan/evaluation.py);
 for images the Fréchet distance (Heusel et al. 2017's formula) in a classifier's features
 (`fd`), plus class accuracy for `cgan` and code purity for `infogan`
-(worker/gan/classifier.py). A run's quality is its series' value at its last logged step
-(its last snapshot: for a failed or still-running run, the last one it wrote).
+(worker/gan/classifier.py); only the measures the data set reports are compared (`reported`:
+no point measure on other data than ring8/grid25, no fd on unlabelled images). A run's quality
+is its series' value at its last logged step (its last snapshot: for a still-running run, the
+last one it wrote).
 
 Steps to a threshold. The first logged step at which the series reaches the measure's
 threshold (≥ for higher-is-better, ≤ for lower-is-better). `reached` counts the runs that
@@ -32,7 +41,7 @@ healthy and failing runs reach in bench/ZOO_RESULTS.md's 5,000-step rows: the he
   modes_covered  ≥ every mode (`modes`; no threshold when `modes` is not given)
   hq_fraction    ≥ 0.5    most samples within 3σ of a mode
   reverse_kl     ≤ 0.1    nats: HQ samples spread within 0.1 nats of uniform (log 8 = 2.08 is total collapse on ring8)
-  fd             ≤ 1.5 × the lowest final fd over all the runs compared (the whole study): the
+  fd             ≤ 1.5 × the lowest final fd over the runs compared (the whole study, failed runs left out): the
                  Fréchet distance's scale depends on the feature network, so no absolute level means
                  anything across data sets; and the first snapshot comes after `every.samples` steps of
                  training, so a level relative to a run's own start would favour slow starters.
@@ -91,13 +100,15 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 
 DATA_KINDS = ("points", "images")
+# A run in one of these will not finish: it is counted in its row's `failed`, and left out of every mean ± std.
+FAILED_STATUSES = frozenset({"failed", "cancelled", "cancelling"})
 # grad_norm_g below this counts as vanished (Arjovsky & Bottou 2017; see the module docstring).
 VANISHING_GRAD_NORM = 1e-4
 # ...and, scale-free, below this fraction of the run's own median grad_norm_g.
@@ -193,26 +204,30 @@ class Run:
     error: str | None = None
 
 
-def measures(data_kind: str, losses: Sequence[str]) -> list[Measure]:
+def measures(data_kind: str, losses: Sequence[str], *, reported: Collection[str] | None = None) -> list[Measure]:
     """The quality measures compared for `data_kind` ("points" or "images"), primary first.
 
     points: modes_covered, hq_fraction, reverse_kl; images: fd, plus class_accuracy when
-    `losses` has cgan and code_purity when it has infogan. Raises ValueError for another kind.
+    `losses` has cgan and code_purity when it has infogan. `reported`: the figures the data set's
+    snapshots actually carry (models.catalog.quality_measures: points only on ring8/grid25, fd and
+    the rest only on labelled images); only those are kept (None: every one above). Raises
+    ValueError for another kind.
     """
     _check_kind(data_kind)
     if data_kind == "points":
-        return list(POINT_MEASURES)
-    found = [FD]
-    if "cgan" in losses:
-        found.append(CLASS_ACCURACY)
-    if "infogan" in losses:
-        found.append(CODE_PURITY)
-    return found
+        found = list(POINT_MEASURES)
+    else:
+        found = [FD]
+        if "cgan" in losses:
+            found.append(CLASS_ACCURACY)
+        if "infogan" in losses:
+            found.append(CODE_PURITY)
+    return found if reported is None else [m for m in found if m.name in reported]
 
 
-def series_needed(data_kind: str, losses: Sequence[str]) -> list[str]:
+def series_needed(data_kind: str, losses: Sequence[str], *, reported: Collection[str] | None = None) -> list[str]:
     """Every series name compare reads for these runs: loss_g, grad_norm_g and the quality measures."""
-    return ["loss_g", "grad_norm_g"] + [m.name for m in measures(data_kind, losses)]
+    return ["loss_g", "grad_norm_g"] + [m.name for m in measures(data_kind, losses, reported=reported)]
 
 
 def compare(
@@ -221,25 +236,29 @@ def compare(
     data_kind: str,
     modes: int | None = None,
     vanishing_grad_norm: float = VANISHING_GRAD_NORM,
+    reported: Collection[str] | None = None,
 ) -> list[dict[str, Any]]:
     """One row per (loss, grid point), in the order the runs first show them (see the module docstring).
 
-    Row: {"loss", "point", "runs", "finished" (succeeded), "statuses": {status: n},
+    Row: {"loss", "point", "runs", "finished" (succeeded), "failed" (failed or cancelled: left out of every
+    mean ± std), "statuses": {status: n},
     "quality": {measure: {"mean","std","n"}}, "steps_to_threshold": {measure: {"mean","std",
     "reached","n","threshold","rule"}}, "wall_seconds"/"cpu_seconds"/"gpu_seconds":
     {"mean","std","n"}, "stability": {"loss_g_spread_last_quarter", "loss_g_std_last_quarter",
     "vanishing_grad_fraction", "vanishing_grad_fraction_relative", "mode_oscillation":
     {"mean","std","n"}, "collapse_events": int,
     "divergence_events": int}}. `modes`: the data's mode count (points), for modes_covered's
-    threshold. Raises ValueError for an unknown data_kind.
+    threshold. `reported`: the measures the data set reports (see `measures`). Raises ValueError
+    for an unknown data_kind.
     """
     losses = list(dict.fromkeys(run.loss for run in runs))
-    compared = measures(data_kind, losses)
+    compared = measures(data_kind, losses, reported=reported)
     # Each series is cleaned once (a 200-run study reads ~10^6 values).
-    table = _Table(runs, series_needed(data_kind, losses))
+    table = _Table(runs, series_needed(data_kind, losses, reported=reported))
+    counted = [run for run in runs if not _failed(run)]
     levels: dict[str, float | None] = {}
     for measure in compared:
-        finals = [v for v in (table.last(run, measure.name) for run in runs) if v is not None]
+        finals = [v for v in (table.last(run, measure.name) for run in counted) if v is not None]
         best = (max(finals) if measure.direction == "higher" else min(finals)) if finals else None
         levels[measure.name] = measure.resolve(modes=modes, best_final=best)
     rows = []
@@ -248,19 +267,21 @@ def compare(
         for run in group:
             statuses[run.status] = statuses.get(run.status, 0) + 1
         succeeded = [run for run in group if run.status == "succeeded"]
+        kept = [run for run in group if not _failed(run)]
         rows.append(
             {
                 "loss": loss,
                 "point": point,
                 "runs": len(group),
                 "finished": len(succeeded),
+                "failed": len(group) - len(kept),
                 "statuses": statuses,
-                "quality": {m.name: summarise([table.last(run, m.name) for run in group]) for m in compared},
-                "steps_to_threshold": {m.name: _steps_to(table, group, m, levels[m.name]) for m in compared},
+                "quality": {m.name: summarise([table.last(run, m.name) for run in kept]) for m in compared},
+                "steps_to_threshold": {m.name: _steps_to(table, kept, m, levels[m.name]) for m in compared},
                 "wall_seconds": summarise([run.wall_seconds for run in succeeded]),
                 "cpu_seconds": summarise([run.cpu_seconds for run in succeeded]),
                 "gpu_seconds": summarise([run.gpu_seconds for run in succeeded]),
-                "stability": _stability(table, group, data_kind, vanishing_grad_norm),
+                "stability": _stability(table, group, kept, compared, data_kind, vanishing_grad_norm),
             }
         )
     return rows
@@ -448,17 +469,31 @@ def _steps_to(table: _Table, group: Sequence[Run], measure: Measure, level: floa
     }
 
 
-def _stability(table: _Table, group: Sequence[Run], data_kind: str, vanishing_level: float) -> dict[str, Any]:
-    primary = measures(data_kind, [])[0].name
+def _failed(run: Run) -> bool:
+    """A run that failed or was cancelled (or is being cancelled): it will not finish, so no mean ± std has it."""
+    return run.status in FAILED_STATUSES
+
+
+def _stability(
+    table: _Table,
+    group: Sequence[Run],
+    kept: Sequence[Run],
+    compared: Sequence[Measure],
+    data_kind: str,
+    vanishing_level: float,
+) -> dict[str, Any]:
+    """The stability figures: mean ± std over the `kept` runs; the event counts over every run of the `group`."""
+    # The data kind's primary measure, when the data set reports it.
+    primary = compared[0].name if compared and compared[0] == measures(data_kind, [])[0] else None
     spreads, stds, vanishing, relative, oscillations = [], [], [], [], []
-    for run in group:
+    for run in kept:
         spread, std = loss_g_spread(*table.get(run, "loss_g"))
         spreads.append(spread)
         stds.append(std)
         grad_norms = table.get(run, "grad_norm_g")[1]
         vanishing.append(vanishing_fraction(grad_norms, vanishing_level))
         relative.append(relative_vanishing_fraction(grad_norms))
-        oscillations.append(oscillation(table.get(run, primary)[1], data_kind))
+        oscillations.append(oscillation(table.get(run, primary)[1], data_kind) if primary else None)
     return {
         "loss_g_spread_last_quarter": summarise(spreads),
         "loss_g_std_last_quarter": summarise(stds),

@@ -110,9 +110,9 @@ def points_runs() -> list[Run]:
 
 def test_every_figure_of_a_points_row_matches_the_hand_computation() -> None:
     rows = compare(points_runs(), data_kind="points", modes=8)
-    assert [(r["loss"], r["point"], r["runs"], r["finished"]) for r in rows] == [
-        ("nsgan", {}, 2, 2),
-        ("wgan", {}, 2, 0),
+    assert [(r["loss"], r["point"], r["runs"], r["finished"], r["failed"]) for r in rows] == [
+        ("nsgan", {}, 2, 2, 0),
+        ("wgan", {}, 2, 0, 1),
     ]
     nsgan, wgan = rows
     q = nsgan["quality"]
@@ -144,8 +144,11 @@ def test_every_figure_of_a_points_row_matches_the_hand_computation() -> None:
     assert (st["collapse_events"], st["divergence_events"]) == (1, 0)
 
     assert wgan["statuses"] == {"failed": 1, "running": 1}
-    assert wgan["quality"]["modes_covered"] == pytest.approx({"mean": 3.0, "std": math.sqrt(8), "n": 2})
+    # One rule for a failed run: counted in `failed`, left out of every mean ± std (its last 1 mode is not averaged
+    # in with the running run's 5); the running run's figures so far are in.
+    assert wgan["quality"]["modes_covered"] == {"mean": 5.0, "std": None, "n": 1}
     assert wgan["steps_to_threshold"]["modes_covered"]["reached"] == 0
+    assert wgan["steps_to_threshold"]["modes_covered"]["n"] == 1
     assert wgan["steps_to_threshold"]["modes_covered"]["mean"] is None
     assert wgan["quality"]["hq_fraction"] == {"mean": None, "std": None, "n": 0}
     # neither run succeeded: no time figure, though the failed one has a wall time
@@ -153,8 +156,9 @@ def test_every_figure_of_a_points_row_matches_the_hand_computation() -> None:
     st = wgan["stability"]
     assert st["loss_g_spread_last_quarter"]["n"] == 0  # one value in each run's last quarter: no spread
     assert st["vanishing_grad_fraction"]["mean"] is None
-    assert st["mode_oscillation"] == {"mean": 2.0, "std": None, "n": 1}  # 3 → 1; the running run has one snapshot
-    # the failed run's error says it diverged; the running one carries a divergence alert
+    # the failed run's 3 → 1 is left out; the running run has one snapshot
+    assert st["mode_oscillation"] == {"mean": None, "std": None, "n": 0}
+    # events count every run: the failed run's error says it diverged; the running one carries a divergence alert
     assert (st["collapse_events"], st["divergence_events"]) == (0, 2)
 
 
@@ -343,3 +347,34 @@ def test_unsorted_steps_repeated_steps_and_nulls_are_read_as_one_series_in_step_
     assert row["stability"]["mode_oscillation"]["mean"] == 1.0  # 1 → 5 → 3: 2 modes lost over 2 intervals
     [entry] = curves([messy], ["modes_covered"])["curves"]["modes_covered"]
     assert (entry["steps"], entry["mean"]) == ([100, 200, 300], [1.0, 5.0, 3.0])
+
+
+def test_only_the_measures_the_data_set_reports_are_compared() -> None:
+    # An unlabelled points upload reports no PacGAN figure; unlabelled images no fd (models/catalog.py).
+    assert measures("points", ["nsgan"], reported=set()) == []
+    assert [m.name for m in measures("images", ["cgan", "infogan"], reported={"fd", "code_purity"})] == [
+        "fd",
+        "code_purity",
+    ]
+    assert series_needed("points", ["nsgan"], reported=set()) == ["loss_g", "grad_norm_g"]
+    runs = [
+        run("nsgan", seed, {"loss_g": (STEPS, [1, 2, 3, 4]), "grad_norm_g": (STEPS, [1, 1, 1, 1])}) for seed in (0, 1)
+    ]
+    [row] = compare(runs, data_kind="points", reported=set())
+    assert row["quality"] == {} and row["steps_to_threshold"] == {}
+    assert row["stability"]["mode_oscillation"] == {"mean": None, "std": None, "n": 0}
+    assert row["stability"]["loss_g_spread_last_quarter"]["n"] == 2
+
+
+def test_a_cancelled_run_is_counted_as_failed_and_left_out_of_every_figure() -> None:
+    series = {"modes_covered": ([100, 200], [8.0, 8.0]), "loss_g": (STEPS, [1, 2, 3, 4])}
+    runs = [
+        run("nsgan", 0, series, status="succeeded", wall=10),
+        run("nsgan", 1, {"modes_covered": ([100], [2.0]), "loss_g": (STEPS, [9, 1, 9, 1])}, status="cancelled"),
+        run("nsgan", 2, {"modes_covered": ([100], [1.0]), "loss_g": (STEPS, [9, 1, 9, 1])}, status="cancelling"),
+    ]
+    [row] = compare(runs, data_kind="points", modes=8)
+    assert (row["runs"], row["finished"], row["failed"]) == (3, 1, 2)
+    assert row["quality"]["modes_covered"] == {"mean": 8.0, "std": None, "n": 1}
+    assert row["steps_to_threshold"]["modes_covered"]["n"] == 1
+    assert row["stability"]["loss_g_spread_last_quarter"]["n"] == 1

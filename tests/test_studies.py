@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import io
 import statistics
 import time
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
+from sqlalchemy import update
+from sqlalchemy.event import listen, remove
 
-from models.store import IdempotencyConflict, JobStore, MetricPoint
+from api.routes.studies import StudySummary
+from models.records import Job
+from models.store import IdempotencyConflict, JobStore, MetricPoint, as_utc
 from models.store.results import write_metrics
+from models.store.studies import StudyFinished
 from models.study import StudySpec, expand, parse_point
 from tests.service import Service
 
@@ -110,7 +117,10 @@ def test_another_owner_sees_no_study_and_the_list_pages(service: Service) -> Non
 
         first = mine.get("/v1/studies", params={"limit": 2}).json()
         assert [s["id"] for s in first["studies"]] == ids[:0:-1]  # newest first
-        assert first["studies"][0]["status"] == "cancelled"
+        newest = first["studies"][0]
+        # cancelling while the worker has a job of it it took before the cancel (it stops at its next step)
+        stopping = any(newest["counts"].get(status) for status in ("queued", "running", "cancelling"))
+        assert newest["status"] == ("cancelling" if stopping else "cancelled"), newest
         rest = mine.get("/v1/studies", params={"limit": 2, "cursor": first["next_cursor"]}).json()
         assert [s["id"] for s in rest["studies"]] == [ids[0]] and rest["next_cursor"] is None
         assert "query.cursor" in fields(mine.get("/v1/studies", params={"cursor": "x1"}))
@@ -142,7 +152,9 @@ def test_a_study_runs_its_jobs_and_its_table_matches_them(service: Service) -> N
         done = wait_for_study(service, client, study["id"])
         assert done["status"] == "succeeded", (done["counts"], service.logs())
         assert done["counts"] == {"succeeded": 8}
-        assert done["progress"] == {"steps_done": 480, "steps_total": 480, "fraction": 1.0}
+        assert done["progress"] == {
+            "steps_done": 480, "steps_total": 480, "fraction": 1.0, "jobs_final": 8, "jobs_total": 8
+        }  # fmt: skip
         assert done["data_kind"] == "points" and done["measures"][0] == "modes_covered"
 
         # The table is recomputed from each job's own metrics: modes covered at its last snapshot.
@@ -187,10 +199,16 @@ def test_cancelling_a_study_cancels_every_job(service: Service) -> None:
             time.sleep(0.2)
 
         cancelled = client.post(f"/v1/studies/{study_id}/cancel")
-        assert cancelled.status_code == 202 and cancelled.json()["status"] == "cancelled"
+        assert cancelled.status_code == 202, cancelled.text
+        # cancelling while a job has not stopped yet (a running one stops at its next step), then cancelled
+        answer = cancelled.json()
+        stopped = all(job["status"] in FINAL for job in answer["jobs"])
+        assert answer["status"] == ("cancelled" if stopped else "cancelling"), answer["jobs"]
+        assert "running" not in {job["status"] for job in answer["jobs"]}
         done = wait_for_study(service, client, study_id, timeout=60)
         assert [job["status"] for job in done["jobs"]] == ["cancelled"] * 3
         assert done["status"] == "cancelled" and done["cancelled_at"]
+        assert done["progress"]["fraction"] < 1 and done["progress"]["jobs_final"] == 3
         assert client.post(f"/v1/studies/{study_id}/cancel").status_code == 202  # idempotent
 
 
@@ -253,3 +271,160 @@ def test_the_runs_read_is_bounded_and_keeps_each_last_snapshot(store: JobStore) 
     assert len(steps) <= 100 and steps[0] == 1 and steps[-1] == 5001 and values[-1] == 2500.5
     assert {b - a for a, b in zip(steps, steps[1:-1], strict=False)} == {51}  # every k-th point: evenly spaced
     assert read[first]["modes_covered"] == (list(range(500, 5001, 500)), [8.0] * 10)  # short: whole
+
+
+def _stored_study(store: JobStore, study_id: str, **changes: Any) -> list[str]:
+    """A study stored (not run): its job ids in fan-out order."""
+    study = StudySpec.model_validate(small_study(**changes))
+    body = study.model_dump(mode="json")
+    jobs = [cell.spec for cell in expand(study, study_id)]
+    store.create_study(
+        study_id=study_id, owner="a", name="s", spec_json=body, request_json=body, jobs=jobs, idempotency_key=None
+    )
+    return [job.id for job in store.study_jobs(study_id=study_id)]
+
+
+def _set(store: JobStore, job_id: str, **values: Any) -> None:
+    """Move a job as a worker would (status, step), without its events: the test reads only what cancel adds."""
+    with store.session() as session, session.begin():
+        session.execute(update(Job).where(Job.id == job_id).values(**values))
+
+
+def _summary(store: JobStore, study_id: str) -> StudySummary:
+    study = store.get_study(study_id=study_id)
+    assert study is not None
+    return StudySummary.of(study, store.study_job_stats(study_ids=[study_id]).get(study_id))
+
+
+def test_cancel_is_one_transaction_and_writes_each_jobs_status_event_as_a_job_cancel_does(store: JobStore) -> None:
+    ids = _stored_study(store, "s1", losses=["nsgan", "wgan-gp"], seeds=2, grid=[])  # 4 jobs of 60 steps
+    running, done, queued, also_running = ids
+    _set(store, running, status="running", step=20)
+    _set(store, done, status="succeeded", step=60)
+    _set(store, also_running, status="running", step=5)
+    # The same moves made one job at a time (POST /v1/jobs/{id}/cancel), to compare the events with.
+    alone = _stored_study(store, "s2", losses=["nsgan"], seeds=2, grid=[])
+    _set(store, alone[0], status="running")
+    for job_id in alone:
+        store.request_cancel(job_id=job_id, owner="a")
+    expected = {
+        status: store.events_after(job_id=job_id, after=1)[-1].data for job_id, status in zip(alone, "RQ", strict=True)
+    }
+
+    commits: list[int] = []
+
+    def counted(_connection: Any) -> None:
+        commits.append(1)
+
+    listen(store.engine, "commit", counted)
+    try:
+        cancelled = store.cancel_study(study_id="s1", owner="a")
+    finally:
+        remove(store.engine, "commit", counted)
+    assert cancelled is not None and cancelled.cancelled_at is not None
+    assert len(commits) == 1  # one transaction for the study, whatever its size
+    statuses = {job.id: job.status for job in store.study_jobs(study_id="s1")}
+    assert [statuses[i] for i in ids] == ["cancelling", "succeeded", "cancelled", "cancelling"]
+    for job_id, kind in ((running, "R"), (queued, "Q"), (also_running, "R")):
+        events = store.events_after(job_id=job_id, after=0)
+        assert [e.seq for e in events] == [1, 2] and events[-1].kind == "status"
+        assert events[-1].data == expected[kind]
+    assert store.events_after(job_id=done, after=1) == []  # a finished job is left as it is
+    queued_job = store.get_job(job_id=queued)
+    assert queued_job is not None and queued_job.finished_at is not None
+
+    # Not every job has stopped: the study is cancelling, not yet cancelled (a waiter keeps waiting).
+    summary = _summary(store, "s1")
+    assert summary.status == "cancelling"
+    # Steps actually trained: 20 + 60 + 0 + 5 of 240, not the cancelled job's 60 unrun steps.
+    assert summary.progress.model_dump() == {
+        "steps_done": 85, "steps_total": 240, "fraction": 85 / 240, "jobs_final": 2, "jobs_total": 4
+    }  # fmt: skip
+    _set(store, running, status="cancelled")
+    _set(store, also_running, status="cancelled")
+    summary = _summary(store, "s1")
+    assert summary.status == "cancelled" and summary.progress.fraction == 85 / 240
+    assert summary.progress.jobs_final == 4
+    # Idempotent: a second cancel moves nothing and keeps the first cancel time.
+    again = store.cancel_study(study_id="s1", owner="a")
+    assert again is not None and as_utc(again.cancelled_at) == as_utc(cancelled.cancelled_at)
+
+
+def test_a_finished_study_is_not_cancelled_by_a_late_cancel(store: JobStore) -> None:
+    ids = _stored_study(store, "s1", losses=["nsgan"], seeds=2, grid=[])
+    _set(store, ids[0], status="succeeded", step=60)
+    _set(store, ids[1], status="failed", step=30)
+    with pytest.raises(StudyFinished, match="already failed"):
+        store.cancel_study(study_id="s1", owner="a")
+    summary = _summary(store, "s1")
+    assert summary.status == "failed" and summary.cancelled_at is None
+    # A failed job counts the steps it ran, not its whole plan.
+    assert (summary.progress.steps_done, summary.progress.steps_total) == (90, 120)
+
+
+def test_every_problem_of_a_study_body_comes_back_in_one_422_without_pydantics_prefix(service: Service) -> None:
+    with service.client() as client:
+        body = small_study(
+            seeds=0,  # refused by the model
+            name="x" * 201,  # refused by the model
+            overrides={"wgan-gp": {"lr_d": -1}},  # refused by the study's own checks (expand)
+            grid=[{"param": "architecture.base_channels", "values": [8]}],  # expand: the MLP has no such field
+        )
+        answer = client.post("/v1/studies", json=body)
+        found = fields(answer)
+        assert {"seeds", "name", "overrides.wgan-gp.lr_d", "grid.0.param"} <= set(found), found
+        assert not any("Value error" in message for message in found.values()), found
+        assert found["seeds"].startswith("a count of seeds must be 1 to 10"), found
+        assert not any(message.startswith("Value error") for message in found.values())
+        # A field left at its default for the second checks adds no problem of its own (the job count of
+        # every default loss, "not one of this study's losses" when the losses are refused).
+        refused_losses = small_study(losses=["nsgan", "wgam"], seeds=10, overrides={"wgan-gp": {"lr_d": 1e-4}})
+        found = fields(client.post("/v1/studies", json=refused_losses))
+        assert list(found) == ["losses.1"], found
+
+
+def test_a_finished_study_keeps_its_status_when_cancelled_and_curves_name_their_series(service: Service) -> None:
+    with service.client() as client:
+        created = client.post(
+            "/v1/studies", json=small_study(losses=["nsgan"], seeds=1, grid=[], training={"steps": 5})
+        )
+        assert created.status_code == 201, created.text
+        study_id = created.json()["id"]
+        done = wait_for_study(service, client, study_id, timeout=120)
+        assert done["status"] == "succeeded", (done["counts"], service.logs())
+        refused = client.post(f"/v1/studies/{study_id}/cancel")
+        assert refused.status_code == 409, refused.text
+        assert refused.json()["error"]["code"] == "already_finished"
+        assert "already succeeded" in refused.json()["error"]["message"]
+        after = client.get(f"/v1/studies/{study_id}").json()
+        assert after["status"] == "succeeded" and after["cancelled_at"] is None
+        assert after["progress"] == {
+            "steps_done": 5, "steps_total": 5, "fraction": 1.0, "jobs_final": 1, "jobs_total": 1
+        }  # fmt: skip
+
+        unknown = fields(client.get(f"/v1/studies/{study_id}/curves", params={"names": "loss_g,modes_coverd"}))
+        assert "'modes_coverd'" in unknown["query.names"] and "modes_covered" in unknown["query.names"], unknown
+        assert client.get(f"/v1/studies/{study_id}/curves", params={"names": "loss_g"}).status_code == 200
+
+
+def test_an_unlabelled_points_upload_compares_no_quality_measure(service: Service) -> None:
+    rng = np.random.default_rng(0)
+    buffer = io.BytesIO()
+    np.savez(buffer, x=rng.normal(size=(512, 2)).astype(np.float32))
+    with service.client() as client:
+        uploaded = client.post("/v1/datasets", files={"file": ("blob.npz", buffer.getvalue())}, data={"name": "blob"})
+        assert uploaded.status_code == 201, uploaded.text
+        assert uploaded.json()["info"]["num_classes"] == 0
+        body = small_study(dataset={"id": uploaded.json()["id"]}, losses=["nsgan"], seeds=1, grid=[])
+        created = client.post("/v1/studies", json={**body, "training": {"steps": 20, "batch_size": 64}})
+        assert created.status_code == 201, created.text
+        # The worker reports PacGAN's figures on ring8 and grid25 only (worker/quality.py): none here.
+        assert created.json()["measures"] == []
+        done = wait_for_study(service, client, created.json()["id"], timeout=120)
+        assert done["status"] == "succeeded", (done["counts"], service.logs())
+        assert done["measures"] == [] and done["data_kind"] == "points"
+        [row] = done["comparison"]
+        assert row["quality"] == {} and row["steps_to_threshold"] == {} and row["failed"] == 0
+        assert row["stability"]["vanishing_grad_fraction"]["n"] == 1  # the run's own series still compare
+        curves = client.get(f"/v1/studies/{done['id']}/curves").json()
+        assert curves["names"] == ["loss_g", "grad_norm_g"]

@@ -53,6 +53,7 @@ function progressText(study) {
   if (counts.queued) parts.push(`${counts.queued} queued`);
   if (counts.failed) parts.push(`${counts.failed} failed`);
   if (counts.cancelled) parts.push(`${counts.cancelled} cancelled`);
+  if (counts.cancelling) parts.push(`${counts.cancelling} stopping`);
   if (study.progress) parts.push(`step ${study.progress.steps_done} / ${study.progress.steps_total}`);
   return parts.join(" · ");
 }
@@ -241,7 +242,8 @@ export function studyPage(view, studyId, { h, statusBadge, errorText, duration }
     const stability = [...new Set(rows.flatMap((row) => Object.keys(row.stability || {})))];
     const primary = measures[0];
     const threshold = rows.map((row) => row.steps_to_threshold?.[primary]?.threshold).find((t) => t !== undefined && t !== null);
-    const headers = ["Loss", ...(grid ? ["Point"] : []), "Runs done", ...measures,
+    // Failed or cancelled runs are left out of every mean ± std (models/comparison.py): the Failed column counts them.
+    const headers = ["Loss", ...(grid ? ["Point"] : []), "Runs done", "Failed", ...measures,
       ...(primary ? [`Steps to ${primary}${threshold !== undefined ? ` ${Number(threshold).toPrecision(3)}` : ""}`] : []),
       "Wall time", "CPU s", ...stability.map((key) => STABILITY[key] || key)];
     const body = rows.map((row) => {
@@ -251,6 +253,7 @@ export function studyPage(view, studyId, { h, statusBadge, errorText, duration }
         h("th", { scope: "row" }, swatch, row.loss),
         grid ? h("td", {}, pointText(row.point) || "–") : null,
         h("td", {}, `${row.finished ?? "–"} / ${row.runs ?? "–"}`),
+        h("td", { dataset: { failed: String(row.failed ?? 0) } }, String(row.failed ?? "–")),
         measures.map((name) => h("td", { dataset: { measure: name } }, figure(row.quality?.[name], name === "hq_fraction"))),
         primary ? h("td", {}, reached(row.steps_to_threshold?.[primary])) : null,
         h("td", {}, row.wall_seconds?.mean === null || row.wall_seconds?.mean === undefined ? "–" : duration(row.wall_seconds.mean)),
@@ -281,9 +284,9 @@ export function studyPage(view, studyId, { h, statusBadge, errorText, duration }
     view.dataset.status = study.status;
     bar.value = String(study.progress ? study.progress.fraction : 0);
     progress.textContent = progressText(study);
-    cancel.disabled = FINAL.includes(study.status);
+    cancel.disabled = FINAL.includes(study.status) || study.status === "cancelling";
     const dataset = study.spec?.dataset || {};
-    about.textContent = `${dataset.builtin || dataset.id || "?"} (${study.data_kind || "?"}) · ${study.spec?.architecture?.name || "?"} · measures: ${(study.measures || []).join(", ")}`;
+    about.textContent = `${dataset.builtin || dataset.id || "?"} (${study.data_kind || "?"}) · ${study.spec?.architecture?.name || "?"} · measures: ${(study.measures || []).join(", ") || "none for this data set"}`;
     showTable();
     showJobs();
   }

@@ -15,12 +15,13 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Header, Path, Query, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from api.deps import BrokerDep, CurrentOwner, IdempotencyKey, QueryText, StoreDep, not_found
-from api.errors import ApiError
+from api.errors import DETAILS_MAX, ApiError, _detail
+from api.routes.results import RECORDED_METRICS
 from models.admission import DatasetNotFound, SpecProblem, dataset_info, fill_defaults
-from models.catalog import IMAGE_ARCHITECTURES
+from models.catalog import IMAGE_ARCHITECTURES, quality_measures
 from models.comparison import Run, compare, curves, measures, series_needed
 from models.datasets import DatasetInfo
 from models.queue import send_train
@@ -28,7 +29,7 @@ from models.records import Job, Study
 from models.spec import DatasetRef, is_id
 from models.store import IdempotencyConflict, InvalidCursor, JobStore, as_utc
 from models.store.errors import DatasetGone
-from models.store.studies import SERIES_POINTS_MAX, StudyJobStats
+from models.store.studies import SERIES_POINTS_MAX, StudyFinished, StudyJobStats
 from models.study import (
     LOSS_TAG,
     POINT_TAG,
@@ -37,6 +38,7 @@ from models.study import (
     StudySpec,
     expand,
     parse_point,
+    problems_beside,
     resolved_losses,
     study_status,
 )
@@ -75,9 +77,17 @@ EXAMPLE_STUDY = {
 
 
 class StudyProgress(BaseModel):
-    steps_done: int = Field(description="generator steps trained, summed over the jobs (a finished job counts whole)")
-    steps_total: int = Field(description="generator steps of all the jobs")
-    fraction: float = Field(description="steps_done / steps_total, 0 to 1")
+    steps_done: int = Field(
+        description="generator steps actually trained, summed over the jobs (a succeeded job counts whole; a failed, "
+        "cancelled or active one the steps it reached)"
+    )
+    steps_total: int = Field(description="generator steps of all the jobs as planned")
+    fraction: float = Field(
+        description="steps_done / steps_total, 0 to 1: stays below 1 for a study some of whose jobs failed or were "
+        "cancelled (jobs_final says when nothing more will run)"
+    )
+    jobs_final: int = Field(description="jobs that succeeded, failed or were cancelled")
+    jobs_total: int = Field(description="jobs of the study")
 
 
 class StudyJob(BaseModel):
@@ -94,8 +104,8 @@ class StudySummary(BaseModel):
     id: str
     name: str
     status: str = Field(
-        description="queued | running (a job is active) | succeeded (all succeeded) | failed (all final, one "
-        "failed) | cancelled"
+        description="queued | running (a job is active) | cancelling (cancelled, some job not yet stopped) | "
+        "succeeded (all succeeded) | failed (all final, one failed) | cancelled (cancelled and every job final)"
     )
     job_count: int
     counts: dict[str, int] = Field(description="jobs per status")
@@ -107,14 +117,20 @@ class StudySummary(BaseModel):
     @classmethod
     def of(cls, study: Study, stats: StudyJobStats | None) -> StudySummary:
         counts = stats.counts if stats else {}
-        done, total = (stats.steps_done, stats.steps_total) if stats else (0, 0)
+        done, total, final = (stats.steps_done, stats.steps_total, stats.jobs_final) if stats else (0, 0, 0)
         return cls(
             id=study.id,
             name=study.name,
             status=study_status(cancelled=study.cancelled_at is not None, counts=counts),
             job_count=study.job_count,
             counts=counts,
-            progress=StudyProgress(steps_done=done, steps_total=total, fraction=done / total if total else 0.0),
+            progress=StudyProgress(
+                steps_done=done,
+                steps_total=total,
+                fraction=done / total if total else 0.0,
+                jobs_final=final,
+                jobs_total=study.job_count,
+            ),
             created_at=as_utc(study.created_at),
             updated_at=as_utc(study.updated_at),
             cancelled_at=as_utc(study.cancelled_at),
@@ -125,9 +141,14 @@ class StudyOut(StudySummary):
     spec: dict[str, Any] = Field(description="the study as it runs (`losses` filled in when left to the default)")
     jobs: list[StudyJob] = Field(description="its jobs in fan-out order: loss, grid point, seed")
     data_kind: str = Field(description="points | images: which quality measures apply")
-    measures: list[str] = Field(description="the quality measures compared, primary first")
+    measures: list[str] = Field(
+        description="the quality measures compared, primary first: only those the data set reports (points: "
+        "modes_covered, hq_fraction, reverse_kl on ring8/grid25; images: fd on labelled data, plus class_accuracy "
+        "for cgan and code_purity for infogan); [] when it reports none"
+    )
     comparison: list[dict[str, Any]] = Field(
-        description="one row per (loss, grid point): mean ± std over seeds of each measure at the last snapshot, "
+        description="one row per (loss, grid point): mean ± std over seeds (failed and cancelled runs left out, "
+        "counted in `failed`) of each measure at the last snapshot, "
         "steps to its threshold, wall/CPU/GPU seconds and stability figures (models/comparison.py says how each "
         "is computed)"
     )
@@ -187,9 +208,12 @@ def _dataset_not_found(message: str) -> ApiError:
     summary="Start a study",
 )
 def create_study(
-    study: Annotated[
-        StudySpec,
-        Body(openapi_examples={"ring8": {"summary": "3 losses × 3 learning rates × 3 seeds", "value": EXAMPLE_STUDY}}),
+    body: Annotated[
+        dict[str, Any],
+        Body(
+            description="a study (models/study.py StudySpec): every problem of it comes back in one 422",
+            openapi_examples={"ring8": {"summary": "3 losses × 3 learning rates × 3 seeds", "value": EXAMPLE_STUDY}},
+        ),
     ],
     store: StoreDep,
     broker: BrokerDep,
@@ -208,6 +232,7 @@ def create_study(
     (`losses.1`, `overrides.wgan.lr_d`, `grid.0.values.2`). A retry with the same `Idempotency-Key`
     returns the same study (200); the key with another body is a 409.
     """
+    study = _study_spec(body, store, owner)
     try:
         info = dataset_info(study.dataset, owner=owner, store=store)
     except DatasetNotFound as exc:
@@ -241,6 +266,36 @@ def create_study(
     else:
         response.status_code = 200
     return _study_out(store, created_study)
+
+
+def _study_spec(body: dict[str, Any], store: JobStore, owner: str) -> StudySpec:
+    """The body as a StudySpec, or a 422 with every problem of it at once: the fields pydantic refuses, and what
+    the study's own checks (expand) find in the rest, each invalid top-level field left at its default for them."""
+    try:
+        return StudySpec.model_validate(body)
+    except ValidationError as exc:
+        errors = exc.errors()
+    details = []
+    for error in errors[:DETAILS_MAX]:
+        detail = _detail({**error, "loc": ("body", *error["loc"])})
+        details.append({"field": detail["field"], "message": detail["message"].removeprefix("Value error, ")})
+    failed = {str(error["loc"][0]) for error in errors if error["loc"]}
+    required = {name for name, field in StudySpec.model_fields.items() if field.is_required()}
+    if len(errors) <= DETAILS_MAX and not failed & required:
+        rest = {key: value for key, value in body.items() if key not in failed}
+        try:
+            partial = StudySpec.model_validate(rest)
+            cells_problems: list[SpecProblem] = []
+            try:
+                expand(partial, "check", info=dataset_info(partial.dataset, owner=owner, store=store))
+            except StudyRejected as rejected:
+                cells_problems = rejected.problems
+            for problem in problems_beside(failed, cells_problems):
+                details.append({"field": ".".join(map(str, problem.loc)), "message": problem.message})
+        except (ValidationError, DatasetNotFound):  # the rest has its own problems, or no data set: said once fixed
+            pass
+    summary = "; ".join(f"{d['field'] or '(body)'}: {d['message']}" for d in details[:5])
+    raise ApiError(422, "validation_error", summary, details)
 
 
 def _enqueue(store: JobStore, broker: Any, job_ids: list[str]) -> None:
@@ -281,9 +336,11 @@ def list_studies(
 def get_study(study: OwnedStudy, store: StoreDep, owner: CurrentOwner) -> StudyOut:
     """Progress, every job, and the comparison: one row per (loss, grid point) over the seeds.
 
-    Each quality measure (points: modes_covered, hq_fraction, reverse_kl; images: fd, class_accuracy for cgan,
-    code_purity for infogan) as mean ± sample std at each run's last snapshot; steps to its threshold; wall, CPU
-    and GPU seconds; stability figures from the series. Rows fill in as jobs write snapshots.
+    Each quality measure the data set reports (points on ring8/grid25: modes_covered, hq_fraction, reverse_kl;
+    labelled images: fd, class_accuracy for cgan, code_purity for infogan) as mean ± sample std at each run's last
+    snapshot; steps to its threshold; wall, CPU and GPU seconds; stability figures from the series. A failed or
+    cancelled run is left out of every mean ± std and counted in its row's `failed`. Rows fill in as jobs write
+    snapshots.
     """
     return _study_out(store, study, owner=owner)
 
@@ -297,31 +354,55 @@ def get_curves(
         QueryText | None,
         Query(
             max_length=1000,
-            description="comma-separated series names (e.g. loss_g,modes_covered); default: what the comparison "
-            "reads (loss_g, grad_norm_g and the quality measures)",
+            description="comma-separated series names the worker records (e.g. loss_g,modes_covered; another name "
+            "is a 422 listing them); default: what the comparison reads (loss_g, grad_norm_g and the quality "
+            "measures the data set reports)",
         ),
     ] = None,
     points: Annotated[int, Query(ge=2, le=CURVE_POINTS_MAX, description="steps per curve at most")] = 200,
 ) -> CurvesOut:
     """Per series and (loss, grid point): mean, std, min and max over the seeds on a common step grid."""
-    kind, losses = _kind_and_losses(store, study, owner)
+    info, builtin = _data(store, study, owner)
+    losses = _losses(study)
     if names is None:
-        wanted = series_needed(kind, losses)
+        wanted = series_needed(info.kind, losses, reported=_reported(info, builtin, losses))
     else:
         wanted = list(dict.fromkeys(name.strip() for name in names.split(",")))
         bad = [n for n in wanted if not n or len(n) > 64 or not n.replace("_", "").isalnum() or not n.isascii()]
         if bad or len(wanted) > CURVE_NAMES_MAX:
             message = f"give 1 to {CURVE_NAMES_MAX} comma-separated series names (letters, digits, '_')"
             raise ApiError(422, "validation_error", message, [{"field": "query.names", "message": message}])
+        # A name no worker records would answer an empty curve for ever: say so, and which names there are.
+        unknown = [n for n in wanted if n not in RECORDED_METRICS]
+        if unknown:
+            message = (
+                f"no series {', '.join(map(repr, unknown))}: a study's jobs record "
+                f"{', '.join(sorted(RECORDED_METRICS))}"
+            )
+            raise ApiError(422, "validation_error", message, [{"field": "query.names", "message": message}])
     jobs = store.study_jobs(study_id=study.id)
     runs = _runs(store, jobs, wanted, max_points=min(2 * points, SERIES_POINTS_MAX))
     return CurvesOut.model_validate(curves(runs, wanted, points=points))
 
 
-@router.post("/{study_id}/cancel", status_code=202, response_model=StudyOut, summary="Cancel a study")
+@router.post(
+    "/{study_id}/cancel",
+    status_code=202,
+    response_model=StudyOut,
+    responses={409: {"description": "every job of the study had finished (code already_finished)"}},
+    summary="Cancel a study",
+)
 def cancel_study(study: OwnedStudy, store: StoreDep, owner: CurrentOwner) -> StudyOut:
-    """Cancel every active job of the study (queued ones at once, running ones at their next step); idempotent."""
-    updated = store.cancel_study(study_id=study.id, owner=owner)
+    """Cancel every active job of the study (queued ones at once, running ones at their next step).
+
+    The study reads `cancelling` until every job has stopped, then `cancelled`. Idempotent on a cancelled
+    study; a study whose jobs had all finished keeps its status (succeeded or failed): 409 already_finished,
+    as POST /v1/jobs/{id}/cancel answers for a finished job.
+    """
+    try:
+        updated = store.cancel_study(study_id=study.id, owner=owner)
+    except StudyFinished as exc:
+        raise ApiError(409, "already_finished", str(exc)) from None
     assert updated is not None  # owned_study found it, and studies are never deleted
     return _study_out(store, updated, owner=owner)
 
@@ -329,21 +410,32 @@ def cancel_study(study: OwnedStudy, store: StoreDep, owner: CurrentOwner) -> Stu
 # --------------------------------------------------------------------------- building the answer
 
 
-def _kind_and_losses(store: JobStore, study: Study, owner: str | None) -> tuple[str, list[str]]:
-    """The data kind ("points" | "images") and the study's losses as stored."""
-    losses = [str(loss) for loss in study.spec.get("losses") or []]
-    return _data(store, study, owner)[0].kind, losses
+def _losses(study: Study) -> list[str]:
+    """The study's losses as stored."""
+    return [str(loss) for loss in study.spec.get("losses") or []]
 
 
-def _data(store: JobStore, study: Study, owner: str | None) -> tuple[DatasetInfo, bool]:
-    """The study's data set description, and whether it is a built-in one (else an upload, possibly deleted since)."""
+def _data(store: JobStore, study: Study, owner: str | None) -> tuple[DatasetInfo, str]:
+    """The study's data set description, and its built-in name ("" for an upload, possibly deleted since)."""
     ref = DatasetRef.model_validate(study.spec["dataset"])
     try:
-        return dataset_info(ref, owner=owner or study.owner, store=store), ref.builtin is not None
+        return dataset_info(ref, owner=owner or study.owner, store=store), ref.builtin or ""
     except DatasetNotFound:
-        # The upload is gone (a study's jobs hold it only while active): the architecture tells the kind.
+        # The upload is gone (a study's jobs hold it only while active): the architecture tells the kind; the
+        # jobs' own series still say what they measured.
         images = study.spec.get("architecture", {}).get("name") in IMAGE_ARCHITECTURES
-        return DatasetInfo(kind="images" if images else "points", shape=(1,)), False
+        return DatasetInfo(kind="images" if images else "points", shape=(1,), num_classes=2 if images else 0), ""
+
+
+def _reported(info: DatasetInfo, builtin: str, losses: list[str]) -> set[str]:
+    """The quality figures the worker reports for some loss of the study on this data (models/catalog.py, in step
+    with worker/quality.py): PacGAN's on ring8/grid25 only, fd and the rest on labelled images only."""
+    labelled = info.num_classes >= 2
+    return {
+        name
+        for loss in losses
+        for name in quality_measures(info.kind, loss, dataset=builtin, labelled=labelled, inception=False)
+    }
 
 
 def _runs(store: JobStore, jobs: list[Job], names: list[str], *, max_points: int) -> list[Run]:
@@ -376,8 +468,9 @@ def _study_out(store: JobStore, study: Study, *, owner: str | None = None) -> St
 
     def compute() -> StudyOut:
         info, builtin = _data(store, study, owner)
-        losses = [str(loss) for loss in study.spec.get("losses") or []]
-        runs = _runs(store, jobs, series_needed(info.kind, losses), max_points=COMPARE_POINTS)
+        losses = _losses(study)
+        reported = _reported(info, builtin, losses)
+        runs = _runs(store, jobs, series_needed(info.kind, losses, reported=reported), max_points=COMPARE_POINTS)
         # The modes of a built-in 2-D mixture are its labels (ring8: 8, grid25: 25): modes_covered's threshold.
         modes = info.num_classes if builtin and info.kind == "points" and info.num_classes else None
         summary = StudySummary.of(study, store.study_job_stats(study_ids=[study.id]).get(study.id))
@@ -397,8 +490,8 @@ def _study_out(store: JobStore, study: Study, *, owner: str | None = None) -> St
                 for run in runs
             ],
             data_kind=info.kind,
-            measures=[m.name for m in measures(info.kind, losses)],
-            comparison=compare(runs, data_kind=info.kind, modes=modes),
+            measures=[m.name for m in measures(info.kind, losses, reported=reported)],
+            comparison=compare(runs, data_kind=info.kind, modes=modes, reported=reported),
         )
 
     return _cached(_state(study, jobs), compute)

@@ -91,8 +91,8 @@ def _reached(stat: Any) -> str:
 
 
 def comparison_table(study: dict[str, Any]) -> Table:
-    """One row per (loss, grid point): runs, each measure's mean ± std, steps to the primary's threshold, wall
-    seconds and the stability figures."""
+    """One row per (loss, grid point): runs (succeeded/all), failed runs (failed or cancelled: not in any figure),
+    each measure's mean ± std, steps to the primary's threshold, wall seconds and the stability figures."""
     study = clean_tree(study)
     rows: list[dict[str, Any]] = study.get("comparison") or []
     measures: list[str] = study.get("measures") or []
@@ -101,9 +101,13 @@ def comparison_table(study: dict[str, Any]) -> Table:
     stability = list(dict.fromkeys(key for row in rows for key in (row.get("stability") or {})))
     reach = [(row.get("steps_to_threshold") or {}).get(primary) for row in rows]
     rule = next((stat.get("rule") or stat.get("threshold") for stat in reach if isinstance(stat, dict)), None)
-    caption = f"steps to threshold: the first step with {rule}, mean over the runs that reached it (reached/runs)"
-    table = Table(box=None, pad_edge=False, caption=caption if primary else None, caption_justify="left")
-    headers = ["LOSS", *(["POINT"] if grid else []), "RUNS", *(measure.upper() for measure in measures)]
+    caption = "RUNS: succeeded/all; FAILED: failed or cancelled runs, left out of every mean ± std"
+    if primary:
+        caption += (
+            f"\nsteps to threshold: the first step with {rule}, mean over the runs that reached it (reached/runs)"
+        )
+    table = Table(box=None, pad_edge=False, caption=caption, caption_justify="left")
+    headers = ["LOSS", *(["POINT"] if grid else []), "RUNS", "FAILED", *(measure.upper() for measure in measures)]
     if primary:
         headers.append("STEPS TO THRESHOLD")
     headers += ["WALL S", "CPU S", *(STABILITY.get(key, key.upper()) for key in stability)]
@@ -115,6 +119,7 @@ def comparison_table(study: dict[str, Any]) -> Table:
         if grid:
             cells.append(point_text(row.get("point")))
         cells.append(f"{row.get('finished', '-')}/{row.get('runs', '-')}")
+        cells.append(str(row.get("failed", "-")))
         cells += [figure(quality.get(measure), percent=measure == "hq_fraction") for measure in measures]
         if primary:
             cells.append(_reached((row.get("steps_to_threshold") or {}).get(primary)))
@@ -362,7 +367,8 @@ def list_studies(
 def cancel(
     ctx: typer.Context, study_id: StudyId, json_output: Json = False, url: Url = None, api_key: ApiKey = None
 ) -> None:
-    """Cancel every queued or running job of a study (finished jobs keep their results)."""
+    """Cancel every queued or running job of a study (finished jobs keep their results); a study that already
+    finished keeps its status (an error)."""
     with connect(ctx, url, api_key) as client:
         study = client.studies.cancel(study_id).model_dump(mode="json")
     if json_output:

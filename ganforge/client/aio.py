@@ -456,8 +456,9 @@ class AsyncStudies:
                 return
 
     async def cancel(self, study_id: str) -> Study:
-        """Cancel every queued or running job of the study (each as `client.cancel` does); idempotent. A finished
-        job keeps its result. Raises NotFound."""
+        """Cancel every queued or running job of the study (each as `client.cancel` does): it reads `cancelling`
+        until every job stopped, then `cancelled`. Idempotent; a finished job keeps its result. Raises Conflict
+        (code already_finished) when every job had finished (the study keeps its status), NotFound."""
         return await self._client._answer(calls.cancel_study(study_id), Study)
 
     async def wait(self, study_id: str, timeout: float | None = None) -> Study:

@@ -215,18 +215,22 @@ class StudyJob(ApiModel):
 
 
 class StudyProgress(ApiModel):
-    """steps_done and steps_total summed over the study's jobs; fraction = steps_done / steps_total (0-1)."""
+    """steps_done (steps actually trained: a succeeded job whole, any other the steps it reached) and steps_total
+    (as planned) summed over the study's jobs; fraction = steps_done / steps_total (0-1, below 1 when jobs failed or
+    were cancelled); jobs_final of jobs_total have finished."""
 
     steps_done: int
     steps_total: int
     fraction: float
+    jobs_final: int | None = None
+    jobs_total: int | None = None
 
 
 class StudySummary(ApiModel):
     """A study as `GET /v1/studies` lists it (no comparison: `client.studies.get` for that).
 
-    status: queued, running (while any job is active), succeeded (all jobs did), failed (all final, some failed) or
-    cancelled; counts: job status → number of jobs.
+    status: queued, running (while any job is active), cancelling (cancelled, a job not yet stopped), succeeded (all
+    jobs did), failed (all final, some failed) or cancelled; counts: job status → number of jobs.
     """
 
     id: str
@@ -251,9 +255,9 @@ class Study(StudySummary):
     data_kind: "points" or "images"; measures: the quality figures compared, primary first (points: modes_covered,
     hq_fraction, reverse_kl; images: fd, plus class_accuracy for cgan, code_purity for infogan); comparison: one row
     per (loss, grid point), as models.comparison.compare makes it, kept as dicts: {"loss", "point", "runs",
-    "finished", "quality": {measure: {"mean", "std", "n"}}, "steps_to_threshold": {measure: {"mean", "std",
-    "reached", "n", "threshold"}}, "wall_seconds"/"cpu_seconds"/"gpu_seconds": {"mean", "std", "n"}, "stability":
-    {...}} (std is the sample std over seeds, None with one seed; a mean is None when no run has data).
+    "finished", "failed" (failed or cancelled runs, left out of every mean ± std), "quality": {measure: {"mean",
+    "std", "n"}}, "steps_to_threshold": {measure: {"mean", "std", "reached", "n", "threshold"}},
+    "wall_seconds"/"cpu_seconds"/"gpu_seconds": {"mean", "std", "n"}, "stability": {...}} (std is the sample std over seeds, None with one seed; a mean is None when no run has data).
     """
 
     spec: dict[str, Any] = {}
