@@ -64,8 +64,8 @@ Stability, per run, then summarised over seeds as above:
       the last quarter; 0 when both std and IQR are 0, None when only the IQR is.
   loss_g_std_last_quarter: that raw std, in loss_g's units (compare within one loss).
   vanishing_grad_fraction: the fraction of the logged grad_norm_g values (the L2 norm of
-      G's whole parameter gradient) below VANISHING_GRAD_NORM = 1e-4, the level
-      `training.watch.vanishing_grad` uses by default (pass `vanishing_grad_norm` for another).
+      G's whole parameter gradient) below VANISHING_GRAD_NORM = 1e-4 (pass `vanishing_grad_norm` for another);
+      `training.watch` alerts on a relative fall instead (worker/watch.py), as the relative figure below does.
       Arjovsky & Bottou 2017 ("Towards principled methods for training GANs", Thm 2.4 and
       Fig. 2) show the gradient to G vanishes as D approaches a perfect discriminator, their
       measured norms falling by orders of magnitude; healthy runs here stay far above the level

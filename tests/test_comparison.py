@@ -24,7 +24,6 @@ from models.comparison import (
     series_needed,
     summarise,
 )
-from models.spec import Watch
 
 STEPS = [100, 200, 300, 400]
 
@@ -197,10 +196,6 @@ def test_images_fd_threshold_is_relative_to_the_best_final_fd_and_oscillation_is
     # nsgan's fd 10 → 8 → 12 → 6: one rise of 50 % over 3 intervals
     assert rows["nsgan"]["stability"]["mode_oscillation"]["mean"] == pytest.approx(0.5 / 3)
     assert rows["wgan"]["stability"]["mode_oscillation"]["mean"] == 0.0
-
-
-def test_the_vanishing_level_is_the_one_training_watch_alerts_at() -> None:
-    assert Watch().vanishing_grad == VANISHING_GRAD_NORM
 
 
 def test_measures_and_series_needed_follow_the_data_kind_and_losses() -> None:
