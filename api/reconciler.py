@@ -2,8 +2,10 @@
 
 Every `reconcile_seconds` it (1) re-queues running jobs whose worker stopped renewing
 its lease (or fails them after max_attempts), (2) re-sends queued jobs nobody
-claimed, and (3) fails generate requests no generate worker took or finished within
-`generate_expire_seconds`. A duplicate message is harmless: the worker's claim is conditional.
+claimed, (3) fails generate requests no generate worker took or finished within
+`generate_expire_seconds`, and (4) deletes generate results older than `generate_result_ttl_seconds` or past an
+owner's `generate_max_results_per_owner` (the requests read as expired). A duplicate message is harmless: the
+worker's claim is conditional.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from datetime import timedelta
 
 from celery import Celery
 
+from models.artifacts import ArtifactStore
 from models.queue import send_train
 from models.settings import Settings
 from models.store import JobStore
@@ -21,8 +24,11 @@ from models.store import JobStore
 log = logging.getLogger(__name__)
 
 
-def reconcile_once(store: JobStore, broker: Celery, settings: Settings) -> list[str]:
-    """One pass; returns the job ids sent to the broker."""
+def reconcile_once(
+    store: JobStore, broker: Celery, settings: Settings, artifacts: ArtifactStore | None = None
+) -> list[str]:
+    """One pass; returns the job ids sent to the broker. `artifacts`: where generate results are deleted from
+    (default: the settings' artifact store)."""
     ids = store.requeue_silent_jobs(lease_timeout=timedelta(seconds=settings.lease_timeout_seconds))
     ids += store.unclaimed_jobs(older_than=timedelta(seconds=settings.redeliver_seconds))
     for job_id in ids:
@@ -34,12 +40,37 @@ def reconcile_once(store: JobStore, broker: Celery, settings: Settings) -> list[
     expired = store.expire_generations(queued_for=expire, running_for=expire)
     if expired:
         log.info("reconciler failed %d stale generate request(s): %s", len(expired), ", ".join(expired))
+    delete_generation_results(store, artifacts or ArtifactStore(settings.artifacts_url), settings)
     return ids
 
 
+def delete_generation_results(
+    store: JobStore, artifacts: ArtifactStore, settings: Settings, owner: str | None = None
+) -> list[str]:
+    """Expire the generate results past their TTL or their owner's cap (only `owner`'s, when given) and delete
+    their files; returns the keys deleted. The rows are marked first, so no GET is ever pointed at a missing file;
+    a file that fails to delete is logged (the row already says expired)."""
+    keys = store.expire_generation_results(
+        older_than=timedelta(seconds=settings.generate_result_ttl_seconds),
+        keep_per_owner=settings.generate_max_results_per_owner,
+        owner=owner,
+    )
+    for key in keys:
+        try:
+            artifacts.delete(key)
+        except Exception:
+            log.warning("could not delete expired generate result %s", key, exc_info=True)
+    if keys:
+        log.info("deleted %d expired generate result(s)", len(keys))
+    return keys
+
+
 class Reconciler:
-    def __init__(self, store: JobStore, broker: Celery, settings: Settings) -> None:
+    def __init__(
+        self, store: JobStore, broker: Celery, settings: Settings, artifacts: ArtifactStore | None = None
+    ) -> None:
         self.store, self.broker, self.settings = store, broker, settings
+        self.artifacts = artifacts or ArtifactStore(settings.artifacts_url)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="reconciler", daemon=True)
 
@@ -53,6 +84,6 @@ class Reconciler:
     def _run(self) -> None:
         while not self._stop.wait(self.settings.reconcile_seconds):
             try:
-                reconcile_once(self.store, self.broker, self.settings)
+                reconcile_once(self.store, self.broker, self.settings, self.artifacts)
             except Exception:  # store or broker away: try again next round
                 log.warning("reconciler pass failed", exc_info=True)

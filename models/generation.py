@@ -6,6 +6,9 @@ kind of data (MAX_IMAGES images, MAX_POINTS points or rows, and at most MAX_VALU
 `cgan` only and within its classes, `codes` for `infogan` only and the shape of its codes (Chen et al. 2016,
 arXiv 1606.03657: categorical codes of K_i categories and continuous codes in [-1, 1] during training), `ema`
 only when the job kept an EMA of G. Each problem names the body field at fault (body.labels.3, ...).
+Every number is bounded before it leaves the API: a continuous code is finite and within ±MAX_CONTINUOUS_CODE
+(checked in the model, so NaN, ±inf and 1e308 are one 422 at codes.continuous.<i>[.<j>], never a worker's
+failure), a class index within 0..MAX_INDEX even when the data set's record is gone.
 The worker (worker/generate.py) runs the request through ganforge.generator.Generator.generate.
 """
 
@@ -15,7 +18,8 @@ import math
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 
 from models.datasets import DatasetInfo
 from models.spec import InfoGANLoss, JobSpec, StrictModel
@@ -26,6 +30,10 @@ MAX_COUNT = MAX_POINTS
 MAX_VALUES = 2**22  # numbers in one result: 16 MiB of float32, whatever the sample shape
 MAX_SEED = 2**31 - 1
 MAX_STEP = 10**12
+# Training drew continuous codes from U(-1, 1); the InfoGAN paper (Fig. 2) shows extrapolation to ±2. Past ±10 a
+# code says nothing about what G learnt, and 1e308 overflows float32 on the worker.
+MAX_CONTINUOUS_CODE = 10.0
+MAX_INDEX = 2**31 - 1  # a class or category index: the most any data set can have (settings.max_classes is less)
 FORMATS = ("png", "npy")
 MEDIA_TYPES = {"png": "image/png", "npy": "application/x-npy"}
 
@@ -46,7 +54,7 @@ class Codes(StrictModel):
     continuous: Values | ValueRows | None = Field(
         default=None,
         description="the continuous codes of every sample (one value per code) or of each (count lists); "
-        "training drew them from [-1, 1]",
+        f"training drew them from [-1, 1]; each finite and within ±{MAX_CONTINUOUS_CODE:g}",
     )
 
     @field_validator("categorical", "continuous", mode="before")
@@ -56,6 +64,52 @@ class Codes(StrictModel):
         if isinstance(value, bool) or (isinstance(value, list) and any(isinstance(v, bool) for v in value)):
             raise ValueError("must be numbers, not booleans")
         return value
+
+    @field_validator("continuous", mode="before")
+    @classmethod
+    def _bounded(cls, value: Any) -> Any:
+        # Here rather than as constraints of the union's float: those would report each bad value once per member
+        # of the union (codes.continuous.list[float].0 and ...list[list[float]].0).
+        if not isinstance(value, list):
+            return value
+        for i, item in enumerate(value):
+            if isinstance(item, list):
+                for j, number in enumerate(item):
+                    _check_code(number, (i, j))
+            else:
+                _check_code(item, (i,))
+        return value
+
+
+def _check_code(value: Any, loc: tuple[int, ...]) -> None:
+    """A ValidationError at `loc` (under codes.continuous) for a number that is not finite or past the bound; other
+    values are left to the field's type."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return
+    try:
+        number = float(value)
+    except OverflowError:  # an int past float's range (JSON 1 followed by 400 zeros)
+        number = math.inf
+    if math.isfinite(number) and abs(number) <= MAX_CONTINUOUS_CODE:
+        return
+    message = (
+        f"{value!r:.40} is out of bounds: a continuous code must be finite and within "
+        f"±{MAX_CONTINUOUS_CODE:g} (training drew them from [-1, 1])"
+    )
+    raise ValidationError.from_exception_data(
+        "Codes", [{"type": PydanticCustomError("code_out_of_bounds", message), "loc": loc, "input": value}]
+    )
+
+
+def _check_index(value: Any, loc: tuple[int, ...]) -> None:
+    """A ValidationError at `loc` for an integer outside 0..MAX_INDEX (the class range itself is checked against the
+    job); other values are left to the field's type."""
+    if isinstance(value, int) and not isinstance(value, bool) and not 0 <= value <= MAX_INDEX:
+        message = f"{str(value)[:40]} is not a class index: indices are 0 to {MAX_INDEX} (and within the job's classes)"
+        raise ValidationError.from_exception_data(
+            "GenerateRequest",
+            [{"type": PydanticCustomError("index_out_of_bounds", message), "loc": loc, "input": value}],
+        )
 
 
 class GenerateRequest(StrictModel):
@@ -76,7 +130,9 @@ class GenerateRequest(StrictModel):
     )
     codes: Codes | None = Field(default=None, description="infogan only: the codes (default: drawn from the priors)")
     format: Literal["png", "npy"] = Field(
-        default="npy", description="npy: the float32 array (count×D, or count×C×H×W in [-1, 1]); png: a picture"
+        default="npy",
+        description="npy: the float32 array (count×D points or rows, in the data's coordinates and not clamped: "
+        "an mlp G has no tanh; or count×C×H×W images, in [-1, 1] from a dcgan or resnet G); png: a picture",
     )
     ema: bool | None = Field(
         default=None, description="use the EMA copy of G (training.ema_decay); default: when the job kept one"
@@ -104,6 +160,11 @@ class GenerateRequest(StrictModel):
     def _labels_not_bool(cls, value: Any) -> Any:
         if isinstance(value, bool) or (isinstance(value, list) and any(isinstance(v, bool) for v in value)):
             raise ValueError("must be class indices (integers), not booleans")
+        if isinstance(value, list):
+            for i, label in enumerate(value):
+                _check_index(label, (i,))
+        else:
+            _check_index(value, ())
         return value
 
 

@@ -109,9 +109,10 @@ class GenerationStatus:
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    EXPIRED = "expired"  # succeeded, then its result was deleted (generate_result_ttl_seconds, or the owner's cap)
 
-    ALL = (QUEUED, RUNNING, SUCCEEDED, FAILED)
-    FINAL = (SUCCEEDED, FAILED)
+    ALL = (QUEUED, RUNNING, SUCCEEDED, FAILED, EXPIRED)
+    FINAL = (SUCCEEDED, FAILED, EXPIRED)
 
 
 class Generation(Base):

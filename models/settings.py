@@ -89,6 +89,19 @@ class Settings(BaseSettings):
     generate_expire_seconds: float = Field(
         default=300.0, gt=0, description="a generate request no worker took, or finished, this long is failed"
     )
+    generate_result_ttl_seconds: float = Field(
+        default=3600.0,
+        gt=0,
+        description="a generate result is kept this long after it is made, then its file is deleted (GET: 410)",
+    )
+    generate_max_active_per_owner: int = Field(
+        default=8, ge=1, description="generate requests one owner may have queued or running at once (more: 429)"
+    )
+    generate_max_results_per_owner: int = Field(
+        default=16,
+        ge=1,
+        description="generate results kept per owner; a newer one deletes the oldest beyond this (GET: 410)",
+    )
     metrics_flush_seconds: float = Field(
         default=1.0,
         gt=0,

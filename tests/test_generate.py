@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import io
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +21,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from pydantic import ValidationError
 from sqlalchemy import update
 
 import ganforge
@@ -33,6 +35,7 @@ from models.generation import MAX_COUNT, MAX_IMAGES, GenerateRequest, check_agai
 from models.records import Generation
 from models.spec import JobSpec
 from models.store import JobStore, utcnow
+from models.store.generations import TooManyGenerations
 from tests.conftest import api_only
 from tests.service import Service, wait_for
 
@@ -175,6 +178,41 @@ def test_bad_requests_are_refused_naming_the_field(deployment: Service, jobs: di
 
 
 @pytest.mark.slow
+def test_a_nan_infinite_or_huge_number_is_one_422_at_its_field(
+    deployment: Service, jobs: dict[str, dict[str, Any]]
+) -> None:
+    """Every number of the body is bounded at the API: 1e308 as an InfoGAN code used to reach the worker (409)."""
+    points, cgan = jobs["points"]["id"], jobs["cgan"]["id"]
+    huge = "123456789012345678901234567890"  # past 2**63
+    cases = [
+        (points, '{"count": 4, "codes": {"continuous": [1e308]}}', "codes.continuous.0"),
+        (points, '{"count": 4, "codes": {"continuous": [0.5, -10.5]}}', "codes.continuous.1"),
+        (points, '{"count": 4, "codes": {"continuous": [[0.5, 1e400], [0, 0]]}}', "codes.continuous.0.1"),
+        (points, '{"count": 4, "codes": {"continuous": [0.5, NaN]}}', "codes.continuous.1"),
+        (points, '{"count": 4, "codes": {"continuous": [-Infinity]}}', "codes.continuous.0"),
+        (points, f'{{"count": 4, "codes": {{"continuous": [{huge}]}}}}', "codes.continuous.0"),
+        (cgan, f'{{"count": 2, "labels": [1, {huge}]}}', "labels.1"),
+        (cgan, f'{{"count": 2, "labels": -{huge}}}', "labels"),
+        (points, f'{{"count": {huge}}}', "count"),
+        (points, '{"count": NaN}', "count"),
+        (points, f'{{"count": 4, "seed": {huge}}}', "seed"),
+        (points, '{"count": 4, "seed": Infinity}', "seed"),
+        (points, f'{{"count": 4, "step": {huge}}}', "step"),
+        (points, '{"count": 4, "step": 1e308}', "step"),
+    ]
+    with deployment.client() as client:
+        for job, body, field in cases:
+            response = client.post(
+                f"/v1/jobs/{job}/generate", content=body, headers={"content-type": "application/json"}
+            )
+            assert response.status_code == 422, (body, response.text)
+            assert _fields(response) == [field], (body, response.text)
+        for wait in ("nan", "inf", "1e400"):
+            response = client.post(f"/v1/jobs/{points}/generate", params={"wait": wait}, json={"count": 4})
+            assert response.status_code == 422 and _fields(response) == ["query.wait"], (wait, response.text)
+
+
+@pytest.mark.slow
 def test_generate_is_not_stuck_behind_a_training_job(deployment: Service, jobs: dict[str, dict[str, Any]]) -> None:
     """The only training worker is busy for hours: the answer still comes within the API's wait (200, not 202)."""
     with deployment.client() as client:
@@ -265,18 +303,82 @@ def test_embedded_smoke(deployment: Service, jobs: dict[str, dict[str, Any]], tm
         with service.client() as client:
             job = client.post("/v1/jobs", json=POINTS).json()
             assert client.post(f"/v1/jobs/{job['id']}/generate", json={"count": 5}).status_code == 409  # none yet
-            key = f"jobs/{job['id']}/checkpoints/000000050.safetensors"
-            ArtifactStore(str(tmp_path / "artifacts")).put_bytes(key, weights)
-            engine = make_engine(f"sqlite:///{tmp_path / 'ganforge.db'}")
-            try:
-                JobStore(engine).add_checkpoint(
-                    job_id=job["id"], step=50, weights_key=key, state_key=key, size_bytes=len(weights)
-                )
-            finally:
-                engine.dispose()
+            _add_checkpoint(tmp_path, job["id"], weights)
             service.wait_generate_worker(generate)
             response = client.post(f"/v1/jobs/{job['id']}/generate", json={"count": 5, "seed": 5})
     assert np.array_equal(_npy(response), expected)  # the same checkpoint and seed: the same samples
+
+
+def _add_checkpoint(folder: Path, job_id: str, weights: bytes) -> None:
+    """Register `weights` as the step-50 checkpoint of the embedded deployment's job in `folder`, as the trainer
+    would (worker/sink.py), sparing a training worker."""
+    key = f"jobs/{job_id}/checkpoints/000000050.safetensors"
+    ArtifactStore(str(folder / "artifacts")).put_bytes(key, weights)
+    engine = make_engine(f"sqlite:///{folder / 'ganforge.db'}")
+    try:
+        JobStore(engine).add_checkpoint(job_id=job_id, step=50, weights_key=key, state_key=key, size_bytes=len(weights))
+    finally:
+        engine.dispose()
+
+
+def _until(check: Any, what: str, timeout: float = 60.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        assert time.monotonic() < deadline, what
+        time.sleep(0.2)
+    return value
+
+
+@pytest.mark.slow
+def test_results_expire_after_their_ttl_and_an_owner_holds_a_bounded_number(
+    deployment: Service, jobs: dict[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    """A real service (embedded) with a 4 s result TTL, at most 2 results kept and 1 request active per owner:
+    one more active request is a 429 with Retry-After, a third result deletes the oldest, and the reconciler deletes
+    a result past its TTL; each deleted one's GET is a 410 with the reason, and its file is gone."""
+    with deployment.client() as source:
+        weights = source.get(f"/v1/jobs/{jobs['points']['id']}/checkpoints/50").content
+    settings = {
+        "GANFORGE_GENERATE_WAIT_SECONDS": "15",
+        "GANFORGE_GENERATE_RESULT_TTL_SECONDS": "4",
+        "GANFORGE_GENERATE_MAX_RESULTS_PER_OWNER": "2",
+        "GANFORGE_GENERATE_MAX_ACTIVE_PER_OWNER": "1",
+    }
+    results = tmp_path / "artifacts" / "generations"
+    with api_only("embedded", tmp_path, **settings) as service, service.client() as client:
+        job = client.post("/v1/jobs", json=POINTS).json()["id"]
+        _add_checkpoint(tmp_path, job, weights)
+        url = f"/v1/jobs/{job}/generate"
+        # No generate worker yet: the first request stays queued, and one more is one too many (nothing stored).
+        first = client.post(url, params={"wait": 0}, json={"count": 5, "seed": 1})
+        assert first.status_code == 202, first.text
+        refused = client.post(url, json={"count": 5})
+        assert refused.status_code == 429 and refused.headers["retry-after"] == "2", refused.text
+        assert refused.json()["error"]["code"] == "too_many_generations", refused.text
+        service.start_generate_worker()
+        first_id = first.json()["id"]
+        served = ("succeeded", "expired")  # expired: past its 4 s already, on a slow machine
+        _until(lambda: client.get(f"/v1/generations/{first_id}").json()["status"] in served, "the first never ended")
+        made = [client.post(url, json={"count": 5, "seed": seed}) for seed in (2, 3)]
+        assert [r.status_code for r in made] == [200, 200], [r.text for r in made]
+        # Three results made, two kept: the oldest is gone already (the worker deleted it on storing the third).
+        assert len(list(results.iterdir())) <= 2, list(results.iterdir())
+        gone = client.get(f"/v1/generations/{first_id}/result")
+        assert gone.status_code == 410 and gone.json()["error"]["code"] == "expired", gone.text
+        assert "send the request again" in gone.json()["error"]["message"], gone.text
+        record = client.get(f"/v1/generations/{first_id}").json()
+        assert record["status"] == "expired" and record["result_url"] is None and record["error"], record
+        # The newest expires 4 s after it was made: the reconciler deletes its file, and its GET says why.
+        newest = made[-1].headers["x-generation-id"]
+        listed = client.get(f"/v1/generations/{newest}").json()
+        finished, expires = (np.datetime64(listed[k].replace("Z", "")) for k in ("finished_at", "expires_at"))
+        assert expires - finished == np.timedelta64(4, "s"), listed
+        _until(lambda: not list(results.iterdir()), "results past their TTL were not deleted", timeout=30)
+        expired = client.get(f"/v1/generations/{newest}/result")
+        assert expired.status_code == 410 and "4 s after it was made" in expired.json()["error"]["message"]
+        assert client.get(f"/v1/generations/{newest}").json()["status"] == "expired"
+        again = client.post(url, json={"count": 5, "seed": 3})  # the same request makes the same samples again
+        assert np.array_equal(_npy(again), _npy(made[-1]))
 
 
 # --- without the service: the store's state machine, the request's checks, `ganforge up`'s restarts ----------
@@ -301,6 +403,106 @@ def test_a_generation_is_claimed_once_and_a_stale_one_is_failed_with_the_reason(
     assert failed is not None and failed.status == "failed" and "no generate worker" in (failed.error or "")
     assert store.claim_generation(generation_id=stale.id) is None  # its message, if it comes, does nothing
     assert store.claim_generation(generation_id=fresh.id) is not None
+
+
+def _finished(store: JobStore, job_id: str, owner: str, minutes_ago: float) -> str:
+    """A succeeded generate request of `owner` that finished `minutes_ago`; returns its id."""
+    made = store.create_generation(job_id=job_id, owner=owner, params={"count": 1})
+    assert store.claim_generation(generation_id=made.id) is not None
+    assert store.finish_generation(generation_id=made.id, result_key=f"generations/{made.id}.npy", media_type="x")
+    with store.session() as session, session.begin():
+        when = utcnow() - timedelta(minutes=minutes_ago)
+        session.execute(update(Generation).where(Generation.id == made.id).values(finished_at=when))
+    return made.id
+
+
+def test_results_past_the_ttl_or_past_the_owners_cap_expire_oldest_first(store: JobStore) -> None:
+    spec = JobSpec.model_validate(POINTS)
+    a, _ = store.create_job(owner="a", spec=spec, idempotency_key=None)
+    b, _ = store.create_job(owner="b", spec=spec, idempotency_key=None)
+    aged, old, newer, newest = (_finished(store, a.id, "a", minutes) for minutes in (90, 30, 20, 10))
+    others = _finished(store, b.id, "b", 30)
+    pending = store.create_generation(job_id=a.id, owner="a", params={"count": 1})
+    hour = timedelta(hours=1)
+    keys = store.expire_generation_results(older_than=hour, keep_per_owner=2)
+    assert sorted(keys) == sorted(f"generations/{g}.npy" for g in (aged, old))
+    rows = {g: store.get_generation(generation_id=g) for g in (aged, old, newer, newest, others, pending.id)}
+    status = {g: r for g, r in rows.items() if r is not None}
+    assert {g: r.status for g, r in status.items()} == {
+        aged: "expired",
+        old: "expired",
+        newer: "succeeded",
+        newest: "succeeded",
+        others: "succeeded",  # another owner's results count against their own cap only
+        pending.id: "queued",
+    }
+    assert "3600 s after it was made" in (status[aged].error or "")
+    assert "at most 2 results are kept per owner" in (status[old].error or "")
+    assert status[aged].result_key is None and status[old].result_key is None
+    assert store.expire_generation_results(older_than=hour, keep_per_owner=2) == []  # each is expired once
+    only_b = store.expire_generation_results(older_than=timedelta(minutes=5), keep_per_owner=2, owner="b")
+    assert only_b == [f"generations/{others}.npy"]
+    newer_row = store.get_generation(generation_id=newer)
+    assert newer_row is not None and newer_row.status == "succeeded"  # owner="b" left a's alone
+
+
+def test_an_owner_has_at_most_max_active_requests_queued_or_running(store: JobStore) -> None:
+    spec = JobSpec.model_validate(POINTS)
+    a, _ = store.create_job(owner="a", spec=spec, idempotency_key=None)
+    b, _ = store.create_job(owner="b", spec=spec, idempotency_key=None)
+    first, second = (store.create_generation(job_id=a.id, owner="a", params={}, max_active=2) for _ in range(2))
+    with pytest.raises(TooManyGenerations) as refused:
+        store.create_generation(job_id=a.id, owner="a", params={}, max_active=2)
+    assert refused.value.active == 2
+    store.create_generation(job_id=b.id, owner="b", params={}, max_active=2)  # another owner's count is their own
+    assert store.claim_generation(generation_id=first.id) is not None  # running still counts
+    with pytest.raises(TooManyGenerations):
+        store.create_generation(job_id=a.id, owner="a", params={}, max_active=2)
+    assert store.fail_generation(generation_id=second.id, error="x")  # an ended one frees its place
+    store.create_generation(job_id=a.id, owner="a", params={}, max_active=2)
+
+    # Concurrent requests cannot all pass the count: exactly max_active of them are stored.
+    c, _ = store.create_job(owner="c", spec=spec, idempotency_key=None)
+    start = threading.Barrier(10)
+    outcomes: list[bool] = []
+
+    def create() -> None:
+        start.wait()
+        try:
+            store.create_generation(job_id=c.id, owner="c", params={}, max_active=3)
+            outcomes.append(True)
+        except TooManyGenerations:
+            outcomes.append(False)
+
+    threads = [threading.Thread(target=create) for _ in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == [False] * 7 + [True] * 3
+
+
+@pytest.mark.parametrize(
+    ("body", "loc"),
+    [
+        ({"codes": {"continuous": [1e308]}}, ("codes", "continuous", 0)),
+        ({"codes": {"continuous": [0.5, float("nan")]}}, ("codes", "continuous", 1)),
+        ({"codes": {"continuous": [[0.5, 0.5], [0.5, -float("inf")]]}}, ("codes", "continuous", 1, 1)),
+        ({"codes": {"continuous": [10.001]}}, ("codes", "continuous", 0)),
+        ({"codes": {"continuous": [10**400]}}, ("codes", "continuous", 0)),
+        ({"labels": [1, 2**70]}, ("labels", 1)),
+        ({"labels": -1}, ("labels",)),
+        ({"codes": {"continuous": [10, -10.0]}}, None),  # the bound itself is allowed
+        ({"codes": {"continuous": [[2.0, -2.0]]}}, None),
+    ],
+)
+def test_a_request_number_out_of_bounds_is_refused_at_its_path(body: dict[str, Any], loc: tuple[Any, ...]) -> None:
+    try:
+        GenerateRequest.model_validate({"count": 1, **body})
+    except ValidationError as exc:
+        assert [error["loc"] for error in exc.errors()] == [loc], exc.errors()
+    else:
+        assert loc is None, body
 
 
 INFOGAN = JobSpec.model_validate({**POINTS, "loss": {"name": "infogan", "categorical_codes": [4, 3]}})

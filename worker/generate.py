@@ -5,9 +5,11 @@ waits behind a training job. The broker message names the request; the claim is 
 duplicate message is a no-op). The checkpoint's weights are read from the artifact store into a temporary file
 and rebuilt by ganforge.generator.load_generator (the same network the job trained); the last CACHED generators
 of this process are kept, so asking the same job again skips the load. The result goes to
-`generations/{id}.npy` (float32: count×D, or count×C×H×W in [-1, 1]) or `.png` (a grid of images, a scatter plot
-of points over the real data for a built-in 2-D data set), and the request ends succeeded or failed with a reason
-a user can read (never a path or a traceback; those go to the worker's log).
+`generations/{id}.npy` (float32: count×D in the data's coordinates, not clamped; or count×C×H×W) or `.png` (a grid
+of images, a scatter plot of points over the real data for a built-in 2-D data set), and the request ends succeeded
+or failed with a reason a user can read (never a path or a traceback; those go to the worker's log). Once its result is stored, the
+owner's results past GANFORGE_GENERATE_MAX_RESULTS_PER_OWNER (oldest first) or their TTL are expired and their files
+deleted here, so the cap holds without waiting for the API's reconciler (which also sweeps every owner).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import sys
 import tempfile
 import threading
 from collections import OrderedDict
+from datetime import timedelta
 from functools import lru_cache
 from typing import Any
 
@@ -153,5 +156,23 @@ def generate(generation_id: str) -> str:
     artifacts.put_bytes(key, data)
     if not store.finish_generation(generation_id=generation_id, result_key=key, media_type=media_type):
         log.warning("generation %s ended before its result was written (expired)", generation_id)
+        artifacts.delete(key)  # no row points at it
         return "expired"
+    prune(store, artifacts, generation.owner)
     return "succeeded"
+
+
+def prune(store: JobStore, artifacts: ArtifactStore, owner: str) -> None:
+    """Expire `owner`'s results past their cap or TTL and delete their files (a file that fails to delete is logged:
+    its row already says expired, so it is never served)."""
+    settings = get_settings()
+    keys = store.expire_generation_results(
+        older_than=timedelta(seconds=settings.generate_result_ttl_seconds),
+        keep_per_owner=settings.generate_max_results_per_owner,
+        owner=owner,
+    )
+    for old in keys:
+        try:
+            artifacts.delete(old)
+        except Exception:
+            log.warning("could not delete expired generate result %s", old, exc_info=True)

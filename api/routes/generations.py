@@ -7,6 +7,12 @@ GANFORGE_GENERATE_WAIT_SECONDS (or the smaller `?wait=`), every POLL_SECONDS, wi
 between polls or blocking the event loop: done in time, it answers 200 with the result's bytes; else 202 and
 the URL to poll (`GET /v1/generations/{id}`, then `.../result`). A request no worker took or finished within
 GANFORGE_GENERATE_EXPIRE_SECONDS is failed by the reconciler with that reason (api/reconciler.py).
+
+What one owner can hold is bounded: GANFORGE_GENERATE_MAX_ACTIVE_PER_OWNER requests queued or running (one more is
+a 429 with Retry-After, nothing stored), and results are kept GANFORGE_GENERATE_RESULT_TTL_SECONDS and at most
+GANFORGE_GENERATE_MAX_RESULTS_PER_OWNER per owner (a newer one deletes the oldest): the reconciler and the generate
+worker delete the files and mark the requests expired, and a GET of an expired result is a 410 saying why. A
+succeeded request past its TTL reads as expired already, before the reconciler's next pass.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Response
@@ -23,7 +29,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from api.deps import ArtifactsDep, BrokerDep, CurrentOwner, OwnedJob, SettingsDep, StoreDep, not_found
-from api.errors import ApiError
+from api.errors import ApiError, error_body
 from api.routes.results import steps_listed
 from models.admission import DatasetNotFound, dataset_info, network_shape
 from models.artifacts import ArtifactMissing, ArtifactStore
@@ -31,13 +37,16 @@ from models.datasets import DatasetInfo
 from models.generation import GenerateRequest, check_against_job, has_ema, worker_params
 from models.queue import generate_queue, send_generate
 from models.records import Generation, GenerationStatus
+from models.settings import Settings
 from models.spec import JobSpec, is_id
-from models.store import JobStore
+from models.store import JobStore, as_utc, utcnow
+from models.store.generations import TooManyGenerations
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["generate"])
 
 POLL_SECONDS = 0.05  # between looks at the row while the POST waits: a 50 ms read of one row by its key
+RETRY_AFTER_SECONDS = 2  # a 429's Retry-After: a request takes about a second on a CPU, so a slot frees soon
 
 
 class GenerationOut(BaseModel):
@@ -45,30 +54,58 @@ class GenerationOut(BaseModel):
 
     id: str
     job_id: str
-    status: str = Field(description="queued, running, succeeded or failed")
+    status: str = Field(description="queued, running, succeeded, failed, or expired (its result was deleted)")
     params: dict[str, Any] = Field(description="the request as it runs: step resolved, ema decided")
-    error: str | None = Field(description="why it failed")
+    error: str | None = Field(description="why it failed, or why its result is gone")
     media_type: str | None
     result_url: str | None = Field(description="where the result is, once succeeded")
+    expires_at: datetime | None = Field(
+        description="when a succeeded request's result is deleted (GANFORGE_GENERATE_RESULT_TTL_SECONDS after it "
+        "finished; sooner when the owner's newer results pass GANFORGE_GENERATE_MAX_RESULTS_PER_OWNER)"
+    )
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
 
     @classmethod
-    def of(cls, generation: Generation) -> GenerationOut:
-        done = generation.status == GenerationStatus.SUCCEEDED
+    def of(cls, generation: Generation, settings: Settings) -> GenerationOut:
+        aged = _aged(generation, settings)
+        status, error = (GenerationStatus.EXPIRED, _aged_reason(settings)) if aged else (generation.status, None)
+        done = status == GenerationStatus.SUCCEEDED
         return cls(
             id=generation.id,
             job_id=generation.job_id,
-            status=generation.status,
+            status=status,
             params=generation.params,
-            error=generation.error,
+            error=error or generation.error,
             media_type=generation.media_type,
             result_url=f"/v1/generations/{generation.id}/result" if done else None,
+            expires_at=_expires_at(generation, settings) if done else None,
             created_at=generation.created_at,
             started_at=generation.started_at,
             finished_at=generation.finished_at,
         )
+
+
+def _expires_at(generation: Generation, settings: Settings) -> datetime | None:
+    if generation.finished_at is None:
+        return None
+    return as_utc(generation.finished_at) + timedelta(seconds=settings.generate_result_ttl_seconds)
+
+
+def _aged(generation: Generation, settings: Settings) -> bool:
+    """A succeeded request past its TTL that the reconciler has not expired yet: read as expired already."""
+    if generation.status != GenerationStatus.SUCCEEDED:
+        return False
+    expires = _expires_at(generation, settings)
+    return expires is not None and expires <= utcnow()
+
+
+def _aged_reason(settings: Settings) -> str:
+    return (
+        f"its result was deleted {settings.generate_result_ttl_seconds:g} s after it was made "
+        "(GANFORGE_GENERATE_RESULT_TTL_SECONDS); send the request again (the same seed gives the same samples)"
+    )
 
 
 class GenerationAccepted(BaseModel):
@@ -133,6 +170,7 @@ def _failed(generation: Generation) -> ApiError:
         202: {"model": GenerationAccepted, "description": "not done within the wait: poll url"},
         404: {"description": "no such job of yours, or no checkpoint at that step"},
         409: {"description": "the job has no checkpoint yet, or the generate worker failed (generation_failed)"},
+        429: {"description": "GANFORGE_GENERATE_MAX_ACTIVE_PER_OWNER requests of yours are queued or running"},
     },
 )
 async def generate(
@@ -148,13 +186,16 @@ async def generate(
         Query(ge=0, le=60, description="seconds to wait for the result (at most GANFORGE_GENERATE_WAIT_SECONDS)"),
     ] = None,
 ) -> Response:
-    """`count` samples of the job's generator at checkpoint `step`: the .npy array (count×D points, or
-    count×C×H×W images in [-1, 1]) or a PNG (a grid of images, a scatter plot of points).
+    """`count` samples of the job's generator at checkpoint `step`: the .npy array (count×D points in the data's
+    coordinates, not clamped: an mlp G has no tanh; or count×C×H×W images, in [-1, 1] from a dcgan or resnet G) or
+    a PNG (a grid of images, a scatter plot of points).
 
     cgan: `labels` picks the classes; infogan: `codes` sets the codes; `ema` (default: when the job kept one)
     uses the EMA copy of G. The same request (seed included) gives the same samples. Answers 200 with the bytes
     when the worker is done within the wait, else 202 with the URL to poll. 422 (naming the field) for a count
-    over the bound, labels on a job that is not cgan or outside its classes, codes that do not fit.
+    over the bound, labels on a job that is not cgan or outside its classes, codes that do not fit or a continuous
+    code outside [-MAX_CONTINUOUS_CODE, MAX_CONTINUOUS_CODE]; 429 with Retry-After when the owner already has
+    GANFORGE_GENERATE_MAX_ACTIVE_PER_OWNER requests queued or running.
     """
     spec = JobSpec.model_validate(job.spec)
     info, shape = await run_in_threadpool(_job_data, spec, owner, store)
@@ -165,7 +206,21 @@ async def generate(
         raise ApiError(422, "validation_error", summary, details)
     step = await run_in_threadpool(_checkpoint_step, store, job.id, body.step)
     params = worker_params(body, step, has_ema(spec) if body.ema is None else body.ema)
-    generation = await run_in_threadpool(lambda: store.create_generation(job_id=job.id, owner=owner, params=params))
+    cap = settings.generate_max_active_per_owner
+    try:
+        generation = await run_in_threadpool(
+            lambda: store.create_generation(job_id=job.id, owner=owner, params=params, max_active=cap)
+        )
+    except TooManyGenerations as exc:
+        message = (
+            f"you have {exc.active} generate requests queued or running, the most allowed at once "
+            f"(GANFORGE_GENERATE_MAX_ACTIVE_PER_OWNER={cap}): wait for one to finish, then send this again"
+        )
+        return JSONResponse(
+            error_body("too_many_generations", message),
+            status_code=429,
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
     try:
         await run_in_threadpool(send_generate, broker, generation.id, generate_queue(settings))
     except Exception:  # the broker is away: fail the request now rather than leave it queued
@@ -186,6 +241,8 @@ async def generate(
         return await run_in_threadpool(_result, artifacts, current)
     if current is not None and current.status == GenerationStatus.FAILED:
         raise _failed(current)
+    if current is not None and current.status == GenerationStatus.EXPIRED:  # only with a TTL shorter than the wait
+        raise ApiError(410, "expired", f"the generation expired: {current.error or 'its result was deleted'}")
     url = f"/v1/generations/{generation.id}"
     status = current.status if current is not None else GenerationStatus.QUEUED
     return JSONResponse(
@@ -203,20 +260,37 @@ def _owned(store: JobStore, owner: str, generation_id: str) -> Generation:
 
 
 @router.get("/v1/generations/{generation_id}", response_model=GenerationOut)
-def get_generation(store: StoreDep, owner: CurrentOwner, generation_id: Annotated[str, Path()]) -> GenerationOut:
-    """The generate request and its status; `result_url` once it succeeded. Another owner's is a 404."""
-    return GenerationOut.of(_owned(store, owner, generation_id))
+def get_generation(
+    store: StoreDep, settings: SettingsDep, owner: CurrentOwner, generation_id: Annotated[str, Path()]
+) -> GenerationOut:
+    """The generate request and its status; `result_url` (and `expires_at`) once it succeeded, status `expired`
+    once its result was deleted. Another owner's is a 404."""
+    return GenerationOut.of(_owned(store, owner, generation_id), settings)
 
 
 @router.get(
     "/v1/generations/{generation_id}/result",
-    responses={200: {"content": {"image/png": {}, "application/x-npy": {}}}, 409: {"description": "not done"}},
+    responses={
+        200: {"content": {"image/png": {}, "application/x-npy": {}}},
+        409: {"description": "not done, or failed"},
+        410: {"description": "the result was deleted (expired: its TTL, or the owner's cap on kept results)"},
+    },
 )
 def get_generation_result(
-    store: StoreDep, artifacts: ArtifactsDep, owner: CurrentOwner, generation_id: Annotated[str, Path()]
+    store: StoreDep,
+    artifacts: ArtifactsDep,
+    settings: SettingsDep,
+    owner: CurrentOwner,
+    generation_id: Annotated[str, Path()],
 ) -> Response:
-    """The samples of a succeeded generate request; 409 while it is queued or running, or when it failed."""
+    """The samples of a succeeded generate request; 409 while it is queued or running, or when it failed; 410 when
+    its result was deleted (GANFORGE_GENERATE_RESULT_TTL_SECONDS after it was made, or as one of the owner's oldest
+    past GANFORGE_GENERATE_MAX_RESULTS_PER_OWNER)."""
     generation = _owned(store, owner, generation_id)
+    if _aged(generation, settings):
+        raise ApiError(410, "expired", f"the generation expired: {_aged_reason(settings)}")
+    if generation.status == GenerationStatus.EXPIRED:
+        raise ApiError(410, "expired", f"the generation expired: {generation.error or 'its result was deleted'}")
     if generation.status == GenerationStatus.SUCCEEDED:
         return _result(artifacts, generation)
     if generation.status == GenerationStatus.FAILED:

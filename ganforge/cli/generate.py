@@ -1,7 +1,8 @@
 """`ganforge generate JOB -n 16 -o samples.png`: sample a trained job's generator on the service.
 
-The format is the output file's suffix: .npy (float32 array: N×D points, or N×C×H×W images in [-1, 1]) or .png
-(an image grid, or a scatter plot of points). Runs on the service's generate worker (POST /v1/jobs/{id}/generate),
+The format is the output file's suffix: .npy (float32 array: N×D points in the data's coordinates, not clamped; or
+N×C×H×W images, in [-1, 1] from a dcgan or resnet G) or .png (an image grid, or a scatter plot of points). Ask once
+the job has a checkpoint (`ganforge submit --follow` returns when the job ended, with its last one written). Runs on the service's generate worker (POST /v1/jobs/{id}/generate),
 so it needs no PyTorch here; `ganforge.load_generator` is the local alternative.
 """
 

@@ -1,8 +1,11 @@
 """Generate requests (POST /v1/jobs/{id}/generate): queued by the API, run by a generate worker.
 
 queued → running (the worker's conditional claim, so a duplicate message is a no-op) → succeeded (result_key,
-media_type) or failed (error). The API's reconciler fails a request no worker took or finished in time
-(`expire_generations`).
+media_type) or failed (error); succeeded → expired when its result is deleted (`expire_generation_results`: older
+than the result TTL, or past the owner's cap on kept results, oldest first). The API's reconciler fails a request no
+worker took or finished in time (`expire_generations`) and expires old results; the generate worker applies the
+owner's cap as soon as it stores a result. `create_generation` refuses an owner already at their cap of queued and
+running requests (TooManyGenerations).
 """
 
 from __future__ import annotations
@@ -11,18 +14,31 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, text, update
 
 from models.records import Generation, GenerationStatus
 from models.store.base import StoreBase, utcnow
 from models.store.bounds import storable
 
+ACTIVE = (GenerationStatus.QUEUED, GenerationStatus.RUNNING)
+
+
+class TooManyGenerations(Exception):
+    """The owner already has `active` requests queued or running: at their cap."""
+
+    def __init__(self, active: int) -> None:
+        super().__init__(f"{active} generate requests queued or running")
+        self.active = active
+
 
 class GenerationsStore(StoreBase):
     """Create, read, claim and end generate requests."""
 
-    def create_generation(self, *, job_id: str, owner: str, params: dict[str, Any]) -> Generation:
-        """A new queued request for `owner`'s job `job_id` (the caller checked the job is theirs)."""
+    def create_generation(
+        self, *, job_id: str, owner: str, params: dict[str, Any], max_active: int | None = None
+    ) -> Generation:
+        """A new queued request for `owner`'s job `job_id` (the caller checked the job is theirs); raises
+        TooManyGenerations when `owner` already has `max_active` (when given) queued or running."""
         generation = Generation(
             id=str(uuid.uuid4()),
             job_id=job_id,
@@ -32,6 +48,18 @@ class GenerationsStore(StoreBase):
             created_at=utcnow(),
         )
         with self.session() as session, session.begin():
+            if max_active is not None:
+                # Count and insert under one per-owner lock, so two concurrent requests cannot both pass the count
+                # (SQLite's BEGIN IMMEDIATE already serialises writers; PostgreSQL takes a transaction-scoped lock).
+                if session.get_bind().dialect.name == "postgresql":
+                    session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"gen:{owner}"})
+                active = session.scalar(
+                    select(func.count())
+                    .select_from(Generation)
+                    .where(Generation.owner == owner, Generation.status.in_(ACTIVE))
+                )
+                if active is not None and active >= max_active:
+                    raise TooManyGenerations(active)
             session.add(generation)
         return generation
 
@@ -117,3 +145,49 @@ class GenerationsStore(StoreBase):
             if self._end(generation_id, (status,), status=GenerationStatus.FAILED, error=why):
                 expired.append(generation_id)
         return expired
+
+    def expire_generation_results(
+        self, *, older_than: timedelta, keep_per_owner: int, owner: str | None = None
+    ) -> list[str]:
+        """succeeded → expired for the requests that finished longer than `older_than` ago, and for each owner's
+        (only `owner`'s, when given) beyond their newest `keep_per_owner` results; returns the result keys for the
+        caller to delete from the artifact store (the rows no longer point at them, so a GET says 410, not 404)."""
+        now = utcnow()
+        newest_first = (
+            func.row_number()
+            .over(partition_by=Generation.owner, order_by=(Generation.finished_at.desc(), Generation.seq.desc()))
+            .label("rank")
+        )
+        kept = select(Generation.seq, Generation.result_key, Generation.finished_at, newest_first).where(
+            Generation.status == GenerationStatus.SUCCEEDED
+        )
+        if owner is not None:
+            kept = kept.where(Generation.owner == owner)
+        ranked = kept.subquery()
+        cutoff = now - older_than
+        doomed = select(ranked.c.seq, ranked.c.result_key, ranked.c.finished_at < cutoff).where(
+            or_(ranked.c.finished_at < cutoff, ranked.c.rank > keep_per_owner)
+        )
+        again = "send the request again (the same seed gives the same samples)"
+        reasons = {
+            True: f"its result was deleted {older_than.total_seconds():g} s after it was made "
+            f"(GANFORGE_GENERATE_RESULT_TTL_SECONDS); {again}",
+            False: f"its result was deleted: at most {keep_per_owner} results are kept per owner, the oldest deleted "
+            f"first (GANFORGE_GENERATE_MAX_RESULTS_PER_OWNER); {again}",
+        }
+        keys: list[str] = []
+        with self.session() as session, session.begin():
+            rows = session.execute(doomed).all()
+            for aged in (True, False):
+                chosen = {seq: key for seq, key, old in rows if bool(old) is aged}
+                if not chosen:
+                    continue
+                expired = session.scalars(
+                    update(Generation)
+                    .where(Generation.seq.in_(list(chosen)), Generation.status == GenerationStatus.SUCCEEDED)
+                    .values(status=GenerationStatus.EXPIRED, result_key=None, error=reasons[aged])
+                    .returning(Generation.seq)
+                    .execution_options(synchronize_session=False)
+                ).all()
+                keys += [key for seq in expired if (key := chosen[seq]) is not None]
+        return keys
