@@ -16,7 +16,7 @@ from httpx_sse import EventSource
 
 from ganforge.client import calls
 from ganforge.client.config import Config
-from ganforge.client.errors import Conflict, ConnectionFailed
+from ganforge.client.errors import Conflict, ConnectionFailed, GanforgeError
 from ganforge.client.files import (
     HEAD_BYTES,
     Progress,
@@ -331,6 +331,8 @@ class Client:
                 return self._file(calls.generation_result(generation_id, format), format)
             if generation.status == "failed":
                 raise Conflict(f"the generation failed: {generation.error}", 409, "generation_failed")
+            if generation.status == "expired":  # its result was deleted before this poll (the TTL, or the cap)
+                raise GanforgeError(f"the generation expired: {generation.error}", 410, "expired")
             if deadline is not None:
                 left = deadline - time.monotonic()
                 if left <= 0:

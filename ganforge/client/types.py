@@ -336,8 +336,9 @@ def parse(kind: type[T], response: httpx.Response) -> T:
 class Generation(ApiModel):
     """A generate request (`POST /v1/jobs/{id}/generate`) as `GET /v1/generations/{id}` shows it.
 
-    status: queued, running, succeeded or failed; params: the request as it runs (step resolved, ema decided);
-    error: why it failed; result_url: where its samples are once it succeeded.
+    status: queued, running, succeeded, failed or expired (its result was deleted: the TTL, or the owner's cap);
+    params: the request as it runs (step resolved, ema decided); error: why it failed or expired; result_url: where
+    its samples are once it succeeded, until expires_at.
     """
 
     id: str
@@ -347,6 +348,7 @@ class Generation(ApiModel):
     error: str | None = None
     media_type: str | None = None
     result_url: str | None = None
+    expires_at: datetime | None = None
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
