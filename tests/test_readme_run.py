@@ -14,8 +14,9 @@
   test service's `127.0.0.1:<port>`.
 - A `curl` first on PATH runs the real curl with the same arguments and records each answer's HTTP status: an
   answer of 400 or more fails the section, since `curl -s` itself exits 0 on it.
-- The service: an API and one worker on the embedded default (SQLite, file-system broker) without API keys, as
-  `make run` starts it. The whole README runs in a few minutes on a 2-core CPU; that is the README's promise too.
+- The service: an API, one training worker and one generate worker on the embedded default (SQLite, file-system
+  broker) without API keys, as `make run` (`ganforge up`) starts it. The whole README runs in a few minutes on a
+  2-core CPU; that is the README's promise too.
 
 - Every file the README links to (`[...](path)`, images too) is in the checkout.
 
@@ -151,9 +152,11 @@ def test_every_file_the_readme_links_to_is_in_the_checkout() -> None:
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    """API + one worker on the embedded default, no API keys: what `make run` starts."""
+    """API, one worker and one generate worker on the embedded default, no API keys: what `make run` starts."""
     with api_only("embedded", tmp_path_factory.mktemp("readme-service"), GANFORGE_API_KEYS="") as service:
+        generate = service.start_generate_worker(wait=False)  # both workers start at once
         service.start_worker()
+        service.wait_generate_worker(generate)
         yield service
 
 
