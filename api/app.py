@@ -151,9 +151,34 @@ def create_app(settings: Settings | None = None, *, reconcile: bool = True) -> F
         app.include_router(router)
     app.include_router(generations.router)
     app.include_router(studies.router)
+    declare_raw_bodies(app)
     if settings.api_keys:
         declare_bearer_auth(app)
     return app
+
+
+def declare_raw_bodies(app: FastAPI) -> None:
+    """Give the routes that read their body as a plain object (to report every problem of it in one 422) their
+    model's schema in /openapi.json, adding the models it uses to components/schemas where FastAPI has not."""
+    from models.study import StudySpec
+
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            for path, method, model in (("/v1/studies", "post", StudySpec),):
+                model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                for name, definition in model_schema.pop("$defs", {}).items():
+                    components.setdefault(name, definition)
+                components.setdefault(model.__name__, model_schema)
+                content = schema["paths"][path][method]["requestBody"]["content"]["application/json"]
+                content["schema"] = {"$ref": f"#/components/schemas/{model.__name__}"}
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def declare_bearer_auth(app: FastAPI) -> None:

@@ -428,3 +428,20 @@ def test_an_unlabelled_points_upload_compares_no_quality_measure(service: Servic
         assert row["stability"]["vanishing_grad_fraction"]["n"] == 1  # the run's own series still compare
         curves = client.get(f"/v1/studies/{done['id']}/curves").json()
         assert curves["names"] == ["loss_g", "grad_norm_g"]
+
+
+def test_openapi_gives_the_study_body_its_schema_and_every_ref_resolves(service: Service) -> None:
+    """The route reads its body as a plain object (to report every problem at once); /openapi.json still describes
+    it as StudySpec, so generated clients and Swagger UI know its fields."""
+    openapi = httpx.get(f"{service.url}/openapi.json").json()
+    body = openapi["paths"]["/v1/studies"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body == {"$ref": "#/components/schemas/StudySpec"}
+    schemas = openapi["components"]["schemas"]
+    assert set(StudySpec.model_fields) == set(schemas["StudySpec"]["properties"])
+
+    def refs(node: Any) -> list[str]:
+        if isinstance(node, dict):
+            return [node["$ref"]] if "$ref" in node else [r for value in node.values() for r in refs(value)]
+        return [r for value in node for r in refs(value)] if isinstance(node, list) else []
+
+    assert [r for r in refs(openapi) if r.removeprefix("#/components/schemas/") not in schemas] == []
