@@ -22,7 +22,7 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
 
 from models.datasets import DatasetInfo
-from models.spec import InfoGANLoss, JobSpec, StrictModel
+from models.spec import InfoGANLoss, Int, JobSpec, Number, StrictModel
 
 MAX_POINTS = 10_000  # 2-D points or rows per request: a scatter plot of more says nothing new
 MAX_IMAGES = 256  # images per request: a 16×16 grid
@@ -37,16 +37,16 @@ MAX_INDEX = 2**31 - 1  # a class or category index: the most any data set can ha
 FORMATS = ("png", "npy")
 MEDIA_TYPES = {"png": "image/png", "npy": "application/x-npy"}
 
-Indices = Annotated[list[int], Field(max_length=MAX_COUNT)]
-IndexRows = Annotated[list[Annotated[list[int], Field(max_length=8)]], Field(max_length=MAX_COUNT)]
-Values = Annotated[list[float], Field(max_length=64)]
-ValueRows = Annotated[list[Annotated[list[float], Field(max_length=64)]], Field(max_length=MAX_COUNT)]
+Indices = Annotated[list[Int], Field(max_length=MAX_COUNT)]
+IndexRows = Annotated[list[Annotated[list[Int], Field(max_length=8)]], Field(max_length=MAX_COUNT)]
+Values = Annotated[list[Number], Field(max_length=64)]
+ValueRows = Annotated[list[Annotated[list[Number], Field(max_length=64)]], Field(max_length=MAX_COUNT)]
 
 
 class Codes(StrictModel):
     """InfoGAN's codes; a code not given is drawn from its prior (uniform categories, uniform [-1, 1])."""
 
-    categorical: int | Indices | IndexRows | None = Field(
+    categorical: Int | Indices | IndexRows | None = Field(
         default=None,
         description="the first categorical code's category for every sample (an int) or for each (count ints), "
         "or every categorical code of each sample (count lists of one index per code)",
@@ -115,15 +115,15 @@ def _check_index(value: Any, loc: tuple[int, ...]) -> None:
 class GenerateRequest(StrictModel):
     """The body of POST /v1/jobs/{id}/generate."""
 
-    count: int = Field(
+    count: Int = Field(
         ge=1,
         le=MAX_COUNT,
         description=f"how many samples: 1 to {MAX_IMAGES} images or {MAX_POINTS} points/rows, "
         f"and at most {MAX_VALUES} numbers in all",
     )
-    seed: int = Field(default=0, ge=0, le=MAX_SEED, description="the same seed gives the same samples")
-    step: int | Literal["latest"] = Field(default="latest", description="a checkpoint's step, or 'latest'")
-    labels: int | Indices | None = Field(
+    seed: Int = Field(default=0, ge=0, le=MAX_SEED, description="the same seed gives the same samples")
+    step: Int | Literal["latest"] = Field(default="latest", description="a checkpoint's step, or 'latest'")
+    labels: Int | Indices | None = Field(
         default=None,
         description="cgan only: one class index for every sample, or one per sample (count of them); "
         "default: drawn uniformly",
@@ -137,13 +137,6 @@ class GenerateRequest(StrictModel):
     ema: bool | None = Field(
         default=None, description="use the EMA copy of G (training.ema_decay); default: when the job kept one"
     )
-
-    @field_validator("count", "seed", mode="before")
-    @classmethod
-    def _int_not_bool(cls, value: Any) -> Any:
-        if isinstance(value, bool):
-            raise ValueError("must be an integer, not a boolean")
-        return value
 
     @field_validator("step", mode="before")
     @classmethod

@@ -164,6 +164,11 @@ def test_bad_requests_are_refused_naming_the_field(deployment: Service, jobs: di
             (points, {"count": 4, "format": "gif"}, 422, "format"),
             (points, {"count": 4, "seed": 2**31}, 422, "seed"),
             (points, {"count": 4, "step": 7}, 404, "step"),
+            # numbers are JSON numbers, as in a job spec: not text, a boolean or 4.0 for an integer
+            (points, {"count": "4"}, 422, "count"),
+            (points, {"count": 4.0}, 422, "count"),
+            (points, {"count": 4, "seed": True}, 422, "seed"),
+            (cgan, {"count": 2, "labels": ["1", 2]}, 422, "labels.0"),
         ]
         for job, body, status, field in cases:
             response = client.post(f"/v1/jobs/{job}/generate", json=body)
