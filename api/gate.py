@@ -5,8 +5,11 @@ A pure ASGI middleware, so nothing (FastAPI's body parsing, a route's dependenci
 - a `/v1` request without a known bearer key gets 401 at once, its body never received (uvicorn discards what
   the client still sends, in bounded memory), using the same key lookup as the `CurrentOwner` dependency;
 - a body over its limit gets 413: at once when Content-Length says so, or as soon as a chunked body passes it.
-  JSON (anything not multipart) is bounded by `max_json_body_bytes`; a multipart upload by `max_upload_bytes`
-  plus room for its form fields (the upload route counts the file itself, with a message naming the field).
+  Every body is bounded by `max_json_body_bytes` except a multipart POST to the upload route, bounded by
+  `max_upload_bytes` plus room for its form fields (the route counts the file itself, naming the field): the
+  limit follows the route, not the client's Content-Type alone, which any request could set;
+- a header the service reads as one value (Authorization, Content-Type, Content-Length) given more than once
+  gets 400: the gate and the framework would read different copies (the last and the first).
 """
 
 from __future__ import annotations
@@ -25,11 +28,13 @@ log = logging.getLogger(__name__)
 
 FORM_ROOM = 1024**2  # multipart boundaries and the small form fields, on top of the file itself
 PROTECTED_PREFIX = "/v1/"
+UPLOAD_PATH = "/v1/datasets"  # api/routes/datasets.py upload_dataset: the one route that takes a large body
+SINGLE_HEADERS = frozenset({"authorization", "content-type", "content-length"})
 
 
-def body_limit(settings: Settings, content_type: str) -> int:
-    """The largest body accepted for a request of this Content-Type, in bytes."""
-    if content_type.strip().lower().startswith("multipart/"):
+def body_limit(settings: Settings, method: str, path: str, content_type: str) -> int:
+    """The largest body accepted for this request, in bytes: an upload's on the upload route, else a JSON body's."""
+    if method == "POST" and path.rstrip("/") == UPLOAD_PATH and content_type.strip().lower().startswith("multipart/"):
         return settings.max_upload_bytes + FORM_ROOM
     return settings.max_json_body_bytes
 
@@ -44,13 +49,18 @@ class RequestGate:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        names = [name.decode("latin-1").lower() for name, _ in scope["headers"]]
+        repeated = sorted({name for name in names if name in SINGLE_HEADERS and names.count(name) > 1})
+        if repeated:
+            await respond(send, 400, "repeated_header", f"header {repeated[0]} given more than once: give it once")
+            return
         headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
         path: str = scope["path"]
         if path == PROTECTED_PREFIX.rstrip("/") or path.startswith(PROTECTED_PREFIX):
             if owner_for(self.settings.api_keys, headers.get("authorization")) is None:
                 await respond(send, 401, "unauthorized", UNAUTHORIZED_MESSAGE, {"www-authenticate": "Bearer"})
                 return
-        limit = body_limit(self.settings, headers.get("content-type", ""))
+        limit = body_limit(self.settings, scope["method"], path, headers.get("content-type", ""))
         declared = headers.get("content-length", "")
         if declared.isascii() and declared.isdigit() and int(declared) > limit:
             await respond(send, 413, "body_too_large", too_large_message(limit))
