@@ -226,6 +226,67 @@ def test_a_set_of_a_deep_or_aliased_value_is_a_plain_string() -> None:
     assert parse_value(bomb) == bomb
 
 
+def test_a_set_of_a_yaml_flow_list_or_map_is_that_list_or_map(tmp_path: Path) -> None:
+    """README: "the value is read as JSON or YAML, else as a string": `[nsgan, lsgan]` is a list, not its text."""
+    from ganforge.cli.overrides import load_spec, parse_value
+
+    spec = tmp_path / "study.yaml"
+    spec.write_text("name: s\nlosses: [wgan]\n")
+    overrides = ["losses=[nsgan, lsgan]", "loss={name: wgan, lr_d: 1e-4, betas: [0.5, 0.9]}", "tags.note=see: below"]
+    loaded = load_spec(str(spec), overrides)
+    assert loaded["losses"] == ["nsgan", "lsgan"], loaded
+    assert loaded["loss"] == {"name": "wgan", "lr_d": 1e-4, "betas": [0.5, 0.9]}, loaded
+    assert loaded["tags"] == {"note": "see: below"}, loaded  # not a flow collection: the text
+    # what JSON cannot hold (a YAML date) leaves the text, as a date alone always did
+    assert parse_value("[2026-01-01]") == "[2026-01-01]" and parse_value("2026-01-01") == "2026-01-01"
+
+
+@pytest.mark.parametrize("value", ["[1, .inf]", "{lr: .nan}", "[1, NaN]"])
+def test_a_set_of_a_list_or_map_holding_a_non_finite_number_is_refused(
+    value: str, tmp_path: Path, refuse: Callable[[list[str]], str]
+) -> None:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("loss: {name: nsgan}\n")
+    error = refuse(["submit", str(spec), "--set", f"loss.x={value}"])
+    assert f"--set 'loss.x={value}'" in error and "is not a number" in error, error
+
+
+@pytest.mark.parametrize(
+    ("codes", "says"),
+    [("{categorical: 3}", "not JSON"), ('{"continuous": [NaN]}', "NaN"), ("[3]", "expected a JSON object")],
+)
+def test_generate_codes_that_are_not_a_json_object_are_exit_2_naming_the_option(
+    codes: str, says: str, refuse: Callable[[list[str]], str]
+) -> None:
+    error = refuse(["generate", "some-job", "--codes", codes])
+    assert error.startswith("ganforge: --codes ") and says in error and '"categorical": 3' in error, error
+
+
+def test_generate_sends_its_codes_to_the_service(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The API checks `codes` against the job before it looks for a checkpoint: its answer shows what was sent."""
+    from tests.conftest import api_only
+
+    spec = {
+        "dataset": {"builtin": "ring8"},
+        "architecture": {"name": "mlp", "hidden": 32, "depth": 2},
+        "loss": {"name": "infogan", "categorical_codes": [4], "continuous_codes": 2},
+        "training": {"steps": 50, "batch_size": 64},
+    }
+    with api_only("embedded", tmp_path) as deployment, deployment.client() as client:
+        created = client.post("/v1/jobs", json=spec)
+        assert created.status_code == 201, created.text
+        job = created.json()["id"]  # queued: no worker, no checkpoint
+        target = str(tmp_path / "x.npy")
+        argv = ["--url", deployment.url, "--api-key", "key-a", "generate", job, "-n", "2", "-o", target]
+        assert main([*argv, "--codes", '{"categorical": 7, "continuous": [0.5, -0.5]}']) == 2
+        refused = capsys.readouterr().err
+        assert "codes.categorical: 7 is out of range" in refused and "0..3" in refused, refused
+        # codes that fit pass the check; the request then stops at the missing checkpoint
+        status = main([*argv, "--codes", '{"categorical": 3, "continuous": [0.5, -0.5]}'])
+        answered = capsys.readouterr().err
+        assert status != 0 and "codes" not in answered and "checkpoint" in answered, (status, answered)
+
+
 @pytest.mark.parametrize(
     ("argv", "says"),
     [

@@ -8,9 +8,10 @@ so it needs no PyTorch here; `ganforge.load_generator` is the local alternative.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -40,6 +41,15 @@ def generate(
             help="cgan: the class of every sample (once) or of each (N times, in order)",
         ),
     ] = None,
+    codes: Annotated[
+        str | None,
+        typer.Option(
+            "--codes",
+            metavar="JSON",
+            help='infogan: the codes, as JSON, e.g. \'{"categorical": 3, "continuous": [0.5, -0.5]}\'',
+            show_default=False,
+        ),
+    ] = None,
     ema: Annotated[
         bool | None,
         typer.Option("--ema/--no-ema", help="the EMA copy of G, or G itself (default: EMA when the job kept one)"),
@@ -61,15 +71,36 @@ def generate(
     label_arg: int | list[int] | None = None
     if labels:
         label_arg = labels[0] if len(labels) == 1 else labels
+    code_arg = None if codes is None else _codes(codes)
     with connect(ctx, url, api_key) as client:
         try:
             data = client.generate(
-                job_id, count, seed=seed, step=chosen, labels=label_arg, format=fmt, ema=ema, wait=wait
+                job_id, count, seed=seed, step=chosen, labels=label_arg, codes=code_arg, format=fmt, ema=ema, wait=wait
             )
         except TimeoutError as exc:
             fail(str(exc), JOB_FAILED)
         target.write_bytes(data)
     render.stdout().print(f"wrote {count} samples to {target}", soft_wrap=True)
+
+
+EXAMPLE = '{"categorical": 3, "continuous": [0.5, -0.5]}'
+
+
+def _codes(text: str) -> dict[str, Any]:
+    """`--codes` as the JSON object the API takes (the service checks it against the job); exit 2 otherwise."""
+    shown = repr(text if len(text) <= 100 else f"{text[:100]}...")
+    try:
+        value = json.loads(text, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as exc:
+        why = f"{exc.msg} at column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else str(exc) or "too deep"
+        fail(f"--codes {shown}: not JSON ({why}); e.g. --codes '{EXAMPLE}'", USAGE)
+    if not isinstance(value, dict):
+        fail(f"--codes {shown}: expected a JSON object, e.g. --codes '{EXAMPLE}'", USAGE)
+    return value
+
+
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a number JSON (or the API) accepts")
 
 
 def register(app: typer.Typer) -> None:

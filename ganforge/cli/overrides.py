@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from ganforge.cli.exits import USAGE, fail
-from ganforge.specfile import MAX_BYTES, SpecFileError, SpecLoader, load_spec_text, read_spec_file
+from ganforge.specfile import MAX_BYTES, SpecFileError, SpecLoader, check_values, load_spec_text, read_spec_file
 
 
 def load_spec(source: str, overrides: list[str]) -> dict[str, Any]:
@@ -44,7 +44,13 @@ def load_spec(source: str, overrides: list[str]) -> dict[str, Any]:
 
 
 def parse_value(text: str) -> Any:
-    """`text` as JSON (1e-4, [0.5, 0.9], true, null), else as a YAML scalar (yes, 0.5), else the string itself."""
+    """`text` as JSON (1e-4, [0.5, 0.9], true, null), else as a YAML scalar (yes, 0.5) or flow list or map
+    ([nsgan, lsgan], {name: wgan}), else the string itself.
+
+    YAML is read by the spec files' loader: anchors, aliases and nesting deeper than MAX_DEPTH leave `text` a string,
+    as does a value JSON cannot hold (a date). Only a flow collection, written in brackets or braces, is read as one:
+    `a: b` stays the string it most likely is (a name, a tag).
+    """
     try:
         return json.loads(text)
     except (ValueError, RecursionError):
@@ -53,7 +59,25 @@ def parse_value(text: str) -> Any:
         value = yaml.load(text, Loader=SpecLoader)  # noqa: S506 - safe, and no aliases to expand
     except (yaml.YAMLError, SpecFileError, RecursionError):
         return text
+    if isinstance(value, list | dict):
+        return value if text.startswith(("[", "{")) and _plain_json(value) else text
     return value if isinstance(value, str | int | float | bool) else text
+
+
+def _plain_json(value: Any) -> bool:
+    """Whether every key and leaf of `value` is what JSON holds (no dates, no binary, no null key); iteratively."""
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if not all(isinstance(key, str | int | float | bool) for key in node):
+                return False
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+        elif node is not None and not isinstance(node, str | int | float | bool):
+            return False
+    return True
 
 
 def apply_override(spec: dict[str, Any], override: str) -> None:
@@ -72,4 +96,8 @@ def apply_override(spec: dict[str, Any], override: str) -> None:
     value = parse_value(text.strip())
     if isinstance(value, float) and not math.isfinite(value):
         fail(f"--set {override!r}: {value} is not a number the API takes (JSON has no NaN or infinity)", USAGE)
+    try:
+        check_values(value)  # a list or map as a spec file's: finite numbers, MAX_DEPTH levels at most
+    except SpecFileError as exc:
+        fail(f"--set {override!r}: {exc}", USAGE)
     node[keys[-1].strip()] = value
