@@ -208,3 +208,81 @@ def test_cli_refused_study_file_is_exit_2_with_the_field_path(service: Service, 
     assert "losses" in result.stderr and "no-such-loss" not in result.stdout, result.stderr
     unreadable = ganforge(service, "study", "submit", str(tmp_path / "none.yaml"))
     assert unreadable.returncode == 2 and "none.yaml" in unreadable.stderr, unreadable
+
+
+def _rendered(study: dict[str, Any]) -> str:
+    """`ganforge study show`'s text for `study` (the SDK's JSON form), as a log or pipe gets it."""
+    import io
+
+    from ganforge.cli import render
+    from ganforge.cli.studies import study_details
+
+    console = render.SafeConsole(file=io.StringIO(), width=render.WIDE, markup=False, emoji=False, color_system=None)
+    console.print(study_details(study))
+    return console.file.getvalue()  # type: ignore[attr-defined]
+
+
+def _study_row(loss: str, *, finished: int, runs_measured: int, mean: float | None) -> dict[str, Any]:
+    reached = 0 if mean is None else runs_measured
+    figure = {"mean": 0.01, "std": None, "n": max(finished, 1)}
+    return {
+        "loss": loss,
+        "point": {},
+        "runs": 2,
+        "finished": finished,
+        "failed": 0,
+        "quality": {"modes_covered": {"mean": None, "std": None, "n": 0}},
+        "steps_to_threshold": {
+            "modes_covered": {
+                "mean": mean,
+                "std": None,
+                "reached": reached,
+                "n": runs_measured,
+                "threshold": 8,
+                "rule": "modes_covered ≥ 8 (every mode)\x1b[2J",
+            }
+        },
+        "wall_seconds": {"mean": None, "std": None, "n": 0},
+        "cpu_seconds": {"mean": None, "std": None, "n": 0},
+        "stability": {"loss_g_std_last_quarter": figure, "vanishing_grad_fraction_relative": figure},
+    }
+
+
+def _study(*rows: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": "s-1",
+        "name": "legend",
+        "status": "running",
+        "spec": {"dataset": {"builtin": "ring8"}},
+        "measures": ["modes_covered"],
+        "counts": {"queued": 2, "succeeded": 2},
+        "job_count": 4,
+        "comparison": list(rows),
+    }
+
+
+def test_the_table_legend_prints_as_lines_and_only_names_from_the_server_are_escaped() -> None:
+    out = _rendered(_study(_study_row("nsgan\nx", finished=2, runs_measured=2, mean=120.0)))
+    assert "\\x0a" not in out.replace("nsgan\\x0ax", ""), out  # the loss name is escaped, the legend is not
+    assert "nsgan\\x0ax" in out and "\x1b" not in out and "(every mode)\\x1b[2J" in out, out
+    legend = out.splitlines()[-4:]
+    assert legend[0].startswith("RUNS: succeeded/all; FAILED: failed or cancelled runs"), out
+    assert legend[1].startswith("STEPS TO THRESHOLD: the first step with modes_covered ≥ 8 (every mode)"), out
+    assert legend[2].startswith("G STD: ") and "last quarter" in legend[2] and "units" in legend[2], out
+    assert legend[3].startswith("VANISH REL: ") and "1 % of the run's own median" in legend[3], out
+
+
+def test_steps_to_threshold_says_never_only_once_runs_finished_without_reaching_it() -> None:
+    out = _rendered(
+        _study(
+            _study_row("queued", finished=0, runs_measured=0, mean=None),
+            _study_row("early", finished=0, runs_measured=2, mean=None),
+            _study_row("missed", finished=2, runs_measured=2, mean=None),
+            _study_row("made", finished=2, runs_measured=2, mean=120.0),
+        )
+    )
+    lines = out.splitlines()
+    header = next(line for line in lines if line.startswith("LOSS"))
+    column = header.index("STEPS TO THRESHOLD")
+    cells = {line.split()[0]: line[column:].split("  ")[0] for line in lines[lines.index(header) + 1 :][:4]}
+    assert cells == {"queued": "-", "early": "-", "missed": "never (0/2)", "made": "120 (2/2)"}, out

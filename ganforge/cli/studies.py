@@ -81,18 +81,41 @@ def point_text(point: dict[str, Any] | None) -> str:
     return ",".join(f"{key}={value}" for key, value in (point or {}).items())
 
 
-def _reached(stat: Any) -> str:
-    """Steps to the threshold: `120 ± 14 (2/3)`, the mean over the runs that reached it, how many of how many."""
+def _reached(stat: Any, finished: int) -> str:
+    """Steps to the threshold: `120 ± 14 (2/3)`, the mean over the runs that reached it, how many of how many;
+    `never (0/2)` when runs finished without reaching it, `-` while none has finished (nothing to say yet)."""
     if not isinstance(stat, dict):
         return "-"
-    mean = figure(stat) if stat.get("mean") is not None else "never"
+    if stat.get("mean") is not None:
+        mean = figure(stat)
+    elif not finished:
+        return "-"
+    else:
+        mean = "never"
     reached, n = stat.get("reached"), stat.get("n")
     return f"{mean} ({reached}/{n})" if reached is not None and n is not None else mean
 
 
-def comparison_table(study: dict[str, Any]) -> Table:
+# What each stability column measures (models/comparison.py), for the legend under the table.
+STABILITY_LEGEND = {
+    "loss_g_spread_last_quarter": "std of loss_g over the last quarter of the run / its interquartile range over "
+    "the whole run (scale-free: near 0 settled, 0.5 or more still swinging)",
+    "loss_g_std_last_quarter": "std of loss_g over the last quarter of the run, in that loss's own units "
+    "(compare within one loss only)",
+    "vanishing_grad_fraction": "fraction of grad_norm_g readings below 1e-4 (absolute: a loss of small scale "
+    "reads as vanishing sooner)",
+    "vanishing_grad_fraction_relative": "fraction of grad_norm_g readings below 1 % of the run's own median "
+    "grad_norm_g (scale-free)",
+    "mode_oscillation": "mean worsening of the primary measure from one snapshot to the next (gains count as 0)",
+    "collapse_events": "collapse alerts, over every run",
+    "divergence_events": "divergence alerts, over every run",
+}
+
+
+def comparison_table(study: dict[str, Any]) -> Group:
     """One row per (loss, grid point): runs (succeeded/all), failed runs (failed or cancelled: not in any figure),
-    each measure's mean ± std, steps to the primary's threshold, wall seconds and the stability figures."""
+    each measure's mean ± std, steps to the primary's threshold, wall seconds and the stability figures; then the
+    legend, a line per column that needs one."""
     study = clean_tree(study)
     rows: list[dict[str, Any]] = study.get("comparison") or []
     measures: list[str] = study.get("measures") or []
@@ -101,12 +124,17 @@ def comparison_table(study: dict[str, Any]) -> Table:
     stability = list(dict.fromkeys(key for row in rows for key in (row.get("stability") or {})))
     reach = [(row.get("steps_to_threshold") or {}).get(primary) for row in rows]
     rule = next((stat.get("rule") or stat.get("threshold") for stat in reach if isinstance(stat, dict)), None)
-    caption = "RUNS: succeeded/all; FAILED: failed or cancelled runs, left out of every mean ± std"
+    # Our own text, as Text: a plain string would be escaped by SafeConsole, its line breaks printed as \x0a.
+    legend = ["RUNS: succeeded/all; FAILED: failed or cancelled runs, left out of every mean ± std"]
     if primary:
-        caption += (
-            f"\nsteps to threshold: the first step with {rule}, mean over the runs that reached it (reached/runs)"
+        legend.append(
+            f"STEPS TO THRESHOLD: the first step with {rule}, mean over the runs that reached it (reached/runs); "
+            "never: runs finished without reaching it; -: no run finished yet"
         )
-    table = Table(box=None, pad_edge=False, caption=caption, caption_justify="left")
+    legend += [
+        f"{STABILITY.get(key, key.upper())}: {STABILITY_LEGEND[key]}" for key in stability if key in STABILITY_LEGEND
+    ]
+    table = Table(box=None, pad_edge=False)
     headers = ["LOSS", *(["POINT"] if grid else []), "RUNS", "FAILED", *(measure.upper() for measure in measures)]
     if primary:
         headers.append("STEPS TO THRESHOLD")
@@ -122,12 +150,14 @@ def comparison_table(study: dict[str, Any]) -> Table:
         cells.append(str(row.get("failed", "-")))
         cells += [figure(quality.get(measure), percent=measure == "hq_fraction") for measure in measures]
         if primary:
-            cells.append(_reached((row.get("steps_to_threshold") or {}).get(primary)))
+            finished = row.get("finished")
+            reached = (row.get("steps_to_threshold") or {}).get(primary)
+            cells.append(_reached(reached, finished if isinstance(finished, int) else 0))
         cells += [figure(row.get("wall_seconds")), figure(row.get("cpu_seconds"))]
         figures = row.get("stability") or {}
         cells += [figure(figures.get(key), percent=key.startswith("vanishing_grad_fraction")) for key in stability]
         table.add_row(*cells)
-    return table
+    return Group(table, *(Text(line, style="dim") for line in legend))
 
 
 def progress_line(study: dict[str, Any]) -> str:
