@@ -13,7 +13,16 @@ import re
 import unicodedata
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    field_validator,
+    model_validator,
+)
 
 
 class StrictModel(BaseModel):
@@ -38,6 +47,19 @@ def within_float32(value: float) -> float:
 # An integer is a number where a float is wanted (lr_g: 1).
 Int = Annotated[int, Strict()]
 Number = Annotated[float, Strict()]
+
+
+def a_bool(value: Any) -> Any:
+    """`value` when it is JSON true or false; else ValueError (pydantic: 422 naming the field, in every path that
+    reports a spec's errors: a job, a study's settings and overrides, a generate request)."""
+    if not isinstance(value, bool):
+        shown = f"text {value!r:.40}" if isinstance(value, str) else f"{value!r:.40}"
+        raise ValueError(f"must be true or false (a JSON boolean), not {shown}")
+    return value
+
+
+# A switch is JSON true or false: lax mode read "on", "no", 1 and 0 as booleans.
+Bool = Annotated[bool, Strict(), BeforeValidator(a_bool)]
 Float = Annotated[float, Strict(), AfterValidator(within_float32)]
 NonNegativeFloat = Annotated[float, Strict(), Field(ge=0), AfterValidator(within_float32)]
 PositiveFloat = Annotated[float, Strict(), Field(gt=0), AfterValidator(within_float32)]
@@ -154,7 +176,7 @@ class MLPArchitecture(StrictModel):
         description="units per hidden layer (512 as in the WGAN-GP toy code; at 256 grid25 kept losing modes, see bench/ZOO_RESULTS.md)",
     )
     depth: Int = Field(default=3, ge=1, le=16)
-    spectral_norm: bool = Field(default=False, description="spectral norm on every layer of D (Miyato et al. 2018)")
+    spectral_norm: Bool = Field(default=False, description="spectral norm on every layer of D (Miyato et al. 2018)")
 
 
 class DCGANArchitecture(StrictModel):
@@ -171,7 +193,7 @@ class ResNetArchitecture(StrictModel):
     name: Literal["resnet"]
     latent_dim: Int = Field(default=128, ge=1, le=1024)
     base_channels: Int = Field(default=128, ge=4, le=1024)
-    spectral_norm: bool = True
+    spectral_norm: Bool = True
 
 
 Architecture = Annotated[
@@ -250,7 +272,7 @@ class WGANLoss(_Optimisation):
     lr_d: PositiveFloat = 5e-5
     n_critic: Int = Field(default=5, ge=1, le=100)
     clip_value: PositiveFloat = 0.01
-    critic_boost: bool = Field(
+    critic_boost: Bool = Field(
         default=False,
         description="official code's schedule: 100 critic steps for the first 25 G steps and every 500th",
     )
@@ -335,7 +357,7 @@ class _WrappedLoss(StrictModel):
     b: Float | None = None
     c: Float | None = None
     clip_value: PositiveFloat | None = None
-    critic_boost: bool | None = None
+    critic_boost: Bool | None = None
     gp_weight: NonNegativeFloat | None = None
     k: NonNegativeFloat | None = None
     perturb_scale: PositiveFloat | None = None
@@ -441,7 +463,7 @@ class Watch(StrictModel):
         description="report: an alert on the job and an `alert` event, training goes on; "
         "stop: the same, then the job ends as failed at that step (a checkpoint is kept)",
     )
-    collapse: bool = Field(default=True, description="watch for mode collapse at each sample snapshot")
+    collapse: Bool = Field(default=True, description="watch for mode collapse at each sample snapshot")
     collapse_drop: Number = Field(
         default=0.5,
         gt=0,
@@ -459,7 +481,7 @@ class Watch(StrictModel):
         le=MAX_STEPS,
         description="snapshots up to this step are not judged (G starts as a point: its first samples are alike)",
     )
-    divergence: bool = Field(
+    divergence: Bool = Field(
         default=True,
         description="a non-finite value is always a divergence alert and fails the job; this adds the test of D "
         "winning with G's gradient vanishing, on the losses where D can win (not wgan, wgan-gp, began)",
@@ -484,8 +506,13 @@ class Training(StrictModel):
     steps: Int = Field(default=5000, ge=1, le=MAX_STEPS, description="generator steps")
     batch_size: Int = Field(default=256, ge=1, le=65_536)
     seed: Int = Field(default=0, ge=0, le=MAX_SEED)
+    # On by default: measured to win on grid25 at 3,000 steps with the warm-up (bench/studies/grid25-ema.md).
     ema_decay: Number | None = Field(
-        default=None, gt=0, lt=1, description="EMA of G's weights; samples and checkpoints use the EMA copy"
+        default=0.999,
+        gt=0,
+        lt=1,
+        description="EMA of G's weights (warmed up: min(decay, (1+n)/(10+n)) at update n); samples and "
+        "checkpoints use the EMA copy; null: none",
     )
     pack: Int = Field(default=1, ge=1, le=16, description="PacGAN: D sees this many samples at once")
     sample_count: Int | None = Field(

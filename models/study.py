@@ -294,8 +294,10 @@ def _check_grid(study: StudySpec, losses: Sequence[str]) -> list[SpecProblem]:
             if axis.param in _FLOAT_PARAMS:
                 if not (value > 0 and math.isfinite(value)):
                     problems.append(SpecProblem(("grid", k, "values", j), f"{axis.param} must be > 0 (got {value})"))
-            elif isinstance(value, float) and not value.is_integer():
-                problems.append(SpecProblem(("grid", k, "values", j), f"{axis.param} must be an integer (got {value})"))
+            elif isinstance(value, float):
+                # As strict as the field itself: a job with training.steps 10.0 is refused, so is the grid value.
+                message = f"{axis.param} must be an integer, not {value!r} (send it without a fraction or exponent)"
+                problems.append(SpecProblem(("grid", k, "values", j), message))
     return problems
 
 
@@ -493,14 +495,19 @@ def study_status(*, cancelled: bool, counts: Mapping[str, int]) -> StudyStatus:
     """The study's status from its jobs' status counts.
 
     Once the study is cancelled: cancelling while a job is still active (a running job stops at its
-    next step), cancelled when every job is final. Else running while a job is active and some job
-    has started or finished (queued while all are queued); when all are final: succeeded when all
-    succeeded, failed when one failed, cancelled when jobs were cancelled one by one.
+    next step); when every job is final, cancelled only if the cancel stopped one (some job ended
+    cancelled): a cancel that came as the last jobs finished anyway reads as they ended. Else running
+    while a job is active and some job has started or finished (queued while all are queued); when all
+    are final: succeeded when all succeeded, failed when one failed, cancelled when jobs were cancelled
+    one by one.
     """
     active = sum(counts.get(s, 0) for s in JobStatus.ACTIVE)
-    if cancelled:
-        return "cancelling" if active else "cancelled"
     total = sum(counts.values())
+    if cancelled:
+        if active:
+            return "cancelling"
+        if counts.get(JobStatus.CANCELLED, 0) or not total:
+            return "cancelled"
     if not total:  # no job counted (yet)
         return "queued"
     if active:

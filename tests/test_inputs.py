@@ -254,6 +254,77 @@ def test_numbers_are_json_numbers_in_every_field_of_a_spec(api: Service) -> None
         assert set(details(response)) == {"loss.categorical_codes.1", "loss.categorical_codes.2"}, response.text
 
 
+def test_booleans_are_json_booleans_in_a_spec_a_study_and_a_generate_request(api: Service) -> None:
+    """ "on", 1, "no" and 0 were read as booleans (spectral_norm: "on" was true, watch.collapse: "no" was false):
+    now a 422 at the field, saying to send true or false."""
+    body = {
+        **BASE,
+        "architecture": {"name": "mlp", "hidden": 16, "depth": 1, "spectral_norm": "on"},
+        "loss": {"name": "wgan", "critic_boost": 1},
+        "training": {"steps": 5, "batch_size": 8, "watch": {"collapse": "no", "divergence": 0}},
+    }
+    switches = {
+        "architecture.spectral_norm",
+        "loss.critic_boost",
+        "training.watch.collapse",
+        "training.watch.divergence",
+    }
+    with api.client() as client:
+        response = client.post("/v1/jobs", json=body, params={"validate_only": "true"})
+        assert response.status_code == 422, response.text
+        found = details(response)
+        assert set(found) == switches, response.text
+        assert all("must be true or false" in message for message in found.values()), response.text
+        wrapped = {**BASE, "loss": {"name": "cgan", "base": "wgan", "critic_boost": "yes"}}
+        response = client.post("/v1/jobs", json=wrapped, params={"validate_only": "true"})
+        assert response.status_code == 422, response.text
+        assert "must be true or false" in details(response)["loss.critic_boost"], response.text
+        # JSON booleans still are.
+        body["architecture"]["spectral_norm"], body["loss"]["critic_boost"] = True, False
+        body["training"]["watch"] = {"collapse": False, "divergence": True}
+        response = client.post("/v1/jobs", json=body, params={"validate_only": "true"})
+        assert response.status_code == 200, response.text
+        assert response.json()["spec"]["architecture"]["spectral_norm"] is True
+        # A study's settings and overrides are the spec's: the same rule, at the study's paths.
+        study = {
+            **STUDY,
+            "losses": ["wgan"],
+            "architecture": {"name": "mlp", "hidden": 16, "depth": 1, "spectral_norm": 1},
+            "training": {"steps": 5, "batch_size": 8, "watch": {"divergence": "off"}},
+        }
+        response = client.post("/v1/studies", json=study)
+        assert response.status_code == 422, response.text
+        found = details(response)
+        assert set(found) == {"architecture.spectral_norm", "training.watch.divergence"}, response.text
+        assert all("must be true or false" in message for message in found.values()), response.text
+        response = client.post(
+            "/v1/studies", json={**STUDY, "losses": ["wgan"], "overrides": {"wgan": {"critic_boost": "on"}}}
+        )
+        assert response.status_code == 422, response.text
+        assert "must be true or false" in details(response)["overrides.wgan.critic_boost"], response.text
+        # generate's ema (no worker here: the body is refused before anything is queued).
+        job = client.post("/v1/jobs", json=BASE).json()
+        for ema in ("no", 0):
+            response = client.post(f"/v1/jobs/{job['id']}/generate", json={"count": 1, "ema": ema})
+            assert response.status_code == 422, response.text
+            assert "must be true or false" in details(response)["ema"], response.text
+
+
+def test_a_study_grid_value_is_as_strict_as_its_field(api: Service) -> None:
+    """A job with training.steps 10.0 is a 422; the same 10.0 as a grid value of training.steps ran 10 steps."""
+    with api.client() as client:
+        grid = [{"param": "training.steps", "values": [10, 20.0]}, {"param": "architecture.hidden", "values": [16.0]}]
+        response = client.post("/v1/studies", json={**STUDY, "grid": grid})
+        assert response.status_code == 422, response.text
+        found = details(response)
+        assert set(found) == {"grid.0.values.1", "grid.1.values.0"}, response.text
+        assert "must be an integer, not 20.0" in found["grid.0.values.1"], response.text
+        # lr_multiplier is a number: an integer is one.
+        lr = {**STUDY, "grid": [{"param": "lr_multiplier", "values": [1, 0.5]}]}
+        response = client.post("/v1/studies", json=lr, params={"validate_only": "true"})
+        assert response.status_code == 200 and response.json()["job_count"] == 2, response.text
+
+
 # --------------------------------------------------------------------------- 4: bench/study.py --report
 
 

@@ -18,7 +18,7 @@ from models.records import Job
 from models.store import IdempotencyConflict, JobStore, MetricPoint, as_utc
 from models.store.results import write_metrics
 from models.store.studies import StudyFinished
-from models.study import StudySpec, expand, parse_point
+from models.study import StudyRejected, StudySpec, expand, parse_point
 from tests.service import Service
 
 FINAL = ("succeeded", "failed", "cancelled")
@@ -221,7 +221,7 @@ def test_expand_fans_out_loss_by_grid_point_by_seed() -> None:
             overrides={"cgan": {"base": "wgan"}},
             grid=[
                 {"param": "lr_multiplier", "values": [0.1, 10]},
-                {"param": "architecture.hidden", "values": [16, 32.0]},
+                {"param": "architecture.hidden", "values": [16, 32]},
             ],
         )
     )
@@ -360,6 +360,44 @@ def test_a_finished_study_is_not_cancelled_by_a_late_cancel(store: JobStore) -> 
     assert summary.status == "failed" and summary.cancelled_at is None
     # A failed job counts the steps it ran, not its whole plan.
     assert (summary.progress.steps_done, summary.progress.steps_total) == (90, 120)
+
+
+def test_a_cancel_that_stopped_no_job_leaves_the_study_as_its_jobs_ended(store: JobStore) -> None:
+    """Cancel answered while the last jobs were finishing (running → cancelling → succeeded): no job ended
+    cancelled, so the study reads succeeded (or failed), not cancelled."""
+    for study_id, last in (("s1", "succeeded"), ("s2", "failed")):
+        first, second = _stored_study(store, study_id, losses=["nsgan"], seeds=2, grid=[])
+        _set(store, first, status="succeeded", step=60)
+        _set(store, second, status="running", step=50)
+        cancelled = store.cancel_study(study_id=study_id, owner="a")
+        assert cancelled is not None and cancelled.cancelled_at is not None
+        assert _summary(store, study_id).status == "cancelling"
+        _set(store, second, status=last, step=60)  # its worker finished before it read the cancel
+        assert _summary(store, study_id).status == last
+    # A job the cancel did stop: cancelled.
+    first, second = _stored_study(store, "s3", losses=["nsgan"], seeds=2, grid=[])
+    _set(store, first, status="succeeded", step=60)
+    _set(store, second, status="running", step=20)
+    store.cancel_study(study_id="s3", owner="a")
+    _set(store, second, status="cancelled")
+    assert _summary(store, "s3").status == "cancelled"
+
+
+def test_a_grid_value_is_as_strict_as_its_field() -> None:
+    """training.steps 10.0 is a 422 in a job: as a grid value too (it was read as 10), at grid.<k>.values.<j>."""
+    study = StudySpec.model_validate(
+        small_study(
+            grid=[
+                {"param": "training.steps", "values": [10, 20.0]},
+                {"param": "lr_multiplier", "values": [1, 0.5]},  # a number: an integer is one
+            ]
+        )
+    )
+    with pytest.raises(StudyRejected) as rejected:
+        expand(study, "s1")
+    problems = {problem.loc: problem.message for problem in rejected.value.problems}
+    assert list(problems) == [("grid", 0, "values", 1)], problems
+    assert "must be an integer, not 20.0" in problems[("grid", 0, "values", 1)]
 
 
 def test_every_problem_of_a_study_body_comes_back_in_one_422_without_pydantics_prefix(service: Service) -> None:

@@ -18,7 +18,7 @@ from fastapi import APIRouter, Body, Depends, Header, Path, Query, Response
 from pydantic import BaseModel, Field, ValidationError
 
 from api.deps import BrokerDep, CurrentOwner, IdempotencyKey, QueryText, StoreDep, not_found
-from api.errors import DETAILS_MAX, ApiError, _detail
+from api.errors import DETAILS_MAX, ApiError, _detail, plain_errors
 from api.routes.results import RECORDED_METRICS
 from models.admission import DatasetNotFound, SpecProblem, dataset_info, fill_defaults
 from models.catalog import IMAGE_ARCHITECTURES, quality_measures
@@ -276,8 +276,10 @@ def _study_spec(body: dict[str, Any], store: JobStore, owner: str) -> StudySpec:
     except ValidationError as exc:
         errors = exc.errors()
     details = []
-    for error in errors[:DETAILS_MAX]:
-        detail = _detail({**error, "loc": ("body", *error["loc"])})
+    # Without pydantic's union labels in the paths (architecture.spectral_norm, not architecture.mlp.spectral_norm).
+    located = [{**error, "loc": ("body", *error["loc"])} for error in errors[:DETAILS_MAX]]
+    for error in plain_errors(located, body):
+        detail = _detail(error)
         details.append({"field": detail["field"], "message": detail["message"].removeprefix("Value error, ")})
     failed = {str(error["loc"][0]) for error in errors if error["loc"]}
     required = {name for name, field in StudySpec.model_fields.items() if field.is_required()}
