@@ -22,7 +22,7 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
 
 from models.datasets import DatasetInfo
-from models.spec import InfoGANLoss, Int, JobSpec, Number, StrictModel
+from models.spec import Bool, InfoGANLoss, Int, JobSpec, Number, StrictModel
 
 MAX_POINTS = 10_000  # 2-D points or rows per request: a scatter plot of more says nothing new
 MAX_IMAGES = 256  # images per request: a 16×16 grid
@@ -134,7 +134,7 @@ class GenerateRequest(StrictModel):
         description="npy: the float32 array (count×D points or rows, in the data's coordinates and not clamped: "
         "an mlp G has no tanh; or count×C×H×W images, in [-1, 1] from a dcgan or resnet G); png: a picture",
     )
-    ema: bool | None = Field(
+    ema: Bool | None = Field(
         default=None, description="use the EMA copy of G (training.ema_decay); default: when the job kept one"
     )
 

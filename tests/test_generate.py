@@ -25,6 +25,7 @@ from pydantic import ValidationError
 from sqlalchemy import update
 
 import ganforge
+from api.routes.generations import GenerationOut
 from ganforge.cli import main
 from ganforge.client import AsyncClient, Client, ValidationFailed
 from ganforge.supervisor import Kept
@@ -33,6 +34,7 @@ from models.datasets import BUILTIN_DATASETS
 from models.db import make_engine
 from models.generation import MAX_COUNT, MAX_IMAGES, GenerateRequest, check_against_job
 from models.records import Generation
+from models.settings import Settings
 from models.spec import JobSpec
 from models.store import JobStore, utcnow
 from models.store.generations import TooManyGenerations
@@ -444,11 +446,27 @@ def test_results_past_the_ttl_or_past_the_owners_cap_expire_oldest_first(store: 
     assert "3600 s after it was made" in (status[aged].error or "")
     assert "at most 2 results are kept per owner" in (status[old].error or "")
     assert status[aged].result_key is None and status[old].result_key is None
+    # An expired row keeps its reason, not its request (params can be ~1 MiB of codes): a GET still says 410 why.
+    assert status[aged].params == {} and status[old].params == {}
+    assert status[newer].params == {"count": 1} and status[pending.id].params == {"count": 1}
     assert store.expire_generation_results(older_than=hour, keep_per_owner=2) == []  # each is expired once
     only_b = store.expire_generation_results(older_than=timedelta(minutes=5), keep_per_owner=2, owner="b")
     assert only_b == [f"generations/{others}.npy"]
     newer_row = store.get_generation(generation_id=newer)
     assert newer_row is not None and newer_row.status == "succeeded"  # owner="b" left a's alone
+
+
+def test_a_generations_times_are_utc_with_their_z_on_both_backends(store: JobStore) -> None:
+    """SQLite hands back naive datetimes: GET /v1/generations/{id} showed them without the Z PostgreSQL's have."""
+    job, _ = store.create_job(owner="a", spec=JobSpec.model_validate(POINTS), idempotency_key=None)
+    made = store.create_generation(job_id=job.id, owner="a", params={"count": 1})
+    assert store.claim_generation(generation_id=made.id) is not None
+    assert store.finish_generation(generation_id=made.id, result_key="generations/x.npy", media_type="x")
+    record = store.get_generation(generation_id=made.id)
+    assert record is not None
+    out = GenerationOut.of(record, Settings()).model_dump(mode="json")
+    for field in ("created_at", "started_at", "finished_at", "expires_at"):
+        assert out[field].endswith("Z"), (field, out[field])
 
 
 def test_an_owner_has_at_most_max_active_requests_queued_or_running(store: JobStore) -> None:
@@ -499,6 +517,9 @@ def test_an_owner_has_at_most_max_active_requests_queued_or_running(store: JobSt
         ({"labels": -1}, ("labels",)),
         ({"codes": {"continuous": [10, -10.0]}}, None),  # the bound itself is allowed
         ({"codes": {"continuous": [[2.0, -2.0]]}}, None),
+        ({"ema": "no"}, ("ema",)),  # lax mode read "no" as false and 1 as true
+        ({"ema": 1}, ("ema",)),
+        ({"ema": False}, None),
     ],
 )
 def test_a_request_number_out_of_bounds_is_refused_at_its_path(body: dict[str, Any], loc: tuple[Any, ...]) -> None:

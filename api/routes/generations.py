@@ -55,7 +55,9 @@ class GenerationOut(BaseModel):
     id: str
     job_id: str
     status: str = Field(description="queued, running, succeeded, failed, or expired (its result was deleted)")
-    params: dict[str, Any] = Field(description="the request as it runs: step resolved, ema decided")
+    params: dict[str, Any] = Field(
+        description="the request as it runs: step resolved, ema decided; {} once expired (its result deleted)"
+    )
     error: str | None = Field(description="why it failed, or why its result is gone")
     media_type: str | None
     result_url: str | None = Field(description="where the result is, once succeeded")
@@ -81,9 +83,10 @@ class GenerationOut(BaseModel):
             media_type=generation.media_type,
             result_url=f"/v1/generations/{generation.id}/result" if done else None,
             expires_at=_expires_at(generation, settings) if done else None,
-            created_at=generation.created_at,
-            started_at=generation.started_at,
-            finished_at=generation.finished_at,
+            # SQLite hands back naive datetimes: UTC with its Z, as on PostgreSQL and in the job/study outputs.
+            created_at=as_utc(generation.created_at),
+            started_at=as_utc(generation.started_at),
+            finished_at=as_utc(generation.finished_at),
         )
 
 

@@ -151,7 +151,9 @@ class GenerationsStore(StoreBase):
     ) -> list[str]:
         """succeeded → expired for the requests that finished longer than `older_than` ago, and for each owner's
         (only `owner`'s, when given) beyond their newest `keep_per_owner` results; returns the result keys for the
-        caller to delete from the artifact store (the rows no longer point at them, so a GET says 410, not 404)."""
+        caller to delete from the artifact store (the rows no longer point at them, so a GET says 410, not 404). An
+        expired row's params are cleared ({}): they can be ~1 MiB (codes) and nothing reads them once the result is
+        gone."""
         now = utcnow()
         newest_first = (
             func.row_number()
@@ -185,7 +187,7 @@ class GenerationsStore(StoreBase):
                 expired = session.scalars(
                     update(Generation)
                     .where(Generation.seq.in_(list(chosen)), Generation.status == GenerationStatus.SUCCEEDED)
-                    .values(status=GenerationStatus.EXPIRED, result_key=None, error=reasons[aged])
+                    .values(status=GenerationStatus.EXPIRED, result_key=None, error=reasons[aged], params={})
                     .returning(Generation.seq)
                     .execution_options(synchronize_session=False)
                 ).all()
