@@ -45,7 +45,7 @@ POINTS = {
     "dataset": {"builtin": "ring8"},
     "architecture": {"name": "mlp", "hidden": 32, "depth": 2},
     "loss": {"name": "nsgan"},
-    "training": {"steps": 50, "batch_size": 64},
+    "training": {"steps": 50, "batch_size": 64, "ema_decay": None},  # no EMA: `ema: true` is refused for it
     "every": {"metrics": 25, "samples": 50, "checkpoint": 50},
 }
 CGAN = {

@@ -127,7 +127,7 @@ def test_generate_is_deterministic_per_seed_and_of_the_data_shape(jobs: dict[str
 def test_cgan_labels_are_honoured_and_checked(service: Service, jobs: dict[str, dict[str, Any]]) -> None:
     job = jobs["cgan"]
     g = ganforge.load_generator(job["path"])
-    assert (g.num_classes, g.shape, g.ema) == (10, (1, 16, 16), False)
+    assert (g.num_classes, g.shape, g.ema) == (10, (1, 16, 16), True)  # EMA of G is on by default
     assert g.class_names == tuple(str(i) for i in range(10))
     np.testing.assert_allclose(g.snapshot().numpy(), _npy(service, job["id"], 20), rtol=1e-4, atol=1e-5)
 
