@@ -42,6 +42,7 @@ SAMPLE_VALUES = {
     "STATUS": "running",
     "FILE": "out.bin",
     "NAME": "faces",
+    "JSON": '{"categorical": 3}',
 }
 
 

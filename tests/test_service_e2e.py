@@ -81,6 +81,9 @@ def test_job_trains_and_its_results_come_back(service: Service, loss: str) -> No
         gan = build_gan(spec, load_builtin("ring8").info, torch.device("cpu"))
         generator = {k.removeprefix("generator."): v for k, v in weights.items() if k.startswith("generator.")}
         gan.generator.load_state_dict(generator)
+        assert gan.ema is not None  # EMA of G is on by default: snapshots come from its copy, saved beside G
+        ema = {k.removeprefix("generator_ema."): v for k, v in weights.items() if k.startswith("generator_ema.")}
+        gan.ema.load_state_dict(ema)
         state = torch.load(
             io.BytesIO(client.get(f"/v1/jobs/{job['id']}/checkpoints/200?file=state").content), weights_only=True
         )
@@ -167,10 +170,14 @@ def test_events_resume_after_last_event_id(service: Service) -> None:
 
 def test_warm_start_from_another_jobs_checkpoint(service: Service) -> None:
     with service.client() as client:
-        source = client.post("/v1/jobs", json=small_spec("nsgan", steps=100)).json()
+        # Without EMA: a warm start takes G's weights, which then are what the snapshots show.
+        source_spec = small_spec("nsgan", steps=100)
+        source_spec["training"] = {**source_spec["training"], "ema_decay": None}
+        source = client.post("/v1/jobs", json=source_spec).json()
         assert wait_for(client, source["id"], ("succeeded", "failed"))["status"] == "succeeded"
         # One step at a vanishing learning rate: the warm-started G must be the source's G.
         spec = small_spec("nsgan", steps=1)
+        spec["training"] = {**spec["training"], "ema_decay": None}
         spec["loss"] = {"name": "nsgan", "lr_g": 1e-12, "lr_d": 1e-12}
         spec["init_from"] = {"job": source["id"], "step": "latest"}
         spec["every"] = {"metrics": 1, "samples": 1, "checkpoint": 1}
