@@ -29,13 +29,6 @@ def pytest_configure(config: pytest.Config) -> None:  # noqa: ARG001 - pytest's 
     torch.set_num_threads(1)
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The files holding a slow test run first (stable order otherwise): `make test` hands whole files to its
-    test processes in this order, so the longest ones (test_faults: ~6 min) start early instead of ending last."""
-    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.path not in slow_files)
-
-
 def _deploy(backend: str, data_dir: Path, **extra: str) -> tuple[Service, str | None]:
     database = None
     if backend == "postgres":
