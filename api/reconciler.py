@@ -20,6 +20,7 @@ from models.artifacts import ArtifactStore
 from models.queue import send_train
 from models.settings import Settings
 from models.store import JobStore
+from models.store.generations import delete_generation_results
 
 log = logging.getLogger(__name__)
 
@@ -42,27 +43,6 @@ def reconcile_once(
         log.info("reconciler failed %d stale generate request(s): %s", len(expired), ", ".join(expired))
     delete_generation_results(store, artifacts or ArtifactStore(settings.artifacts_url), settings)
     return ids
-
-
-def delete_generation_results(
-    store: JobStore, artifacts: ArtifactStore, settings: Settings, owner: str | None = None
-) -> list[str]:
-    """Expire the generate results past their TTL or their owner's cap (only `owner`'s, when given) and delete
-    their files; returns the keys deleted. The rows are marked first, so no GET is ever pointed at a missing file;
-    a file that fails to delete is logged (the row already says expired)."""
-    keys = store.expire_generation_results(
-        older_than=timedelta(seconds=settings.generate_result_ttl_seconds),
-        keep_per_owner=settings.generate_max_results_per_owner,
-        owner=owner,
-    )
-    for key in keys:
-        try:
-            artifacts.delete(key)
-        except Exception:
-            log.warning("could not delete expired generate result %s", key, exc_info=True)
-    if keys:
-        log.info("deleted %d expired generate result(s)", len(keys))
-    return keys
 
 
 class Reconciler:

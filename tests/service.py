@@ -20,6 +20,14 @@ ROOT = Path(__file__).resolve().parent.parent
 POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 REDIS_URL = "redis://127.0.0.1:6379/0"
 KEYS = {"key-a": "team-a", "key-b": "team-b"}
+# A job spec that trains in a moment (5 steps of a 16-unit MLP): for tests about the API, not the training.
+TINY_SPEC: dict[str, Any] = {
+    "dataset": {"builtin": "ring8"},
+    "architecture": {"name": "mlp", "hidden": 16, "depth": 1},
+    "loss": {"name": "nsgan"},
+    "training": {"steps": 5, "batch_size": 8},
+    "every": {"metrics": 1, "samples": 5, "checkpoint": 5},
+}
 
 
 def free_port() -> int:

@@ -27,15 +27,9 @@ from models.records import Job
 from models.spec import FLOAT32_MAX, JobSpec
 from models.store import DatasetGone, DatasetInUse, JobStore
 from tests.race import at_once
+from tests.service import TINY_SPEC as BASE
 from tests.service import Service, wait_for
 
-BASE: dict[str, Any] = {
-    "dataset": {"builtin": "ring8"},
-    "architecture": {"name": "mlp", "hidden": 16, "depth": 1},
-    "loss": {"name": "nsgan"},
-    "training": {"steps": 5, "batch_size": 8},
-    "every": {"metrics": 1, "samples": 5, "checkpoint": 5},
-}
 # C0 (NUL, a control in the middle, US), DEL, C1 (NEL, APC), and a lone surrogate: none may be stored.
 CONTROL = ["\x00", "\x01", "\x1f", "\x7f", "\x85", "\x9f", "\ud800"]
 # Strings that are no id (uuid4 today; the alphabet is letters, digits, '-', '_', 1..64 long).

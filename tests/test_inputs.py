@@ -26,14 +26,8 @@ from api import errors
 from api.app import one_value_per_query_parameter
 from tests.conftest import BACKENDS, api_only
 from tests.service import ROOT, Service
+from tests.service import TINY_SPEC as BASE
 
-BASE: dict[str, Any] = {
-    "dataset": {"builtin": "ring8"},
-    "architecture": {"name": "mlp", "hidden": 16, "depth": 1},
-    "loss": {"name": "nsgan"},
-    "training": {"steps": 5, "batch_size": 8},
-    "every": {"metrics": 1, "samples": 5, "checkpoint": 5},
-}
 STUDY: dict[str, Any] = {
     "dataset": {"builtin": "ring8"},
     "architecture": {"name": "mlp", "hidden": 16, "depth": 1},

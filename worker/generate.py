@@ -21,7 +21,6 @@ import sys
 import tempfile
 import threading
 from collections import OrderedDict
-from datetime import timedelta
 from functools import lru_cache
 from typing import Any
 
@@ -37,6 +36,7 @@ from models.queue import GENERATE_TASK, generate_queue
 from models.records import Generation
 from models.settings import get_settings
 from models.store import JobStore
+from models.store.generations import delete_generation_results
 from worker.celery_app import app
 from worker.tasks import stores
 from worker.trainer import resolve_device
@@ -158,21 +158,5 @@ def generate(generation_id: str) -> str:
         log.warning("generation %s ended before its result was written (expired)", generation_id)
         artifacts.delete(key)  # no row points at it
         return "expired"
-    prune(store, artifacts, generation.owner)
+    delete_generation_results(store, artifacts, get_settings(), generation.owner)
     return "succeeded"
-
-
-def prune(store: JobStore, artifacts: ArtifactStore, owner: str) -> None:
-    """Expire `owner`'s results past their cap or TTL and delete their files (a file that fails to delete is logged:
-    its row already says expired, so it is never served)."""
-    settings = get_settings()
-    keys = store.expire_generation_results(
-        older_than=timedelta(seconds=settings.generate_result_ttl_seconds),
-        keep_per_owner=settings.generate_max_results_per_owner,
-        owner=owner,
-    )
-    for old in keys:
-        try:
-            artifacts.delete(old)
-        except Exception:
-            log.warning("could not delete expired generate result %s", old, exc_info=True)

@@ -10,15 +10,22 @@ running requests (TooManyGenerations).
 
 from __future__ import annotations
 
+import logging
 import uuid
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, or_, select, text, update
 
 from models.records import Generation, GenerationStatus
 from models.store.base import StoreBase, utcnow
 from models.store.bounds import storable
+
+if TYPE_CHECKING:
+    from models.artifacts import ArtifactStore
+    from models.settings import Settings
+
+log = logging.getLogger(__name__)
 
 ACTIVE = (GenerationStatus.QUEUED, GenerationStatus.RUNNING)
 
@@ -193,3 +200,25 @@ class GenerationsStore(StoreBase):
                 ).all()
                 keys += [key for seq in expired if (key := chosen[seq]) is not None]
         return keys
+
+
+def delete_generation_results(
+    store: GenerationsStore, artifacts: ArtifactStore, settings: Settings, owner: str | None = None
+) -> list[str]:
+    """Expire the generate results past their TTL or their owner's cap (only `owner`'s, when given) and delete
+    their files; returns the keys deleted. The rows are marked first, so no GET is ever pointed at a missing file;
+    a file that fails to delete is logged (the row already says expired). Run by the API's reconciler (every
+    owner) and by the generate worker after it stores a result (that owner)."""
+    keys = store.expire_generation_results(
+        older_than=timedelta(seconds=settings.generate_result_ttl_seconds),
+        keep_per_owner=settings.generate_max_results_per_owner,
+        owner=owner,
+    )
+    for key in keys:
+        try:
+            artifacts.delete(key)
+        except Exception:
+            log.warning("could not delete expired generate result %s", key, exc_info=True)
+    if keys:
+        log.info("deleted %d expired generate result(s)", len(keys))
+    return keys
