@@ -8,8 +8,12 @@ reconciler and a duplicate is a no-op.
 from __future__ import annotations
 
 from celery import Celery
+from kombu.transport import TRANSPORT_ALIASES
 
 from models.settings import Settings
+
+# `filesystem://` means our atomic-write subclass of kombu's transport (models/fs_transport.py).
+TRANSPORT_ALIASES["filesystem"] = "models.fs_transport:Transport"
 
 TRAIN_TASK = "ganforge.train"
 GENERATE_TASK = "ganforge.generate"
