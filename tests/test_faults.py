@@ -136,7 +136,7 @@ def test_a_hand_back_does_not_use_up_an_attempt(bare_service: Service) -> None:
         service.kill_worker(second, signal.SIGKILL)
         service.start_worker()
         done = wait_for(client, job["id"], ("succeeded", "failed"), timeout=180)
-        assert done["status"] == "succeeded", (done, service.logs())
+        assert done["status"] == "succeeded", (status_reasons(client, job["id"]), service.logs())
         assert done["attempt"] == 2 and done["max_attempts"] == 2, done
         assert_every_step_once(client, job["id"])
         reasons = status_reasons(client, job["id"])
