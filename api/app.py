@@ -19,7 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from api import errors, events
 from api.gate import RequestGate
 from api.reconciler import Reconciler
-from api.routes import dashboard, datasets, generations, jobs, results, studies, system
+from api.routes import ROUTERS
 from migrations import schema_problem
 from models.artifacts import ArtifactStore
 from models.db import make_engine
@@ -147,10 +147,8 @@ def create_app(settings: Settings | None = None, *, reconcile: bool = True) -> F
     errors.install(app)
     # In front of the routers: a request is authenticated and size-checked before its body is read.
     app.add_middleware(RequestGate, settings=settings)
-    for router in (jobs.router, datasets.router, results.router, events.router, system.router, dashboard.router):
+    for router in ROUTERS:
         app.include_router(router)
-    app.include_router(generations.router)
-    app.include_router(studies.router)
     declare_raw_bodies(app)
     if settings.api_keys:
         declare_bearer_auth(app)
