@@ -16,12 +16,12 @@ from prometheus_client import CollectorRegistry, Gauge
 from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
-from api import errors, events
+from api import errors, events, openapi, security
 from api.gate import RequestGate
 from api.reconciler import Reconciler
 from api.routes import ROUTERS
 from migrations import schema_problem
-from models.artifacts import ArtifactStore
+from models.artifacts import ArtifactStore, keep_files_private
 from models.db import make_engine
 from models.queue import make_celery
 from models.records import JobStatus
@@ -113,6 +113,8 @@ def create_app(settings: Settings | None = None, *, reconcile: bool = True) -> F
     Raises pydantic.ValidationError for unsafe settings, SchemaNotCurrent when the store needs `ganforge migrate`.
     """
     settings = settings or get_settings()
+    # Before anything is opened or created: the data dir holds every owner's data sets and checkpoints.
+    keep_files_private()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -149,58 +151,10 @@ def create_app(settings: Settings | None = None, *, reconcile: bool = True) -> F
     app.add_middleware(RequestGate, settings=settings)
     for router in ROUTERS:
         app.include_router(router)
-    declare_raw_bodies(app)
-    if settings.api_keys:
-        declare_bearer_auth(app)
+    openapi.install(app, bearer_auth=bool(settings.api_keys))
+    # Outside everything, the gate's and the server errors' answers included.
+    security.install(app)
     return app
-
-
-def declare_raw_bodies(app: FastAPI) -> None:
-    """Give the routes that read their body as a plain object (to report every problem of it in one 422) their
-    model's schema in /openapi.json, adding the models it uses to components/schemas where FastAPI has not."""
-    from models.study import StudySpec
-
-    build = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            schema = build()
-            components = schema.setdefault("components", {}).setdefault("schemas", {})
-            for path, method, model in (("/v1/studies", "post", StudySpec),):
-                model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
-                for name, definition in model_schema.pop("$defs", {}).items():
-                    components.setdefault(name, definition)
-                components.setdefault(model.__name__, model_schema)
-                content = schema["paths"][path][method]["requestBody"]["content"]["application/json"]
-                content["schema"] = {"$ref": f"#/components/schemas/{model.__name__}"}
-            app.openapi_schema = schema
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
-
-
-def declare_bearer_auth(app: FastAPI) -> None:
-    """Say in /openapi.json that every /v1 operation takes `Authorization: Bearer <key>`.
-
-    The check itself is api.gate's, outside FastAPI's dependencies, so FastAPI cannot infer it; without this
-    Swagger UI's "Authorize" button and generated clients would have no way to send the key.
-    """
-    build = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            schema = build()
-            schema.setdefault("components", {})["securitySchemes"] = {
-                "bearer": {"type": "http", "scheme": "bearer", "description": "an API key (GANFORGE_API_KEYS)"}
-            }
-            for path, operations in schema["paths"].items():
-                if path.startswith("/v1/"):
-                    for operation in operations.values():
-                        operation["security"] = [{"bearer": []}]
-            app.openapi_schema = schema
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
 
 
 logging.basicConfig(level=logging.INFO)

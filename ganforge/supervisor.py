@@ -79,12 +79,15 @@ def worker_command(generate: bool = False) -> list[str]:
 
 
 def migrate() -> None:
-    """Create the data dir and bring the store's schema to the latest Alembic revision."""
+    """Create the data dir (owner-only, as every file this process and its children make: `ganforge up` starts
+    them after this) and bring the store's schema to the latest Alembic revision."""
     from migrations import upgrade
+    from models.artifacts import keep_files_private
     from models.settings import get_settings
 
+    keep_files_private()
     settings = get_settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     upgrade(settings.database_url)
     log.info("schema is at the latest revision (%s)", settings.database_url.split("@")[-1])
 

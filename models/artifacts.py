@@ -16,6 +16,19 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 CHUNK = 1024 * 1024
+# Owner-only: files 0600, folders 0700. The data dir holds every owner's data sets, checkpoints and samples, the
+# embedded job store and the broker's messages; nothing there is for other users of the machine.
+PRIVATE_UMASK = 0o077
+
+
+def keep_files_private() -> None:
+    """From now on this process, and every process it starts, creates files 0600 and folders 0700 (umask 077).
+
+    Called where a server process starts (`ganforge migrate`/`up`, the API app, the Celery app), before it creates
+    the data dir, the job store, the artifact or broker folders: files made by libraries (SQLite's database and
+    journal, kombu's messages, a checkpoint's temporary file) follow the umask, not a mode of ours.
+    """
+    os.umask(PRIVATE_UMASK)
 
 
 class ArtifactMissing(FileNotFoundError):
@@ -32,7 +45,7 @@ class ArtifactStore:
         self.root = root.rstrip("/")
         self.is_local = isinstance(self.fs, LocalFileSystem)
         if self.is_local:
-            Path(self.root).mkdir(parents=True, exist_ok=True)
+            Path(self.root).mkdir(mode=0o700, parents=True, exist_ok=True)
 
     def _path(self, key: str) -> str:
         parts = key.split("/")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from celery import Celery
 from kombu.transport import TRANSPORT_ALIASES
 
+from models.artifacts import keep_files_private
 from models.settings import Settings
 
 # `filesystem://` means our atomic-write subclass of kombu's transport (models/fs_transport.py).
@@ -21,14 +22,18 @@ VISIBILITY_TIMEOUT_SECONDS = 24 * 3600
 
 
 def make_celery(settings: Settings) -> Celery:
-    """The Celery app for `settings.broker_url` (file-system folders are created; nothing connects yet)."""
+    """The Celery app for `settings.broker_url` (file-system folders are created; nothing connects yet).
+
+    Makes this process's files private (models.artifacts.keep_files_private): a worker starts here.
+    """
+    keep_files_private()
     app = Celery("ganforge", broker=settings.broker_url)
     transport_options: dict[str, object] = {}
     if settings.broker_url.startswith("filesystem"):
         # kombu's file-system transport: processes on one machine share a folder, no server needed.
         folder = settings.broker_dir
         for sub in ("queue", "processed", "control"):
-            (folder / sub).mkdir(parents=True, exist_ok=True)
+            (folder / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
         transport_options = {
             "data_folder_in": str(folder / "queue"),
             "data_folder_out": str(folder / "queue"),

@@ -3,9 +3,9 @@
 Everything the browser loads comes from this service (the files in api/dashboard, vendored libraries included),
 so the dashboard and /docs work offline. The pages are public; their data calls go to /v1 with the user's key.
 
-Every response here carries `PAGE_HEADERS`: a Content-Security-Policy that lets a page load and connect to this
-origin only (no inline or eval'd script anywhere, /docs included: its start-up script is the static docs.js), no
-framing, no MIME sniffing and no Referer. The JSON API under /v1 does not serve pages, so it has none of them.
+Every response here carries api/security.py's headers (as every response of the service does): a
+Content-Security-Policy that lets a page load and connect to this origin only (no inline or eval'd script anywhere,
+/docs included: its start-up script is the static docs.js), no framing, no MIME sniffing and no Referer.
 """
 
 from __future__ import annotations
@@ -21,28 +21,6 @@ DASHBOARD_DIR = Path(__file__).resolve().parent.parent / "dashboard"
 STATIC_PREFIX = "/static"
 SWAGGER = f"{STATIC_PREFIX}/vendor/swagger-ui"
 
-CONTENT_SECURITY_POLICY = "; ".join(
-    [
-        "default-src 'self'",
-        "script-src 'self'",
-        # uPlot and Swagger UI style elements through the CSSOM (element.style), which CSP allows; no inline
-        # <style> or style="" is needed
-        "style-src 'self'",
-        "img-src 'self' blob: data:",  # blob: the sample images and previews; data: the empty favicon
-        "connect-src 'self'",  # the /v1 calls and the SSE stream
-        "object-src 'none'",
-        "base-uri 'none'",
-        "form-action 'self'",
-        "frame-ancestors 'none'",
-    ]
-)
-PAGE_HEADERS = {
-    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
-    "X-Frame-Options": "DENY",  # frame-ancestors for browsers without CSP 2
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-}
-
 router = APIRouter(include_in_schema=False)
 # StaticFiles resolves paths inside DASHBOARD_DIR only (no `..`, no absolute paths) and answers ETag and
 # Last-Modified, and HEAD; a missing file is a 404.
@@ -53,7 +31,7 @@ _files = StaticFiles(directory=DASHBOARD_DIR)
 def index() -> FileResponse:
     """The single-page dashboard (hash-routed: /#/jobs, /#/jobs/<id>, /#/submit, /#/datasets, /#/studies[/<id>])."""
     # no-cache: a new version's page (and so its module URLs) is picked up on the next load
-    return FileResponse(DASHBOARD_DIR / "index.html", headers={"Cache-Control": "no-cache", **PAGE_HEADERS})
+    return FileResponse(DASHBOARD_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
 
 @router.api_route(STATIC_PREFIX + "/{path:path}", methods=["GET", "HEAD"])
@@ -61,7 +39,6 @@ async def static_file(path: str, request: Request) -> Response:
     """A file under api/dashboard (pages' modules, styles, vendored libraries with their licences); 404 otherwise."""
     response = await _files.get_response(path, request.scope)
     response.headers.setdefault("Cache-Control", "no-cache")  # revalidated by ETag, so an upgrade shows at once
-    response.headers.update(PAGE_HEADERS)
     return response
 
 
@@ -90,4 +67,4 @@ def swagger_ui(request: Request) -> HTMLResponse:
 </body>
 </html>
 """
-    return HTMLResponse(page, headers=PAGE_HEADERS)
+    return HTMLResponse(page)

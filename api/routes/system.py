@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from api.deps import BrokerDep, StoreDep
+from api.deps import BrokerDep, CurrentOwner, StoreDep
 from migrations import schema_problem
 from models.catalog import catalog as catalog_body
 
@@ -49,7 +49,9 @@ def readyz(store: StoreDep, broker: BrokerDep) -> JSONResponse:
 
 
 @router.get("/metrics", include_in_schema=False)
-def prometheus(request: Request) -> Response:
+def prometheus(request: Request, _owner: CurrentOwner) -> Response:
+    """Prometheus metrics. When API keys are configured, any valid key (`Authorization: Bearer <key>`), else 401:
+    the job counts and event-stream figures describe every owner's use of the service. Open when auth is off."""
     request.app.state.job_gauges.refresh()
     return Response(generate_latest(request.app.state.registry), media_type=CONTENT_TYPE_LATEST)
 

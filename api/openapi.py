@@ -1,0 +1,168 @@
+"""/openapi.json as the service answers: FastAPI's schema, finished once by `install`'s post-processing.
+
+FastAPI infers the success answers and a 422 in its own shape; what it cannot see is added here:
+- the error answers each /v1 operation really gives, in the one error shape (api/errors.py `error_body`,
+  components/schemas/Error): 400 (a repeated Authorization, Content-Type or Content-Length: api/gate.py) on every
+  /v1 operation; 401 when API keys are configured; 404 where a path names an object (ownership: another owner's is
+  missing too) or `ROUTE_ERRORS` says so; 413 and 415 where there is a body; 422 where there are parameters or a
+  body; the rest as `ROUTE_ERRORS` or a route's own `responses=` list them;
+- the bearer scheme every /v1 operation takes when keys are configured (the check is api/gate.py's, outside
+  FastAPI's dependencies);
+- the model of a body a route reads as a plain object (to report every problem of it in one 422);
+- both 200 answers of a create with `validate_only` (an idempotent replay, or the validated spec), and a 201
+  that is only the created object.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from pydantic import BaseModel, Field
+
+ERROR_SCHEMA = "Error"
+ERROR_REF = {"$ref": f"#/components/schemas/{ERROR_SCHEMA}"}
+
+
+class ErrorDetail(BaseModel):
+    field: str = Field(description="the field's path: `losses.1`, `query.limit`, `header.content-type`, `body`")
+    message: str
+    type: str | None = Field(default=None, description="pydantic's error type, on validation errors")
+
+
+class ErrorInfo(BaseModel):
+    code: str = Field(description="machine-readable: validation_error, unauthorized, not_found, already_finished, ...")
+    message: str = Field(description="for a person: what is wrong and how to fix it")
+    details: list[ErrorDetail] = Field(description="one entry per invalid field (at most 50)")
+    details_omitted: int | None = Field(default=None, description="how many more details were not listed")
+
+
+class Error(BaseModel):
+    """Every error answer of the service: `{"error": {"code", "message", "details": [{"field", "message"}]}}`."""
+
+    error: ErrorInfo
+
+
+# What each status means where the route does not say it better.
+DESCRIPTIONS = {
+    400: "a header read as one value (Authorization, Content-Type, Content-Length) given more than once "
+    "(repeated_header), or a malformed body",
+    401: "no API key, or an unknown one: send `Authorization: Bearer <key>` (unauthorized)",
+    404: "no such object of yours (another owner's is missing too)",
+    409: "the object's state does not allow it",
+    413: "the body is over its limit (body_too_large)",
+    415: "the body is not of the media type the operation takes (unsupported_media_type)",
+    422: "an invalid parameter or body; `details` names every invalid field (validation_error)",
+    429: "too many requests of yours at once",
+    503: "a service this needs (the broker) cannot be reached: try again shortly",
+}
+# Statuses a route answers that the rules above do not infer: (method, path) → {status: description}.
+ROUTE_ERRORS: dict[tuple[str, str], dict[int, str]] = {
+    ("post", "/v1/jobs"): {
+        404: "the spec's data set (dataset.id) is not one of yours",
+        409: "this Idempotency-Key was used with a different spec (idempotency_conflict)",
+    },
+    ("post", "/v1/jobs/{job_id}/cancel"): {409: "the job has already finished (already_finished)"},
+    ("post", "/v1/studies"): {
+        404: "the study's data set (dataset.id) is not one of yours",
+        409: "this Idempotency-Key was used with a different study (idempotency_conflict)",
+    },
+    ("post", "/v1/jobs/{job_id}/generate"): {503: DESCRIPTIONS[503]},
+}
+# Creates whose 200 is an idempotent replay or, with ?validate_only=true, the validated spec: (created, validated).
+VALIDATE_ONLY = {
+    ("post", "/v1/jobs"): ("JobOut", "ValidatedSpec"),
+    ("post", "/v1/studies"): ("StudyOut", "ValidatedStudy"),
+}
+
+
+def install(app: FastAPI, *, bearer_auth: bool) -> None:
+    """Serve FastAPI's schema of `app` finished by `finish` (built once, on the first request for it)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = finish(build(), bearer_auth=bearer_auth)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def finish(schema: dict[str, Any], *, bearer_auth: bool) -> dict[str, Any]:
+    """`schema` (FastAPI's, changed in place and returned) with what the module docstring lists."""
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    _declare_raw_bodies(schema, components)
+    _add_models(components, Error)
+    for path, operations in schema["paths"].items():
+        if not path.startswith("/v1/"):
+            continue
+        for method, operation in operations.items():
+            if bearer_auth:
+                operation["security"] = [{"bearer": []}]
+            _declare_errors(method, path, operation, bearer_auth=bearer_auth)
+            if (method, path) in VALIDATE_ONLY:
+                _declare_validate_only(operation, *VALIDATE_ONLY[method, path])
+    if bearer_auth:
+        schema["components"]["securitySchemes"] = {
+            "bearer": {"type": "http", "scheme": "bearer", "description": "an API key (GANFORGE_API_KEYS)"}
+        }
+    # FastAPI's 422 shape ({"detail": [...]}) is not what the service answers; nothing refers to it now.
+    for unused in ("HTTPValidationError", "ValidationError"):
+        components.pop(unused, None)
+    return schema
+
+
+def _add_models(components: dict[str, Any], model: type[BaseModel]) -> None:
+    """`model` and the models it uses into components/schemas, where FastAPI has not put them."""
+    model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    for name, definition in model_schema.pop("$defs", {}).items():
+        components.setdefault(name, definition)
+    components.setdefault(model.__name__, model_schema)
+
+
+def _declare_raw_bodies(schema: dict[str, Any], components: dict[str, Any]) -> None:
+    """The model of each body a route reads as a plain object (so it can report every problem of it in one 422)."""
+    from models.study import StudySpec
+
+    for path, method, model in (("/v1/studies", "post", StudySpec),):
+        _add_models(components, model)
+        content = schema["paths"][path][method]["requestBody"]["content"]["application/json"]
+        content["schema"] = {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def _declare_errors(method: str, path: str, operation: dict[str, Any], *, bearer_auth: bool) -> None:
+    """Every error status the operation answers, each with the Error schema and a description."""
+    responses: dict[str, Any] = operation.setdefault("responses", {})
+    statuses = {400}
+    if bearer_auth:
+        statuses.add(401)
+    if "{" in path:
+        statuses.add(404)
+    if "requestBody" in operation:
+        statuses |= {413, 415, 422}
+    if any(parameter["name"] != "authorization" for parameter in operation.get("parameters", [])):
+        statuses.add(422)  # an invalid or repeated parameter (api/app.py one_value_per_query_parameter)
+    extra = ROUTE_ERRORS.get((method, path), {})
+    for status in sorted(statuses | set(extra)):
+        answer = responses.setdefault(str(status), {})
+        if status in extra:
+            answer["description"] = extra[status]
+        elif answer.get("description", "Validation Error") == "Validation Error":  # FastAPI's, or none
+            answer["description"] = DESCRIPTIONS[status]
+    for code, answer in responses.items():
+        if code.isdigit() and int(code) >= 400:
+            given = answer.get("content", {}).get("application/json", {}).get("schema")
+            if not given or given.get("$ref", "").endswith("/HTTPValidationError"):
+                answer["content"] = {"application/json": {"schema": ERROR_REF}}
+
+
+def _declare_validate_only(operation: dict[str, Any], created: str, validated: str) -> None:
+    """201: the created object; 200: the same object again (an idempotent replay) or the validated spec."""
+    responses = operation["responses"]
+    ref = "#/components/schemas/{}".format
+    responses["201"]["content"] = {"application/json": {"schema": {"$ref": ref(created)}}}
+    responses["200"] = {
+        "description": "an idempotent replay (the object the key created), or with ?validate_only=true the spec as "
+        "it would run (defaults filled in), nothing created",
+        "content": {"application/json": {"schema": {"anyOf": [{"$ref": ref(created)}, {"$ref": ref(validated)}]}}},
+    }
