@@ -10,8 +10,9 @@ with A's objects:
 - with no key and with a wrong key: 401;
 - as A: not a 401, 403, 404 or 5xx, so B's 404 is ownership, not a missing object or a wrong URL.
 
-A path parameter this file has no value for fails the test: a new route's author adds its id kind here. Every /v1
-operation without path parameters answers 401 without a key too. One API-only uvicorn per backend: nothing trains.
+A path parameter this file has no value for fails the test: a new route's author adds its id kind here. B's job
+and study bodies naming A's data set or job (as dataset.id, init_from.job) get the answer a missing id gets. Every
+/v1 operation without path parameters answers 401 without a key too. One API-only uvicorn per backend: nothing trains.
 """
 
 from __future__ import annotations
@@ -159,6 +160,22 @@ def create_objects(service: Service, walked: list[Operation]) -> dict[str, str]:
     return ids
 
 
+def body_references(ids: dict[str, str]) -> list[tuple[str, dict[str, Any]]]:
+    """(path, body) of POSTs whose body names an object by id (`ids`: kind -> id): no path parameter shows them."""
+    return [
+        ("/v1/jobs", {**TINY_SPEC, "dataset": {"id": ids["dataset"]}}),
+        ("/v1/studies", {**STUDY, "dataset": {"id": ids["dataset"]}}),
+        ("/v1/jobs", {**TINY_SPEC, "init_from": {"job": ids["job"], "step": STEP}}),
+    ]
+
+
+def with_ids(text: str, missing: dict[str, str], ids: dict[str, str]) -> str:
+    """`text` (an answer about the `missing` ids) with `ids` in their place: what it says of A's objects."""
+    for kind, value in ids.items():
+        text = text.replace(missing[kind], value)
+    return text
+
+
 def url_of(operation: Operation, ids: dict[str, str]) -> str:
     """The operation's path with `ids` (kind -> id) and OTHER_PARAMS filled in; fails on a parameter it cannot fill."""
     path = operation.path
@@ -217,8 +234,7 @@ def test_every_route_with_an_id_is_404_to_another_owner_and_401_without_a_key(ap
             status, text = call(b, op.method, url, body)
             # As missing as a missing object: the same answer as for fresh ids, A's ids in place of them.
             absent_status, absent_text = call(b, op.method, url_of(op, missing), body)
-            for kind, value in ids.items():
-                absent_text = absent_text.replace(missing[kind], value)
+            absent_text = with_ids(absent_text, missing, ids)
             if status != 404 or '"not_found"' not in text or MARKER in text or OWNER_A in text:
                 failures.append(f"{op} as owner B: {status} {text[:300]!r} (want 404 not_found, nothing of A's)")
             elif (status, text) != (absent_status, absent_text):
@@ -227,6 +243,15 @@ def test_every_route_with_an_id_is_404_to_another_owner_and_401_without_a_key(ap
                 status, text = call(client, op.method, url, body)
                 if not unauthorized(status, text):
                     failures.append(f"{op} with {name}: {status} {text[:300]!r} (want 401 unauthorized)")
+        # Ids in a body: B's job or study neither trains on A's data set nor starts from A's checkpoint.
+        for (path, body), (_, absent_body) in zip(body_references(ids), body_references(missing), strict=True):
+            status, text = call(b, "POST", path, body)
+            absent_status, absent_text = call(b, "POST", path, absent_body)
+            if (status, text) != (absent_status, with_ids(absent_text, missing, ids)) or not 400 <= status < 500:
+                failures.append(
+                    f"POST {path} {body} as owner B: {status} {text[:300]!r}, for a missing id "
+                    f"{absent_status} {absent_text[:300]!r} (want the same 4xx)"
+                )
     assert not failures, "\n".join(failures)
 
     with api.client("key-a") as a:
