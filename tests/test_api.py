@@ -155,6 +155,6 @@ def test_health_readiness_and_prometheus(service: Service) -> None:
     import httpx
 
     assert httpx.get(f"{service.url}/readyz").json()["checks"] == {"store": "ok", "schema": "ok", "broker": "ok"}
-    metrics = httpx.get(f"{service.url}/metrics").text
+    metrics = httpx.get(f"{service.url}/metrics", headers={"Authorization": "Bearer key-a"}).text
     assert 'ganforge_jobs{status="queued"}' in metrics
     assert httpx.get(f"{service.url}/openapi.json").json()["info"]["title"] == "ganforge"

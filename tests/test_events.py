@@ -66,7 +66,7 @@ def read_stream(
 
 
 def store_reads(service: Service) -> float:
-    for line in httpx.get(f"{service.url}/metrics").text.splitlines():
+    for line in httpx.get(f"{service.url}/metrics", headers={"Authorization": "Bearer key-a"}).text.splitlines():
         if line.startswith("ganforge_event_store_reads_total "):
             return float(line.split()[1])
     raise AssertionError("ganforge_event_store_reads_total not in /metrics")

@@ -202,7 +202,7 @@ def test_warm_start_from_another_jobs_checkpoint(service: Service) -> None:
 def _prometheus_value(service: Service, name: str) -> float:
     import httpx
 
-    for line in httpx.get(f"{service.url}/metrics").text.splitlines():
+    for line in httpx.get(f"{service.url}/metrics", headers={"Authorization": "Bearer key-a"}).text.splitlines():
         if line.startswith(f"{name} "):
             return float(line.split()[1])
     raise AssertionError(f"{name} not in /metrics")
