@@ -1,4 +1,5 @@
-"""Request dependencies: the store, the caller, and the caller's job (so no route can forget ownership).
+"""Request dependencies: the store, the caller (and the one API key lookup), and the caller's job (so no route
+can forget ownership).
 
 Also the integer types every path, query and header parameter uses, bounded by what the store holds, and the
 text types: a path id outside the id alphabet is a 404, query and header text with control characters a 422;
@@ -7,10 +8,15 @@ no such string reaches SQL.
 
 from __future__ import annotations
 
+import math
 import re
 import secrets
+import threading
+import time
 from collections.abc import Mapping
-from typing import Annotated
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Annotated, Any
 
 from celery import Celery
 from fastapi import Depends, Header, Path, Request
@@ -18,10 +24,11 @@ from pydantic import AfterValidator, BeforeValidator, Field
 
 from api.errors import ApiError
 from models.artifacts import ArtifactStore
-from models.records import DB_INT_MAX, Job
+from models.records import DB_INT_MAX, ApiKey, Job
 from models.settings import Settings
 from models.spec import is_id, plain_text
-from models.store import JobStore
+from models.store import JobStore, utcnow
+from models.store.keys import SCOPES, KeysStore, has_scope, hash_key, is_active, key_prefix
 
 
 def get_settings(request: Request) -> Settings:
@@ -52,34 +59,192 @@ BrokerDep = Annotated[Celery, Depends(get_broker)]
 
 ANONYMOUS = "anonymous"
 UNAUTHORIZED_MESSAGE = "missing or unknown API key: send 'Authorization: Bearer <key>'"
+# A store key's record is reused this long before the store is asked again: a revoked key stops working within
+# this many seconds (an expiry is checked on every request against the cached record's time, so it is exact).
+KEY_CACHE_SECONDS = 5.0
+# A key's last-used time is written at most this often (a hot key is not a write per request).
+LAST_USED_EVERY = timedelta(seconds=60)
+# Cached records (unknown prefixes too); past this many the cache starts over, so random prefixes cannot grow it.
+KEY_CACHE_ENTRIES = 10_000
+CALLER_STATE = "ganforge_caller"  # where the gate leaves the Caller in the request's scope["state"]
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling: the owner, the scopes (SCOPES order, a higher one includes the lower ones), and the store
+    key's prefix (None for an environment key or with auth off)."""
+
+    owner: str
+    scopes: tuple[str, ...]
+    prefix: str | None = None
+
+    def may(self, scope: str) -> bool:
+        """Whether the caller has `scope` ("read", "submit" or "admin")."""
+        return has_scope(self.scopes, scope)
+
+
+class _NeedsStore:
+    """The answer needs a store query (which must not run on the event loop)."""
+
+
+NEEDS_STORE = _NeedsStore()
 
 
 def owner_for(keys: Mapping[str, str], authorization: str | None) -> str | None:
-    """The owner of the bearer token in an Authorization header value; 'anonymous' when `keys` is empty (auth off).
+    """The owner of the bearer token in an Authorization header value among the environment's `keys`
+    (GANFORGE_API_KEYS); 'anonymous' when `keys` is empty.
 
-    The one key lookup: the request gate (before the body is read) and the `CurrentOwner` dependency both use it.
     None means unauthorized: no header, another scheme, an empty or unknown token. Every known token is compared
     in constant time, so the answer's timing does not tell how much of a token matched.
     """
     if not keys:
         return ANONYMOUS
-    scheme, _, token = (authorization or "").strip().partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:
+    token = bearer_token(authorization)
+    if token is None:
         return None
     found = None
     for known, owner in keys.items():
-        if secrets.compare_digest(known.encode(), token.encode()):
+        if secrets.compare_digest(known.encode(), token.encode("utf-8", "surrogatepass")):
             found = owner
     return found
 
 
-def current_owner(settings: SettingsDep, authorization: Annotated[str | None, Header()] = None) -> str:
-    """The caller's owner name from `Authorization: Bearer <token>`; 'anonymous' when auth is off; else 401."""
-    owner = owner_for(settings.api_keys, authorization)
-    if owner is None:
-        raise ApiError(401, "unauthorized", UNAUTHORIZED_MESSAGE)
-    return owner
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header value; None for none, another scheme, or empty."""
+    scheme, _, token = (authorization or "").strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        return None
+    return token
+
+
+class Authenticator:
+    """The one key lookup: the request gate (before the body is read) and `CurrentOwner` both use it.
+
+    A caller is let in by an environment key (GANFORGE_API_KEYS: every scope) or by a store key (models/store/
+    keys.py) that is neither expired nor revoked. Auth is on when GANFORGE_API_KEYS is set or the store has ever
+    held a key (a revoked or expired one too: removing keys never turns auth off); with auth off every caller is
+    'anonymous' with every scope. Store records are cached KEY_CACHE_SECONDS in this process; thread-safe.
+    """
+
+    def __init__(self, env_keys: Mapping[str, str], store: KeysStore) -> None:
+        self.env_keys, self.store = env_keys, store
+        self._lock = threading.Lock()
+        self._records: dict[str, tuple[float, ApiKey | None]] = {}  # prefix: (monotonic time read, record)
+        self._touched: dict[str, float] = {}  # prefix: monotonic time its last-used time was last written
+        self._auth_on = bool(env_keys)
+        self._auth_checked = -math.inf
+
+    def authenticate(self, authorization: str | None, *, block: bool = True) -> Caller | None | _NeedsStore:
+        """The caller an Authorization header value names; None for unauthorized (no key, an unknown, expired or
+        revoked one). With block=False, NEEDS_STORE instead of any store query (call again with block=True off
+        the event loop).
+
+        Raises sqlalchemy.exc.SQLAlchemyError when the store cannot be read.
+        """
+        now = time.monotonic()
+        if not self._auth_on:
+            if now - self._auth_checked >= KEY_CACHE_SECONDS:
+                if not block:
+                    return NEEDS_STORE
+                self._auth_on, self._auth_checked = self.store.has_keys(), now
+            if not self._auth_on:
+                return Caller(ANONYMOUS, SCOPES)
+        token = bearer_token(authorization)
+        if token is None:
+            return None
+        if self.env_keys:
+            owner = owner_for(self.env_keys, authorization)
+            if owner is not None:
+                return Caller(owner, SCOPES)
+        prefix = key_prefix(token)
+        if prefix is None:
+            return None
+        with self._lock:
+            cached = self._records.get(prefix)
+        if cached is None or now - cached[0] >= KEY_CACHE_SECONDS:
+            if not block:
+                return NEEDS_STORE
+            cached = (now, self.store.find_key(prefix=prefix))
+            with self._lock:
+                if len(self._records) >= KEY_CACHE_ENTRIES:
+                    self._records.clear()
+                self._records[prefix] = cached
+        record = cached[1]
+        if record is None or not secrets.compare_digest(hash_key(token), record.secret_hash):
+            return None
+        if not is_active(record):
+            return None
+        if now - self._touched.get(prefix, -math.inf) >= LAST_USED_EVERY.total_seconds():
+            if not block:
+                return NEEDS_STORE
+            with self._lock:
+                if len(self._touched) >= KEY_CACHE_ENTRIES:
+                    self._touched.clear()
+                self._touched[prefix] = now
+            self.store.touch_key(prefix=prefix, at=utcnow(), every=LAST_USED_EVERY)
+        return Caller(record.owner, tuple(record.scopes), prefix)
+
+    def forget(self, prefix: str) -> None:
+        """Drop the cached record of `prefix` (this process revoked it: no need to wait for the cache)."""
+        with self._lock:
+            self._records.pop(prefix, None)
+
+
+_AUTHENTICATOR_LOCK = threading.Lock()
+
+
+def authenticator_of(app: Any) -> Authenticator:
+    """The app's one Authenticator, made on first use from its settings and store (app.state)."""
+    state = app.state
+    found: Authenticator | None = getattr(state, "authenticator", None)
+    if found is None:
+        with _AUTHENTICATOR_LOCK:
+            found = getattr(state, "authenticator", None)
+            if found is None:
+                found = state.authenticator = Authenticator(state.settings.api_keys, state.store)
+    return found
+
+
+def current_caller(request: Request, authorization: Annotated[str | None, Header()] = None) -> Caller:
+    """The caller the gate let in (or, outside the gate, looked up here); 401 when the key lets no one in."""
+    caller = request.scope.get("state", {}).get(CALLER_STATE)
+    if not isinstance(caller, Caller):
+        found = authenticator_of(request.app).authenticate(authorization)
+        if not isinstance(found, Caller):
+            raise ApiError(401, "unauthorized", UNAUTHORIZED_MESSAGE)
+        caller = found
+    return caller
+
+
+CurrentCaller = Annotated[Caller, Depends(current_caller)]
+
+
+def current_owner(caller: CurrentCaller) -> str:
+    """The caller's owner name from `Authorization: Bearer <key>`; 'anonymous' when auth is off; else 401."""
+    return caller.owner
+
+
+def admin_caller(caller: CurrentCaller) -> Caller:
+    """The caller when its key has the admin scope; else 403 naming the scope."""
+    if not caller.may("admin"):
+        raise ApiError(403, "insufficient_scope", scope_message("admin"))
+    return caller
+
+
+AdminCaller = Annotated[Caller, Depends(admin_caller)]
+
+
+def scope_message(scope: str) -> str:
+    """The 403's message for a key lacking `scope`."""
+    return f"this API key lacks the {scope!r} scope, which {SCOPE_USE[scope]}"
+
+
+SCOPE_USE = {
+    "read": "GET needs",
+    "submit": "submitting, changing and deleting jobs, studies, data sets and generate requests needs",
+    "admin": "managing API keys (/v1/keys) needs",
+}
 
 
 CurrentOwner = Annotated[str, Depends(current_owner)]

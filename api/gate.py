@@ -2,8 +2,11 @@
 
 A pure ASGI middleware, so nothing (FastAPI's body parsing, a route's dependencies) runs first:
 
-- a `/v1` request without a known bearer key gets 401 at once, its body never received (uvicorn discards what
-  the client still sends, in bounded memory), using the same key lookup as the `CurrentOwner` dependency;
+- a `/v1` request without a known bearer key (an environment key, or a store key neither expired nor revoked)
+  gets 401 with `WWW-Authenticate: Bearer` at once, its body never received (uvicorn discards what the client
+  still sends, in bounded memory), using the same key lookup as the `CurrentOwner` dependency (api.deps
+  Authenticator; a store lookup runs in a worker thread, never on the event loop, and is cached
+  KEY_CACHE_SECONDS); a key without the scope the request needs gets 403 naming it (`scope_needed`);
 - a body over its limit gets 413: at once when Content-Length says so, or as soon as a chunked body passes it.
   Every body is bounded by `max_json_body_bytes` except a multipart POST to the upload route, bounded by
   `max_upload_bytes` plus room for its form fields (the route counts the file itself, naming the field): the
@@ -18,9 +21,11 @@ import json
 import logging
 from typing import Any
 
+import anyio.to_thread
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.deps import UNAUTHORIZED_MESSAGE, owner_for
+from api.deps import CALLER_STATE, NEEDS_STORE, UNAUTHORIZED_MESSAGE, Caller, authenticator_of, scope_message
 from api.errors import error_body
 from models.settings import Settings
 
@@ -30,6 +35,15 @@ FORM_ROOM = 1024**2  # multipart boundaries and the small form fields, on top of
 PROTECTED_PREFIX = "/v1/"
 UPLOAD_PATH = "/v1/datasets"  # api/routes/datasets.py upload_dataset: the one route that takes a large body
 SINGLE_HEADERS = frozenset({"authorization", "content-type", "content-length"})
+KEYS_PATH = "/v1/keys"  # api/routes/keys.py: admin only
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def scope_needed(method: str, path: str) -> str:
+    """The scope a /v1 request needs: "admin" for /v1/keys, "read" to GET, else "submit" (POST, PUT, DELETE...)."""
+    if path.rstrip("/") == KEYS_PATH or path.startswith(KEYS_PATH + "/"):
+        return "admin"
+    return "read" if method.upper() in READ_METHODS else "submit"
 
 
 def body_limit(settings: Settings, method: str, path: str, content_type: str) -> int:
@@ -40,7 +54,8 @@ def body_limit(settings: Settings, method: str, path: str, content_type: str) ->
 
 
 class RequestGate:
-    """ASGI middleware: 401 for an unknown key on /v1, 413 for a body over its limit; neither reads the body."""
+    """ASGI middleware: 401 for an unknown key on /v1, 403 for a key lacking the scope, 413 for a body over its
+    limit; none reads the body."""
 
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.app, self.settings = app, settings
@@ -57,15 +72,42 @@ class RequestGate:
         headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
         path: str = scope["path"]
         if path == PROTECTED_PREFIX.rstrip("/") or path.startswith(PROTECTED_PREFIX):
-            if owner_for(self.settings.api_keys, headers.get("authorization")) is None:
-                await respond(send, 401, "unauthorized", UNAUTHORIZED_MESSAGE, {"www-authenticate": "Bearer"})
+            authorization = headers.get("authorization")
+            try:
+                caller = await self.caller(scope, authorization)
+            except SQLAlchemyError as exc:
+                log.warning("cannot read the API keys from the job store (%s): 503", type(exc).__name__)
+                await respond(send, 503, "store_unavailable", "the job store does not answer: try again shortly")
                 return
+            if caller is None:
+                # RFC 6750 3.1: no credentials, a bare challenge; a key that lets no one in, invalid_token.
+                challenge = 'Bearer error="invalid_token"' if authorization else "Bearer"
+                await respond(send, 401, "unauthorized", UNAUTHORIZED_MESSAGE, {"www-authenticate": challenge})
+                return
+            needed = scope_needed(scope["method"], path)
+            if not caller.may(needed):
+                challenge = f'Bearer error="insufficient_scope", scope="{needed}"'
+                await respond(send, 403, "insufficient_scope", scope_message(needed), {"www-authenticate": challenge})
+                return
+            scope.setdefault("state", {})[CALLER_STATE] = caller
         limit = body_limit(self.settings, scope["method"], path, headers.get("content-type", ""))
         declared = headers.get("content-length", "")
         if declared.isascii() and declared.isdigit() and int(declared) > limit:
             await respond(send, 413, "body_too_large", too_large_message(limit))
             return
         await LimitedBody(self.app, limit).run(scope, receive, send)
+
+    @staticmethod
+    async def caller(scope: Scope, authorization: str | None) -> Caller | None:
+        """The caller of this request, or None (unauthorized); a store query runs in a worker thread.
+
+        Raises SQLAlchemyError when the store must be read and cannot be.
+        """
+        authenticator = authenticator_of(scope["app"])
+        found = authenticator.authenticate(authorization, block=False)
+        if found is NEEDS_STORE:
+            found = await anyio.to_thread.run_sync(lambda: authenticator.authenticate(authorization))
+        return found if isinstance(found, Caller) else None
 
 
 class LimitedBody:

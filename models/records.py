@@ -203,3 +203,26 @@ class Dataset(Base):
     data_key: Mapped[str] = mapped_column(String(512))
     preview_key: Mapped[str | None] = mapped_column(String(512))
     created_at: Mapped[datetime]
+
+
+class ApiKey(Base):
+    """An API key held in the store: `gf_<8 chars>_<secret>`, shown once; only its SHA-256 is kept.
+
+    `prefix` (`gf_<8 chars>`) is the key's public name and its lookup key; `scopes` a list of "read", "submit",
+    "admin" (each includes the ones before it).
+    """
+
+    __tablename__ = "api_keys"
+    __table_args__ = (Index("ix_api_keys_owner_seq", "owner", "seq"),)
+
+    seq: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    prefix: Mapped[str] = mapped_column(String(16), unique=True)
+    owner: Mapped[str] = mapped_column(String(128))
+    name: Mapped[str] = mapped_column(String(200), default="")
+    scopes: Mapped[list[Any]] = mapped_column(JSON)
+    # hex SHA-256 of the whole key (the secret is 256 random bits: no slow hash needed)
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime | None]
+    last_used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]

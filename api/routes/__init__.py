@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api import events
-from api.routes import dashboard, datasets, generations, jobs, results, studies, system
+from api.routes import dashboard, datasets, generations, jobs, keys, results, studies, system
 
 ROUTERS: tuple[APIRouter, ...] = (
     jobs.router,
@@ -16,4 +16,5 @@ ROUTERS: tuple[APIRouter, ...] = (
     dashboard.router,
     generations.router,
     studies.router,
+    keys.router,
 )

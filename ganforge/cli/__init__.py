@@ -5,6 +5,7 @@
     ganforge jobs --status running
     ganforge study submit study.yaml --follow       # several losses and seeds, compared
     ganforge generate JOB -n 64 -o samples.png      # sample a trained job's generator on the service
+    ganforge keys create --owner team-a --scopes read,submit --ttl 30d   # an API key, on the store itself
 
 Server commands (`up`, `api`, `worker`, `migrate`, in server.py) import the server's
 dependencies only when they run: `ganforge --help` and every client command work with
@@ -20,7 +21,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ganforge.cli import datasets, generate, jobs, server, studies
+from ganforge.cli import datasets, generate, jobs, keys, server, studies
 from ganforge.cli.context import DEFAULT_URL, Options
 
 app = typer.Typer(
@@ -54,6 +55,7 @@ jobs.register(app)
 generate.register(app)
 app.add_typer(datasets.app, name="datasets", rich_help_panel="Use the service")
 app.add_typer(studies.app, name="study", rich_help_panel="Use the service")
+app.add_typer(keys.app, name="keys", rich_help_panel="Run the service")
 
 
 def _unparsed(context: Any) -> list[str]:

@@ -41,18 +41,20 @@ NEEDS = {
     "migrate": (("alembic", "sqlalchemy", "pydantic_settings"), "api"),
     "worker": (("celery", "torch", "sqlalchemy", "pydantic_settings"), "worker"),
     "up": (("fastapi", "uvicorn", "alembic", "celery", "torch", "pydantic_settings"), "all"),
+    "keys": (("alembic", "sqlalchemy", "pydantic_settings"), "api"),  # ganforge/cli/keys.py: on the store itself
 }
 
 
-def _prepare(ctx: typer.Context, data_dir: Path | None) -> None:
+def _prepare(ctx: typer.Context, data_dir: Path | None, command: str | None = None) -> None:
     """Check the server's dependencies are installed, set GANFORGE_DATA_DIR (the command's --data-dir, else the
     one before the command), log at INFO, and check the settings. A missing dependency or invalid settings are
-    one line on stderr and exit 2, before anything starts."""
-    modules, extra = NEEDS[ctx.info_name or "up"]
+    one line on stderr and exit 2, before anything starts. `command`: the NEEDS entry (default: ctx's name)."""
+    name = command or ctx.info_name or "up"
+    modules, extra = NEEDS[name]
     missing = [module for module in modules if importlib.util.find_spec(module) is None]
     if missing:
         fail(
-            f"`ganforge {ctx.info_name}` runs the service, and this install is the client only "
+            f"`ganforge {name}` runs the service, and this install is the client only "
             f"({', '.join(missing)} missing): pip install 'ganforge[{extra}]'",
             USAGE,
         )

@@ -1,0 +1,159 @@
+"""/v1/keys: an admin key creates, lists and revokes its own owner's API keys (models/store/keys.py).
+
+The key itself is in the 201 of its creation and nowhere else: a list shows each key's prefix (its id), owner,
+scopes and times, never the key or its hash. Another owner's key is as missing as a missing one (404). The gate
+(api/gate.py) lets only a key with the admin scope reach these routes; `AdminCaller` checks again.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Request
+from pydantic import AfterValidator, BaseModel, Field, field_validator, model_validator
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import AdminCaller, StoreDep, authenticator_of
+from api.errors import ApiError
+from models.records import ApiKey
+from models.settings import OWNER_MAX_LENGTH
+from models.spec import StrictModel, plain_text
+from models.store import as_utc, utcnow
+from models.store.keys import SCOPES, TTL_MAX, is_active, is_prefix, normalize_scopes, parse_ttl
+
+router = APIRouter(prefix="/v1/keys", tags=["keys"])
+
+Text = Annotated[str, AfterValidator(plain_text)]
+
+
+class KeyCreate(StrictModel):
+    """POST /v1/keys: scopes, and at most one of expires_at and ttl (neither: the key does not expire)."""
+
+    owner: Annotated[Text, Field(min_length=1, max_length=OWNER_MAX_LENGTH)] | None = Field(
+        default=None, description="the team the key acts for; default and only choice: the admin key's own owner"
+    )
+    scopes: list[str] = Field(
+        min_length=1, max_length=len(SCOPES), description="of read, submit, admin (each includes the ones before)"
+    )
+    name: Annotated[Text, Field(max_length=200)] = Field(default="", description="what the key is for")
+    expires_at: datetime | None = Field(default=None, description="when the key stops working (ISO 8601, with zone)")
+    ttl: str | None = Field(default=None, description="or how long it works from now: 3600s, 90m, 12h, 30d, 2w")
+
+    @field_validator("scopes")
+    @classmethod
+    def _scopes(cls, value: list[str]) -> list[str]:
+        return normalize_scopes(value)
+
+    @field_validator("ttl")
+    @classmethod
+    def _ttl(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_ttl(value)
+        return value
+
+    @field_validator("expires_at")
+    @classmethod
+    def _expires_at(cls, value: datetime | None) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("give a time zone (2027-01-31T12:00:00Z)")
+        now = utcnow()
+        if value <= now:
+            raise ValueError("must be in the future")
+        if value > now + TTL_MAX:
+            raise ValueError(f"must be at most {TTL_MAX.days} days from now")
+        return value
+
+    @model_validator(mode="after")
+    def _one_expiry(self) -> KeyCreate:
+        if self.expires_at is not None and self.ttl is not None:
+            raise ValueError("give expires_at or ttl, not both")
+        return self
+
+
+class KeyOut(BaseModel):
+    """A key as listed: never the key itself or its hash."""
+
+    prefix: str
+    owner: str
+    name: str
+    scopes: list[str]
+    created_at: datetime
+    expires_at: datetime | None
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+    revoked: bool
+    active: bool
+
+    @classmethod
+    def of(cls, record: ApiKey) -> KeyOut:
+        return cls(
+            prefix=record.prefix,
+            owner=record.owner,
+            name=record.name,
+            scopes=list(record.scopes),
+            created_at=as_utc(record.created_at),
+            expires_at=as_utc(record.expires_at),
+            last_used_at=as_utc(record.last_used_at),
+            revoked_at=as_utc(record.revoked_at),
+            revoked=record.revoked_at is not None,
+            active=is_active(record),
+        )
+
+
+class KeyCreated(KeyOut):
+    """The 201 of POST /v1/keys: the key itself, shown this once."""
+
+    key: str = Field(description="send as 'Authorization: Bearer <key>'; shown only now, store it safely")
+
+
+class KeyList(BaseModel):
+    keys: list[KeyOut]
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=KeyCreated,
+    responses={403: {"description": "not an admin key, or another owner named"}, 422: {"description": "bad field"}},
+)
+async def create_key(body: KeyCreate, caller: AdminCaller, store: StoreDep) -> KeyCreated:
+    """Create a key for the admin's own owner; the answer holds the key itself, shown only this once."""
+    if body.owner is not None and body.owner != caller.owner:
+        raise ApiError(
+            403,
+            "forbidden",
+            "an admin key creates keys for its own owner only",
+            [{"field": "owner", "message": f"must be {caller.owner!r} (this key's owner) or left out"}],
+        )
+    expires_at = utcnow() + parse_ttl(body.ttl) if body.ttl is not None else body.expires_at
+    record, key = await run_in_threadpool(
+        lambda: store.create_key(owner=caller.owner, scopes=body.scopes, name=body.name, expires_at=expires_at)
+    )
+    return KeyCreated(**KeyOut.of(record).model_dump(), key=key)
+
+
+@router.get("", response_model=KeyList)
+def list_keys(caller: AdminCaller, store: StoreDep) -> KeyList:
+    """The admin's owner's keys, newest first: revoked and expired ones too; never a key or its hash."""
+    return KeyList(keys=[KeyOut.of(record) for record in store.list_keys(owner=caller.owner)])
+
+
+@router.delete("/{prefix}", response_model=KeyOut, responses={404: {"description": "no such key of this owner"}})
+def revoke_key(
+    request: Request,
+    caller: AdminCaller,
+    store: StoreDep,
+    prefix: Annotated[str, Path(description="the key's prefix, gf_ and 8 letters or digits")],
+) -> KeyOut:
+    """Revoke the key (it stays listed, revoked); revoking it again answers the same. Another owner's: 404.
+
+    This process stops accepting it at once; another API process within KEY_CACHE_SECONDS (api/deps.py).
+    """
+    record = store.revoke_key(prefix=prefix, owner=caller.owner) if is_prefix(prefix) else None
+    if record is None:
+        raise ApiError(404, "not_found", f"no API key {prefix!r}" if is_prefix(prefix) else "no API key with this id")
+    authenticator_of(request.app).forget(prefix)
+    return KeyOut.of(record)
