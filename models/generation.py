@@ -65,6 +65,22 @@ class Codes(StrictModel):
             raise ValueError("must be numbers, not booleans")
         return value
 
+    @field_validator("categorical", mode="before")
+    @classmethod
+    def _indices(cls, value: Any) -> Any:
+        # Each index within 0..MAX_INDEX here, once, at codes.categorical[.<i>[.<j>]] (the job's categories are
+        # checked against it later): a union member's own error would say it once per member.
+        if isinstance(value, list):
+            for i, item in enumerate(value):
+                if isinstance(item, list):
+                    for j, index in enumerate(item):
+                        _check_index(index, (i, j))
+                else:
+                    _check_index(item, (i,))
+        else:
+            _check_index(value, ())
+        return value
+
     @field_validator("continuous", mode="before")
     @classmethod
     def _bounded(cls, value: Any) -> Any:

@@ -9,6 +9,7 @@ may run (its data set, warm start, data-dependent defaults) in models/admission.
 
 from __future__ import annotations
 
+import math
 import re
 import unicodedata
 from typing import Annotated, Any, ClassVar, Literal
@@ -20,9 +21,12 @@ from pydantic import (
     ConfigDict,
     Field,
     Strict,
+    ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 
 class StrictModel(BaseModel):
@@ -532,10 +536,81 @@ class Training(StrictModel):
         return self
 
 
+# What one job may write, whatever its length (worker/trainer.py writes at every multiple of each `every.*` and at the
+# last step: ceil(steps / every) of each). The catalog's and the bench's runs write 10 snapshots, 1 to 5 checkpoints and
+# 500 readings of each series (bench/zoo.py, bench/studies); the bounds leave room for a long run's finer curve.
+MAX_SAMPLE_SNAPSHOTS = 200
+MAX_CHECKPOINTS = 200
+MAX_METRIC_READINGS = 100_000
+# Validation context that loads a spec stored before the bounds above (a job's, a checkpoint's), so what was admitted
+# then still loads: JobSpec.model_validate(stored, context=STORED_SPEC). A request never carries it.
+STORED_SPEC: dict[str, Any] = {"stored": True}
+
+
 class Every(StrictModel):
-    metrics: Int = Field(default=10, ge=1, le=MAX_STEPS, description="log metrics every N steps")
-    samples: Int = Field(default=500, ge=1, le=MAX_STEPS, description="sample snapshot every N steps")
-    checkpoint: Int = Field(default=1000, ge=1, le=MAX_STEPS, description="checkpoint every N steps (and at the end)")
+    metrics: Int = Field(
+        default=10,
+        ge=1,
+        le=MAX_STEPS,
+        description=f"log metrics every N steps: at most {MAX_METRIC_READINGS:,} readings of a series per job "
+        "(ceil(training.steps / N))",
+    )
+    samples: Int = Field(
+        default=500,
+        ge=1,
+        le=MAX_STEPS,
+        description=f"sample snapshot every N steps (and at the end): at most {MAX_SAMPLE_SNAPSHOTS} per job "
+        "(ceil(training.steps / N))",
+    )
+    checkpoint: Int = Field(
+        default=1000,
+        ge=1,
+        le=MAX_STEPS,
+        description=f"checkpoint every N steps (and at the end): at most {MAX_CHECKPOINTS} per job "
+        "(ceil(training.steps / N))",
+    )
+
+
+# every.<field>: (what one write is called, the most one job may write)
+_OUTPUT_BOUNDS = {
+    "metrics": ("readings of each metric series", MAX_METRIC_READINGS),
+    "samples": ("sample snapshots", MAX_SAMPLE_SNAPSHOTS),
+    "checkpoint": ("checkpoints", MAX_CHECKPOINTS),
+}
+
+
+def output_problems(steps: int, every: Every) -> list[tuple[str, str]]:
+    """(every.<field>, why) for each `every` field that makes a job of `steps` steps write more than its bound:
+    ceil(steps / every.<field>) writes, against MAX_METRIC_READINGS, MAX_SAMPLE_SNAPSHOTS and MAX_CHECKPOINTS."""
+    problems = []
+    for field, (what, bound) in _OUTPUT_BOUNDS.items():
+        interval = getattr(every, field)
+        count = math.ceil(steps / interval)
+        if count > bound:
+            least = math.ceil(steps / bound)
+            problems.append(
+                (
+                    field,
+                    f"{interval:,} gives {count:,} {what} for {steps:,} steps (training.steps); "
+                    f"at most {bound:,} per job: use every.{field} ≥ {least:,} or fewer steps",
+                )
+            )
+    return problems
+
+
+def check_output_bounds(model: str, steps: int, every: Every) -> None:
+    """Raise a ValidationError at every.<field> (pydantic: 422 naming it) for each of `output_problems`."""
+    problems = output_problems(steps, every)
+    if problems:
+        errors: list[InitErrorDetails] = [
+            {
+                "type": PydanticCustomError("too_much_output", message),
+                "loc": ("every", field),
+                "input": getattr(every, field),
+            }
+            for field, message in problems
+        ]
+        raise ValidationError.from_exception_data(model, errors)
 
 
 class InitFrom(StrictModel):
@@ -573,3 +648,9 @@ class JobSpec(StrictModel):
         "training; list the jobs with one tag by GET /v1/jobs?tag=key:value",
         examples=[{"team": "vision", "sweep": "lr-1"}],
     )
+
+    @model_validator(mode="after")
+    def _output_is_bounded(self, info: ValidationInfo) -> JobSpec:
+        if not (info.context or {}).get("stored"):
+            check_output_bounds("JobSpec", self.training.steps, self.every)
+        return self

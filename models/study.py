@@ -21,13 +21,23 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Annotated, Any, Literal, NamedTuple, get_args
 
-from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, field_validator, model_validator
 
 from models.admission import SpecProblem, check_compatible, resolve_dataset_info
 from models.catalog import ARCHITECTURE_CLASSES, LOSS_CLASSES
 from models.datasets import DatasetInfo
-from models.records import JobStatus
-from models.spec import MAX_SEED, Architecture, DatasetRef, Every, JobSpec, StrictModel, Text, Training
+from models.records import DB_INT_MAX, DB_INT_MIN, JobStatus
+from models.spec import (
+    MAX_SEED,
+    Architecture,
+    DatasetRef,
+    Every,
+    JobSpec,
+    StrictModel,
+    Text,
+    Training,
+    check_output_bounds,
+)
 
 LossName = Literal["minimax", "nsgan", "lsgan", "wgan", "wgan-gp", "dragan", "hinge", "began", "cgan", "infogan"]
 assert set(get_args(LossName)) == set(LOSS_CLASSES), "LossName must list the catalog's losses"
@@ -45,6 +55,8 @@ GridParam = Literal[
     "training.steps",
 ]
 _FLOAT_PARAMS = frozenset({"lr_multiplier"})
+# A learning rate scaled past a million times either way is no setting anyone compares (the README's grid: 0.5, 1).
+LR_MULTIPLIER_RANGE = (1e-6, 1e6)
 
 # Bounds: what one request may make the service train.
 MAX_STUDY_JOBS = 200
@@ -63,11 +75,14 @@ StudyStatus = Literal["queued", "running", "cancelling", "succeeded", "failed", 
 
 
 def _number(value: Any) -> Any:
-    """A grid value: a finite JSON number (not a boolean, which Python counts as an int)."""
+    """A grid value: a finite JSON number (not a boolean, which Python counts as an int), an integer within what the
+    store holds (±DB_INT_MAX: 10**400 would overflow the float of lr_multiplier and name no valid setting)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError("must be a number")
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueError("must be a finite number")
+    if isinstance(value, int) and not DB_INT_MIN <= value <= DB_INT_MAX:
+        raise ValueError(f"{str(value)[:20]}… is out of range: a grid value is within ±{DB_INT_MAX}")
     return value
 
 
@@ -142,7 +157,7 @@ class StudySpec(StrictModel):
         default_factory=Training, description="common settings of every job; training.seed comes from `seeds`"
     )
     every: Every = Field(default_factory=Every)
-    overrides: dict[LossName, dict[str, Any]] = Field(
+    overrides: dict[LossName, dict[Annotated[Text, Field(min_length=1, max_length=64)], Any]] = Field(
         default_factory=dict,
         description='per-loss settings, e.g. {"wgan": {"lr_d": 1e-4}}: each validated as that loss\'s fields',
     )
@@ -163,6 +178,12 @@ class StudySpec(StrictModel):
         if losses is not None and len(set(losses)) != len(losses):
             raise ValueError("each loss at most once")
         return losses
+
+    @model_validator(mode="after")
+    def _output_is_bounded(self) -> StudySpec:
+        # Each job writes what JobSpec bounds: said once at the study's every.<field> rather than once per loss.
+        check_output_bounds("StudySpec", self.training.steps, self.every)
+        return self
 
     def seed_list(self) -> list[int]:
         """The seeds, one job per seed: 0..n-1 for a count, else the list as given."""
@@ -292,8 +313,10 @@ def _check_grid(study: StudySpec, losses: Sequence[str]) -> list[SpecProblem]:
                 problems.append(SpecProblem(("grid", k, "param"), message))
         for j, value in enumerate(axis.values):
             if axis.param in _FLOAT_PARAMS:
-                if not (value > 0 and math.isfinite(value)):
-                    problems.append(SpecProblem(("grid", k, "values", j), f"{axis.param} must be > 0 (got {value})"))
+                low, high = LR_MULTIPLIER_RANGE
+                if not low <= value <= high:
+                    message = f"{axis.param} must be from {low:g} to {high:g} (got {value:.6g})"
+                    problems.append(SpecProblem(("grid", k, "values", j), message))
             elif isinstance(value, float):
                 # As strict as the field itself: a job with training.steps 10.0 is refused, so is the grid value.
                 message = f"{axis.param} must be an integer, not {value!r} (send it without a fraction or exponent)"

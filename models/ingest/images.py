@@ -31,7 +31,7 @@ from models.ingest.archives import open_archive
 from models.ingest.canonical import Canonical, CanonicalWriter
 from models.ingest.errors import invalid, too_large
 from models.ingest.limits import CHUNK_BYTES, Limits, check_size
-from models.ingest.options import IngestOptions
+from models.ingest.options import IngestOptions, check_upscale
 from models.ingest.pixels import decode, has_alpha, is_gray, mode_range
 from models.ingest.previews import resample
 from models.ingest.values import spread_warnings
@@ -146,6 +146,8 @@ def _survey(archive: zipfile.ZipFile, images: list[ImageEntry], resize: int | No
             name, size = image.entry.filename, picture.size
             if max(size) > MAX_SIDE:
                 raise too_large("file", f"{name!r} is {size[0]}×{size[1]} px; at most {MAX_SIDE} a side")
+            if resize is not None:
+                check_upscale(resize, size, repr(name))
             if first is None:
                 first = (name, size)
                 side = (resize, resize) if resize is not None else size

@@ -23,7 +23,7 @@ from models.ingest.errors import invalid
 from models.ingest.labels import Labels
 from models.ingest.limits import CHUNK_BYTES, Limits
 from models.ingest.npy import RowSource, npy_members
-from models.ingest.options import IngestOptions
+from models.ingest.options import IngestOptions, check_upscale
 from models.ingest.previews import resample
 from models.ingest.values import Scale, source_range, spread_warnings
 
@@ -52,6 +52,8 @@ def _normalise(
     example = _example_shape(member.shape, layout)
     if layout == "rows" and options.resize is not None:
         raise invalid("resize", "resize applies to image data sets only; x holds N×D rows")
+    if options.resize is not None:
+        check_upscale(options.resize, (example[2], example[1]), "x's images")
     if layout == "rows" and options.value_range is not None:
         raise invalid("value_range", "applies to images only; x holds N×D rows, stored as they are")
     source = RowSource(archive, member, scratch)

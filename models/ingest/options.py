@@ -19,6 +19,9 @@ from models.ingest.errors import invalid
 from models.spec import is_unwanted
 
 RESIZE_RANGE = (4, 1024)
+# The most `resize` may enlarge an image's shorter side: the catalog's largest is 8 (digits, 8 px, trained at 64 px).
+# Past it resampling invents the picture, and the stored data set grows by the factor squared (4 px to 1024 px: 65,536×).
+MAX_UPSCALE = 8
 MAX_NAME = 200
 FORMATS: dict[str, Literal["npz", "zip"]] = {".npz": "npz", ".zip": "zip"}
 _JOINERS = "\u200d\u200c\ufe0f\ufe0e"
@@ -100,6 +103,18 @@ def _resize(text: str) -> int | None:
     if not text.isdigit() or not low <= int(text) <= high:
         raise invalid("resize", f"must be a whole number of pixels from {low} to {high} (the square side)")
     return int(text)
+
+
+def check_upscale(side: int, source: tuple[int, int], name: str) -> None:
+    """Refuse (422 at `resize`) resampling an image of `source` (width, height) px to `side`×`side` px when that
+    enlarges its shorter side more than MAX_UPSCALE times; `name` says which image (a file, "x's images")."""
+    shorter = min(source)
+    if side > MAX_UPSCALE * shorter:
+        raise invalid(
+            "resize",
+            f"{side} enlarges {name} of {source[0]}×{source[1]} px {side / shorter:g} times; "
+            f"at most {MAX_UPSCALE} times: use resize ≤ {MAX_UPSCALE * shorter}",
+        )
 
 
 def _value_range(text: str, fmt: str) -> tuple[float, float] | None:
