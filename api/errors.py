@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import difflib
+import json
 import logging
 import re
+import sys
 from collections.abc import Sequence
 from typing import Any, get_args
 
@@ -12,12 +14,15 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from models.admission import SpecProblem
 from models.artifacts import ArtifactMissing
 from models.catalog import ARCHITECTURE_CLASSES, LOSS_CLASSES
 from models.ingest.errors import IngestError
+from models.records import DB_INT_MAX
 from models.spec import BuiltinName
+from models.store import InvalidCursor
 
 log = logging.getLogger(__name__)
 
@@ -115,9 +120,20 @@ def plain_errors(errors: Sequence[dict[str, Any]], body: Any = _ABSENT) -> list[
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, details: list[dict[str, str]] | None = None) -> None:
+    """An answer in the error shape: `status`, `code`, `message`, `details` ([{"field", "message"}]) and response
+    `headers` (e.g. Retry-After on a 429)."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        details: list[dict[str, str]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.details = status, code, message, details or []
+        self.headers = headers
 
 
 def error_body(code: str, message: str, details: list[dict[str, str]] | None = None) -> dict[str, Any]:
@@ -227,13 +243,71 @@ def _message(error: dict[str, Any]) -> str:
     return str(error["msg"]).removeprefix("Value error, ")
 
 
+INVALID_CURSOR = "not a cursor this API returned: pass a next_cursor back unchanged, or omit cursor for the first page"
+
+
+class _Huge:
+    """An integer literal with more digits than Python's int() converts (sys.get_int_max_str_digits())."""
+
+    def __init__(self, digits: int) -> None:
+        self.digits = digits
+
+
+def is_huge_integer(cause: BaseException) -> bool:
+    """Whether `cause` is json's refusal of an integer literal over Python's digit limit (4300 by default)."""
+    return isinstance(cause, ValueError) and "integer string conversion" in str(cause)
+
+
+def huge_integer(document: str) -> tuple[str, int] | None:
+    """Where the first integer literal too long to convert is in the JSON text `document`: its field path (as
+    field_path shows it: "training.steps") and its number of digits; None when there is none or no JSON."""
+    limit = sys.get_int_max_str_digits()
+
+    def parse_int(text: str) -> int | _Huge:
+        digits = len(text.lstrip("-"))
+        return _Huge(digits) if limit and digits > limit else int(text)
+
+    try:
+        tree = json.loads(document, parse_int=parse_int)
+    except (ValueError, RecursionError):
+        return None
+    # A walk with a stack, not recursion: the document may be nested as deep as json allows.
+    stack: list[tuple[tuple[Any, ...], Any]] = [(("body",), tree)]
+    while stack:
+        loc, node = stack.pop()
+        if isinstance(node, _Huge):
+            return field_path(loc) or "body", node.digits
+        children = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+        stack.extend(reversed([((*loc, key), child) for key, child in children]))
+    return None
+
+
+def out_of_range_integer(field: str, digits: int) -> dict[str, str]:
+    """The detail for an integer of `digits` digits at `field`: beyond every bound this API has."""
+    message = f"out of range: an integer of {digits} digits (no field takes more than {DB_INT_MAX})"
+    return {"field": field, "message": message, "type": "out_of_range"}
+
+
 def unreadable_body(cause: BaseException) -> str:
     """Why a JSON body could not be read, from the exception FastAPI wrapped."""
     if isinstance(cause, UnicodeDecodeError):
         return f"the body is not UTF-8: byte {cause.start} ({cause.object[cause.start : cause.start + 1]!r}) is invalid"
     if isinstance(cause, RecursionError):
         return "the JSON is nested too deeply"
+    if is_huge_integer(cause):
+        return f"an integer is out of range (over {sys.get_int_max_str_digits()} digits)"
     return f"the body could not be read as JSON ({type(cause).__name__})"
+
+
+def no_route(request: Request) -> str:
+    """The message of a 404 for a path no route serves; with a trailing slash that a route serves without, it says
+    so (the app answers a trailing slash with this 404, not a redirect, when `redirect_slashes` is off)."""
+    path = request.url.path
+    if path.endswith("/") and path != "/":
+        trimmed = {**request.scope, "path": path.rstrip("/")}
+        if any(route.matches(trimmed)[0] != Match.NONE for route in request.app.router.routes):
+            return f"no route {path!r}: drop the trailing slash ({path.rstrip('/')!r})"
+    return f"no route {path!r}"[: FIELD_CHARS_MAX + 10]
 
 
 def install(app: FastAPI) -> None:
@@ -263,7 +337,16 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(status_code=exc.status, content=error_body(exc.code, exc.message, exc.details))
+        content = error_body(exc.code, exc.message, exc.details)
+        return JSONResponse(status_code=exc.status, content=content, headers=exc.headers)
+
+    @app.exception_handler(InvalidCursor)
+    async def _invalid_cursor(_request: Request, _exc: InvalidCursor) -> JSONResponse:
+        # Every paged list (jobs, data sets, studies, samples, checkpoints) reads its cursor from ?cursor=.
+        details = [{"field": "query.cursor", "message": INVALID_CURSOR}]
+        return JSONResponse(
+            status_code=422, content=error_body("validation_error", f"query.cursor: {INVALID_CURSOR}", details)
+        )
 
     @app.exception_handler(IngestError)
     async def _ingest_error(_request: Request, exc: IngestError) -> JSONResponse:
@@ -277,7 +360,15 @@ def install(app: FastAPI) -> None:
         return JSONResponse(status_code=404, content=error_body("artifact_missing", message))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and exc.__cause__ is not None and is_huge_integer(exc.__cause__):
+            # json refuses an integer of over 4300 digits before pydantic sees the body: find the field it is at
+            # (the body was read already, so request.body() is the cached copy).
+            found = huge_integer((await request.body()).decode("utf-8", "replace"))
+            if found is not None:
+                detail = out_of_range_integer(*found)
+                content = error_body("validation_error", f"{detail['field']}: {detail['message']}", [detail])
+                return JSONResponse(status_code=422, content=content)
         if exc.status_code == 400 and exc.__cause__ is not None:
             # FastAPI could not read the JSON body for a reason other than its syntax: the same answer as a
             # syntax error (422 on `body`), with the cause, not "There was an error parsing the body".
@@ -285,9 +376,12 @@ def install(app: FastAPI) -> None:
             content = error_body("validation_error", f"body: {detail['message']}", [detail])
             return JSONResponse(status_code=422, content=content)
         code = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized"}.get(exc.status_code, "http_error")
+        message = str(exc.detail)
+        if exc.status_code == 404 and message == "Not Found":
+            message = no_route(request)
         return JSONResponse(
             status_code=exc.status_code,
-            content=error_body(code, str(exc.detail)),
+            content=error_body(code, message),
             headers=getattr(exc, "headers", None),
         )
 

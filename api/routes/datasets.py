@@ -5,20 +5,21 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Request, Response
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import ArtifactsDep, CurrentOwner, SettingsDep, StoreDep, not_found
 from api.errors import ApiError
 from api.multipart import receive
+from api.routes.jobs import PageCursor, PageLimit
 from models.artifacts import ArtifactMissing
 from models.datasets import DatasetInfo
 from models.ingest import RESIZE_RANGE, Limits
 from models.ingest.publish import ingest_upload
 from models.records import Dataset
 from models.spec import is_id
-from models.store import DatasetInUse, InvalidCursor, as_utc
+from models.store import DatasetInUse, as_utc
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
@@ -150,15 +151,11 @@ async def upload_dataset(
 def list_datasets(
     store: StoreDep,
     owner: CurrentOwner,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[str | None, Query(max_length=32)] = None,
+    limit: PageLimit = 50,
+    cursor: PageCursor = None,
 ) -> DatasetPage:
     """The caller's data sets, newest first; pass `next_cursor` back as `cursor` for the next page."""
-    try:
-        records, next_cursor = store.list_datasets(owner=owner, limit=limit, cursor=cursor)
-    except InvalidCursor:
-        details = [{"field": "query.cursor", "message": "not a cursor this API returned"}]
-        raise ApiError(422, "validation_error", "invalid cursor", details) from None
+    records, next_cursor = store.list_datasets(owner=owner, limit=limit, cursor=cursor)
     return DatasetPage(datasets=[DatasetOut.of(record) for record in records], next_cursor=next_cursor)
 
 

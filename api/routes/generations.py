@@ -186,7 +186,12 @@ async def generate(
     settings: SettingsDep,
     wait: Annotated[
         float | None,
-        Query(ge=0, le=60, description="seconds to wait for the result (at most GANFORGE_GENERATE_WAIT_SECONDS)"),
+        Query(
+            ge=0,
+            le=60,
+            allow_inf_nan=False,
+            description="seconds to wait for the result (at most GANFORGE_GENERATE_WAIT_SECONDS)",
+        ),
     ] = None,
 ) -> Response:
     """`count` samples of the job's generator at checkpoint `step`: the .npy array (count×D points in the data's

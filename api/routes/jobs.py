@@ -6,18 +6,29 @@ import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response
+from pydantic import BeforeValidator
 
-from api.deps import BrokerDep, CurrentOwner, IdempotencyKey, OwnedJob, QueryText, StoreDep
+from api.deps import BrokerDep, CurrentOwner, IdempotencyKey, OwnedJob, QueryText, StoreDep, plain_decimal
 from api.errors import ApiError, spec_problems_error
 from api.schemas import JobOut, JobPage, ValidatedSpec
 from models.admission import DatasetNotFound, SpecRejected, admit
 from models.queue import send_train
 from models.records import JobStatus
 from models.spec import JobSpec
-from models.store import DatasetGone, IdempotencyConflict, InvalidCursor
+from models.store import DatasetGone, IdempotencyConflict
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+# An integer in a query as clients write one: ASCII digits only. pydantic alone takes "1.0" and " 5" for 1 and 5.
+QueryInt = Annotated[int, BeforeValidator(plain_decimal)]
+# The paging parameters of every list (jobs, data sets, studies, samples, checkpoints); an invalid cursor is a 422
+# on query.cursor (api/errors.py).
+PAGE_LIMIT_MAX = 500
+PageLimit = Annotated[QueryInt, Query(ge=1, le=PAGE_LIMIT_MAX, description="rows per page")]
+PageCursor = Annotated[
+    str | None, Query(max_length=32, description="the `next_cursor` of the previous page; omit for the first page")
+]
 
 
 @router.post("", status_code=201, response_model=JobOut | ValidatedSpec, responses={200: {"model": JobOut}})
@@ -80,20 +91,12 @@ def list_jobs(
             examples=["team:vision"],
         ),
     ] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[str | None, Query(max_length=32)] = None,
+    limit: PageLimit = 50,
+    cursor: PageCursor = None,
 ) -> JobPage:
     """The caller's jobs, newest first; pass `next_cursor` back as `cursor` for the next page."""
     tag_pair = tuple(tag.split(":", 1)) if tag else None
-    try:
-        jobs, next_cursor = store.list_jobs(owner=owner, status=status, tag=tag_pair, limit=limit, cursor=cursor)  # type: ignore[arg-type]
-    except InvalidCursor:
-        raise ApiError(
-            422,
-            "validation_error",
-            "invalid cursor",
-            [{"field": "query.cursor", "message": "not a cursor this API returned"}],
-        ) from None
+    jobs, next_cursor = store.list_jobs(owner=owner, status=status, tag=tag_pair, limit=limit, cursor=cursor)  # type: ignore[arg-type]
     return JobPage(jobs=[JobOut.of(job) for job in jobs], next_cursor=next_cursor)
 
 

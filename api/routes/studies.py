@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from api.deps import BrokerDep, CurrentOwner, IdempotencyKey, QueryText, StoreDep, not_found
 from api.errors import DETAILS_MAX, ApiError, _detail, plain_errors
+from api.routes.jobs import PageCursor, PageLimit, QueryInt
 from api.routes.results import RECORDED_METRICS
 from models.admission import DatasetNotFound, SpecProblem, dataset_info, fill_defaults
 from models.catalog import IMAGE_ARCHITECTURES, quality_measures
@@ -27,7 +28,7 @@ from models.datasets import DatasetInfo
 from models.queue import send_train
 from models.records import Job, Study
 from models.spec import DatasetRef, is_id
-from models.store import IdempotencyConflict, InvalidCursor, JobStore, as_utc
+from models.store import IdempotencyConflict, JobStore, as_utc
 from models.store.errors import DatasetGone
 from models.store.studies import SERIES_POINTS_MAX, StudyFinished, StudyJobStats
 from models.study import (
@@ -317,19 +318,11 @@ def _enqueue(store: JobStore, broker: Any, job_ids: list[str]) -> None:
 def list_studies(
     store: StoreDep,
     owner: CurrentOwner,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[str | None, Query(max_length=32)] = None,
+    limit: PageLimit = 50,
+    cursor: PageCursor = None,
 ) -> StudyPage:
     """The caller's studies, newest first; pass `next_cursor` back as `cursor` for the next page."""
-    try:
-        studies, next_cursor = store.list_studies(owner=owner, limit=limit, cursor=cursor)
-    except InvalidCursor:
-        raise ApiError(
-            422,
-            "validation_error",
-            "invalid cursor",
-            [{"field": "query.cursor", "message": "not a cursor this API returned"}],
-        ) from None
+    studies, next_cursor = store.list_studies(owner=owner, limit=limit, cursor=cursor)
     stats = store.study_job_stats(study_ids=[s.id for s in studies])
     return StudyPage(studies=[StudySummary.of(s, stats.get(s.id)) for s in studies], next_cursor=next_cursor)
 
@@ -361,7 +354,7 @@ def get_curves(
             "measures the data set reports)",
         ),
     ] = None,
-    points: Annotated[int, Query(ge=2, le=CURVE_POINTS_MAX, description="steps per curve at most")] = 200,
+    points: Annotated[QueryInt, Query(ge=2, le=CURVE_POINTS_MAX, description="steps per curve at most")] = 200,
 ) -> CurvesOut:
     """Per series and (loss, grid point): mean, std, min and max over the seeds on a common step grid."""
     info, builtin = _data(store, study, owner)
