@@ -16,12 +16,18 @@ for this request (its status and `last_event`, the head of its log):
 - a running job: `after` past the head is treated as the head (the client gets
   the next events, as a new follower would); no client's position ever sets the
   shared feed's state, which starts at the head the job row shows.
+
+Each owner holds at most `max_sse_per_owner` streams at once in one API process
+(MAX_SSE_PER_OWNER by default); the next is a 429 with Retry-After, so one client
+cannot hold every connection and poller of the process.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import weakref
+from collections import Counter as Tally
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -32,7 +38,8 @@ from prometheus_client import CollectorRegistry, Counter
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import EventId, OwnedJob
+from api.deps import CurrentOwner, EventId, OwnedJob, SettingsDep
+from api.errors import ApiError
 from api.schemas import checkpoint_urls, sample_urls
 from models.records import JobStatus
 from models.store import JobStore, as_utc
@@ -44,6 +51,10 @@ STORE_AWAY_SECONDS = 1.0
 PING_SECONDS = 15.0
 RETRY_MS = 1000
 RING = 2000
+# Open streams per owner per API process; a setting (max_sse_per_owner) overrides it where Settings has one.
+MAX_SSE_PER_OWNER = 16
+# A client over the cap is told to come back after this long (an EventSource reconnects by itself meanwhile).
+SSE_RETRY_AFTER_SECONDS = 5
 
 
 @dataclass(frozen=True)
@@ -130,6 +141,37 @@ class EventHub:
         self.store = store
         self.feeds: dict[str, JobFeed] = {}
         self.reads = Counter("ganforge_event_store_reads", "event-log reads made for SSE clients", registry=registry)
+        self.streams: Tally[str] = Tally()  # open streams per owner
+
+    def admit(self, owner: str, cap: int, stream: AsyncIterator[ServerSentEvent]) -> AsyncIterator[ServerSentEvent]:
+        """`stream`, counted as one of `owner`'s open streams until it ends or is dropped; ApiError 429 (with
+        Retry-After) when `owner` already has `cap` open."""
+        if self.streams[owner] >= cap:
+            message = f"this owner already has {cap} event streams open: close one, or retry later"
+            headers = {"Retry-After": str(SSE_RETRY_AFTER_SECONDS)}
+            raise ApiError(429, "too_many_streams", message, headers=headers)
+        self.streams[owner] += 1
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self.streams[owner] -= 1
+                if self.streams[owner] <= 0:
+                    del self.streams[owner]
+
+        async def counted() -> AsyncIterator[ServerSentEvent]:
+            try:
+                async for event in stream:
+                    yield event
+            finally:
+                release()
+
+        wrapped = counted()
+        # A response dropped before it streamed (the client left at once) never runs the finally: release then.
+        weakref.finalize(wrapped, release)
+        return wrapped
 
     async def read(self, job_id: str, after: int) -> list[Event]:
         """One batch (at most the store's page) of the job's events with seq > after, in order."""
@@ -188,13 +230,16 @@ class EventHub:
 async def job_events(
     job: OwnedJob,
     request: Request,
+    owner: CurrentOwner,
+    settings: SettingsDep,
     last_event_id: Annotated[EventId | None, Header(description="resume after this event id")] = None,
     after: Annotated[EventId | None, Query(description="start after this event id (as Last-Event-ID)")] = None,
 ) -> Response:
     """status, metrics, sample, checkpoint, attempt and alert events; the stream ends after the job's final status.
 
     A `sample` event carries `png_url` and `npy_url`, a `checkpoint` event `url` and `state_url`: the same paths
-    GET .../samples and .../checkpoints give.
+    GET .../samples and .../checkpoints give. 429 with Retry-After when the owner already has
+    `max_sse_per_owner` streams open on this API process (MAX_SSE_PER_OWNER, 16, by default).
     """
     position = after if after is not None else (last_event_id or 0)
     hub: EventHub = request.app.state.event_hub
@@ -204,4 +249,5 @@ async def job_events(
         stream = hub.replay(job.id, position, job.last_event)
     else:
         stream = hub.follow(job.id, job.last_event, min(position, job.last_event))
-    return EventSourceResponse(stream, ping=PING_SECONDS, sep="\n")
+    cap = int(getattr(settings, "max_sse_per_owner", MAX_SSE_PER_OWNER))
+    return EventSourceResponse(hub.admit(owner, cap, stream), ping=PING_SECONDS, sep="\n")

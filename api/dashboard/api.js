@@ -58,6 +58,19 @@ export async function api(path, { method = "GET", json, headers = {}, signal } =
   return response.status === 204 ? null : response.json();
 }
 
+/** Every item of a paged list (`{<key>: [...], next_cursor}`), page after page: `allPages(url, "samples")`. */
+export async function allPages(path, key, { signal } = {}) {
+  const items = [];
+  let cursor = null;
+  do {
+    const separator = path.includes("?") ? "&" : "?";
+    const page = await api(`${path}${separator}limit=500${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`, { signal });
+    items.push(...page[key]);
+    cursor = page.next_cursor;
+  } while (cursor);
+  return items;
+}
+
 /** A blob: URL for a file under /v1 (an image); the caller revokes it with URL.revokeObjectURL. */
 export async function blobUrl(path, signal) {
   const response = await check(await fetch(path, { headers: authHeaders(), signal }));

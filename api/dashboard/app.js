@@ -2,7 +2,7 @@
 // over the /v1 API.
 // DOM is built with h() and textContent only: job names, specs and errors are user data, never parsed as HTML.
 
-import { api, ApiError, apiKey, blobUrl, download, followEvents, onUnauthorized, setApiKey, upload } from "./api.js";
+import { allPages, api, ApiError, apiKey, blobUrl, download, followEvents, onUnauthorized, setApiKey, upload } from "./api.js";
 import { Charts } from "./charts.js";
 import { studiesPage, studyPage } from "./studies.js";
 
@@ -410,8 +410,8 @@ function jobPage(view, jobId) {
     try {
       const [first, sampleList, checkpointList, metrics] = await Promise.all([
         api(base, { signal }),
-        api(`${base}/samples`, { signal }),
-        api(`${base}/checkpoints`, { signal }),
+        allPages(`${base}/samples`, "samples", { signal }),
+        allPages(`${base}/checkpoints`, "checkpoints", { signal }),
         api(`${base}/metrics?max_points=2000`, { signal }),
       ]);
       showJob(first);

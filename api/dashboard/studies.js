@@ -4,7 +4,7 @@
 
 /* global uPlot */
 
-import { api, blobUrl } from "./api.js";
+import { allPages, api, blobUrl } from "./api.js";
 
 const FINAL = ["succeeded", "failed", "cancelled"];
 const POLL_MS = 2000;
@@ -311,7 +311,7 @@ export function studyPage(view, studyId, { h, statusBadge, errorText, duration }
       if (!chosen.has(key) || job.seed < chosen.get(key).seed) chosen.set(key, job);
     }
     const jobs = [...chosen.values()];
-    const lists = await Promise.all(jobs.map((job) => api(`/v1/jobs/${encodeURIComponent(job.id)}/samples`, { signal })));
+    const lists = await Promise.all(jobs.map((job) => allPages(`/v1/jobs/${encodeURIComponent(job.id)}/samples`, "samples", { signal })));
     let common = null;
     for (const list of lists) {
       const steps = new Set(list.map((sample) => sample.step));

@@ -7,9 +7,11 @@ from typing import Annotated, BinaryIO, Literal
 
 from fastapi import APIRouter, Path, Query
 from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, BeforeValidator
 
-from api.deps import ArtifactsDep, OwnedJob, QueryText, StoreDep, StoreInt
+from api.deps import ArtifactsDep, OwnedJob, QueryText, StoreDep, StoreInt, plain_decimal
 from api.errors import ApiError
+from api.routes.jobs import PageCursor, PageLimit, QueryInt
 from api.schemas import CheckpointOut, MetricsOut, SampleOut, Series
 from models.artifacts import CHUNK, ArtifactMissing, ArtifactStore
 from models.records import JobStatus
@@ -18,6 +20,10 @@ router = APIRouter(prefix="/v1/jobs/{job_id}", tags=["results"])
 
 # A step (at most 12 digits: far below the store's integer bound) or "latest", the newest.
 STEP_OR_LATEST = r"^(latest|[0-9]{1,12})$"
+# Series one metrics request reads at most (after deduplication): each is a query of its own.
+METRIC_NAMES_MAX = 64
+# Samples or checkpoints per page when the client gives no limit (a job writes a few hundred at most).
+RESULTS_PAGE_DEFAULT = 100
 # A 404 for a missing step lists the steps that exist: the first and last this many when there are more.
 STEPS_LISTED = 20
 # The series names the worker records (worker/gan/gan.py's step metrics, worker/gan/evaluation.py's scores): while
@@ -80,12 +86,13 @@ def get_metrics(
     names: Annotated[
         QueryText | None, Query(description="comma-separated series names; default all", max_length=2000)
     ] = None,
-    since_step: Annotated[StoreInt, Query()] = 0,
-    max_points: Annotated[int, Query(ge=2, le=100_000)] = 2000,
+    since_step: Annotated[StoreInt, BeforeValidator(plain_decimal), Query()] = 0,
+    max_points: Annotated[QueryInt, Query(ge=2, le=100_000)] = 2000,
 ) -> MetricsOut:
     """Series by name; a series longer than max_points comes back as per-bucket min and max.
 
-    `names` is deduplicated; an empty name in it is a 422 on query.names. A name the job has no series of is a
+    `names` is deduplicated; an empty name in it, or more than METRIC_NAMES_MAX (64) names, is a 422 on
+    query.names. A name the job has no series of is a
     404 listing the names it has, except a name the worker records while the job can still write it (empty).
     """
     existing = store.metric_names(job_id=job.id)
@@ -95,6 +102,9 @@ def get_metrics(
         wanted = list(dict.fromkeys(name.strip() for name in names.split(",")))
         if "" in wanted:
             message = "an empty series name: give comma-separated names without empty ones, or omit names for all"
+            raise ApiError(422, "validation_error", message, [{"field": "query.names", "message": message}])
+        if len(wanted) > METRIC_NAMES_MAX:
+            message = f"{len(wanted)} series names: ask for at most {METRIC_NAMES_MAX} at once, or omit names for all"
             raise ApiError(422, "validation_error", message, [{"field": "query.names", "message": message}])
         can_write = job.status not in JobStatus.FINAL
         unknown = [n for n in wanted if n not in existing and not (can_write and n in RECORDED_METRICS)]
@@ -111,9 +121,27 @@ def get_metrics(
     return MetricsOut(job_id=job.id, series=series)
 
 
-@router.get("/samples", response_model=list[SampleOut])
-def list_samples(job: OwnedJob, store: StoreDep) -> list[SampleOut]:
-    return [SampleOut.of(sample) for sample in store.list_samples(job_id=job.id)]
+class SamplePage(BaseModel):
+    """One page of a job's sample snapshots in step order; `next_cursor` (None on the last page) fetches the next."""
+
+    samples: list[SampleOut]
+    next_cursor: str | None
+
+
+class CheckpointPage(BaseModel):
+    """One page of a job's checkpoints in step order; `next_cursor` (None on the last page) fetches the next."""
+
+    checkpoints: list[CheckpointOut]
+    next_cursor: str | None
+
+
+@router.get("/samples", response_model=SamplePage)
+def list_samples(
+    job: OwnedJob, store: StoreDep, limit: PageLimit = RESULTS_PAGE_DEFAULT, cursor: PageCursor = None
+) -> SamplePage:
+    """The job's sample snapshots, oldest step first; pass `next_cursor` back as `cursor` for the next page."""
+    samples, next_cursor = store.page_samples(job_id=job.id, limit=limit, cursor=cursor)
+    return SamplePage(samples=[SampleOut.of(sample) for sample in samples], next_cursor=next_cursor)
 
 
 @router.get("/samples/{step}.{extension}")
@@ -134,9 +162,13 @@ def get_sample(
     return stream(artifacts, sample.npy_key, "application/octet-stream", f"{job.id}-{sample.step}.npy", what)
 
 
-@router.get("/checkpoints", response_model=list[CheckpointOut])
-def list_checkpoints(job: OwnedJob, store: StoreDep) -> list[CheckpointOut]:
-    return [CheckpointOut.of(checkpoint) for checkpoint in store.list_checkpoints(job_id=job.id)]
+@router.get("/checkpoints", response_model=CheckpointPage)
+def list_checkpoints(
+    job: OwnedJob, store: StoreDep, limit: PageLimit = RESULTS_PAGE_DEFAULT, cursor: PageCursor = None
+) -> CheckpointPage:
+    """The job's checkpoints, oldest step first; pass `next_cursor` back as `cursor` for the next page."""
+    checkpoints, next_cursor = store.page_checkpoints(job_id=job.id, limit=limit, cursor=cursor)
+    return CheckpointPage(checkpoints=[CheckpointOut.of(c) for c in checkpoints], next_cursor=next_cursor)
 
 
 @router.get("/checkpoints/{step}")

@@ -34,6 +34,7 @@ from ganforge.client.sse import Cursor, Reconnects
 from ganforge.client.transport import OnRetry, RetryPolicy, asend, not_an_answer
 from ganforge.client.types import (
     Checkpoint,
+    CheckpointPage,
     Dataset,
     DatasetPage,
     Event,
@@ -42,6 +43,7 @@ from ganforge.client.types import (
     JobPage,
     Metrics,
     Sample,
+    SamplePage,
     Study,
     StudyCurves,
     StudyPage,
@@ -259,8 +261,15 @@ class AsyncClient:
         return await self._answer(calls.metrics(job_id, names, since_step, max_points), Metrics)
 
     async def samples(self, job_id: str) -> builtins.list[Sample]:
-        """The job's sample snapshots, oldest first. Raises NotFound."""
-        return await self._answer(calls.samples(job_id), list[Sample])
+        """The job's sample snapshots, oldest first (every page of the list). Raises NotFound."""
+        found: builtins.list[Sample] = []
+        cursor: str | None = None
+        while True:
+            page = await self._answer(calls.samples(job_id, cursor), SamplePage)
+            found += page.samples
+            cursor = page.next_cursor
+            if not cursor:
+                return found
 
     async def sample_png(self, job_id: str, step: calls.Step = "latest") -> bytes:
         """The snapshot at `step` ("latest": the newest) as a PNG (an image grid, or a scatter plot over the real
@@ -272,8 +281,15 @@ class AsyncClient:
         return await self._file(calls.sample_file(job_id, step, "npy"), "npy")
 
     async def checkpoints(self, job_id: str) -> builtins.list[Checkpoint]:
-        """The job's checkpoints, oldest first. Raises NotFound."""
-        return await self._answer(calls.checkpoints(job_id), list[Checkpoint])
+        """The job's checkpoints, oldest first (every page of the list). Raises NotFound."""
+        found: builtins.list[Checkpoint] = []
+        cursor: str | None = None
+        while True:
+            page = await self._answer(calls.checkpoints(job_id, cursor), CheckpointPage)
+            found += page.checkpoints
+            cursor = page.next_cursor
+            if not cursor:
+                return found
 
     async def download_checkpoint(
         self,

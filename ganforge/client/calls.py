@@ -114,8 +114,17 @@ def metrics(job_id: str, names: Iterable[str] | str | None, since_step: int | No
     return Call("GET", job_path(job_id, "metrics"), params=params)
 
 
-def samples(job_id: str) -> Call:
-    return Call("GET", job_path(job_id, "samples"))
+# Rows per page when the SDK reads a whole list of samples or checkpoints (the API's largest page).
+RESULTS_PAGE = 500
+
+
+def _page(cursor: str | None) -> dict[str, str | int]:
+    return {"limit": RESULTS_PAGE, **({"cursor": cursor} if cursor else {})}
+
+
+def samples(job_id: str, cursor: str | None = None) -> Call:
+    """One page of GET /v1/jobs/{id}/samples ({"samples": [...], "next_cursor"})."""
+    return Call("GET", job_path(job_id, "samples"), params=_page(cursor))
 
 
 def sample_file(job_id: str, step: Step, extension: str) -> Call:
@@ -126,8 +135,9 @@ def sample_file(job_id: str, step: Step, extension: str) -> Call:
     )
 
 
-def checkpoints(job_id: str) -> Call:
-    return Call("GET", job_path(job_id, "checkpoints"))
+def checkpoints(job_id: str, cursor: str | None = None) -> Call:
+    """One page of GET /v1/jobs/{id}/checkpoints ({"checkpoints": [...], "next_cursor"})."""
+    return Call("GET", job_path(job_id, "checkpoints"), params=_page(cursor))
 
 
 def checkpoint_file(job_id: str, step: Step, file: str) -> Call:

@@ -32,6 +32,7 @@ from ganforge.client.sse import Cursor, Reconnects
 from ganforge.client.transport import OnRetry, RetryPolicy, not_an_answer, send
 from ganforge.client.types import (
     Checkpoint,
+    CheckpointPage,
     Dataset,
     DatasetPage,
     Event,
@@ -40,6 +41,7 @@ from ganforge.client.types import (
     JobPage,
     Metrics,
     Sample,
+    SamplePage,
     Study,
     StudyCurves,
     StudyPage,
@@ -253,8 +255,15 @@ class Client:
         return self._answer(calls.metrics(job_id, names, since_step, max_points), Metrics)
 
     def samples(self, job_id: str) -> builtins.list[Sample]:
-        """The job's sample snapshots, oldest first. Raises NotFound."""
-        return self._answer(calls.samples(job_id), list[Sample])
+        """The job's sample snapshots, oldest first (every page of the list). Raises NotFound."""
+        found: builtins.list[Sample] = []
+        cursor: str | None = None
+        while True:
+            page = self._answer(calls.samples(job_id, cursor), SamplePage)
+            found += page.samples
+            cursor = page.next_cursor
+            if not cursor:
+                return found
 
     def sample_png(self, job_id: str, step: calls.Step = "latest") -> bytes:
         """The snapshot at `step` ("latest": the newest) as a PNG (an image grid, or a scatter plot over the real
@@ -266,8 +275,15 @@ class Client:
         return self._file(calls.sample_file(job_id, step, "npy"), "npy")
 
     def checkpoints(self, job_id: str) -> builtins.list[Checkpoint]:
-        """The job's checkpoints, oldest first. Raises NotFound."""
-        return self._answer(calls.checkpoints(job_id), list[Checkpoint])
+        """The job's checkpoints, oldest first (every page of the list). Raises NotFound."""
+        found: builtins.list[Checkpoint] = []
+        cursor: str | None = None
+        while True:
+            page = self._answer(calls.checkpoints(job_id, cursor), CheckpointPage)
+            found += page.checkpoints
+            cursor = page.next_cursor
+            if not cursor:
+                return found
 
     def download_checkpoint(
         self,

@@ -188,6 +188,20 @@ class JobPage(ApiModel):
     next_cursor: str | None = None
 
 
+class SamplePage(ApiModel):
+    """One page of `GET /v1/jobs/{id}/samples`: oldest step first, and the cursor of the next page (None on the last)."""
+
+    samples: list[Sample]
+    next_cursor: str | None = None
+
+
+class CheckpointPage(ApiModel):
+    """One page of `GET /v1/jobs/{id}/checkpoints`: oldest step first, and the cursor of the next page."""
+
+    checkpoints: list[Checkpoint]
+    next_cursor: str | None = None
+
+
 class DatasetPage(ApiModel):
     """One page of `GET /v1/datasets`."""
 

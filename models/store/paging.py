@@ -1,8 +1,9 @@
-"""Keyset paging, newest first, over a table's `seq` column: the one helper behind every paged list.
+"""Keyset paging over one integer column: the one helper behind every paged list.
 
-A cursor is the decimal `seq` of the last row of the previous page; the next page
-holds the rows with a smaller seq. Only cursors this module could have written
-are accepted.
+Newest first over a table's `seq` (jobs, data sets, studies), or in ascending order over a
+job's `step` (samples, checkpoints). A cursor is the decimal key of the last row of the
+previous page; the next page holds the rows past it. Only cursors this module could have
+written are accepted.
 """
 
 from __future__ import annotations
@@ -24,17 +25,19 @@ PAGE_LIMIT_MAX = 1000
 _SCAN_BATCH = 200
 
 
-def parse_cursor(cursor: str) -> int:
-    """The seq a cursor names.
+def parse_cursor(cursor: str, *, low: int = 1) -> int:
+    """The key a cursor names.
 
-    Raises InvalidCursor unless `cursor` is a decimal integer in 1..DB_INT_MAX
-    written as `str(seq)` writes it: ASCII digits only, no sign, space, underscore
-    or leading zero (Python's int() would accept " 5", "+5", "1_0" and "٣").
+    Raises InvalidCursor unless `cursor` is a decimal integer in low..DB_INT_MAX
+    (`low` is 1 for a seq, 0 for a step) written as `str(key)` writes it: ASCII
+    digits only, no sign, space, underscore or leading zero (Python's int() would
+    accept " 5", "+5", "1_0" and "٣").
     """
-    if not (0 < len(cursor) <= len(str(DB_INT_MAX)) and cursor.isascii() and cursor.isdigit() and cursor[0] != "0"):
+    canonical = cursor[:1] != "0" or cursor == "0"
+    if not (0 < len(cursor) <= len(str(DB_INT_MAX)) and cursor.isascii() and cursor.isdigit() and canonical):
         raise InvalidCursor(cursor)
     value = int(cursor)
-    if value > DB_INT_MAX:
+    if not low <= value <= DB_INT_MAX:
         raise InvalidCursor(cursor)
     return value
 
@@ -47,17 +50,20 @@ def keyset_page(
     limit: int,
     cursor: str | None,
     keep: Callable[[T], bool] | None = None,
+    ascending: bool = False,
 ) -> tuple[list[T], str | None]:
     """One page of `query`'s rows, newest (highest `seq`) first, and the cursor of the next page (None at the end).
 
     `query` selects one ORM entity and is not ordered yet; `limit` is clamped to
     1..PAGE_LIMIT_MAX; `keep`, when given, filters rows in Python (for filters
-    SQLite and PostgreSQL cannot express alike). Raises InvalidCursor.
+    SQLite and PostgreSQL cannot express alike). `ascending` pages lowest key first
+    over a key that may be 0 (a step). Raises InvalidCursor.
     """
     limit = clamp(limit, 1, PAGE_LIMIT_MAX)
-    query = query.order_by(seq.desc())
+    query = query.order_by(seq.asc() if ascending else seq.desc())
     if cursor is not None:
-        query = query.where(seq < parse_cursor(cursor))
+        key = parse_cursor(cursor, low=0 if ascending else 1)
+        query = query.where(seq > key if ascending else seq < key)
     rows: list[T] = []
     if keep is None:
         rows = list(session.scalars(query.limit(limit + 1)))

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from models.records import DB_INT_MAX, DB_INT_MIN, Checkpoint, Job, JobEvent, Metric, Sample
 from models.store.base import StoreBase, append_event, utcnow
 from models.store.bounds import clamp, in_db_range, storable
+from models.store.paging import keyset_page
 
 # Rows per metrics statement. On PostgreSQL a chunk travels as three array parameters (unnest), far under
 # the wire protocol's 65,535 bound parameters; on SQLite each row is bound alone (executemany).
@@ -206,6 +207,18 @@ class ResultsStore(StoreBase):
         with self.session() as session:
             return list(session.scalars(select(Sample).where(Sample.job_id == job_id).order_by(Sample.step)))
 
+    def page_samples(self, *, job_id: str, limit: int, cursor: str | None) -> tuple[list[Sample], str | None]:
+        """One page of the job's sample snapshots in step order, and the next page's cursor (None at the end).
+
+        `cursor` is the next_cursor of the previous page (the last step it held); raises InvalidCursor for any other
+        string. A `job_id` that cannot be stored has no samples.
+        """
+        if not storable(job_id):
+            return [], None
+        query = select(Sample).where(Sample.job_id == job_id)
+        with self.session() as session:
+            return keyset_page(session, query, Sample.step, limit=limit, cursor=cursor, ascending=True)
+
     def get_sample(self, *, job_id: str, step: int | None) -> Sample | None:
         """The snapshot at `step` (any integer), or the latest when step is None; None when there is none."""
         if (step is not None and not in_db_range(step)) or not storable(job_id):
@@ -223,6 +236,15 @@ class ResultsStore(StoreBase):
             return list(
                 session.scalars(select(Checkpoint).where(Checkpoint.job_id == job_id).order_by(Checkpoint.step))
             )
+
+    def page_checkpoints(self, *, job_id: str, limit: int, cursor: str | None) -> tuple[list[Checkpoint], str | None]:
+        """One page of the job's checkpoints in step order, and the next page's cursor (None at the end); as
+        page_samples. Raises InvalidCursor."""
+        if not storable(job_id):
+            return [], None
+        query = select(Checkpoint).where(Checkpoint.job_id == job_id)
+        with self.session() as session:
+            return keyset_page(session, query, Checkpoint.step, limit=limit, cursor=cursor, ascending=True)
 
     def get_checkpoint(self, *, job_id: str, step: int | None) -> Checkpoint | None:
         """The checkpoint at `step` (any integer), or the latest when step is None; None when there is none."""
