@@ -19,12 +19,15 @@ from typing import Any
 import httpx
 import pytest
 
-from api.deps import KEY_CACHE_SECONDS
 from models.db import make_engine
 from models.settings import Settings
 from models.store import JobStore
 from tests.conftest import BACKENDS, api_only
 from tests.service import ROOT, TINY_SPEC, Service
+
+# The documented figure (api/deps.py KEY_CACHE_SECONDS, README): another process's revocation takes effect within
+# it. Written here, not imported, so a longer cache fails these tests.
+CACHE_SECONDS = 5.0
 
 
 @dataclass
@@ -145,8 +148,8 @@ def test_revoke_in_the_api_is_at_once_and_from_the_cli_within_the_cache_time(key
         assert api_key.get("/v1/jobs").status_code == 401
         result = keys.cli("revoke", by_cli["prefix"])  # another process: the API notices on its next look
         assert result.returncode == 0, result.stderr
-        waited = wait_status(cli_key, "/v1/jobs", 401, within=KEY_CACHE_SECONDS + 3)
-    assert waited <= KEY_CACHE_SECONDS + 1
+        waited = wait_status(cli_key, "/v1/jobs", 401, within=CACHE_SECONDS + 3)
+    assert waited <= CACHE_SECONDS + 1
     assert keys.cli("revoke", "gf_00000000").returncode == 3
 
 
@@ -242,12 +245,12 @@ def test_a_store_key_turns_auth_on(tmp_path_factory: pytest.TempPathFactory) -> 
         anonymous = httpx.Client(base_url=service.url, timeout=30)
         assert anonymous.get("/v1/jobs").status_code == 200
         key = deployment.cli_create("--owner", "anonymous", "--scopes", "admin")
-        waited = wait_status(anonymous, "/v1/jobs", 401, within=KEY_CACHE_SECONDS + 3)
-        assert waited <= KEY_CACHE_SECONDS + 1
+        waited = wait_status(anonymous, "/v1/jobs", 401, within=CACHE_SECONDS + 3)
+        assert waited <= CACHE_SECONDS + 1
         with service.client(key) as client:
             assert client.get("/v1/jobs").status_code == 200
             prefix = key[:11]
             assert client.delete(f"/v1/keys/{prefix}").status_code == 200
-        time.sleep(KEY_CACHE_SECONDS + 0.5)  # auth stays on with every key revoked: revoking never opens the door
+        time.sleep(CACHE_SECONDS + 0.5)  # auth stays on with every key revoked: revoking never opens the door
         assert anonymous.get("/v1/jobs").status_code == 401
         anonymous.close()
