@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -21,7 +22,7 @@ import pytest
 
 from models.db import make_engine
 from models.settings import Settings
-from models.store import JobStore
+from models.store import JobStore, as_utc
 from tests.conftest import BACKENDS, api_only
 from tests.service import ROOT, TINY_SPEC, Service
 
@@ -254,3 +255,17 @@ def test_a_store_key_turns_auth_on(tmp_path_factory: pytest.TempPathFactory) -> 
         time.sleep(CACHE_SECONDS + 0.5)  # auth stays on with every key revoked: revoking never opens the door
         assert anonymous.get("/v1/jobs").status_code == 401
         anonymous.close()
+
+
+def test_last_used_is_written_at_most_once_a_minute(store: JobStore) -> None:
+    """KeysStore.touch_key on PostgreSQL and SQLite: a second use within the minute writes nothing."""
+    record, _key = store.create_key(owner="team-a", scopes=["read"])
+    first = datetime(2030, 1, 1, 12, 0, 0, tzinfo=UTC)
+    every = timedelta(seconds=60)
+    store.touch_key(prefix=record.prefix, at=first, every=every)
+    store.touch_key(prefix=record.prefix, at=first + timedelta(seconds=59), every=every)
+    found = store.find_key(prefix=record.prefix)
+    assert found is not None and as_utc(found.last_used_at) == first
+    store.touch_key(prefix=record.prefix, at=first + timedelta(seconds=61), every=every)
+    found = store.find_key(prefix=record.prefix)
+    assert found is not None and as_utc(found.last_used_at) == first + timedelta(seconds=61)
