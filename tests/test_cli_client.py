@@ -264,7 +264,18 @@ def test_nothing_listening_exits_5_with_one_line_naming_the_url_after_saying_eac
 def test_ctrl_c_detaches_from_a_followed_job_which_keeps_running(
     service: Service, spec_file: Path, tmp_path: Path
 ) -> None:
-    submitted = ganforge(service, "submit", str(spec_file), "--set", "training.steps=1000000", "-q")
+    submitted = ganforge(
+        service,
+        "submit",
+        str(spec_file),
+        "--set",
+        "training.steps=1000000",
+        "--set",
+        "every.samples=5000",
+        "--set",
+        "every.checkpoint=5000",
+        "-q",
+    )
     job_id = submitted.stdout.strip()
     env = {k: v for k, v in os.environ.items() if not k.startswith("GANFORGE_")}
     env.update(GANFORGE_URL=service.url, GANFORGE_API_KEY="key-a")

@@ -33,7 +33,7 @@ def long_spec(name: str) -> dict[str, Any]:
         "architecture": {"name": "mlp", "hidden": 32, "depth": 2},
         "loss": {"name": "nsgan"},
         "training": {"steps": 200_000, "batch_size": 32},
-        "every": {"metrics": 10, "samples": 100, "checkpoint": 500},
+        "every": {"metrics": 10, "samples": 1000, "checkpoint": 1000},
         "tags": {"suite": "dashboard"},
     }
 

@@ -55,7 +55,11 @@ CGAN = {
     "training": {"steps": 20, "batch_size": 16, "ema_decay": 0.9},
     "every": {"metrics": 10, "samples": 20, "checkpoint": 20},
 }
-LONG = {**POINTS, "training": {"steps": 1_000_000, "batch_size": 64}, "every": {"metrics": 50, "samples": 100_000}}
+LONG = {
+    **POINTS,
+    "training": {"steps": 1_000_000, "batch_size": 64},
+    "every": {"metrics": 50, "samples": 100_000, "checkpoint": 5_000},
+}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 

@@ -99,8 +99,8 @@ def _tmp_file(service: Service, content: bytes) -> str:
 
 def test_cancel_stops_a_running_job_and_keeps_its_checkpoint(service: Service) -> None:
     with service.client() as client:
-        spec = small_spec("nsgan", steps=1_000_000)
-        spec["every"] = {"metrics": 10, "samples": 100_000, "checkpoint": 200}
+        spec = small_spec("nsgan", steps=40_000)
+        spec["every"] = {"metrics": 10, "samples": 40_000, "checkpoint": 200}
         job = client.post("/v1/jobs", json=spec).json()
         deadline = time.monotonic() + 60
         while client.get(f"/v1/jobs/{job['id']}").json()["progress"]["step"] < 250:

@@ -189,7 +189,13 @@ def test_a_study_runs_its_jobs_and_its_table_matches_them(service: Service) -> N
 @pytest.mark.slow
 def test_cancelling_a_study_cancels_every_job(service: Service) -> None:
     with service.client() as client:
-        long = small_study(seeds=3, grid=[], losses=["nsgan"], training={"steps": 1_000_000, "batch_size": 64})
+        long = small_study(
+            seeds=3,
+            grid=[],
+            losses=["nsgan"],
+            training={"steps": 1_000_000, "batch_size": 64},
+            every={"metrics": 100, "samples": 5_000, "checkpoint": 5_000},
+        )
         created = client.post("/v1/studies", json=long)
         assert created.status_code == 201, created.text
         study_id = created.json()["id"]

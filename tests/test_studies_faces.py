@@ -109,7 +109,9 @@ def test_async_sdk_reads_and_cancels_a_study(service: Service, done: Study) -> N
             curves = await client.studies.curves(done.id)  # what the comparison reads: loss_g, the measures, ...
             assert {"loss_g", *done.measures} <= set(curves.names) and len(curves["modes_covered"]) == 2, curves
             assert len(await client.studies.jobs(done.id)) == 2
-            long = await client.studies.submit(study_spec("faces-cancel", steps=100_000))
+            long = await client.studies.submit(
+                study_spec("faces-cancel", steps=100_000, every={"metrics": 10, "samples": 500, "checkpoint": 500})
+            )
             cancelled = await client.studies.cancel(long.id)
             assert cancelled.id == long.id
             # the study reads cancelling until every job stopped: wait() waits for that
@@ -129,7 +131,9 @@ def test_async_sdk_reads_and_cancels_a_study(service: Service, done: Study) -> N
 @pytest.mark.slow
 def test_cli_study_submit_follow_show_list_cancel(service: Service, done: Study, tmp_path: Path) -> None:
     spec_file = tmp_path / "study.yaml"
-    spec_file.write_text(yaml.safe_dump(study_spec("faces-cli", steps=100_000)))
+    spec_file.write_text(
+        yaml.safe_dump(study_spec("faces-cli", steps=100_000, every={"metrics": 10, "samples": 500, "checkpoint": 500}))
+    )
     # submit with --set (a short run), follow to the end: exit 0, the table on stdout
     followed = ganforge(service, "study", "submit", str(spec_file), "--set", "training.steps=40", "--follow")
     assert followed.returncode == 0, followed
