@@ -579,10 +579,23 @@ _OUTPUT_BOUNDS = {
 }
 
 
+def fitted_every(steps: int, every: Every) -> Every:
+    """`every` with each interval the user left out raised, where needed, to the least that keeps a job of `steps`
+    steps within its output bound (ceil(steps / bound)); what the user gave is kept as given."""
+    fitted = {
+        field: max(getattr(every, field), math.ceil(steps / bound))
+        for field, (_what, bound) in _OUTPUT_BOUNDS.items()
+        if field not in every.model_fields_set
+    }
+    return every.model_copy(update=fitted) if fitted else every
+
+
 def output_problems(steps: int, every: Every) -> list[tuple[str, str]]:
     """(every.<field>, why) for each `every` field that makes a job of `steps` steps write more than its bound:
-    ceil(steps / every.<field>) writes, against MAX_METRIC_READINGS, MAX_SAMPLE_SNAPSHOTS and MAX_CHECKPOINTS."""
+    ceil(steps / every.<field>) writes, against MAX_METRIC_READINGS, MAX_SAMPLE_SNAPSHOTS and MAX_CHECKPOINTS.
+    An interval the user left out is fitted first (fitted_every), so only one given explicitly can be a problem."""
     problems = []
+    every = fitted_every(steps, every)
     for field, (what, bound) in _OUTPUT_BOUNDS.items():
         interval = getattr(every, field)
         count = math.ceil(steps / interval)
@@ -653,4 +666,6 @@ class JobSpec(StrictModel):
     def _output_is_bounded(self, info: ValidationInfo) -> JobSpec:
         if not (info.context or {}).get("stored"):
             check_output_bounds("JobSpec", self.training.steps, self.every)
+            # A long job with the default intervals runs with wider ones (stored, so the spec says what runs).
+            self.every = fitted_every(self.training.steps, self.every)
         return self

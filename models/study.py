@@ -362,7 +362,8 @@ def _job_body(study: StudySpec, loss: str, point: Mapping[str, float | int]) -> 
         "architecture": architecture,
         "loss": loss_fields,
         "training": training,
-        "every": study.every.model_dump(),
+        # Intervals the study left out are fitted to each job's own training.steps (a grid may vary it).
+        "every": study.every.model_dump(exclude_unset=True),
     }
 
 

@@ -265,12 +265,25 @@ def test_the_bounds_count_the_final_write_and_are_inclusive() -> None:
     assert refusals(job, over) == [("every", "samples"), ("every", "checkpoint")]
 
 
-def test_a_spec_left_at_its_defaults_fits_up_to_the_bounds_and_says_what_to_change_past_them() -> None:
+def test_intervals_left_out_are_fitted_to_a_long_run_and_given_ones_past_the_bounds_say_what_to_change() -> None:
     assert refusals(job, BASE) == []
-    assert refusals(job, {**BASE, "training": {"steps": 100_000}}) == []  # 200 snapshots, 100 checkpoints
+    assert JobSpec.model_validate(BASE).every.model_dump() == {"metrics": 10, "samples": 500, "checkpoint": 1000}
     long = {**BASE, "training": {"steps": 10_000_000}}
-    assert refusals(job, long) == [("every", "metrics"), ("every", "samples"), ("every", "checkpoint")]
-    assert [why.split(": use ")[1] for _, why in output_problems(10_000_000, JobSpec.model_validate(BASE).every)] == [
+    assert refusals(job, long) == []
+    # The stored spec says what runs: each left-out interval widened just enough for its bound.
+    assert JobSpec.model_validate(long).every.model_dump() == {"metrics": 100, "samples": 50_000, "checkpoint": 50_000}
+    partly = {**long, "every": {"samples": 100_000}}
+    assert JobSpec.model_validate(partly).every.model_dump() == {
+        "metrics": 100,
+        "samples": 100_000,
+        "checkpoint": 50_000,
+    }
+    given = {**long, "every": {"metrics": 10, "samples": 500, "checkpoint": 1000}}
+    assert refusals(job, given) == [("every", "metrics"), ("every", "samples"), ("every", "checkpoint")]
+    assert [
+        why.split(": use ")[1]
+        for _, why in output_problems(10_000_000, JobSpec.model_validate(given, context=STORED_SPEC).every)
+    ] == [
         "every.metrics ≥ 100 or fewer steps",
         "every.samples ≥ 50,000 or fewer steps",
         "every.checkpoint ≥ 50,000 or fewer steps",
