@@ -30,7 +30,7 @@ except ImportError as exc:  # the plain install is the client only
     ) from exc
 
 from models.datasets import BUILTIN_DATASETS, DatasetInfo
-from models.spec import JobSpec, is_id
+from models.spec import STORED_SPEC, JobSpec, is_id
 
 if TYPE_CHECKING:
     from ganforge.client import Client
@@ -285,7 +285,7 @@ def _read(path: Path) -> _Checkpoint:
 def _build(checkpoint: _Checkpoint, device: torch.device, *, api: Client | None, ema: bool | None = None) -> Generator:
     metadata = checkpoint.metadata
     try:
-        spec = JobSpec.model_validate(json.loads(metadata["spec"]))
+        spec = JobSpec.model_validate(json.loads(metadata["spec"]), context=STORED_SPEC)  # as it was admitted
         step = int(metadata["step"])
     except ValueError as exc:  # pydantic's ValidationError and json's errors are ValueErrors
         raise NotACheckpoint(f"the checkpoint's spec or step does not read: {exc}") from exc
