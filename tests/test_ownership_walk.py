@@ -1,26 +1,28 @@
 """Ownership of every route, walked from /openapi.json, so a route added later without its owner check fails here.
 
 Owner A (key-a) creates one object of each kind a path takes an id of: a job (queued: no worker runs), a data set
-upload, a study, and a generate request (A's job gets a sample and a checkpoint as the trainer would record them,
-so the result routes have something to serve). Then every operation whose path has a `{...}` parameter is called
-with A's objects:
+upload, a study, a generate request (A's job gets a sample and a checkpoint as the trainer would record them, so
+the result routes have something to serve) and a store API key. Then every operation whose path has a `{...}`
+parameter is called with A's objects:
 
 - as owner B (key-b): 404, the same answer as for an id that does not exist, naming nothing of A's (a 200, 403,
-  409 or 500 there is an ownership bug); B's cancels and deletes change nothing of A's;
-- with no key and with a wrong key: 401;
+  409 or 500 there is an ownership bug); B's cancels, revocations and deletes change nothing of A's;
+- with no key, a wrong key, A's revoked store key and A's expired store key (both seen working first): 401;
 - as A: not a 401, 403, 404 or 5xx, so B's 404 is ownership, not a missing object or a wrong URL.
 
 A path parameter this file has no value for fails the test: a new route's author adds its id kind here. B's job
 and study bodies naming A's data set or job (as dataset.id, init_from.job) get the answer a missing id gets. Every
-/v1 operation without path parameters answers 401 without a key too. One API-only uvicorn per backend: nothing trains.
+/v1 operation without path parameters answers 401 to the same four keys too. One API-only uvicorn per backend: nothing trains.
 """
 
 from __future__ import annotations
 
 import io
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,8 @@ from tests.service import TINY_SPEC, Service
 MARKER = f"walk-secret-{uuid.uuid4().hex[:8]}"
 OWNER_A = "team-a"  # tests/service.py KEYS: key-a is team-a's, key-b team-b's
 WRONG_KEY = "key-a-but-wrong"
+# A's expiring store key lives this long: long enough to be seen working once on a loaded machine.
+EXPIRING_SECONDS = 6
 # The kind of object each id-like path parameter names; a route with a parameter in neither table fails the walk.
 ID_KINDS = {
     "job_id": "job",
@@ -82,6 +86,39 @@ def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     data_dir = tmp_path_factory.mktemp(f"walk-{request.param}")
     with api_only(request.param, data_dir, GANFORGE_GENERATE_WAIT_SECONDS="0") as deployment:
         yield deployment
+
+
+@dataclass(frozen=True)
+class DeadKeys:
+    """Two store keys of A's with every scope: one revoked, one that expires at `expires_at` (time.time())."""
+
+    revoked: str
+    expired: str
+    expires_at: float
+
+    def clients(self, service: Service) -> list[tuple[str, httpx.Client]]:
+        """(what, client) for each, once the expired one has expired: call only after `expires_at`."""
+        time.sleep(max(0.0, self.expires_at - time.time() + 0.1))
+        return [("a revoked key", service.client(self.revoked)), ("an expired key", service.client(self.expired))]
+
+
+@pytest.fixture(scope="module")
+def dead_keys(api: Service) -> DeadKeys:
+    """A's revoked key and A's soon-expired key, each seen working first (so their 401 is the revocation and the
+    expiry, not a key that never worked). The expiry leaves EXPIRING_SECONDS for that first call."""
+    with api.client("key-a") as a:
+        revoked = a.post("/v1/keys", json={"scopes": ["admin"], "name": MARKER})
+        expired = a.post("/v1/keys", json={"scopes": ["admin"], "name": MARKER, "ttl": f"{EXPIRING_SECONDS}s"})
+        assert revoked.status_code == 201 and expired.status_code == 201, (revoked.text, expired.text)
+        expires_at = datetime.fromisoformat(expired.json()["expires_at"]).timestamp()  # the server's, same clock
+        for key in (revoked.json(), expired.json()):
+            with api.client(key["key"]) as client:
+                works = client.get("/v1/jobs")
+            late = " (past its expiry: raise EXPIRING_SECONDS)" if time.time() >= expires_at else ""
+            assert works.status_code == 200, f"{key['prefix']} before it was revoked or expired{late}: {works.text}"
+        gone = a.delete(f"/v1/keys/{revoked.json()['prefix']}")
+        assert gone.status_code == 200 and gone.json()["revoked"], gone.text
+    return DeadKeys(revoked.json()["key"], expired.json()["key"], expires_at)
 
 
 def operations(service: Service) -> list[Operation]:
@@ -132,8 +169,8 @@ def missing_ids() -> dict[str, str]:
     return {**{kind: str(uuid.uuid4()) for kind in ID_KINDS.values()}, "key": f"gf_{uuid.uuid4().hex[:8]}"}
 
 
-def create_objects(service: Service, walked: list[Operation]) -> dict[str, str]:
-    """One object of each kind the `walked` operations take an id of, owner A's, through the API; kind -> id."""
+def create_objects(service: Service) -> dict[str, str]:
+    """One object of each kind in ID_KINDS, owner A's, through the API; kind -> id."""
     with service.client("key-a") as a:
         job = a.post("/v1/jobs", json={**TINY_SPEC, "name": MARKER})
         assert job.status_code == 201, job.text
@@ -153,10 +190,9 @@ def create_objects(service: Service, walked: list[Operation]) -> dict[str, str]:
             "study": study.json()["id"],
             "generation": generation.json()["id"],
         }
-        if any("prefix" in op.path_params for op in walked):  # A's env key is an admin: it makes store keys
-            key = a.post("/v1/keys", json={"scopes": ["read"], "name": MARKER})
-            assert key.status_code == 201, key.text
-            ids["key"] = key.json()["prefix"]
+        key = a.post("/v1/keys", json={"scopes": ["read"], "name": MARKER})  # A's env key has the admin scope
+        assert key.status_code == 201, key.text
+        ids["key"] = key.json()["prefix"]
     return ids
 
 
@@ -214,13 +250,15 @@ def unauthorized(status: int, text: str) -> bool:
     return status == 401 and '"unauthorized"' in text and MARKER not in text
 
 
-def test_every_route_with_an_id_is_404_to_another_owner_and_401_without_a_key(api: Service) -> None:
+def test_every_route_with_an_id_is_404_to_another_owner_and_401_without_a_key(
+    api: Service, dead_keys: DeadKeys
+) -> None:
     walked = [op for op in operations(api) if op.path_params]
     missing = missing_ids()
     for op in walked:  # an unknown path parameter or body fails before anything is created
         url_of(op, missing)
         body_of(op)
-    ids = create_objects(api, walked)
+    ids = create_objects(api)
     failures: list[str] = []
     kinds_walked: set[str] = set()
     with (
@@ -228,6 +266,7 @@ def test_every_route_with_an_id_is_404_to_another_owner_and_401_without_a_key(ap
         api.client(WRONG_KEY) as wrong,
         httpx.Client(base_url=api.url, timeout=30) as anonymous,
     ):
+        keyless = [("no key", anonymous), ("a wrong key", wrong), *dead_keys.clients(api)]
         for op in walked:
             kinds_walked |= {ID_KINDS[name] for name in op.path_params if name in ID_KINDS}
             url, body = url_of(op, ids), body_of(op)
@@ -239,7 +278,7 @@ def test_every_route_with_an_id_is_404_to_another_owner_and_401_without_a_key(ap
                 failures.append(f"{op} as owner B: {status} {text[:300]!r} (want 404 not_found, nothing of A's)")
             elif (status, text) != (absent_status, absent_text):
                 failures.append(f"{op} as owner B: {text[:300]!r}, for a missing id {absent_text[:300]!r}")
-            for name, client in (("no key", anonymous), ("a wrong key", wrong)):
+            for name, client in keyless:
                 status, text = call(client, op.method, url, body)
                 if not unauthorized(status, text):
                     failures.append(f"{op} with {name}: {status} {text[:300]!r} (want 401 unauthorized)")
@@ -252,6 +291,8 @@ def test_every_route_with_an_id_is_404_to_another_owner_and_401_without_a_key(ap
                     f"POST {path} {body} as owner B: {status} {text[:300]!r}, for a missing id "
                     f"{absent_status} {absent_text[:300]!r} (want the same 4xx)"
                 )
+        for _, client in keyless:
+            client.close()
     assert not failures, "\n".join(failures)
 
     with api.client("key-a") as a:
@@ -270,18 +311,25 @@ def test_every_route_with_an_id_is_404_to_another_owner_and_401_without_a_key(ap
                 failures.append(f"{op} as owner A: {status} {text[:300]!r} (A's own object: want it found)")
     assert not failures, "\n".join(failures)
     assert kinds_walked == set(ids), f"no route took an id of {set(ids) - kinds_walked}"
-    print(f"routes covered by the ownership walk: {len(walked)} operations with a path id (B 404, no/wrong key 401)")
+    print(
+        f"routes covered by the ownership walk: {len(walked)} operations with a path id (B 404, no/wrong/dead key 401)"
+    )
 
 
-def test_every_v1_route_without_an_id_is_401_without_a_key(api: Service) -> None:
+def test_every_v1_route_without_an_id_is_401_without_a_key(api: Service, dead_keys: DeadKeys) -> None:
     walked = [op for op in operations(api) if not op.path_params and op.path.startswith("/v1/")]
     assert walked, "no /v1 operation in /openapi.json"
     failures = []
     with api.client(WRONG_KEY) as wrong, httpx.Client(base_url=api.url, timeout=30) as anonymous:
+        keyless = [("no key", anonymous), ("a wrong key", wrong), *dead_keys.clients(api)]
         for op in walked:
-            for name, client in (("no key", anonymous), ("a wrong key", wrong)):
+            for name, client in keyless:
                 status, text = call(client, op.method, op.path, None)
                 if not unauthorized(status, text):
                     failures.append(f"{op} with {name}: {status} {text[:300]!r} (want 401 unauthorized)")
+        for _, client in keyless:
+            client.close()
     assert not failures, "\n".join(failures)
-    print(f"routes covered by the ownership walk: {len(walked)} /v1 operations without a path id (no key 401)")
+    print(
+        f"routes covered by the ownership walk: {len(walked)} /v1 operations without a path id (no/wrong/dead key 401)"
+    )
