@@ -3,6 +3,7 @@
     ganforge keys create --owner team-a --scopes read,submit --ttl 30d   # prints the key once, on stdout
     ganforge keys list [--owner team-a] [--json]
     ganforge keys revoke gf_ab12cd34
+    ganforge --data-dir ./gf-data keys list                              # the embedded default's store there
 
 For the operator of a deployment (the same GANFORGE_* settings as `ganforge api`): bootstrap the first admin key,
 or recover when none is left. With the API, an admin key manages its own owner's keys at /v1/keys. The first key
@@ -20,7 +21,7 @@ import typer
 
 from ganforge.cli import render
 from ganforge.cli.exits import NOT_FOUND, USAGE, fail
-from ganforge.cli.server import DataDir, _prepare
+from ganforge.cli.server import _prepare
 
 if TYPE_CHECKING:
     from models.records import ApiKey
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 
 app = typer.Typer(
     help="Create, list and revoke API keys on the service's store (for its operator).",
-    epilog="create --owner TEAM --scopes read,submit [--ttl 30d] [--name NAME] [--json] | "
+    epilog="create [--owner TEAM] [--scopes SCOPES] [--ttl TTL] [--name NAME] [--json] | "
     "list [--owner TEAM] [--json] | revoke PREFIX",
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -37,9 +38,10 @@ Json = Annotated[bool, typer.Option("--json", help="print JSON (for scripts)")]
 
 
 @contextmanager
-def opened_store(ctx: typer.Context, data_dir: Any) -> Iterator[JobStore]:
-    """The deployment's job store (GANFORGE_* settings), checked to be at the schema this version needs."""
-    _prepare(ctx, data_dir, "keys")
+def opened_store(ctx: typer.Context) -> Iterator[JobStore]:
+    """The deployment's job store (GANFORGE_* settings; `ganforge --data-dir DIR keys ...` sets the data dir),
+    checked to be at the schema this version needs."""
+    _prepare(ctx, None, "keys")
     from sqlalchemy.exc import SQLAlchemyError
 
     from migrations import schema_problem
@@ -52,7 +54,9 @@ def opened_store(ctx: typer.Context, data_dir: Any) -> Iterator[JobStore]:
         try:
             problem = schema_problem(engine)
         except SQLAlchemyError as exc:
-            fail(f"cannot open the job store ({type(exc).__name__}): is it running? see GANFORGE_DATABASE_URL", USAGE)
+            fail(
+                f"cannot open the job store ({type(exc).__name__}): is it there and migrated (ganforge migrate)?", USAGE
+            )
         if problem:
             fail(problem, USAGE)
         yield JobStore(engine)
@@ -85,17 +89,25 @@ def key_json(record: ApiKey) -> dict[str, Any]:
 @app.command()
 def create(
     ctx: typer.Context,
-    owner: Annotated[str, typer.Option("--owner", metavar="TEAM", help="the team the key acts for")],
+    owner: Annotated[
+        str,
+        typer.Option(
+            "--owner",
+            metavar="TEAM",
+            help="the team the key acts for (default: anonymous, who owns everything made while auth was off)",
+        ),
+    ] = "anonymous",
     scopes: Annotated[
         str,
-        typer.Option("--scopes", metavar="LIST", help="comma-separated: read, submit, admin (each includes the last)"),
+        typer.Option(
+            "--scopes", metavar="SCOPES", help="comma-separated of read, submit, admin (each includes the ones before)"
+        ),
     ] = "read,submit",
     ttl: Annotated[
         str | None, typer.Option("--ttl", metavar="TTL", help="expire after 3600s, 90m, 12h, 30d, 2w (default never)")
     ] = None,
     name: Annotated[str, typer.Option("--name", metavar="NAME", help="what the key is for")] = "",
     json_output: Json = False,
-    data_dir: DataDir = None,
 ) -> None:
     """Create a key; print it once on stdout (only its SHA-256 is stored: it cannot be shown again)."""
     from models.settings import OWNER_MAX_LENGTH
@@ -121,7 +133,7 @@ def create(
             fields.append(("--ttl", str(exc)))
     if fields:
         fail("cannot create the key: fix these options", USAGE, fields)
-    with opened_store(ctx, data_dir) as store:
+    with opened_store(ctx) as store:
         record, key = store.create_key(owner=owner, scopes=normalized, name=name, expires_at=expires_at)
     if json_output:
         render.print_json({**key_json(record), "key": key})
@@ -140,10 +152,9 @@ def list_keys(
     ctx: typer.Context,
     owner: Annotated[str | None, typer.Option("--owner", metavar="TEAM", help="this team's keys only")] = None,
     json_output: Json = False,
-    data_dir: DataDir = None,
 ) -> None:
     """List keys, newest first (revoked and expired ones too); never a key or its hash."""
-    with opened_store(ctx, data_dir) as store:
+    with opened_store(ctx) as store:
         keys = [key_json(record) for record in store.list_keys(owner=owner)]
     if json_output:
         render.print_json({"keys": keys})
@@ -172,10 +183,9 @@ def list_keys(
 def revoke(
     ctx: typer.Context,
     prefix: Annotated[str, typer.Argument(metavar="PREFIX", help="the key's prefix (gf_ and 8 letters or digits)")],
-    data_dir: DataDir = None,
 ) -> None:
     """Revoke a key: API processes refuse it within KEY_CACHE_SECONDS (5 s); it stays listed, revoked."""
-    with opened_store(ctx, data_dir) as store:
+    with opened_store(ctx) as store:
         record = store.revoke_key(prefix=prefix.strip())
     if record is None:
         fail(f"no API key {prefix!r} (see `ganforge keys list`)", NOT_FOUND)
