@@ -4,8 +4,9 @@
 
 Resolves the data set (a built-in one, or the owner's upload through the store),
 checks the spec against it, checks a warm start against the source job's
-networks, and fills in every default the worker would otherwise derive from the
-data, so the stored spec says what actually runs. Domain exceptions only: the
+networks, fills in every default the worker would otherwise derive from the
+data, so the stored spec says what actually runs, and refuses a spec whose
+memory estimate (models/memory.py) exceeds a worker's (GANFORGE_WORKER_MEMORY_BYTES). Domain exceptions only: the
 API maps them to HTTP (SpecRejected → 422 with every problem's field path,
 DatasetNotFound → 404).
 """
@@ -25,8 +26,10 @@ from models.catalog import (
     default_sample_count,
 )
 from models.datasets import BUILTIN_DATASETS, DatasetInfo
+from models.memory import SAFETY_FACTOR, MemoryEstimate, estimate_memory, gib
 from models.records import Checkpoint, Dataset, Job
-from models.spec import DatasetRef, JobSpec
+from models.settings import get_settings
+from models.spec import DatasetRef, JobSpec, Training
 
 Loc = tuple[str | int, ...]
 
@@ -280,14 +283,88 @@ def fill_defaults(spec: JobSpec, info: DatasetInfo) -> JobSpec:
     return JobSpec.model_validate(body)
 
 
-def admit(*, spec: JobSpec, owner: str, store: AdmissionStore) -> JobSpec:
-    """The spec as it will run for `owner`: checked against its data set and warm start, defaults filled.
+# --------------------------------------------------------------------------- memory
+
+
+def memory_estimate(spec: JobSpec, info: DatasetInfo) -> MemoryEstimate:
+    """models.memory's estimate for `spec` (defaults filled) on the data set `info` (before or after resize)."""
+    return estimate_memory(spec, network_signature(spec, info), examples=info.size, labelled=info.num_classes > 0)
+
+
+def _with_batch(spec: JobSpec, batch_size: int) -> JobSpec:
+    return spec.model_copy(update={"training": spec.training.model_copy(update={"batch_size": batch_size})})
+
+
+def largest_batch(spec: JobSpec, info: DatasetInfo, budget_bytes: int) -> int:
+    """The largest training.batch_size (a multiple of training.pack, at most the schema's bound) whose estimate
+    fits `budget_bytes`, the rest of `spec` unchanged; 0 when not even one pack fits."""
+    pack = spec.training.pack
+    largest = next(bound.le for bound in Training.model_fields["batch_size"].metadata if hasattr(bound, "le"))
+    low, high = 0, largest // pack  # in packs
+    while low < high:  # the estimate grows with the batch
+        middle = (low + high + 1) // 2
+        if memory_estimate(_with_batch(spec, middle * pack), info).total_bytes <= budget_bytes:
+            low = middle
+        else:
+            high = middle - 1
+    return low * pack
+
+
+def check_memory(spec: JobSpec, info: DatasetInfo, budget_bytes: int) -> list[SpecProblem]:
+    """[] when `spec` (defaults filled, compatible with `info`) fits a worker with `budget_bytes` of memory by
+    models.memory's estimate; else one problem giving the estimate and the budget in GiB, at the field to change:
+    `architecture` when the networks' own state (parameters, gradients, optimiser state, EMA) does not fit,
+    `dataset` when the data set does not, `training.sample_count` when a snapshot's forward is what exceeds it,
+    else `training.batch_size` (with the largest batch that fits)."""
+    estimate = memory_estimate(spec, info)
+    if estimate.total_bytes <= budget_bytes:
+        return []
+    parts = estimate.parts
+    networks = parts["parameters"] + parts["gradients"] + parts["optimizer_state"] + parts["ema"]
+    optimiser = "Adam" if spec.loss.optimizer == "adam" else "RMSProp"
+    summary = (
+        f"this job needs about {gib(estimate.total_bytes)} of memory, more than a worker's "
+        f"{gib(budget_bytes)} (GANFORGE_WORKER_MEMORY_BYTES): {estimate.parameters:,} parameters in G and D, "
+        f"whose weights, gradients, {optimiser} state{' and EMA copy of G' if parts['ema'] else ''} take "
+        f"{gib(networks)}; the data set {gib(parts['data'])}; a training step's activations for a batch of "
+        f"{spec.training.batch_size} {gib(parts['activations'])}; all × {SAFETY_FACTOR:g} for what the estimate "
+        "leaves out"
+    )
+    fits = budget_bytes / SAFETY_FACTOR
+    if networks > fits or max(parts["optimizer_scratch"], parts["checkpoint_copy"]) + networks > fits:
+        return [SpecProblem(("architecture",), f"{summary}: the networks alone do not fit; make them smaller")]
+    if parts["data"] > fits:
+        return [SpecProblem(("dataset",), f"{summary}: the data set alone does not fit; use a smaller one")]
+    if parts["snapshot"] >= parts["activations"]:
+        return [
+            SpecProblem(
+                ("training", "sample_count"),
+                f"{summary}: a snapshot of {spec.training.sample_count} "
+                f"samples takes {gib(parts['snapshot'])}; ask for fewer",
+            )
+        ]
+    batch = largest_batch(spec, info, budget_bytes)
+    advice = (
+        f"a batch of at most {batch} fits" if batch else "not even the smallest batch fits; make the networks smaller"
+    )
+    return [SpecProblem(("training", "batch_size"), f"{summary}: {advice}")]
+
+
+def admit(*, spec: JobSpec, owner: str, store: AdmissionStore, memory_budget: int | None = None) -> JobSpec:
+    """The spec as it will run for `owner`: checked against its data set, its warm start and a worker's memory
+    (`memory_budget` bytes; default: the setting GANFORGE_WORKER_MEMORY_BYTES), defaults filled.
 
     Raises DatasetNotFound when the spec names an upload the owner does not have, and
     SpecRejected carrying every problem (field path and message) when it cannot run.
     """
     info = dataset_info(spec.dataset, owner=owner, store=store)
-    problems = check_compatible(spec, info) + _warm_start_problems(spec, info, owner=owner, store=store)
+    incompatible = check_compatible(spec, info)
+    problems = incompatible + _warm_start_problems(spec, info, owner=owner, store=store)
+    if incompatible:  # networks that cannot be built have no size
+        raise SpecRejected(problems)
+    filled = fill_defaults(spec, info)
+    budget = get_settings().worker_memory_bytes if memory_budget is None else memory_budget
+    problems += check_memory(filled, info, budget)
     if problems:
         raise SpecRejected(problems)
-    return fill_defaults(spec, info)
+    return filled

@@ -127,6 +127,22 @@ class Settings(BaseSettings):
         default=2 * 1024**3, gt=0, description="address-space limit of the subprocess that normalises an upload"
     )
     ingest_timeout_seconds: float = Field(default=3600.0, gt=0, description="wall-clock limit of that subprocess")
+    worker_memory_bytes: int = Field(
+        default=8 * 1024**3,
+        gt=0,
+        description="memory a training worker has for one job's tensors (its GPU's, or its host's on a CPU worker): "
+        "a spec whose estimate (models/memory.py: parameters, gradients, optimiser state, EMA, data, activations, "
+        "x 1.5) is larger is refused at submission with a 422",
+    )
+    worker_address_space_bytes: int = Field(
+        default=0,
+        ge=0,
+        description="address-space limit (RLIMIT_AS) a training worker's pool process sets on itself before a job: "
+        "an allocation past it raises MemoryError, which ends the job failed 'out of memory' rather than the "
+        "kernel's OOM killer ending the process (which re-queues the job); 0: no limit. It counts virtual memory "
+        "(libraries, thread stacks), so leave a few GiB above worker_memory_bytes; CPU workers only (CUDA reserves far "
+        "more address space than it uses)",
+    )
     inception_weights: Path | None = Field(
         default=None,
         description="pytorch-fid's pt_inception-2015-12-05-6726825d.pth on the worker's disk: image jobs then "

@@ -9,6 +9,10 @@ writes what the trainer produces.
 How a run ends:
   trained all steps         -> succeeded
   diverged / raised         -> failed, with the first non-finite step or the error
+  out of memory             -> failed, "out of memory: ..." (a final failure: the same spec would run out again);
+                               GANFORGE_WORKER_ADDRESS_SPACE_BYTES makes an allocation past it a MemoryError here
+                               rather than the kernel's OOM killer ending the process, which cannot be told apart
+                               from any other death of the process and re-queues the job
   training.watch, stop      -> failed, naming the alert (a final failure: no retry)
   cancelled by the user     -> cancelled, last checkpoint kept
   SIGTERM (deploy, scale)   -> checkpointed and handed back: queued again, no attempt used up
@@ -20,8 +24,10 @@ How a run ends:
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
+import resource
 import signal
 import socket
 import threading
@@ -115,6 +121,43 @@ def load_init_weights(store: JobStore, artifacts: ArtifactStore, spec: JobSpec) 
     return load_weights(artifacts, checkpoint.weights_key)
 
 
+def limit_address_space(limit_bytes: int) -> None:
+    """Lower this process's soft RLIMIT_AS to `limit_bytes` (0: leave it), never above the hard limit.
+
+    An allocation past it then fails in the process (MemoryError, or torch's allocator error) instead of
+    the kernel's OOM killer ending it. Raises OSError when the limit cannot be set.
+    """
+    if not limit_bytes:
+        return
+    _soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    soft = limit_bytes if hard == resource.RLIM_INFINITY else min(limit_bytes, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether `exc`, or an exception it was raised from, is a failed allocation: MemoryError,
+    torch.OutOfMemoryError (CUDA), or the RuntimeError of torch's CPU allocator ("DefaultCPUAllocator: ...")."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, MemoryError | torch.OutOfMemoryError):
+            return True
+        if isinstance(current, RuntimeError) and "DefaultCPUAllocator" in str(current):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _release_memory(exc: BaseException) -> None:
+    """Free what the failed job held: its frames' locals (the networks, the batch) stay alive through the
+    traceback until cleared; the job's end is recorded after this, so it does not run short itself."""
+    traceback.clear_frames(exc.__traceback__)
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 # Set once this pool process was told to shut down: it takes no new job after that.
 _shutting_down = threading.Event()
 
@@ -184,6 +227,7 @@ def _run(
 
     # The lease is held from here on, through data loading too, and SIGTERM hands the job back at any point.
     keeper.start()
+    limit_address_space(settings.worker_address_space_bytes)
     previous = signal.signal(signal.SIGTERM, lambda _sig, _frame: _shut_down(keeper))
     try:
         spec = JobSpec.model_validate(spec_json)
@@ -219,6 +263,14 @@ def _run(
     except WatchStop as exc:
         return end(JobStatus.FAILED, str(exc), error=str(exc))
     except Exception as exc:
+        if out_of_memory(exc):
+            detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+            log.error("job %s ran out of memory: %s", job_id, detail)
+            _release_memory(exc)
+            limit = settings.worker_address_space_bytes
+            where = f" (GANFORGE_WORKER_ADDRESS_SPACE_BYTES: {limit / 1024**3:.1f} GiB)" if limit else ""
+            ended = f"out of memory{where}: {detail}; a smaller batch or network needs less"
+            return end(JobStatus.FAILED, ended, error=detail)
         log.exception("job %s failed", job_id)
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
         return end(JobStatus.FAILED, f"worker error: {detail}", error=detail)
