@@ -67,7 +67,7 @@ def test_samples_latest_is_the_newest_snapshot(service: Service) -> None:
     with service.client() as client:
         job = client.post("/v1/jobs", json=SPEC).json()
         wait_for(client, job["id"], ("succeeded",))
-        newest = max(sample["step"] for sample in client.get(f"/v1/jobs/{job['id']}/samples").json())
+        newest = max(sample["step"] for sample in client.get(f"/v1/jobs/{job['id']}/samples").json()["samples"])
         assert newest == 10
         for extension in ("png", "npy"):
             latest = client.get(f"/v1/jobs/{job['id']}/samples/latest.{extension}")

@@ -245,12 +245,12 @@ def test_job_page_live_curves_slider_and_cancel(page: Page, service: Service, tm
     expect(image).to_have_attribute("src", re.compile("^blob:"))
     newest = image.get_attribute("data-step")
     slider.fill("0")
-    expect(image).to_have_attribute("data-step", "100")
-    expect(page.locator("#sample-label")).to_contain_text("step 100 (1 of")
+    expect(image).to_have_attribute("data-step", "1000")
+    expect(page.locator("#sample-label")).to_contain_text("step 1000 (1 of")
     assert image.get_attribute("data-step") != newest
     slider.focus()
     page.keyboard.press("ArrowRight")
-    expect(image).to_have_attribute("data-step", "200")
+    expect(image).to_have_attribute("data-step", "2000")
     assert page.evaluate("document.querySelector('#sample-img').naturalWidth") > 0
     expect(page.locator("#checkpoints li[data-step]").first).to_contain_text("weights")
     expect(page.locator("#events")).to_contain_text("sample at step")

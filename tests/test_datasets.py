@@ -155,7 +155,7 @@ def test_rows_npz_uploads_once_trains_a_cgan_and_has_a_scatter_preview(service: 
         assert job.status_code == 201, job.text
         done = wait_for(client, job.json()["id"], ("succeeded", "failed"), timeout=120)
         assert done["status"] == "succeeded", (done, service.logs())
-        assert [s["step"] for s in client.get(f"/v1/jobs/{done['id']}/samples").json()] == [20]
+        assert [s["step"] for s in client.get(f"/v1/jobs/{done['id']}/samples").json()["samples"]] == [20]
 
 
 def test_image_zip_of_class_folders_trains_dcgan(service: Service) -> None:

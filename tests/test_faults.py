@@ -108,7 +108,7 @@ def test_sigterm_checkpoints_and_hands_the_job_back(bare_service: Service) -> No
         first.send_signal(signal.SIGTERM)  # the main process only, as `docker stop` does
         first.wait(timeout=60)
         handed = wait_for(client, job["id"], ("queued",), timeout=30)
-        checkpoints = [c["step"] for c in client.get(f"/v1/jobs/{job['id']}/checkpoints").json()]
+        checkpoints = [c["step"] for c in client.get(f"/v1/jobs/{job['id']}/checkpoints").json()["checkpoints"]]
         assert checkpoints and checkpoints[-1] >= 150, checkpoints  # written at shutdown, not at a checkpoint step
         assert handed["attempt"] == 1
         service.start_worker()
@@ -259,6 +259,6 @@ def test_a_worker_cut_off_from_the_store_checkpoints_locally_and_the_job_resumes
         # could not send; those (steps 210..1000) can only have come from that checkpoint.
         series = client.get(f"/v1/jobs/{job['id']}/metrics", params={"names": "loss_d"}).json()["series"]
         assert series["loss_d"]["steps"] == list(range(10, 3001, 10))
-        assert 1000 in [c["step"] for c in client.get(f"/v1/jobs/{job['id']}/checkpoints").json()]
+        assert 1000 in [c["step"] for c in client.get(f"/v1/jobs/{job['id']}/checkpoints").json()["checkpoints"]]
     log = (service.data_dir / "worker-0.log").read_text()
     assert "has not answered" in log and f"resuming job {job['id']} from step 1000" in log

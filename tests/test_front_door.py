@@ -309,13 +309,13 @@ def test_sample_and_checkpoint_events_carry_urls_that_download(service: Service,
         samples = [data for kind, data in events if kind == "sample"]
         checkpoints = [data for kind, data in events if kind == "checkpoint"]
         assert len(samples) == 50 and len(checkpoints) == 5
-        listed = {s["step"]: s for s in client.get(f"/v1/jobs/{trained['id']}/samples").json()}
+        listed = {s["step"]: s for s in client.get(f"/v1/jobs/{trained['id']}/samples").json()["samples"]}
         for sample in samples[-2:]:
             assert sample["png_url"] == listed[sample["step"]]["png_url"]
             png = client.get(sample["png_url"])
             assert png.status_code == 200 and png.headers["content-type"] == "image/png"
             assert client.get(sample["npy_url"]).status_code == 200
-        listed = {c["step"]: c for c in client.get(f"/v1/jobs/{trained['id']}/checkpoints").json()}
+        listed = {c["step"]: c for c in client.get(f"/v1/jobs/{trained['id']}/checkpoints").json()["checkpoints"]}
         for checkpoint in checkpoints:
             assert (checkpoint["url"], checkpoint["state_url"]) == (
                 listed[checkpoint["step"]]["url"],

@@ -240,7 +240,7 @@ def test_generate_is_not_stuck_behind_a_training_job(deployment: Service, jobs: 
             client.post(f"/v1/jobs/{long['id']}/cancel")
         # Its checkpoint at cancel, with the file gone from the artifact store: the worker's reason, not a 500.
         wait_for(client, long["id"], ("cancelled",), timeout=60)
-        step = client.get(f"/v1/jobs/{long['id']}/checkpoints").json()[-1]["step"]
+        step = client.get(f"/v1/jobs/{long['id']}/checkpoints").json()["checkpoints"][-1]["step"]
         (deployment.data_dir / "artifacts" / "jobs" / long["id"] / "checkpoints" / f"{step:09d}.safetensors").unlink()
         failed = client.post(f"/v1/jobs/{long['id']}/generate", json={"count": 4})
         assert failed.status_code == 409 and failed.json()["error"]["code"] == "generation_failed", failed.text

@@ -253,7 +253,7 @@ def test_a_digits_job_reports_fd_and_the_catalog_says_so(service: Service) -> No
         job_id = response.json()["id"]
         done = wait_for(client, job_id, ("succeeded", "failed"), timeout=180)
         assert done["status"] == "succeeded", done
-        samples = client.get(f"/v1/jobs/{job_id}/samples").json()
+        samples = client.get(f"/v1/jobs/{job_id}/samples").json()["samples"]
         assert [s["step"] for s in samples] == [10, 20]
         assert all(set(s["evaluation"]) == {"fd", "class_accuracy"} and s["evaluation"]["fd"] > 0 for s in samples)
         series = client.get(f"/v1/jobs/{job_id}/metrics", params={"names": "fd,class_accuracy"}).json()["series"]

@@ -57,7 +57,7 @@ def test_job_trains_and_its_results_come_back(service: Service, loss: str) -> No
             assert "gradient_penalty" in metrics and "wasserstein" in metrics
         assert {"modes_covered", "hq_fraction"} <= set(metrics)
 
-        samples = client.get(f"/v1/jobs/{job['id']}/samples").json()
+        samples = client.get(f"/v1/jobs/{job['id']}/samples").json()["samples"]
         assert [s["step"] for s in samples] == [100, 200]
         png = client.get(samples[-1]["png_url"])
         assert png.status_code == 200 and png.headers["content-type"] == "image/png"
@@ -66,7 +66,7 @@ def test_job_trains_and_its_results_come_back(service: Service, loss: str) -> No
         points = np.load(io.BytesIO(npy.content), allow_pickle=False)
         assert points.shape == (2500, 2) and points.dtype == np.float32
 
-        checkpoints = client.get(f"/v1/jobs/{job['id']}/checkpoints").json()
+        checkpoints = client.get(f"/v1/jobs/{job['id']}/checkpoints").json()["checkpoints"]
         assert [c["step"] for c in checkpoints] == [100, 200]
         latest = client.get(f"/v1/jobs/{job['id']}/checkpoints/latest")
         assert latest.status_code == 200
@@ -111,7 +111,7 @@ def test_cancel_stops_a_running_job_and_keeps_its_checkpoint(service: Service) -
         assert cancelling.status_code == 202 and cancelling.json()["status"] == "cancelling"
         done = wait_for(client, job["id"], ("cancelled",), timeout=30)
         assert time.monotonic() - asked < 5, "cancel must take effect within a couple of seconds"
-        checkpoints = client.get(f"/v1/jobs/{job['id']}/checkpoints").json()
+        checkpoints = client.get(f"/v1/jobs/{job['id']}/checkpoints").json()["checkpoints"]
         assert checkpoints and checkpoints[-1]["step"] == done["progress"]["step"]
         assert client.post(f"/v1/jobs/{job['id']}/cancel").status_code == 409
 
@@ -270,7 +270,7 @@ def test_a_diverging_loss_fails_the_job_with_the_step_and_keeps_the_last_good_ch
         match = re.search(r"(\w+) became (nan|inf|-inf) at step (\d+)", done["error"])
         assert match, done["error"]
         step = int(match.group(3))
-        checkpoints = [c["step"] for c in client.get(f"/v1/jobs/{job['id']}/checkpoints").json()]
+        checkpoints = [c["step"] for c in client.get(f"/v1/jobs/{job['id']}/checkpoints").json()["checkpoints"]]
         assert checkpoints == list(range(1, step))
         expected = f"last good checkpoint at step {step - 1}" if step > 1 else "no checkpoint was written"
         assert expected in done["error"]
@@ -288,11 +288,11 @@ def test_a_divergence_from_step_1_is_reported_at_step_1_and_nothing_non_finite_i
         done = wait_for(client, job["id"], ("succeeded", "failed"))
         assert done["status"] == "failed", done
         assert re.fullmatch(r"\w+ became (nan|inf|-inf) at step 1; no checkpoint was written", done["error"]), done
-        samples = client.get(f"/v1/jobs/{job['id']}/samples").json()
+        samples = client.get(f"/v1/jobs/{job['id']}/samples").json()["samples"]
         for sample in samples:  # none is expected; any that is there must be finite
             points = np.load(io.BytesIO(client.get(sample["npy_url"]).content), allow_pickle=False)
             assert np.isfinite(points).all(), sample
         assert samples == []
-        assert client.get(f"/v1/jobs/{job['id']}/checkpoints").json() == []
+        assert client.get(f"/v1/jobs/{job['id']}/checkpoints").json()["checkpoints"] == []
         metrics = client.get(f"/v1/jobs/{job['id']}/metrics").json()["series"]
         assert all(np.isfinite(series["values"]).all() for series in metrics.values()), metrics

@@ -362,7 +362,7 @@ def test_a_job_that_collapses_with_watch_stop_ends_failed_with_the_alert_and_its
         assert len(alert_events) == 1 and {k: alert_events[0][k] for k in alert} == alert
         status = [event["data"] for event in stream.events if event["event"] == "status"][-1]
         assert status["to"] == "failed" and status["reason"] == job["error"]
-        assert alert["step"] in [c["step"] for c in client.get(f"/v1/jobs/{job['id']}/checkpoints").json()]
+        assert alert["step"] in [c["step"] for c in client.get(f"/v1/jobs/{job['id']}/checkpoints").json()["checkpoints"]]
         bad = client.post("/v1/jobs", json={**body, "training": {**body["training"], "watch": {"patience": 0}}})
         assert bad.status_code == 422 and "watch" in bad.text
 

@@ -68,7 +68,7 @@ def test_every_loss_trains_through_the_service(service: Service) -> None:
             if spec["dataset"]["builtin"] == "ring8":  # type: ignore[index]
                 # the PacGAN protocol, reverse KL over HQ samples and over all of them
                 assert {"modes_covered", "hq_fraction", "reverse_kl", "reverse_kl_all"} <= names, names
-            sample = client.get(f"/v1/jobs/{job_id}/samples").json()[-1]
+            sample = client.get(f"/v1/jobs/{job_id}/samples").json()["samples"][-1]
             picture = Image.open(io.BytesIO(client.get(sample["png_url"]).content))
             batch = np.load(io.BytesIO(client.get(sample["npy_url"]).content))
             if spec["dataset"]["builtin"] == "digits":  # type: ignore[index]
