@@ -20,6 +20,7 @@ def _options(folder: Path) -> dict[str, object]:
     return {
         "data_folder_in": str(folder),
         "data_folder_out": str(folder),
+        "control_folder": str(folder / "control"),  # kombu's default is ./control, in the working directory
         "store_processed": False,
         "polling_interval": 0.0,
     }
