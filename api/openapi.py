@@ -3,11 +3,11 @@
 FastAPI infers the success answers and a 422 in its own shape; what it cannot see is added here:
 - the error answers each /v1 operation really gives, in the one error shape (api/errors.py `error_body`,
   components/schemas/Error): 400 (a repeated Authorization, Content-Type or Content-Length: api/gate.py) on every
-  /v1 operation; 401 when API keys are configured; 404 where a path names an object (ownership: another owner's is
+  /v1 operation; 401 and 403 (auth is on once a key exists, in GANFORGE_API_KEYS or the store); 404 where a path names an object (ownership: another owner's is
   missing too) or `ROUTE_ERRORS` says so; 413 and 415 where there is a body; 422 where there are parameters or a
   body; the rest as `ROUTE_ERRORS` or a route's own `responses=` list them;
-- the bearer scheme every /v1 operation takes when keys are configured (the check is api/gate.py's, outside
-  FastAPI's dependencies);
+- the bearer scheme every /v1 operation takes (the check is api/gate.py's, outside FastAPI's dependencies; a
+  store key can turn auth on while the service runs, so it is declared whether or not auth is on now);
 - the model of a body a route reads as a plain object (to report every problem of it in one 422);
 - both 200 answers of a create with `validate_only` (an idempotent replay, or the validated spec), and a 201
   that is only the created object.
@@ -47,7 +47,8 @@ class Error(BaseModel):
 DESCRIPTIONS = {
     400: "a header read as one value (Authorization, Content-Type, Content-Length) given more than once "
     "(repeated_header), or a malformed body",
-    401: "no API key, or an unknown one: send `Authorization: Bearer <key>` (unauthorized)",
+    401: "no API key, or an unknown, expired or revoked one: send `Authorization: Bearer <key>` (unauthorized)",
+    403: "the key lacks the scope this needs: read, submit or admin (insufficient_scope)",
     404: "no such object of yours (another owner's is missing too)",
     409: "the object's state does not allow it",
     413: "the body is over its limit (body_too_large)",
@@ -76,19 +77,19 @@ VALIDATE_ONLY = {
 }
 
 
-def install(app: FastAPI, *, bearer_auth: bool) -> None:
+def install(app: FastAPI) -> None:
     """Serve FastAPI's schema of `app` finished by `finish` (built once, on the first request for it)."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = finish(build(), bearer_auth=bearer_auth)
+            app.openapi_schema = finish(build())
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def finish(schema: dict[str, Any], *, bearer_auth: bool) -> dict[str, Any]:
+def finish(schema: dict[str, Any]) -> dict[str, Any]:
     """`schema` (FastAPI's, changed in place and returned) with what the module docstring lists."""
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     _declare_raw_bodies(schema, components)
@@ -97,15 +98,13 @@ def finish(schema: dict[str, Any], *, bearer_auth: bool) -> dict[str, Any]:
         if not path.startswith("/v1/"):
             continue
         for method, operation in operations.items():
-            if bearer_auth:
-                operation["security"] = [{"bearer": []}]
-            _declare_errors(method, path, operation, bearer_auth=bearer_auth)
+            operation["security"] = [{"bearer": []}]
+            _declare_errors(method, path, operation)
             if (method, path) in VALIDATE_ONLY:
                 _declare_validate_only(operation, *VALIDATE_ONLY[method, path])
-    if bearer_auth:
-        schema["components"]["securitySchemes"] = {
-            "bearer": {"type": "http", "scheme": "bearer", "description": "an API key (GANFORGE_API_KEYS)"}
-        }
+    schema["components"]["securitySchemes"] = {
+        "bearer": {"type": "http", "scheme": "bearer", "description": "an API key (GANFORGE_API_KEYS or /v1/keys)"}
+    }
     # FastAPI's 422 shape ({"detail": [...]}) is not what the service answers; nothing refers to it now.
     for unused in ("HTTPValidationError", "ValidationError"):
         components.pop(unused, None)
@@ -130,12 +129,10 @@ def _declare_raw_bodies(schema: dict[str, Any], components: dict[str, Any]) -> N
         content["schema"] = {"$ref": f"#/components/schemas/{model.__name__}"}
 
 
-def _declare_errors(method: str, path: str, operation: dict[str, Any], *, bearer_auth: bool) -> None:
+def _declare_errors(method: str, path: str, operation: dict[str, Any]) -> None:
     """Every error status the operation answers, each with the Error schema and a description."""
     responses: dict[str, Any] = operation.setdefault("responses", {})
-    statuses = {400}
-    if bearer_auth:
-        statuses.add(401)
+    statuses = {400, 401, 403}
     if "{" in path:
         statuses.add(404)
     if "requestBody" in operation:

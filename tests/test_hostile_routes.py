@@ -287,13 +287,15 @@ def test_event_streams_per_owner_are_capped(api: Service) -> None:
 
 
 def test_a_404_for_a_trailing_slash_names_the_route_without_it(api: Service, monkeypatch: pytest.MonkeyPatch) -> None:
-    """With redirect_slashes off (no 307 to another URL), `/v1/jobs/` is a 404 that says to drop the slash; any
+    """redirect_slashes is off (no 307 to another URL): `/v1/jobs/` is a 404 that says to drop the slash; any
     other unknown path is a plain 404 that shows the path escaped (a NUL, a lone surrogate)."""
     for name, value in api.env.items():
         if name.startswith("GANFORGE_"):
             monkeypatch.setenv(name, value)
+    # The real service: no 307 to a URL built from the Host header.
+    slash = httpx.get(f"{api.url}/v1/jobs/", headers={"Authorization": "Bearer key-a"}, follow_redirects=False)
+    assert slash.status_code == 404 and "drop the trailing slash" in slash.json()["error"]["message"], slash.text
     app = create_app(Settings(), reconcile=False)
-    app.router.redirect_slashes = False
     with TestClient(app, headers={"Authorization": "Bearer key-a"}) as client:
         for path in ("/v1/jobs/", "/v1/datasets/", "/healthz/", "/v1/jobs/abc/metrics/"):
             response = client.get(path)
