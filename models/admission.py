@@ -29,7 +29,7 @@ from models.datasets import BUILTIN_DATASETS, DatasetInfo
 from models.memory import SAFETY_FACTOR, MemoryEstimate, estimate_memory, gib
 from models.records import Checkpoint, Dataset, Job
 from models.settings import get_settings
-from models.spec import DatasetRef, JobSpec, Training
+from models.spec import STORED_SPEC, DatasetRef, JobSpec, Training
 
 Loc = tuple[str | int, ...]
 
@@ -253,7 +253,7 @@ def _warm_start_problems(spec: JobSpec, info: DatasetInfo, *, owner: str, store:
     if store.get_checkpoint(job_id=source.id, step=step) is None:
         return [SpecProblem(("init_from", "step"), f"job {source.id} has no checkpoint at step {spec.init_from.step}")]
     try:
-        source_spec = JobSpec.model_validate(source.spec)
+        source_spec = JobSpec.model_validate(source.spec, context=STORED_SPEC)  # as admitted
     except ValidationError as exc:  # stored under an older, looser schema (e.g. betas of 1, a tab in its name)
         where = ".".join(map(str, exc.errors()[0]["loc"]))
         return [SpecProblem(("init_from", "job"), f"job {source.id}'s spec is no longer valid ({where}): start afresh")]

@@ -43,7 +43,7 @@ from models.db import make_engine
 from models.queue import TRAIN_TASK, send_train
 from models.records import JobStatus
 from models.settings import Settings, get_settings
-from models.spec import JobSpec
+from models.spec import STORED_SPEC, JobSpec
 from models.store import JobStore
 from worker.celery_app import app
 from worker.checkpoints import LoadedCheckpoint, latest_complete, load_checkpoint, load_weights
@@ -230,7 +230,7 @@ def _run(
     limit_address_space(settings.worker_address_space_bytes)
     previous = signal.signal(signal.SIGTERM, lambda _sig, _frame: _shut_down(keeper))
     try:
-        spec = JobSpec.model_validate(spec_json)
+        spec = JobSpec.model_validate(spec_json, context=STORED_SPEC)  # as admitted, maybe before today's bounds
         data = load_data(spec, store, artifacts)
         resume = resume_from(keeper, store, artifacts, job_id)
         sink = StoreSink(

@@ -38,7 +38,7 @@ from models.generation import GenerateRequest, check_against_job, has_ema, worke
 from models.queue import generate_queue, send_generate
 from models.records import Generation, GenerationStatus
 from models.settings import Settings
-from models.spec import JobSpec, is_id
+from models.spec import STORED_SPEC, JobSpec, is_id
 from models.store import JobStore, as_utc, utcnow
 from models.store.generations import TooManyGenerations
 
@@ -205,7 +205,7 @@ async def generate(
     code outside [-MAX_CONTINUOUS_CODE, MAX_CONTINUOUS_CODE]; 429 with Retry-After when the owner already has
     GANFORGE_GENERATE_MAX_ACTIVE_PER_OWNER requests queued or running.
     """
-    spec = JobSpec.model_validate(job.spec)
+    spec = JobSpec.model_validate(job.spec, context=STORED_SPEC)  # as admitted
     info, shape = await run_in_threadpool(_job_data, spec, owner, store)
     problems = check_against_job(body, spec, info, shape)
     if problems:
