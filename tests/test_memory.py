@@ -261,6 +261,23 @@ def test_the_api_refuses_the_issue_spec_with_a_422_and_admits_the_readme_demo(ap
         assert refused.status_code == 422 and refused.json()["error"]["details"][0]["field"] == "training.batch_size"
 
 
+def test_a_study_whose_jobs_cannot_fit_is_refused_like_a_job(api: Service) -> None:
+    study = {
+        "dataset": {"builtin": "ring8"},
+        "architecture": ISSUE_SPEC["architecture"],
+        "losses": ["nsgan", "lsgan"],
+        "seeds": 1,
+        "training": ISSUE_SPEC["training"],
+    }
+    with api.client() as client:
+        for query in ("?validate_only=true", ""):
+            refused = client.post(f"/v1/studies{query}", json=study)
+            assert refused.status_code == 422, refused.text
+            [detail] = refused.json()["error"]["details"]  # said once, not once per job
+            assert detail["field"] == "architecture" and "more than a worker's 8.0 GiB" in detail["message"], detail
+        assert client.get("/v1/studies").json()["studies"] == []
+
+
 # --------------------------------------------------------------------------- running out of memory on a worker
 
 ADDRESS_SPACE = 3 * GIB

@@ -17,11 +17,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Header, Path, Query, Response
 from pydantic import BaseModel, Field, ValidationError
 
-from api.deps import BrokerDep, CurrentOwner, IdempotencyKey, QueryText, StoreDep, not_found
+from api.deps import BrokerDep, CurrentOwner, IdempotencyKey, QueryText, SettingsDep, StoreDep, not_found
 from api.errors import DETAILS_MAX, ApiError, _detail, plain_errors
 from api.routes.jobs import PageCursor, PageLimit, QueryInt
 from api.routes.results import RECORDED_METRICS
-from models.admission import DatasetNotFound, SpecProblem, dataset_info, fill_defaults
+from models.admission import DatasetNotFound, SpecProblem, check_memory, dataset_info, fill_defaults
 from models.catalog import IMAGE_ARCHITECTURES, quality_measures
 from models.comparison import Run, compare, curves, measures, series_needed
 from models.datasets import DatasetInfo
@@ -219,6 +219,7 @@ def create_study(
     store: StoreDep,
     broker: BrokerDep,
     owner: CurrentOwner,
+    settings: SettingsDep,
     response: Response,
     validate_only: Annotated[
         bool, Query(description="check the study and say how many jobs it makes; create nothing")
@@ -244,10 +245,14 @@ def create_study(
     except StudyRejected as exc:
         raise _rejected(exc.problems) from None
     spec_json = study.model_dump(mode="json") | {"losses": resolved_losses(study, cells)}
+    jobs = [fill_defaults(cell.spec, info) for cell in cells]
+    # Each job must fit a worker, as a job submitted alone must (models/admission.py admit): one problem per field.
+    too_big = {p.loc: p for job in jobs for p in check_memory(job, info, settings.worker_memory_bytes)}
+    if too_big:
+        raise _rejected(list(too_big.values()))
     if validate_only:
         response.status_code = 200
         return ValidatedStudy(valid=True, spec=spec_json, job_count=len(cells))
-    jobs = [fill_defaults(cell.spec, info) for cell in cells]
     try:
         created_study, created = store.create_study(
             study_id=study_id,
