@@ -43,6 +43,9 @@ SAMPLE_VALUES = {
     "FILE": "out.bin",
     "NAME": "faces",
     "JSON": '{"categorical": 3}',
+    "TEAM": "team-a",
+    "SCOPES": "read,submit",
+    "TTL": "30d",
 }
 
 
