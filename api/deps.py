@@ -69,14 +69,21 @@ KEY_CACHE_ENTRIES = 10_000
 CALLER_STATE = "ganforge_caller"  # where the gate leaves the Caller in the request's scope["state"]
 
 
+ENV_KEY_ID = "env:{owner}"  # the key id of an environment key (GANFORGE_API_KEYS): its owner, never the key
+
+
 @dataclass(frozen=True)
 class Caller:
-    """Who is calling: the owner, the scopes (SCOPES order, a higher one includes the lower ones), and the store
-    key's prefix (None for an environment key or with auth off)."""
+    """Who is calling: the owner, the scopes (SCOPES order, a higher one includes the lower ones), the store
+    key's prefix (None for an environment key or with auth off), and `key_id`, the non-secret id of the key used
+    (what the job's event log records for an action): a store key's prefix (`gf_ab12cd34`), "env:<owner>" for an
+    environment key (every environment key of one owner reads the same: it is an operator's key, and any part
+    or hash of it could help guess a weak one), None with auth off (no key was used)."""
 
     owner: str
     scopes: tuple[str, ...]
     prefix: str | None = None
+    key_id: str | None = None
 
     def may(self, scope: str) -> bool:
         """Whether the caller has `scope` ("read", "submit" or "admin")."""
@@ -156,7 +163,7 @@ class Authenticator:
         if self.env_keys:
             owner = owner_for(self.env_keys, authorization)
             if owner is not None:
-                return Caller(owner, SCOPES)
+                return Caller(owner, SCOPES, key_id=ENV_KEY_ID.format(owner=owner))
         prefix = key_prefix(token)
         if prefix is None:
             return None
@@ -183,7 +190,7 @@ class Authenticator:
                     self._touched.clear()
                 self._touched[prefix] = now
             self.store.touch_key(prefix=prefix, at=utcnow(), every=LAST_USED_EVERY)
-        return Caller(record.owner, tuple(record.scopes), prefix)
+        return Caller(record.owner, tuple(record.scopes), prefix, key_id=prefix)
 
     def forget(self, prefix: str) -> None:
         """Drop the cached record of `prefix` (this process revoked it: no need to wait for the cache)."""
@@ -225,6 +232,13 @@ def current_owner(caller: CurrentCaller) -> str:
     return caller.owner
 
 
+def current_key(caller: CurrentCaller) -> str | None:
+    """The non-secret id of the caller's key (Caller.key_id): a store key's prefix `gf_xxxxxxxx`, "env:<owner>"
+    for an environment key, None with auth off; else 401. Routes pass it to the store with each action they
+    record (submit, cancel) as the status event's `key`."""
+    return caller.key_id
+
+
 def admin_caller(caller: CurrentCaller) -> Caller:
     """The caller when its key has the admin scope; else 403 naming the scope."""
     if not caller.may("admin"):
@@ -248,6 +262,7 @@ SCOPE_USE = {
 
 
 CurrentOwner = Annotated[str, Depends(current_owner)]
+CurrentKey = Annotated[str | None, Depends(current_key)]
 
 
 def not_found(what: str, given: str) -> ApiError:

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Response
 from pydantic import BeforeValidator
 
-from api.deps import BrokerDep, CurrentOwner, IdempotencyKey, OwnedJob, QueryText, StoreDep, plain_decimal
+from api.deps import BrokerDep, CurrentKey, CurrentOwner, IdempotencyKey, OwnedJob, QueryText, StoreDep, plain_decimal
 from api.errors import ApiError, spec_problems_error
 from api.schemas import JobOut, JobPage, ValidatedSpec
 from models.admission import DatasetNotFound, SpecRejected, admit
@@ -37,6 +37,7 @@ def submit_job(
     store: StoreDep,
     broker: BrokerDep,
     owner: CurrentOwner,
+    key: CurrentKey,
     response: Response,
     validate_only: Annotated[
         bool, Query(description="check the spec and return it with defaults; create nothing")
@@ -45,7 +46,8 @@ def submit_job(
 ) -> JobOut | ValidatedSpec:
     """Submit a training job. A retry with the same `Idempotency-Key` returns the same job.
 
-    The stored spec is the admitted one: data-dependent defaults filled in, as it will run.
+    The stored spec is the admitted one: data-dependent defaults filled in, as it will run. The job's
+    `submitted` status event records the submitting key's non-secret id as `key` (null with auth off).
     """
     try:
         spec = admit(spec=spec, owner=owner, store=store)
@@ -57,7 +59,7 @@ def submit_job(
         response.status_code = 200
         return ValidatedSpec(valid=True, spec=spec.model_dump(mode="json"))
     try:
-        job, created = store.create_job(owner=owner, spec=spec, idempotency_key=idempotency_key)
+        job, created = store.create_job(owner=owner, spec=spec, idempotency_key=idempotency_key, key=key)
     except IdempotencyConflict:
         raise ApiError(409, "idempotency_conflict", "this Idempotency-Key was used with a different spec") from None
     except DatasetGone as exc:  # deleted between admission and the insert
@@ -106,10 +108,12 @@ def get_job(job: OwnedJob) -> JobOut:
 
 
 @router.post("/{job_id}/cancel", status_code=202, response_model=JobOut)
-def cancel_job(job: OwnedJob, store: StoreDep, owner: CurrentOwner) -> JobOut:
-    """Stop a job: a queued one at once, a running one at its next step (its last checkpoint is kept)."""
+def cancel_job(job: OwnedJob, store: StoreDep, owner: CurrentOwner, key: CurrentKey) -> JobOut:
+    """Stop a job: a queued one at once, a running one at its next step (its last checkpoint is kept).
+
+    The cancel's status event records the asking key's non-secret id as `key` (null with auth off)."""
     if job.status in JobStatus.FINAL:
         raise ApiError(409, "already_finished", f"job is already {job.status}")
-    updated = store.request_cancel(job_id=job.id, owner=owner)
+    updated = store.request_cancel(job_id=job.id, owner=owner, key=key)
     assert updated is not None
     return JobOut.of(updated)

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Header, Path, Query, Response
 from pydantic import BaseModel, Field, ValidationError
 
-from api.deps import BrokerDep, CurrentOwner, IdempotencyKey, QueryText, SettingsDep, StoreDep, not_found
+from api.deps import BrokerDep, CurrentKey, CurrentOwner, IdempotencyKey, QueryText, SettingsDep, StoreDep, not_found
 from api.errors import DETAILS_MAX, ApiError, _detail, plain_errors
 from api.routes.jobs import PageCursor, PageLimit, QueryInt
 from api.routes.results import RECORDED_METRICS
@@ -219,6 +219,7 @@ def create_study(
     store: StoreDep,
     broker: BrokerDep,
     owner: CurrentOwner,
+    key: CurrentKey,
     settings: SettingsDep,
     response: Response,
     validate_only: Annotated[
@@ -232,7 +233,8 @@ def create_study(
     `grid`: up to two axes (`lr_multiplier` scales each loss's learning rates; or a spec field such as
     `architecture.hidden`). At most 200 jobs. Every problem is a 422 at its field path in the study
     (`losses.1`, `overrides.wgan.lr_d`, `grid.0.values.2`). A retry with the same `Idempotency-Key`
-    returns the same study (200); the key with another body is a 409.
+    returns the same study (200); the key with another body is a 409. Each job's `submitted` status event
+    records the submitting API key's non-secret id as `key` (null with auth off).
     """
     study = _study_spec(body, store, owner)
     try:
@@ -262,6 +264,7 @@ def create_study(
             request_json=study.model_dump(mode="json"),
             jobs=jobs,
             idempotency_key=idempotency_key,
+            key=key,
         )
     except IdempotencyConflict:
         raise ApiError(409, "idempotency_conflict", "this Idempotency-Key was used with a different study") from None
@@ -392,15 +395,16 @@ def get_curves(
     responses={409: {"description": "every job of the study had finished (code already_finished)"}},
     summary="Cancel a study",
 )
-def cancel_study(study: OwnedStudy, store: StoreDep, owner: CurrentOwner) -> StudyOut:
+def cancel_study(study: OwnedStudy, store: StoreDep, owner: CurrentOwner, key: CurrentKey) -> StudyOut:
     """Cancel every active job of the study (queued ones at once, running ones at their next step).
 
     The study reads `cancelling` until every job has stopped, then `cancelled`. Idempotent on a cancelled
     study; a study whose jobs had all finished keeps its status (succeeded or failed): 409 already_finished,
-    as POST /v1/jobs/{id}/cancel answers for a finished job.
+    as POST /v1/jobs/{id}/cancel answers for a finished job. Each job's cancel status event records the asking
+    API key's non-secret id as `key` (null with auth off).
     """
     try:
-        updated = store.cancel_study(study_id=study.id, owner=owner)
+        updated = store.cancel_study(study_id=study.id, owner=owner, key=key)
     except StudyFinished as exc:
         raise ApiError(409, "already_finished", str(exc)) from None
     assert updated is not None  # owned_study found it, and studies are never deleted

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, overload
 
@@ -38,7 +39,12 @@ def append_event(session: Session, job_id: str, kind: str, data: dict[str, Any])
 
 
 def status_event(was: str | None, to: str, reason: str, attempt: int, **extra: Any) -> dict[str, Any]:
-    """A `status` event's data: from, to, reason, attempt, plus `extra`."""
+    """A `status` event's data: from, to, reason, attempt, plus `extra`.
+
+    A move a user's request makes (submitted, a cancel) also carries `key`: the non-secret id of the API key that
+    made it (a store key's prefix `gf_xxxxxxxx`, "env:<owner>" for an environment key; api/deps.py Caller.key_id),
+    null with auth off. Moves the service makes itself (a worker's claim, a retry, the end) have no `key`.
+    """
     return {"from": was, "to": to, "reason": reason, "attempt": attempt, **extra}
 
 
@@ -52,11 +58,18 @@ def transition(session: Session, job: Job, to: str, reason: str, **extra: Any) -
 
 
 def transition_where(
-    session: Session, condition: ColumnElement[bool], was: str, to: str, reason: str, **values: Any
+    session: Session,
+    condition: ColumnElement[bool],
+    was: str,
+    to: str,
+    reason: str,
+    *,
+    extra: Mapping[str, Any] | None = None,
+    **values: Any,
 ) -> list[str]:
     """`transition` for every job matching `condition` whose status is `was`, set-based: one UPDATE (which also
-    sets `values` and allocates each job's next event seq under its row lock, as append_event does) and one
-    INSERT of their status events. Returns the ids moved."""
+    sets the columns `values` and allocates each job's next event seq under its row lock, as append_event does)
+    and one INSERT of their status events (each with `extra` added, as transition's). Returns the ids moved."""
     now = utcnow()
     moved = session.execute(
         update(Job)
@@ -72,7 +85,7 @@ def transition_where(
                 "seq": seq,
                 "kind": "status",
                 "time": now,
-                "data": status_event(was, to, reason, attempt),
+                "data": status_event(was, to, reason, attempt, **(extra or {})),
             }
             for job_id, seq, attempt in moved
         ]

@@ -12,11 +12,13 @@ from sqlalchemy.orm import Session
 
 from models.records import Dataset, Job, JobStatus
 from models.spec import JobSpec
-from models.store.base import StoreBase, append_event, transition, transition_where, utcnow
+from models.store.base import StoreBase, append_event, status_event, transition, transition_where, utcnow
 from models.store.bounds import storable
 from models.store.errors import DatasetGone, IdempotencyConflict
 from models.store.paging import keyset_page
 
+# The reason of a job's first status event (create_job, create_study).
+SUBMITTED = "submitted"
 # The reasons request_cancel (and cancel_where, its set-based form) gives in the status event.
 CANCELLED_QUEUED = "cancelled by the user before it started"
 CANCEL_REQUESTED = "cancel requested by the user"
@@ -30,8 +32,13 @@ def spec_hash(spec_json: dict[str, object]) -> str:
 class JobsStore(StoreBase):
     """Jobs as the API sees them."""
 
-    def create_job(self, *, owner: str, spec: JobSpec, idempotency_key: str | None) -> tuple[Job, bool]:
+    def create_job(
+        self, *, owner: str, spec: JobSpec, idempotency_key: str | None, key: str | None = None
+    ) -> tuple[Job, bool]:
         """Store a new queued job; returns (job, created).
+
+        `key` is the non-secret id of the API key submitting it (api/deps.py Caller.key_id; None with auth off or
+        outside the API): the `submitted` status event records it as `key` (base.status_event).
 
         With an `idempotency_key` the owner used before, returns that earlier job
         and False, also when concurrent calls race with one key: the insert is
@@ -92,12 +99,7 @@ class JobsStore(StoreBase):
             # (a fresh snapshot under READ COMMITTED) sees the winner's row. SQLite writers are serialised.
             created = session.execute(statement).scalar_one_or_none() is not None
             if created:
-                append_event(
-                    session,
-                    job_id,
-                    "status",
-                    {"from": None, "to": JobStatus.QUEUED, "reason": "submitted", "attempt": 1},
-                )
+                append_event(session, job_id, "status", status_event(None, JobStatus.QUEUED, SUBMITTED, 1, key=key))
                 return session.scalars(select(Job).where(Job.id == job_id)).one(), True
             earlier = session.scalars(
                 select(Job).where(Job.owner == owner, Job.idempotency_key == idempotency_key)
@@ -143,10 +145,11 @@ class JobsStore(StoreBase):
                 session, query, Job.seq, limit=limit, cursor=cursor, keep=lambda job: job.tags.get(key) == value
             )
 
-    def request_cancel(self, *, job_id: str, owner: str) -> Job | None:
+    def request_cancel(self, *, job_id: str, owner: str, key: str | None = None) -> Job | None:
         """Queued jobs are cancelled at once; running ones go to `cancelling` for the worker to stop.
 
-        Returns the job (None when the owner has no such job); a finished job is returned unchanged.
+        `key`: the non-secret id of the API key asking (Caller.key_id; None with auth off), recorded as the status
+        event's `key`. Returns the job (None when the owner has no such job); a finished job is returned unchanged.
         """
         if not storable(job_id, owner):
             return None
@@ -155,20 +158,21 @@ class JobsStore(StoreBase):
             if job is None:
                 return None
             if job.status == JobStatus.QUEUED:
-                transition(session, job, JobStatus.CANCELLED, CANCELLED_QUEUED)
+                transition(session, job, JobStatus.CANCELLED, CANCELLED_QUEUED, key=key)
                 job.finished_at = utcnow()
             elif job.status == JobStatus.RUNNING:
-                transition(session, job, JobStatus.CANCELLING, CANCEL_REQUESTED)
+                transition(session, job, JobStatus.CANCELLING, CANCEL_REQUESTED, key=key)
             return job
 
-    def cancel_where(self, session: Session, condition: ColumnElement[bool]) -> list[str]:
+    def cancel_where(self, session: Session, condition: ColumnElement[bool], *, key: str | None = None) -> list[str]:
         """request_cancel for every job matching `condition`, set-based in the caller's transaction (the same
-        moves and status events); returns the ids of the jobs it moved."""
+        moves and status events, `key` included); returns the ids of the jobs it moved."""
+        by = {"key": key}
         cancelled = transition_where(
-            session, condition, JobStatus.QUEUED, JobStatus.CANCELLED, CANCELLED_QUEUED, finished_at=utcnow()
+            session, condition, JobStatus.QUEUED, JobStatus.CANCELLED, CANCELLED_QUEUED, extra=by, finished_at=utcnow()
         )
         return cancelled + transition_where(
-            session, condition, JobStatus.RUNNING, JobStatus.CANCELLING, CANCEL_REQUESTED
+            session, condition, JobStatus.RUNNING, JobStatus.CANCELLING, CANCEL_REQUESTED, extra=by
         )
 
     def mark_enqueued(self, *, job_id: str) -> None:

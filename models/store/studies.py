@@ -11,10 +11,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from models.records import Dataset, Job, JobEvent, JobStatus, Metric, Study
 from models.spec import JobSpec
-from models.store.base import utcnow
+from models.store.base import status_event, utcnow
 from models.store.bounds import clamp, storable
 from models.store.errors import DatasetGone, IdempotencyConflict
-from models.store.jobs import JobsStore, _texts, spec_hash
+from models.store.jobs import SUBMITTED, JobsStore, _texts, spec_hash
 from models.store.paging import keyset_page
 from models.store.results import ResultsStore
 from models.study import study_status
@@ -62,8 +62,12 @@ class StudiesStore(JobsStore, ResultsStore):
         request_json: dict[str, object],
         jobs: Sequence[JobSpec],
         idempotency_key: str | None,
+        key: str | None = None,
     ) -> tuple[Study, bool]:
         """Store the study and every job of it, queued, in one transaction; returns (study, created).
+
+        `key`: the non-secret id of the API key submitting it (Caller.key_id; None with auth off), recorded as
+        `key` in each job's `submitted` status event, as create_job does.
 
         `spec_json` is what GET shows (defaults resolved), `request_json` the request as validated:
         an `idempotency_key` the owner used before returns that earlier study and False (also when
@@ -122,7 +126,7 @@ class StudiesStore(JobsStore, ResultsStore):
                     "seq": 1,
                     "kind": "status",
                     "time": now,
-                    "data": {"from": None, "to": JobStatus.QUEUED, "reason": "submitted", "attempt": 1},
+                    "data": status_event(None, JobStatus.QUEUED, SUBMITTED, 1, key=key),
                 }
             )
         dataset_ids = {spec.dataset.id for spec in jobs if spec.dataset.id is not None}
@@ -212,11 +216,11 @@ class StudiesStore(JobsStore, ResultsStore):
             )
         return stats
 
-    def cancel_study(self, *, study_id: str, owner: str) -> Study | None:
+    def cancel_study(self, *, study_id: str, owner: str, key: str | None = None) -> Study | None:
         """Mark the study cancelled (once) and cancel each of its active jobs as POST /v1/jobs/{id}/cancel does.
 
         Queued jobs are cancelled at once, running ones go to `cancelling` for their worker to stop, each with
-        the status event request_cancel writes, in one transaction of set-based statements (a 200-job study is
+        the status event request_cancel writes (`key`, the asking API key's non-secret id, included), in one transaction of set-based statements (a 200-job study is
         two UPDATEs and two INSERTs, not 200 transactions). Idempotent: a second call cancels whatever is still
         active. Raises StudyFinished when the study was never cancelled and every job is final with one not
         cancelled (it succeeded or failed: it stays so). Returns the study (None when the owner has no such study).
@@ -238,7 +242,7 @@ class StudiesStore(JobsStore, ResultsStore):
                 if counts and not active and set(counts) != {JobStatus.CANCELLED}:
                     raise StudyFinished(study_status(cancelled=False, counts=counts))
                 study.cancelled_at = study.updated_at = utcnow()
-            self.cancel_where(session, Job.study_id == study_id)
+            self.cancel_where(session, Job.study_id == study_id, key=key)
         return study
 
     def mark_jobs_enqueued(self, *, job_ids: Sequence[str]) -> None:
