@@ -58,7 +58,10 @@ BrokerDep = Annotated[Celery, Depends(get_broker)]
 
 
 ANONYMOUS = "anonymous"
-UNAUTHORIZED_MESSAGE = "missing or unknown API key: send 'Authorization: Bearer <key>'"
+UNAUTHORIZED_MESSAGE = (
+    "missing, unknown, expired or revoked API key: send 'Authorization: Bearer <key>' "
+    "(`ganforge keys list` shows a store key's state)"
+)
 # A store key's record is reused this long before the store is asked again: a revoked key stops working within
 # this many seconds (an expiry is checked on every request against the cached record's time, so it is exact).
 KEY_CACHE_SECONDS = 5.0

@@ -105,6 +105,7 @@ def test_cli_key_reads_and_lacks_submit(keys: Keys) -> None:
 def test_api_key_submits_as_its_owner(keys: Keys) -> None:
     created = keys.api_create({"scopes": ["submit"], "name": "ci", "ttl": "30d"})
     assert created["owner"] == "team-a" and created["scopes"] == ["read", "submit"]
+    assert keys.api_create({})["scopes"] == ["read", "submit"]  # the API's default scopes are the CLI's
     assert created["key"].startswith(created["prefix"] + "_") and created["expires_at"] is not None
     with keys.service.client(created["key"]) as client:
         job = client.post("/v1/jobs", json=TINY_SPEC)
@@ -234,6 +235,29 @@ def test_api_log_never_holds_a_key(keys: Keys) -> None:
         assert key not in log and key.split("_", 2)[2] not in log
 
 
+def test_expiry_is_kept_in_utc_capped_by_the_creating_key_and_a_huge_ttl_is_a_422(keys: Keys) -> None:
+    from datetime import UTC, datetime, timedelta, timezone
+
+    # An offset other than UTC means the same instant on both backends (SQLite keeps only the wall clock).
+    east = (datetime.now(timezone(timedelta(hours=5))) + timedelta(hours=1)).replace(microsecond=0)
+    created = keys.api_create({"scopes": ["read"], "expires_at": east.isoformat()})
+    listed = {
+        k["prefix"]: k
+        for k in httpx.get(f"{keys.service.url}/v1/keys", headers={"Authorization": "Bearer key-a"}).json()["keys"]
+    }
+    assert datetime.fromisoformat(listed[created["prefix"]]["expires_at"]) == east.astimezone(UTC)
+    with keys.service.client(created["key"]) as client:
+        assert client.get("/v1/jobs").status_code == 200
+    # A key made by a store key that expires never outlives it.
+    parent = keys.api_create({"scopes": ["admin"], "ttl": "1h"})
+    child = keys.api_create({"scopes": ["read"]}, admin=parent["key"])
+    assert child["expires_at"] is not None
+    assert datetime.fromisoformat(child["expires_at"]) <= datetime.fromisoformat(parent["expires_at"])
+    with keys.service.client("key-a") as client:
+        huge = client.post("/v1/keys", json={"scopes": ["read"], "ttl": "999999999w"})
+        assert huge.status_code == 422 and huge.json()["error"]["details"][0]["field"] == "ttl", huge.text
+
+
 def test_a_store_key_turns_auth_on(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Without GANFORGE_API_KEYS every caller is anonymous until the store holds a key; then a key is needed.
 
@@ -245,6 +269,9 @@ def test_a_store_key_turns_auth_on(tmp_path_factory: pytest.TempPathFactory) -> 
         deployment = Keys(service)
         anonymous = httpx.Client(base_url=service.url, timeout=30)
         assert anonymous.get("/v1/jobs").status_code == 200
+        # With auth off no caller may mint the first key over HTTP (it would lock every other client out).
+        minted = anonymous.post("/v1/keys", json={"scopes": ["admin"]})
+        assert minted.status_code == 403 and "ganforge keys create" in minted.json()["error"]["message"], minted.text
         key = deployment.cli_create("--owner", "anonymous", "--scopes", "admin")
         waited = wait_status(anonymous, "/v1/jobs", 401, within=CACHE_SECONDS + 3)
         assert waited <= CACHE_SECONDS + 1

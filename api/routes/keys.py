@@ -34,7 +34,11 @@ class KeyCreate(StrictModel):
         default=None, description="the team the key acts for; default and only choice: the admin key's own owner"
     )
     scopes: list[str] = Field(
-        min_length=1, max_length=len(SCOPES), description="of read, submit, admin (each includes the ones before)"
+        default=["read", "submit"],
+        min_length=1,
+        max_length=len(SCOPES),
+        description="of read, submit, admin (each includes the ones before); default read and submit, as "
+        "`ganforge keys create`",
     )
     name: Annotated[Text, Field(max_length=200)] = Field(default="", description="what the key is for")
     expires_at: datetime | None = Field(default=None, description="when the key stops working (ISO 8601, with zone)")
@@ -128,7 +132,20 @@ async def create_key(body: KeyCreate, caller: AdminCaller, store: StoreDep) -> K
             "an admin key creates keys for its own owner only",
             [{"field": "owner", "message": f"must be {caller.owner!r} (this key's owner) or left out"}],
         )
+    if caller.key_id is None:
+        # Auth is off: the first key would lock every other client out and hand `anonymous`'s data to this caller.
+        raise ApiError(
+            403,
+            "forbidden",
+            "auth is off: an operator creates the first key on the store (`ganforge keys create --scopes admin`)",
+        )
     expires_at = utcnow() + parse_ttl(body.ttl) if body.ttl is not None else body.expires_at
+    if (parent_prefix := caller.prefix) is not None:
+        # A key never outlives the key that made it.
+        parent = await run_in_threadpool(lambda: store.find_key(prefix=parent_prefix))
+        limit = as_utc(parent.expires_at) if parent is not None else None
+        if limit is not None and (expires_at is None or as_utc(expires_at) > limit):
+            expires_at = limit
     record, key = await run_in_threadpool(
         lambda: store.create_key(owner=caller.owner, scopes=body.scopes, name=body.name, expires_at=expires_at)
     )

@@ -13,7 +13,7 @@ import re
 import secrets
 import string
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -88,10 +88,11 @@ def parse_ttl(text: str) -> timedelta:
     match = _TTL.fullmatch(text.strip().lower())
     if match is None:
         raise ValueError("must be a whole number and a unit: 3600s, 90m, 12h, 30d or 2w")
-    ttl = timedelta(seconds=int(match.group(1)) * _TTL_UNITS[match.group(2)])
-    if ttl <= timedelta(0) or ttl > TTL_MAX:
+    seconds = int(match.group(1)) * _TTL_UNITS[match.group(2)]
+    # Compared as a number first: timedelta itself overflows past about 2.7 million years.
+    if seconds <= 0 or seconds > TTL_MAX.total_seconds():
         raise ValueError(f"must be more than 0 and at most {TTL_MAX.days} days")
-    return ttl
+    return timedelta(seconds=seconds)
 
 
 def is_active(record: ApiKey, now: datetime | None = None) -> bool:
@@ -115,6 +116,8 @@ class KeysStore(StoreBase):
         if not storable(owner, name):
             raise ValueError("the owner or name holds text the store cannot hold (NUL or a lone surrogate)")
         now = utcnow()
+        # Stored in UTC: SQLite keeps a datetime's wall-clock digits and drops its offset.
+        expires_at = expires_at.astimezone(UTC) if expires_at is not None and expires_at.tzinfo else expires_at
         if expires_at is not None and as_utc(expires_at) <= now:
             raise ValueError("the expiry is not in the future")
         for _attempt in range(5):  # 36^8 prefixes: a clash is rare; try again with another
