@@ -147,7 +147,8 @@ def error_body(code: str, message: str, details: list[dict[str, str]] | None = N
 
 def spec_problems_error(problems: list[SpecProblem]) -> ApiError:
     details = [{"field": ".".join(map(str, p.loc)), "message": p.message} for p in problems]
-    return ApiError(422, "incompatible_spec", "the spec cannot train on this data set", details)
+    summary = "; ".join(f"{d['field']}: {d['message']}" for d in details[:3])
+    return ApiError(422, "incompatible_spec", f"the spec cannot run: {summary}", details)
 
 
 def did_you_mean(value: object, choices: Sequence[str]) -> str | None:

@@ -14,7 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import ByteSize, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 OWNER_MAX_LENGTH = 128  # the store's owner column
@@ -127,15 +127,15 @@ class Settings(BaseSettings):
         default=2 * 1024**3, gt=0, description="address-space limit of the subprocess that normalises an upload"
     )
     ingest_timeout_seconds: float = Field(default=3600.0, gt=0, description="wall-clock limit of that subprocess")
-    worker_memory_bytes: int = Field(
-        default=8 * 1024**3,
+    worker_memory_bytes: ByteSize = Field(
+        default=ByteSize(8 * 1024**3),
         gt=0,
         description="memory a training worker has for one job's tensors (its GPU's, or its host's on a CPU worker): "
         "a spec whose estimate (models/memory.py: parameters, gradients, optimiser state, EMA, data, activations, "
-        "x 1.5) is larger is refused at submission with a 422",
+        "x 1.5) is larger is refused at submission with a 422. Bytes, or a size such as 16GiB or 80GB",
     )
-    worker_address_space_bytes: int = Field(
-        default=0,
+    worker_address_space_bytes: ByteSize = Field(
+        default=ByteSize(0),
         ge=0,
         description="address-space limit (RLIMIT_AS) a training worker's pool process sets on itself before a job: "
         "an allocation past it raises MemoryError, which ends the job failed 'out of memory' rather than the "

@@ -65,6 +65,16 @@ def test_api_keys_are_parsed_once_into_a_mapping(tmp_path: Path, monkeypatch: py
     assert Settings().api_keys == {"k1": "alice", "k2": "bob"}  # from the environment's string
 
 
+def test_memory_sizes_read_as_bytes_or_as_people_write_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GANFORGE_WORKER_MEMORY_BYTES", "16GiB")
+    monkeypatch.setenv("GANFORGE_WORKER_ADDRESS_SPACE_BYTES", "1000")
+    read = Settings()
+    assert (read.worker_memory_bytes, read.worker_address_space_bytes) == (16 * 1024**3, 1000)
+    monkeypatch.setenv("GANFORGE_WORKER_MEMORY_BYTES", "lots")
+    with pytest.raises(ValidationError, match="worker_memory_bytes"):
+        Settings()
+
+
 def test_production_needs_keys_and_environment_is_one_of_two(tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="GANFORGE_API_KEYS must be set when GANFORGE_ENVIRONMENT=production"):
         settings(tmp_path, environment="production")

@@ -310,6 +310,9 @@ def test_a_study_names_its_own_every_and_the_grid_value_that_writes_too_much() -
         study({**base, "grid": grid})
     [problem] = caught.value.problems
     assert problem.loc == ("grid", 0, "values", 1) and "400 sample snapshots" in problem.message, problem
+    # With a grid over training.steps no job runs the study's base steps: only the grid's values count.
+    short = {**base, "every": {"checkpoint": 1}, "grid": [{"param": "training.steps", "values": [10, 20]}]}
+    assert refusals(study, short) == []
 
 
 def test_sample_count_is_bounded() -> None:
