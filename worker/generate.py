@@ -154,9 +154,10 @@ def generate(generation_id: str) -> str:
         return "failed"
     key = f"generations/{generation_id}.{extension}"
     artifacts.put_bytes(key, data)
+    # Room first: once this result reads succeeded, its owner already holds no more than the cap.
+    delete_generation_results(store, artifacts, get_settings(), generation.owner, make_room=True)
     if not store.finish_generation(generation_id=generation_id, result_key=key, media_type=media_type):
         log.warning("generation %s ended before its result was written (expired)", generation_id)
         artifacts.delete(key)  # no row points at it
         return "expired"
-    delete_generation_results(store, artifacts, get_settings(), generation.owner)
     return "succeeded"

@@ -154,10 +154,11 @@ class GenerationsStore(StoreBase):
         return expired
 
     def expire_generation_results(
-        self, *, older_than: timedelta, keep_per_owner: int, owner: str | None = None
+        self, *, older_than: timedelta, keep_per_owner: int, owner: str | None = None, room: int = 0
     ) -> list[str]:
         """succeeded → expired for the requests that finished longer than `older_than` ago, and for each owner's
-        (only `owner`'s, when given) beyond their newest `keep_per_owner` results; returns the result keys for the
+        (only `owner`'s, when given) beyond their newest `keep_per_owner` results (less `room`, for results about to be
+        recorded); returns the result keys for the
         caller to delete from the artifact store (the rows no longer point at them, so a GET says 410, not 404). An
         expired row's params are cleared ({}): they can be ~1 MiB (codes) and nothing reads them once the result is
         gone."""
@@ -175,7 +176,7 @@ class GenerationsStore(StoreBase):
         ranked = kept.subquery()
         cutoff = now - older_than
         doomed = select(ranked.c.seq, ranked.c.result_key, ranked.c.finished_at < cutoff).where(
-            or_(ranked.c.finished_at < cutoff, ranked.c.rank > keep_per_owner)
+            or_(ranked.c.finished_at < cutoff, ranked.c.rank > keep_per_owner - room)
         )
         again = "send the request again (the same seed gives the same samples)"
         reasons = {
@@ -203,15 +204,22 @@ class GenerationsStore(StoreBase):
 
 
 def delete_generation_results(
-    store: GenerationsStore, artifacts: ArtifactStore, settings: Settings, owner: str | None = None
+    store: GenerationsStore,
+    artifacts: ArtifactStore,
+    settings: Settings,
+    owner: str | None = None,
+    *,
+    make_room: bool = False,
 ) -> list[str]:
     """Expire the generate results past their TTL or their owner's cap (only `owner`'s, when given) and delete
     their files; returns the keys deleted. The rows are marked first, so no GET is ever pointed at a missing file;
     a file that fails to delete is logged (the row already says expired). Run by the API's reconciler (every
-    owner) and by the generate worker after it stores a result (that owner)."""
+    owner) and by the generate worker before it records a result (that owner, `make_room`: one fewer kept, so the
+    owner holds at most the cap from the moment the new result is visible)."""
     keys = store.expire_generation_results(
         older_than=timedelta(seconds=settings.generate_result_ttl_seconds),
         keep_per_owner=settings.generate_max_results_per_owner,
+        room=1 if make_room else 0,
         owner=owner,
     )
     for key in keys:
