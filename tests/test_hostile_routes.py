@@ -4,6 +4,7 @@ result lists, on both backends (an API-only uvicorn per backend: nothing here tr
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from ganforge.client import Client, calls
+from ganforge.client import AsyncClient, Client, calls
 from models.db import make_engine
 from models.settings import Settings
 from models.store import JobStore
@@ -253,6 +254,13 @@ def test_samples_and_checkpoints_are_paged_in_step_order(api: Service, monkeypat
     with Client(api.url, "key-a") as sdk:
         assert [sample.step for sample in sdk.samples(job["id"])] == steps
         assert [checkpoint.step for checkpoint in sdk.checkpoints(job["id"])] == steps
+
+    async def read_async() -> tuple[list[int], list[int]]:
+        async with AsyncClient(api.url, "key-a") as sdk:
+            samples, checkpoints = await sdk.samples(job["id"]), await sdk.checkpoints(job["id"])
+        return [s.step for s in samples], [c.step for c in checkpoints]
+
+    assert asyncio.run(read_async()) == (steps, steps)
 
 
 def test_event_streams_per_owner_are_capped(api: Service) -> None:

@@ -7,7 +7,7 @@ import asyncio
 import builtins
 import os
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import aclosing
 from pathlib import Path
 from types import TracebackType
@@ -42,6 +42,7 @@ from ganforge.client.types import (
     Job,
     JobPage,
     Metrics,
+    P,
     Sample,
     SamplePage,
     Study,
@@ -139,6 +140,15 @@ class AsyncClient:
         """The answer to `call` as `kind`; raises UnexpectedResponse when it is not that."""
         return parse(kind, await self._send(call))
 
+    async def _pages(self, call_at: Callable[[str | None], calls.Call], kind: type[P]) -> AsyncIterator[P]:
+        """Every page of a keyset-paged list, lazily: `call_at(cursor)` is one page's call (None: the first)."""
+        cursor: str | None = None
+        while True:
+            page = await self._answer(call_at(cursor), kind)
+            yield page
+            if not (cursor := page.next_cursor):
+                return
+
     # ------------------------------------------------------------------ jobs
 
     async def submit(self, spec: SpecLike, *, idempotency_key: str | None = None) -> Job:
@@ -165,14 +175,9 @@ class AsyncClient:
         status: queued, running, cancelling, succeeded, failed or cancelled; tag: "key:value"; limit: the page
         size (1-500), not a cap on the total (use itertools.islice for that). Raises ValidationFailed.
         """
-        cursor: str | None = None
-        while True:
-            page = await self._answer(calls.list_jobs(status, tag, limit, cursor), JobPage)
+        async for page in self._pages(lambda cursor: calls.list_jobs(status, tag, limit, cursor), JobPage):
             for job in page.jobs:
                 yield job
-            cursor = page.next_cursor
-            if not cursor:
-                return
 
     async def cancel(self, job_id: str) -> Job:
         """Ask the job to stop: a queued job is cancelled at once, a running one at its next step (status
@@ -262,14 +267,8 @@ class AsyncClient:
 
     async def samples(self, job_id: str) -> builtins.list[Sample]:
         """The job's sample snapshots, oldest first (every page of the list). Raises NotFound."""
-        found: builtins.list[Sample] = []
-        cursor: str | None = None
-        while True:
-            page = await self._answer(calls.samples(job_id, cursor), SamplePage)
-            found += page.samples
-            cursor = page.next_cursor
-            if not cursor:
-                return found
+        pages = self._pages(lambda cursor: calls.samples(job_id, cursor), SamplePage)
+        return [sample async for page in pages for sample in page.samples]
 
     async def sample_png(self, job_id: str, step: calls.Step = "latest") -> bytes:
         """The snapshot at `step` ("latest": the newest) as a PNG (an image grid, or a scatter plot over the real
@@ -282,14 +281,8 @@ class AsyncClient:
 
     async def checkpoints(self, job_id: str) -> builtins.list[Checkpoint]:
         """The job's checkpoints, oldest first (every page of the list). Raises NotFound."""
-        found: builtins.list[Checkpoint] = []
-        cursor: str | None = None
-        while True:
-            page = await self._answer(calls.checkpoints(job_id, cursor), CheckpointPage)
-            found += page.checkpoints
-            cursor = page.next_cursor
-            if not cursor:
-                return found
+        pages = self._pages(lambda cursor: calls.checkpoints(job_id, cursor), CheckpointPage)
+        return [checkpoint async for page in pages for checkpoint in page.checkpoints]
 
     async def download_checkpoint(
         self,
@@ -413,14 +406,9 @@ class AsyncDatasets:
 
     async def list(self, *, limit: int = 50) -> AsyncIterator[Dataset]:
         """Your data sets, newest first, page after page (limit: the page size, 1-500)."""
-        cursor: str | None = None
-        while True:
-            page = await self._client._answer(calls.list_datasets(limit, cursor), DatasetPage)
+        async for page in self._client._pages(lambda cursor: calls.list_datasets(limit, cursor), DatasetPage):
             for record in page.datasets:
                 yield record
-            cursor = page.next_cursor
-            if not cursor:
-                return
 
     async def get(self, dataset_id: str) -> Dataset:
         """One data set. Raises NotFound."""
@@ -464,14 +452,9 @@ class AsyncStudies:
 
     async def list(self, *, limit: int = 50) -> AsyncIterator[StudySummary]:
         """Your studies, newest first, page after page (lazily; limit: the page size, not a cap on the total)."""
-        cursor: str | None = None
-        while True:
-            page = await self._client._answer(calls.list_studies(limit, cursor), StudyPage)
+        async for page in self._client._pages(lambda cursor: calls.list_studies(limit, cursor), StudyPage):
             for study in page.studies:
                 yield study
-            cursor = page.next_cursor
-            if not cursor:
-                return
 
     async def cancel(self, study_id: str) -> Study:
         """Cancel every queued or running job of the study (each as `client.cancel` does): it reads `cancelling`

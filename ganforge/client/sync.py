@@ -5,7 +5,7 @@ from __future__ import annotations
 import builtins
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing
 from pathlib import Path
 from types import TracebackType
@@ -40,6 +40,7 @@ from ganforge.client.types import (
     Job,
     JobPage,
     Metrics,
+    P,
     Sample,
     SamplePage,
     Study,
@@ -135,6 +136,15 @@ class Client:
         """The answer to `call` as `kind`; raises UnexpectedResponse when it is not that."""
         return parse(kind, self._send(call))
 
+    def _pages(self, call_at: Callable[[str | None], calls.Call], kind: type[P]) -> Iterator[P]:
+        """Every page of a keyset-paged list, lazily: `call_at(cursor)` is one page's call (None: the first)."""
+        cursor: str | None = None
+        while True:
+            page = self._answer(call_at(cursor), kind)
+            yield page
+            if not (cursor := page.next_cursor):
+                return
+
     # ------------------------------------------------------------------ jobs
 
     def submit(self, spec: SpecLike, *, idempotency_key: str | None = None) -> Job:
@@ -161,13 +171,8 @@ class Client:
         status: queued, running, cancelling, succeeded, failed or cancelled; tag: "key:value"; limit: the page
         size (1-500), not a cap on the total (use itertools.islice for that). Raises ValidationFailed.
         """
-        cursor: str | None = None
-        while True:
-            page = self._answer(calls.list_jobs(status, tag, limit, cursor), JobPage)
+        for page in self._pages(lambda cursor: calls.list_jobs(status, tag, limit, cursor), JobPage):
             yield from page.jobs
-            cursor = page.next_cursor
-            if not cursor:
-                return
 
     def cancel(self, job_id: str) -> Job:
         """Ask the job to stop: a queued job is cancelled at once, a running one at its next step (status
@@ -256,14 +261,8 @@ class Client:
 
     def samples(self, job_id: str) -> builtins.list[Sample]:
         """The job's sample snapshots, oldest first (every page of the list). Raises NotFound."""
-        found: builtins.list[Sample] = []
-        cursor: str | None = None
-        while True:
-            page = self._answer(calls.samples(job_id, cursor), SamplePage)
-            found += page.samples
-            cursor = page.next_cursor
-            if not cursor:
-                return found
+        pages = self._pages(lambda cursor: calls.samples(job_id, cursor), SamplePage)
+        return [sample for page in pages for sample in page.samples]
 
     def sample_png(self, job_id: str, step: calls.Step = "latest") -> bytes:
         """The snapshot at `step` ("latest": the newest) as a PNG (an image grid, or a scatter plot over the real
@@ -276,14 +275,8 @@ class Client:
 
     def checkpoints(self, job_id: str) -> builtins.list[Checkpoint]:
         """The job's checkpoints, oldest first (every page of the list). Raises NotFound."""
-        found: builtins.list[Checkpoint] = []
-        cursor: str | None = None
-        while True:
-            page = self._answer(calls.checkpoints(job_id, cursor), CheckpointPage)
-            found += page.checkpoints
-            cursor = page.next_cursor
-            if not cursor:
-                return found
+        pages = self._pages(lambda cursor: calls.checkpoints(job_id, cursor), CheckpointPage)
+        return [checkpoint for page in pages for checkpoint in page.checkpoints]
 
     def download_checkpoint(
         self,
@@ -406,13 +399,8 @@ class Datasets:
 
     def list(self, *, limit: int = 50) -> Iterator[Dataset]:
         """Your data sets, newest first, page after page (limit: the page size, 1-500)."""
-        cursor: str | None = None
-        while True:
-            page = self._client._answer(calls.list_datasets(limit, cursor), DatasetPage)
+        for page in self._client._pages(lambda cursor: calls.list_datasets(limit, cursor), DatasetPage):
             yield from page.datasets
-            cursor = page.next_cursor
-            if not cursor:
-                return
 
     def get(self, dataset_id: str) -> Dataset:
         """One data set. Raises NotFound."""
@@ -456,13 +444,8 @@ class Studies:
 
     def list(self, *, limit: int = 50) -> Iterator[StudySummary]:
         """Your studies, newest first, page after page (lazily; limit: the page size, not a cap on the total)."""
-        cursor: str | None = None
-        while True:
-            page = self._client._answer(calls.list_studies(limit, cursor), StudyPage)
+        for page in self._client._pages(lambda cursor: calls.list_studies(limit, cursor), StudyPage):
             yield from page.studies
-            cursor = page.next_cursor
-            if not cursor:
-                return
 
     def cancel(self, study_id: str) -> Study:
         """Cancel every queued or running job of the study (each as `client.cancel` does): it reads `cancelling`

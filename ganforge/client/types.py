@@ -181,32 +181,35 @@ class Dataset(ApiModel):
     preview_url: str
 
 
-class JobPage(ApiModel):
+class Page(ApiModel):
+    """One page of a keyset-paged list: its items (a field per list) and the cursor of the next page (None on the
+    last)."""
+
+    next_cursor: str | None = None
+
+
+class JobPage(Page):
     """One page of `GET /v1/jobs`: the jobs, and the cursor of the next page (None on the last)."""
 
     jobs: list[Job]
-    next_cursor: str | None = None
 
 
-class SamplePage(ApiModel):
+class SamplePage(Page):
     """One page of `GET /v1/jobs/{id}/samples`: oldest step first, and the cursor of the next page (None on the last)."""
 
     samples: list[Sample]
-    next_cursor: str | None = None
 
 
-class CheckpointPage(ApiModel):
+class CheckpointPage(Page):
     """One page of `GET /v1/jobs/{id}/checkpoints`: oldest step first, and the cursor of the next page."""
 
     checkpoints: list[Checkpoint]
-    next_cursor: str | None = None
 
 
-class DatasetPage(ApiModel):
+class DatasetPage(Page):
     """One page of `GET /v1/datasets`."""
 
     datasets: list[Dataset]
-    next_cursor: str | None = None
 
 
 class Validated(ApiModel):
@@ -281,11 +284,10 @@ class Study(StudySummary):
     comparison: list[dict[str, Any]] = []
 
 
-class StudyPage(ApiModel):
+class StudyPage(Page):
     """One page of `GET /v1/studies`: newest first, and the cursor of the next page (None on the last)."""
 
     studies: list[StudySummary]
-    next_cursor: str | None = None
 
 
 class StudyValidated(ApiModel):
@@ -322,6 +324,7 @@ class StudyCurves(ApiModel):
 
 
 T = TypeVar("T")
+P = TypeVar("P", bound=Page)
 
 
 @lru_cache(maxsize=64)
