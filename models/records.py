@@ -38,6 +38,7 @@ class Job(Base):
         UniqueConstraint("owner", "idempotency_key", name="uq_jobs_owner_idempotency_key"),
         Index("ix_jobs_owner_seq", "owner", "seq"),
         Index("ix_jobs_status", "status"),
+        Index("ix_jobs_status_priority_seq", "status", "priority", "seq"),
         Index("ix_jobs_study_id", "study_id"),
     )
 
@@ -80,6 +81,8 @@ class Job(Base):
     # Training time summed over attempts: process CPU seconds, and wall seconds on a GPU (None: never on one).
     cpu_seconds: Mapped[float | None] = mapped_column(Float)
     gpu_seconds: Mapped[float | None] = mapped_column(Float)
+    # 0-100, higher first among waiting jobs (models/quotas.py bounds it per owner; the scheduler orders by it).
+    priority: Mapped[int] = mapped_column(Integer, default=50, server_default="50")
 
 
 class Study(Base):
@@ -133,6 +136,8 @@ class Generation(Base):
     created_at: Mapped[datetime]
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+    # The key that asked: a store key's prefix, "env:<owner>", or None with auth off.
+    key_id: Mapped[str | None] = mapped_column(String(64))
 
 
 class JobEvent(Base):
@@ -203,6 +208,8 @@ class Dataset(Base):
     data_key: Mapped[str] = mapped_column(String(512))
     preview_key: Mapped[str | None] = mapped_column(String(512))
     created_at: Mapped[datetime]
+    # The key that uploaded it: a store key's prefix, "env:<owner>", or None with auth off.
+    key_id: Mapped[str | None] = mapped_column(String(64))
 
 
 class ApiKey(Base):
@@ -226,3 +233,5 @@ class ApiKey(Base):
     expires_at: Mapped[datetime | None]
     last_used_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
+    # The store key that made this one through POST /v1/keys (None: made by the CLI); revoking it revokes this.
+    parent_prefix: Mapped[str | None] = mapped_column(String(16))

@@ -17,6 +17,8 @@ from typing import Annotated, Any, Literal
 from pydantic import ByteSize, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from models.quotas import QuotaOverride, Quotas, quotas_for
+
 OWNER_MAX_LENGTH = 128  # the store's owner column
 # The worker's metrics flush is what renews its lease: a flush this fraction of the lease timeout leaves three
 # missed flushes (a slow commit, a store restart) before the reconciler takes a live job away.
@@ -59,7 +61,9 @@ def parse_api_keys(value: str) -> dict[str, str]:
 
 class Settings(BaseSettings):
     # hide_input_in_errors: a refused GANFORGE_API_KEYS must not print its tokens into the log.
-    model_config = SettingsConfigDict(env_prefix="GANFORGE_", extra="ignore", hide_input_in_errors=True)
+    model_config = SettingsConfigDict(
+        env_prefix="GANFORGE_", env_nested_delimiter="_", env_nested_max_split=1, extra="ignore", hide_input_in_errors=True
+    )
 
     data_dir: Path = Field(default=Path("ganforge-data"), description="where the embedded default keeps everything")
     database_url: str = Field(default="", description="SQLAlchemy URL; default: SQLite file in the data dir")
@@ -168,6 +172,20 @@ class Settings(BaseSettings):
             # a mapping given in code gets the same checks as the environment's string
             return parse_api_keys(",".join(f"{token}={owner}" for token, owner in value.items())) if value else {}
         return value
+
+    quota: Quotas = Field(
+        default_factory=Quotas,
+        description="per-owner quota defaults (models/quotas.py), set field by field: GANFORGE_QUOTA_RUNNING_JOBS=4",
+    )
+    owner_quotas: dict[str, QuotaOverride] = Field(
+        default_factory=dict,
+        description='JSON {owner: {field: value}} replacing quota fields for one owner, e.g. '
+        '{"vision": {"running_jobs": 16}}',
+    )
+
+    def quotas(self, owner: str) -> Quotas:
+        """`owner`'s quotas: the GANFORGE_QUOTA_* defaults with its override from GANFORGE_OWNER_QUOTAS."""
+        return quotas_for(self.quota, self.owner_quotas, owner)
 
     @model_validator(mode="after")
     def _fill_embedded_defaults(self) -> Settings:
