@@ -163,6 +163,11 @@ def service_env(data_dir: Path, database_url: str | None, broker_url: str | None
         GANFORGE_METRICS_FLUSH_SECONDS="0.5",
         OMP_NUM_THREADS="1",
         PYTHONUNBUFFERED="1",
+        # Rate limits out of the way of tests about other things (a module's tests share a key and 127.0.0.1);
+        # tests/test_rate_limits.py passes its own.
+        GANFORGE_RATE_SUBMIT="100000/minute",
+        GANFORGE_RATE_UPLOAD="100000/minute",
+        GANFORGE_RATE_UNAUTHENTICATED="100000/minute",
     )
     if database_url:
         env["GANFORGE_DATABASE_URL"] = database_url
