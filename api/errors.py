@@ -120,8 +120,8 @@ def plain_errors(errors: Sequence[dict[str, Any]], body: Any = _ABSENT) -> list[
 
 
 class ApiError(Exception):
-    """An answer in the error shape: `status`, `code`, `message`, `details` ([{"field", "message"}]) and response
-    `headers` (e.g. Retry-After on a 429)."""
+    """An answer in the error shape: `status`, `code`, `message`, `details` ([{"field", "message"}]), response
+    `headers` (e.g. Retry-After on a 429) and `extra` members of the error object (a quota's name, limit, used)."""
 
     def __init__(
         self,
@@ -130,10 +130,11 @@ class ApiError(Exception):
         message: str,
         details: list[dict[str, str]] | None = None,
         headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.details = status, code, message, details or []
-        self.headers = headers
+        self.headers, self.extra = headers, extra or {}
 
 
 def error_body(code: str, message: str, details: list[dict[str, str]] | None = None) -> dict[str, Any]:
@@ -339,6 +340,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
         content = error_body(exc.code, exc.message, exc.details)
+        content["error"].update(exc.extra)
         return JSONResponse(status_code=exc.status, content=content, headers=exc.headers)
 
     @app.exception_handler(InvalidCursor)
