@@ -24,24 +24,32 @@ def ingest_upload(
     limits: Limits,
     store: JobStore,
     artifacts: ArtifactStore,
+    key_id: str | None = None,
 ) -> tuple[Dataset, bool]:
     """The data set of the file `upload` (sent as `filename` with the form's text `fields`), and whether it is new.
 
     The canonical form is written next to `upload` (in its folder, which the
     caller removes). The owner's earlier data set is returned (False) when the
-    content is the same. Raises IngestError (422/413) naming the field. Blocks:
-    call it from a worker thread.
+    content is the same. `key_id`: the uploading key's id (api/deps.py Caller.key_id),
+    recorded on a new data set. Raises IngestError (422/413) naming the field.
+    Blocks: call it from a worker thread.
     """
     options = options_from_form(filename, fields)
     canonical = normalise_isolated(upload, upload.parent / "canonical", options, limits)
     existing = store.find_dataset(owner=owner, content_hash=canonical.content_hash)
     if existing is not None:
         return existing, False
-    return publish(canonical, owner=owner, name=options.name, store=store, artifacts=artifacts)
+    return publish(canonical, owner=owner, name=options.name, store=store, artifacts=artifacts, key_id=key_id)
 
 
 def publish(
-    canonical: Canonical, *, owner: str, name: str, store: JobStore, artifacts: ArtifactStore
+    canonical: Canonical,
+    *,
+    owner: str,
+    name: str,
+    store: JobStore,
+    artifacts: ArtifactStore,
+    key_id: str | None = None,
 ) -> tuple[Dataset, bool]:
     """Move the canonical files into the artifact store, then record the data set (the first wins a race)."""
     dataset_id = str(uuid.uuid4())
@@ -60,6 +68,7 @@ def publish(
             size_bytes=size_bytes,
             data_key=prefix,
             preview_key=f"{prefix}/preview.png",
+            key_id=key_id,
         )
     except BaseException:
         artifacts.delete(prefix)

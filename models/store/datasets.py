@@ -46,12 +46,15 @@ class DatasetsStore(StoreBase):
         size_bytes: int,
         data_key: str,
         preview_key: str | None,
+        key_id: str | None = None,
     ) -> tuple[Dataset, bool]:
         """Store a new data set record; when the owner has this content already, return that one (and False).
 
+        `key_id`: the id of the key that uploaded it (a store key's prefix, "env:<owner>", None with auth off).
+
         Raises ValueError for text the database cannot store (NUL, lone surrogates; ingestion refuses both before).
         """
-        if not storable(dataset_id, owner, name, format, content_hash, data_key, preview_key):
+        if not storable(dataset_id, owner, name, format, content_hash, data_key, preview_key, key_id):
             raise ValueError("the data set's name or keys hold text the store cannot hold (NUL or a lone surrogate)")
         record = Dataset(
             id=dataset_id,
@@ -64,6 +67,7 @@ class DatasetsStore(StoreBase):
             data_key=data_key,
             preview_key=preview_key,
             created_at=utcnow(),
+            key_id=key_id,
         )
         try:
             with self.session() as session, session.begin():
