@@ -14,7 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import ByteSize, Field, field_validator, model_validator
+from pydantic import ByteSize, Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from models.quotas import QuotaOverride, Quotas, quotas_for
@@ -57,6 +57,32 @@ def parse_api_keys(value: str) -> dict[str, str]:
             raise ValueError(f"{where} repeats an earlier entry's token: each token names one owner")
         keys[token] = owner
     return keys
+
+
+def check_rate(value: str, setting: str) -> str:
+    """`value` stripped when it is one rate in the `limits` notation ("120/minute", "3 per 10 seconds") of 1 or more
+    requests, or "" (no limit).
+
+    Raises ValueError naming `setting` (e.g. GANFORGE_RATE_SUBMIT) for anything else. Without the `limits` library
+    (a worker-only install, which applies no rate) the text is kept unchecked.
+    """
+    value = value.strip()
+    if not value:
+        return value
+    try:
+        from limits import parse_many
+    except ImportError:
+        return value
+    try:
+        rates = parse_many(value)
+    except ValueError:
+        rates = []
+    if len(rates) != 1 or rates[0].amount < 1:
+        raise ValueError(
+            f"{setting}={value!r} is not one rate: write a count of 1 or more per period, e.g. '120/minute' or "
+            "'3 per 10 seconds' (periods: second, minute, hour, day), or '' for no limit"
+        )
+    return value
 
 
 class Settings(BaseSettings):
@@ -131,6 +157,20 @@ class Settings(BaseSettings):
         default=2 * 1024**3, gt=0, description="address-space limit of the subprocess that normalises an upload"
     )
     ingest_timeout_seconds: float = Field(default=3600.0, gt=0, description="wall-clock limit of that subprocess")
+    # Rates in the `limits` notation, counted in a moving window (api/ratelimit.py); "" turns one off.
+    rate_submit: str = Field(
+        default="120/minute",
+        description="submissions per key (a store key's prefix, an environment key's owner; the client IP with auth "
+        "off): POST /v1/jobs, /v1/studies and /v1/jobs/{id}/generate together; more is a 429 with Retry-After",
+    )
+    rate_upload: str = Field(
+        default="20/minute", description="data-set uploads (POST /v1/datasets) per key, as rate_submit counts"
+    )
+    rate_unauthenticated: str = Field(
+        default="60/minute",
+        description="requests per client IP that fail authentication (401); past it every request of that IP "
+        "that needs a key lookup in the store is a 429 until the window frees",
+    )
     worker_memory_bytes: ByteSize = Field(
         default=ByteSize(8 * 1024**3),
         gt=0,
@@ -172,6 +212,11 @@ class Settings(BaseSettings):
             # a mapping given in code gets the same checks as the environment's string
             return parse_api_keys(",".join(f"{token}={owner}" for token, owner in value.items())) if value else {}
         return value
+
+    @field_validator("rate_submit", "rate_upload", "rate_unauthenticated")
+    @classmethod
+    def _one_rate(cls, value: str, info: ValidationInfo) -> str:
+        return check_rate(value, f"GANFORGE_{(info.field_name or '').upper()}")
 
     quota: Quotas = Field(
         default_factory=Quotas,
