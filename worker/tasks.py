@@ -8,7 +8,10 @@ writes what the trainer produces.
 
 How a run ends:
   trained all steps         -> succeeded
-  diverged / raised         -> failed, with the first non-finite step or the error
+  diverged                  -> failed, with the first non-finite step
+  data set gone or damaged  -> failed, saying so
+  raised anything else      -> failed, "training raised an unexpected <builtin class> (ref <6 hex>)": the message
+                               (it may hold paths, hosts, SQL) goes only to the worker's log, under that ref
   out of memory             -> failed, "out of memory: ..." (a final failure: the same spec would run out again);
                                GANFORGE_WORKER_ADDRESS_SPACE_BYTES makes an allocation past it a MemoryError here
                                rather than the kernel's OOM killer ending the process, which cannot be told apart
@@ -25,9 +28,13 @@ How a run ends:
 from __future__ import annotations
 
 import gc
+import hashlib
+import hmac
 import logging
 import os
+import re
 import resource
+import secrets
 import signal
 import socket
 import threading
@@ -37,6 +44,7 @@ from functools import lru_cache
 from typing import Any
 
 import torch
+from celery.signals import worker_process_init
 
 from models.artifacts import ArtifactStore
 from models.db import make_engine
@@ -51,7 +59,7 @@ from worker.gan import LoadedData, load_builtin
 from worker.lease import LeaseKeeper, StoreLost
 from worker.sink import StoreSink
 from worker.trainer import Diverged, WatchStop, resolve_device, train
-from worker.uploaded import load_uploaded
+from worker.uploaded import DatasetUnavailable, load_uploaded
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +76,39 @@ def stores() -> tuple[JobStore, ArtifactStore]:
     return _stores(os.getpid())
 
 
+# Keys this process tree's worker ids: without it a host:pid could be recovered by hashing guesses.
+_WORKER_ID_KEY = secrets.token_bytes(16)
+
+
+@lru_cache(maxsize=4)
+def _worker_id(pid: int) -> str:
+    real = f"{socket.gethostname()}:{pid}"
+    opaque = "w-" + hmac.new(_WORKER_ID_KEY, real.encode(), hashlib.sha256).hexdigest()[:8]
+    log.info("worker %s is %s", opaque, real)  # the one place that ties the id users see to a host and process
+    return opaque
+
+
 def worker_name() -> str:
-    """host:pid, the name a claim records."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """This process's opaque worker id ("w-" and 8 hex digits), the name a claim records and users read.
+
+    Stable for the process; it names no host or pid. The worker's log says once which host:pid it is.
+    """
+    return _worker_id(os.getpid())
+
+
+# Each pool process says which host:pid its worker id is as it starts, before it claims anything.
+worker_process_init.connect(lambda **_kwargs: worker_name(), weak=False)
+
+
+def failure_category(exc: BaseException) -> str:
+    """The name of the nearest builtin class of `exc` (RuntimeError, FileNotFoundError, ...): a stable category
+    that users may read; an exception's message and a library's class names stay in the worker's log."""
+    return next(cls.__name__ for cls in type(exc).__mro__ if cls.__module__ == "builtins")
+
+
+def failure_ref() -> str:
+    """A short reference (6 hex digits) that a user's error text and the worker's log line both carry."""
+    return secrets.token_hex(3)
 
 
 def load_data(spec: JobSpec, store: JobStore, artifacts: ArtifactStore) -> LoadedData:
@@ -147,6 +185,20 @@ def out_of_memory(exc: BaseException) -> bool:
         seen.add(id(current))
         current = current.__cause__ or current.__context__
     return False
+
+
+_TRIED = re.compile(r"tried to allocate ([0-9.]+) ?(bytes|[KMGT]iB)", re.IGNORECASE)
+_UNITS = {"bytes": 1, "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4}
+
+
+def allocation(detail: str) -> str:
+    """ "an allocation of 2.0 GiB" from an allocator's message that says how much it tried to allocate (torch's
+    CPU and CUDA allocators do); "an allocation" when it does not say."""
+    found = _TRIED.search(detail)
+    if found is None:
+        return "an allocation"
+    size = float(found[1]) * _UNITS[found[2].lower()]
+    return f"an allocation of {size / 1024**3:.1f} GiB"
 
 
 def _release_memory(exc: BaseException) -> None:
@@ -260,20 +312,24 @@ def _run(
             latest = None
         kept = f"; last good checkpoint at step {latest.step}" if latest else "; no checkpoint was written"
         return end(JobStatus.FAILED, f"training diverged: {exc}{kept}", error=f"{exc}{kept}")
-    except WatchStop as exc:
+    except (WatchStop, DatasetUnavailable) as exc:  # ganforge's own messages, written for users
         return end(JobStatus.FAILED, str(exc), error=str(exc))
     except Exception as exc:
+        ref = failure_ref()
         if out_of_memory(exc):
             detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-            log.error("job %s ran out of memory: %s", job_id, detail)
+            log.error("job %s ran out of memory (ref %s): %s", job_id, ref, detail)
             _release_memory(exc)
             limit = settings.worker_address_space_bytes
             where = f" (GANFORGE_WORKER_ADDRESS_SPACE_BYTES: {limit / 1024**3:.1f} GiB)" if limit else ""
-            ended = f"out of memory{where}: {detail}; a smaller batch or network needs less"
-            return end(JobStatus.FAILED, ended, error=detail)
-        log.exception("job %s failed", job_id)
-        detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-        return end(JobStatus.FAILED, f"worker error: {detail}", error=detail)
+            # The allocator's message can name the process (CUDA: "Process 1234 has ..."): only its size is shown.
+            ended = (
+                f"out of memory{where}: {allocation(detail)} failed (ref {ref}); a smaller batch or network needs less"
+            )
+            return end(JobStatus.FAILED, ended, error=ended)
+        log.exception("job %s failed (ref %s)", job_id, ref)
+        error = f"training raised an unexpected {failure_category(exc)} (ref {ref}); the worker's log has the details"
+        return end(JobStatus.FAILED, error, error=error)
     finally:
         signal.signal(signal.SIGTERM, previous)
     if not result.stopped:
