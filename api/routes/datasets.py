@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import ArtifactsDep, CurrentOwner, SettingsDep, StoreDep, not_found
+from api.deps import ArtifactsDep, CurrentKey, CurrentOwner, SettingsDep, StoreDep, not_found
 from api.errors import ApiError
 from api.multipart import receive
 from api.routes.jobs import PageCursor, PageLimit
@@ -22,6 +23,7 @@ from models.spec import is_id
 from models.store import DatasetInUse, as_utc
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+log = logging.getLogger("ganforge.api")
 
 
 class DatasetOut(BaseModel):
@@ -33,6 +35,10 @@ class DatasetOut(BaseModel):
     size_bytes: int
     created_at: datetime
     preview_url: str
+    key: str | None = Field(
+        description="the key that uploaded it: a store key's prefix, env:<owner> for an environment key, "
+        "null with auth off"
+    )
 
     @classmethod
     def of(cls, record: Dataset) -> DatasetOut:
@@ -45,6 +51,7 @@ class DatasetOut(BaseModel):
             size_bytes=record.size_bytes,
             created_at=as_utc(record.created_at),
             preview_url=f"/v1/datasets/{record.id}/preview.png",
+            key=record.key_id,
         )
 
 
@@ -123,6 +130,7 @@ async def upload_dataset(
     store: StoreDep,
     artifacts: ArtifactsDep,
     owner: CurrentOwner,
+    key: CurrentKey,
 ) -> DatasetOut:
     """Upload a data set (streamed); the same content uploaded again returns the earlier data set (200).
 
@@ -139,6 +147,7 @@ async def upload_dataset(
             limits=Limits.of(settings),
             store=store,
             artifacts=artifacts,
+            key_id=key,
         )
     finally:
         await run_in_threadpool(upload.discard)
@@ -182,8 +191,11 @@ def get_preview(dataset: OwnedDataset, artifacts: ArtifactsDep) -> Response:
     response_class=Response,
     responses={409: {"description": "a queued or running job uses the data set"}},
 )
-def delete_dataset(dataset: OwnedDataset, store: StoreDep, artifacts: ArtifactsDep, owner: CurrentOwner) -> Response:
-    """Delete a data set and its files; refused (409) while a queued or running job uses it."""
+def delete_dataset(
+    dataset: OwnedDataset, store: StoreDep, artifacts: ArtifactsDep, owner: CurrentOwner, key: CurrentKey
+) -> Response:
+    """Delete a data set and its files; refused (409) while a queued or running job uses it. The API's log
+    records the deleting key's id (the row is gone)."""
     try:
         deleted = store.delete_dataset(dataset_id=dataset.id, owner=owner)
     except DatasetInUse as exc:
@@ -192,4 +204,5 @@ def delete_dataset(dataset: OwnedDataset, store: StoreDep, artifacts: ArtifactsD
     if deleted is None:
         raise ApiError(404, "not_found", f"no data set {dataset.id!r}")
     artifacts.delete(deleted.data_key)
+    log.info("data set %s of %s deleted by key %s", deleted.id, owner, key)
     return Response(status_code=204)
