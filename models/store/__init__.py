@@ -10,6 +10,7 @@ One module per idea, composed into `JobStore`:
 - `alerts`: what training.watch found on a job, and its CPU/GPU seconds
 - `studies`: studies (one request fanned out into jobs) and the runs their comparison reads
 - `keys`: API keys (owner, scopes, expiry, revocation, last use; only each key's SHA-256 is stored)
+- `quota`: what an owner holds and uses as its quotas count it, and the submission check
 - `paging`: the one keyset-paging helper; `bounds`: client integers kept within BIGINT
 
 Methods take keyword-only arguments; each call is one short transaction (no
@@ -26,12 +27,21 @@ from models.store.generations import GenerationsStore
 from models.store.jobs import JobsStore
 from models.store.keys import KeysStore
 from models.store.lease import LeaseStore
+from models.store.quota import QuotaStore
 from models.store.results import MetricPoint, ResultsStore
 from models.store.studies import StudiesStore
 
 
 class JobStore(
-    StudiesStore, JobsStore, LeaseStore, ResultsStore, DatasetsStore, GenerationsStore, AlertsStore, KeysStore
+    StudiesStore,
+    JobsStore,
+    LeaseStore,
+    ResultsStore,
+    DatasetsStore,
+    GenerationsStore,
+    AlertsStore,
+    KeysStore,
+    QuotaStore,
 ):
     """All reads and writes of jobs, leases, events, metrics, samples, checkpoints, data sets and API keys."""
 

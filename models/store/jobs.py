@@ -10,12 +10,14 @@ from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from models.quotas import Quotas
 from models.records import Dataset, Job, JobStatus
 from models.spec import JobSpec
 from models.store.base import StoreBase, append_event, status_event, transition, transition_where, utcnow
 from models.store.bounds import storable
 from models.store.errors import DatasetGone, IdempotencyConflict
 from models.store.paging import keyset_page
+from models.store.quota import check_submission
 
 # The reason of a job's first status event (create_job, create_study).
 SUBMITTED = "submitted"
@@ -33,7 +35,13 @@ class JobsStore(StoreBase):
     """Jobs as the API sees them."""
 
     def create_job(
-        self, *, owner: str, spec: JobSpec, idempotency_key: str | None, key: str | None = None
+        self,
+        *,
+        owner: str,
+        spec: JobSpec,
+        idempotency_key: str | None,
+        key: str | None = None,
+        quotas: Quotas | None = None,
     ) -> tuple[Job, bool]:
         """Store a new queued job; returns (job, created).
 
@@ -50,7 +58,9 @@ class JobsStore(StoreBase):
         inserted (delete_dataset holds it FOR UPDATE): a concurrent delete either sees
         the job and refuses (DatasetInUse) or wins, and then this raises DatasetGone.
         Raises ValueError for text the database cannot store (NUL, lone surrogates;
-        the spec refuses both before).
+        the spec refuses both before). With `quotas`, a new job that would take the owner past
+        queued_jobs, or any while it holds stored_bytes, raises models.store.quota.QuotaExceeded and
+        nothing is stored (checked in the inserting transaction: quota.check_submission).
         """
         spec_json = spec.model_dump(mode="json")
         if not storable(idempotency_key, *_texts(spec_json)):
@@ -99,6 +109,8 @@ class JobsStore(StoreBase):
             # (a fresh snapshot under READ COMMITTED) sees the winner's row. SQLite writers are serialised.
             created = session.execute(statement).scalar_one_or_none() is not None
             if created:
+                if quotas is not None:
+                    check_submission(session, owner=owner, quotas=quotas, adds=1)
                 append_event(session, job_id, "status", status_event(None, JobStatus.QUEUED, SUBMITTED, 1, key=key))
                 return session.scalars(select(Job).where(Job.id == job_id)).one(), True
             earlier = session.scalars(

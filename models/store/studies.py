@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from models.quotas import Quotas
 from models.records import Dataset, Job, JobEvent, JobStatus, Metric, Study
 from models.spec import JobSpec
 from models.store.base import status_event, utcnow
@@ -16,6 +17,7 @@ from models.store.bounds import clamp, storable
 from models.store.errors import DatasetGone, IdempotencyConflict
 from models.store.jobs import SUBMITTED, JobsStore, _texts, spec_hash
 from models.store.paging import keyset_page
+from models.store.quota import check_submission
 from models.store.results import ResultsStore
 from models.study import study_status
 
@@ -63,6 +65,7 @@ class StudiesStore(JobsStore, ResultsStore):
         jobs: Sequence[JobSpec],
         idempotency_key: str | None,
         key: str | None = None,
+        quotas: Quotas | None = None,
     ) -> tuple[Study, bool]:
         """Store the study and every job of it, queued, in one transaction; returns (study, created).
 
@@ -74,7 +77,8 @@ class StudiesStore(JobsStore, ResultsStore):
         concurrent calls race: INSERT ... ON CONFLICT DO NOTHING), and raises IdempotencyConflict
         when it came with a different request. Jobs on an uploaded data set hold its row FOR SHARE
         (as create_job): raises DatasetGone when it was deleted meanwhile. Raises ValueError for text
-        the store cannot hold.
+        the store cannot hold. With `quotas`, a new study whose jobs would take the owner past queued_jobs,
+        or any while it holds stored_bytes, raises models.store.quota.QuotaExceeded and nothing is stored.
         """
         if not storable(idempotency_key, *_texts(request_json), *_texts(spec_json)):
             raise ValueError("the study or Idempotency-Key holds text the store cannot hold (NUL or a lone surrogate)")
@@ -152,6 +156,8 @@ class StudiesStore(JobsStore, ResultsStore):
                 if job_rows:
                     session.execute(insert(Job), job_rows)
                     session.execute(insert(JobEvent), event_rows)
+                if quotas is not None:
+                    check_submission(session, owner=owner, quotas=quotas, adds=len(job_rows))
                 return session.scalars(select(Study).where(Study.id == study_id)).one(), True
             earlier = session.scalars(
                 select(Study).where(Study.owner == owner, Study.idempotency_key == idempotency_key)
