@@ -28,7 +28,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from api.deps import ArtifactsDep, BrokerDep, CurrentOwner, OwnedJob, SettingsDep, StoreDep, not_found
+from api.deps import ArtifactsDep, BrokerDep, CurrentKey, CurrentOwner, OwnedJob, SettingsDep, StoreDep, not_found
 from api.errors import ApiError, error_body
 from api.routes.results import steps_listed
 from models.admission import DatasetNotFound, dataset_info, network_shape
@@ -68,6 +68,9 @@ class GenerationOut(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    key: str | None = Field(
+        description="the key that asked: a store key's prefix, env:<owner> for an environment key, null with auth off"
+    )
 
     @classmethod
     def of(cls, generation: Generation, settings: Settings) -> GenerationOut:
@@ -87,6 +90,7 @@ class GenerationOut(BaseModel):
             created_at=as_utc(generation.created_at),
             started_at=as_utc(generation.started_at),
             finished_at=as_utc(generation.finished_at),
+            key=generation.key_id,
         )
 
 
@@ -180,6 +184,7 @@ async def generate(
     body: GenerateRequest,
     job: OwnedJob,
     owner: CurrentOwner,
+    key: CurrentKey,
     store: StoreDep,
     artifacts: ArtifactsDep,
     broker: BrokerDep,
@@ -217,7 +222,7 @@ async def generate(
     cap = settings.generate_max_active_per_owner
     try:
         generation = await run_in_threadpool(
-            lambda: store.create_generation(job_id=job.id, owner=owner, params=params, max_active=cap)
+            lambda: store.create_generation(job_id=job.id, owner=owner, params=params, max_active=cap, key_id=key)
         )
     except TooManyGenerations as exc:
         message = (

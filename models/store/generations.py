@@ -42,10 +42,17 @@ class GenerationsStore(StoreBase):
     """Create, read, claim and end generate requests."""
 
     def create_generation(
-        self, *, job_id: str, owner: str, params: dict[str, Any], max_active: int | None = None
+        self,
+        *,
+        job_id: str,
+        owner: str,
+        params: dict[str, Any],
+        max_active: int | None = None,
+        key_id: str | None = None,
     ) -> Generation:
         """A new queued request for `owner`'s job `job_id` (the caller checked the job is theirs); raises
-        TooManyGenerations when `owner` already has `max_active` (when given) queued or running."""
+        TooManyGenerations when `owner` already has `max_active` (when given) queued or running. `key_id`: the
+        asking key's id (a store key's prefix, "env:<owner>", None with auth off)."""
         generation = Generation(
             id=str(uuid.uuid4()),
             job_id=job_id,
@@ -53,6 +60,7 @@ class GenerationsStore(StoreBase):
             params=params,
             status=GenerationStatus.QUEUED,
             created_at=utcnow(),
+            key_id=key_id,
         )
         with self.session() as session, session.begin():
             if max_active is not None:
