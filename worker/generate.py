@@ -7,7 +7,8 @@ and rebuilt by ganforge.generator.load_generator (the same network the job train
 of this process are kept, so asking the same job again skips the load. The result goes to
 `generations/{id}.npy` (float32: count×D in the data's coordinates, not clamped; or count×C×H×W) or `.png` (a grid
 of images, a scatter plot of points over the real data for a built-in 2-D data set), and the request ends succeeded
-or failed with a reason a user can read (never a path or a traceback; those go to the worker's log). Once its result is stored, the
+or failed with a reason a user can read (never a path, a host or an exception's message: an unexpected exception is
+its builtin class and a reference to the worker's log line that has the rest). Once its result is stored, the
 owner's results past GANFORGE_GENERATE_MAX_RESULTS_PER_OWNER (oldest first) or their TTL are expired and their files
 deleted here, so the cap holds without waiting for the API's reconciler (which also sweeps every owner).
 """
@@ -38,7 +39,7 @@ from models.settings import get_settings
 from models.store import JobStore
 from models.store.generations import delete_generation_results
 from worker.celery_app import app
-from worker.tasks import stores
+from worker.tasks import failure_category, failure_ref, stores
 from worker.trainer import resolve_device
 
 log = logging.getLogger(__name__)
@@ -146,11 +147,11 @@ def generate(generation_id: str) -> str:
     except GenerationError as exc:
         store.fail_generation(generation_id=generation_id, error=str(exc))
         return "failed"
-    except Exception:
-        log.exception("generation %s failed", generation_id)
-        store.fail_generation(
-            generation_id=generation_id, error="the generate worker hit an internal error (its log has the details)"
-        )
+    except Exception as exc:
+        ref = failure_ref()
+        log.exception("generation %s failed (ref %s)", generation_id, ref)
+        error = f"generating raised an unexpected {failure_category(exc)} (ref {ref}); the worker's log has the details"
+        store.fail_generation(generation_id=generation_id, error=error)
         return "failed"
     key = f"generations/{generation_id}.{extension}"
     artifacts.put_bytes(key, data)

@@ -8,33 +8,51 @@ when the spec asks for another image size.
 
 from __future__ import annotations
 
+import logging
+import secrets
+
 import torch
 import torch.nn.functional as F
 
-from models.artifacts import ArtifactStore
+from models.artifacts import ArtifactMissing, ArtifactStore
 from models.datasets import DatasetInfo
 from models.ingest import CanonicalMismatch, read_canonical
 from models.spec import DatasetRef
 from models.store import JobStore
 from worker.gan import LoadedData
 
+log = logging.getLogger(__name__)
+
 RESIZE_CHUNK = 1024
 
 
 class DatasetUnavailable(Exception):
-    """The data set a job names is gone or its stored files do not match its record."""
+    """The data set a job names is gone, or its stored files are missing, damaged or do not match its record; the
+    message is for users (it names the data set's id, never a path)."""
 
 
 def load_uploaded(ref: DatasetRef, *, store: JobStore, artifacts: ArtifactStore) -> LoadedData:
-    """The data set `ref.id` as float32 x (images in [-1, 1], resampled to `ref.resize` when given) and int64 y."""
+    """The data set `ref.id` as float32 x (images in [-1, 1], resampled to `ref.resize` when given) and int64 y.
+
+    Raises DatasetUnavailable.
+    """
     record = store.get_dataset(dataset_id=ref.id or "")
     if record is None:
         raise DatasetUnavailable(f"data set {ref.id!r} no longer exists")
     info = DatasetInfo.model_validate(record.info)
     try:
         x, y = read_canonical(artifacts, record.data_key, info)
-    except CanonicalMismatch as exc:
+    except CanonicalMismatch as exc:  # dtypes and shapes only: no path in it
         raise DatasetUnavailable(f"data set {ref.id!r}: {exc}") from None
+    except ArtifactMissing:
+        raise DatasetUnavailable(f"data set {ref.id!r}: the data set's stored file is missing (deleted?)") from None
+    except (OSError, ValueError, EOFError):
+        # The reader's message names the file's path: the log gets it, the user a reference to it.
+        ref_id = secrets.token_hex(3)
+        log.exception("data set %s does not read (ref %s)", ref.id, ref_id)
+        raise DatasetUnavailable(
+            f"data set {ref.id!r}: the data set's stored file does not read (damaged?; ref {ref_id})"
+        ) from None
     tensor = torch.from_numpy(x)
     if info.kind == "images" and ref.resize is not None and info.shape[1:] != (ref.resize, ref.resize):
         tensor = resize_images(tensor, ref.resize)
