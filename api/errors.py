@@ -6,6 +6,7 @@ import difflib
 import json
 import logging
 import re
+import secrets
 import sys
 from collections.abc import Sequence
 from typing import Any, get_args
@@ -390,5 +391,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error", exc_info=exc)
-        return JSONResponse(status_code=500, content=error_body("internal_error", "internal error"))
+        # The exception's message can hold paths, hosts or SQL: only the log has it, under a reference the answer gives.
+        ref = secrets.token_hex(3)
+        log.error("unhandled error (ref %s)", ref, exc_info=exc)
+        message = f"internal error (ref {ref}); the API's log has the details"
+        return JSONResponse(status_code=500, content=error_body("internal_error", message))
