@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
 from api import errors, events, openapi, security
+from api.deps import KeylessProduction, refuse_keyless_production
 from api.gate import RequestGate
 from api.reconciler import Reconciler
 from api.routes import ROUTERS
@@ -110,7 +111,8 @@ async def one_value_per_query_parameter(request: Request) -> None:
 def create_app(settings: Settings | None = None, *, reconcile: bool = True) -> FastAPI:
     """The API for `settings` (default: the environment's).
 
-    Raises pydantic.ValidationError for unsafe settings, SchemaNotCurrent when the store needs `ganforge migrate`.
+    Raises pydantic.ValidationError for unsafe settings, SchemaNotCurrent when the store needs `ganforge migrate`,
+    api.deps.KeylessProduction for production with no key at all.
     """
     settings = settings or get_settings()
     # Before anything is opened or created: the data dir holds every owner's data sets and checkpoints.
@@ -142,6 +144,8 @@ def create_app(settings: Settings | None = None, *, reconcile: bool = True) -> F
     app.state.settings = settings
     app.state.store = JobStore(make_engine(settings.database_url))
     # Without this every /v1 call would be a 500 ("no such table") behind a /readyz that says ready.
+    # Before the schema check: production without keys is refused even on a store that cannot be read.
+    refuse_keyless_production(settings, app.state.store)
     check_schema(app.state.store)
     app.state.artifacts = ArtifactStore(settings.artifacts_url)
     app.state.celery = make_celery(settings)
@@ -172,6 +176,9 @@ def __getattr__(name: str) -> FastAPI:
             raise SystemExit(2) from None
         except SchemaNotCurrent as exc:
             log.critical("refusing to start: %s", exc)
+            raise SystemExit(2) from None
+        except KeylessProduction as exc:  # its message says "refusing to start" and what to do
+            log.critical("%s", exc)
             raise SystemExit(2) from None
         globals()["app"] = created
         return created

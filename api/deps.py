@@ -21,6 +21,7 @@ from typing import Annotated, Any
 from celery import Celery
 from fastapi import Depends, Header, Path, Request
 from pydantic import AfterValidator, BeforeValidator, Field
+from sqlalchemy.exc import SQLAlchemyError
 
 from api.errors import ApiError
 from models.artifacts import ArtifactStore
@@ -195,10 +196,37 @@ class Authenticator:
             self.store.touch_key(prefix=prefix, at=utcnow(), every=LAST_USED_EVERY)
         return Caller(record.owner, tuple(record.scopes), prefix, key_id=prefix)
 
-    def forget(self, prefix: str) -> None:
-        """Drop the cached record of `prefix` (this process revoked it: no need to wait for the cache)."""
+    def forget(self, *prefixes: str) -> None:
+        """Drop the cached records of `prefixes` (this process revoked them: no need to wait for the cache)."""
         with self._lock:
-            self._records.pop(prefix, None)
+            for prefix in prefixes:
+                self._records.pop(prefix, None)
+
+
+class KeylessProduction(RuntimeError):
+    """GANFORGE_ENVIRONMENT=production with no key that could let anyone in: the API refuses to start."""
+
+
+KEYLESS_PRODUCTION_MESSAGE = (
+    "refusing to start: GANFORGE_API_KEYS must be set when GANFORGE_ENVIRONMENT=production and the store holds no "
+    "active API key (`ganforge up` makes the first admin key, or `ganforge keys create --owner admin --scopes admin`)"
+)
+
+
+def refuse_keyless_production(settings: Settings, store: KeysStore) -> None:
+    """Raise KeylessProduction when `settings` are production's and neither GANFORGE_API_KEYS nor an active store
+    key exists (with neither, auth would be off: every caller anonymous). A store that cannot be read counts as
+    holding none: production does not start without knowing a key guards it."""
+    if settings.environment != "production" or settings.api_keys:
+        return
+    try:
+        usable = store.has_usable_key()
+    except SQLAlchemyError as exc:
+        raise KeylessProduction(
+            f"{KEYLESS_PRODUCTION_MESSAGE}; the store's keys could not be read ({type(exc).__name__}: is it migrated? ganforge migrate)"
+        ) from None
+    if not usable:
+        raise KeylessProduction(KEYLESS_PRODUCTION_MESSAGE)
 
 
 _AUTHENTICATOR_LOCK = threading.Lock()

@@ -17,8 +17,8 @@ for this request (its status and `last_event`, the head of its log):
   the next events, as a new follower would); no client's position ever sets the
   shared feed's state, which starts at the head the job row shows.
 
-Each owner holds at most `max_sse_per_owner` streams at once in one API process
-(MAX_SSE_PER_OWNER by default); the next is a 429 with Retry-After, so one client
+Each owner holds at most GANFORGE_MAX_SSE_PER_OWNER (Settings.max_sse_per_owner, 16)
+streams at once in one API process; the next is a 429 with Retry-After, so one client
 cannot hold every connection and poller of the process.
 """
 
@@ -51,8 +51,6 @@ STORE_AWAY_SECONDS = 1.0
 PING_SECONDS = 15.0
 RETRY_MS = 1000
 RING = 2000
-# Open streams per owner per API process; a setting (max_sse_per_owner) overrides it where Settings has one.
-MAX_SSE_PER_OWNER = 16
 # A client over the cap is told to come back after this long (an EventSource reconnects by itself meanwhile).
 SSE_RETRY_AFTER_SECONDS = 5
 
@@ -239,7 +237,7 @@ async def job_events(
 
     A `sample` event carries `png_url` and `npy_url`, a `checkpoint` event `url` and `state_url`: the same paths
     GET .../samples and .../checkpoints give. 429 with Retry-After when the owner already has
-    `max_sse_per_owner` streams open on this API process (MAX_SSE_PER_OWNER, 16, by default).
+    GANFORGE_MAX_SSE_PER_OWNER streams (16 by default) open on this API process.
     """
     position = after if after is not None else (last_event_id or 0)
     hub: EventHub = request.app.state.event_hub
@@ -249,5 +247,4 @@ async def job_events(
         stream = hub.replay(job.id, position, job.last_event)
     else:
         stream = hub.follow(job.id, job.last_event, min(position, job.last_event))
-    cap = int(getattr(settings, "max_sse_per_owner", MAX_SSE_PER_OWNER))
-    return EventSourceResponse(hub.admit(owner, cap, stream), ping=PING_SECONDS, sep="\n")
+    return EventSourceResponse(hub.admit(owner, settings.max_sse_per_owner, stream), ping=PING_SECONDS, sep="\n")

@@ -2,9 +2,9 @@
 
 Unset means the embedded default: a SQLite file, a Celery broker on the local
 file system, and artifacts in a folder, all under the data dir. Settings that
-would make the service fail open (keys that let anyone in, production without
-keys) or run unsafely (a lease renewed too rarely) refuse validation, so a
-process with them refuses to start.
+would make the service fail open (keys that let anyone in) or run unsafely (a lease renewed too rarely) refuse validation, so a
+process with them refuses to start. Production without any key is refused at API
+startup, where the store's keys can be seen (api/deps.py refuse_keyless_production).
 """
 
 from __future__ import annotations
@@ -88,7 +88,11 @@ def check_rate(value: str, setting: str) -> str:
 class Settings(BaseSettings):
     # hide_input_in_errors: a refused GANFORGE_API_KEYS must not print its tokens into the log.
     model_config = SettingsConfigDict(
-        env_prefix="GANFORGE_", env_nested_delimiter="_", env_nested_max_split=1, extra="ignore", hide_input_in_errors=True
+        env_prefix="GANFORGE_",
+        env_nested_delimiter="_",
+        env_nested_max_split=1,
+        extra="ignore",
+        hide_input_in_errors=True,
     )
 
     data_dir: Path = Field(default=Path("ganforge-data"), description="where the embedded default keeps everything")
@@ -104,7 +108,9 @@ class Settings(BaseSettings):
         "empty means no auth (every caller is 'anonymous')",
     )
     environment: Literal["development", "production"] = Field(
-        default="development", description="'production' refuses to start without API keys"
+        default="development",
+        description="'production': the API refuses to start unless GANFORGE_API_KEYS is set or the store holds an "
+        "active key (checked at API startup, api/deps.py refuse_keyless_production); `ganforge up` makes the first",
     )
     queue: str = Field(default="ganforge", description="Celery queue the training tasks go to")
     lease_timeout_seconds: float = Field(default=60.0, gt=0, description="a running job silent this long is re-queued")
@@ -137,6 +143,12 @@ class Settings(BaseSettings):
         gt=0,
         description="how often a worker writes its metrics and progress, which renews its job's lease; "
         f"at most lease_timeout_seconds / {FLUSH_TO_LEASE_RATIO}",
+    )
+    max_sse_per_owner: int = Field(
+        default=16,
+        ge=1,
+        description="event streams (GET /v1/jobs/{id}/events) one owner may hold open on one API process; "
+        "one more is a 429 with Retry-After",
     )
     max_json_body_bytes: int = Field(
         default=1024**2, gt=0, description="largest JSON request body; a larger one is a 413 before it is read"
@@ -224,7 +236,7 @@ class Settings(BaseSettings):
     )
     owner_quotas: dict[str, QuotaOverride] = Field(
         default_factory=dict,
-        description='JSON {owner: {field: value}} replacing quota fields for one owner, e.g. '
+        description="JSON {owner: {field: value}} replacing quota fields for one owner, e.g. "
         '{"vision": {"running_jobs": 16}}',
     )
 
@@ -244,8 +256,6 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_unsafe(self) -> Settings:
-        if self.environment == "production" and not self.api_keys:
-            raise ValueError("GANFORGE_API_KEYS must be set when GANFORGE_ENVIRONMENT=production")
         if self.metrics_flush_seconds > self.lease_timeout_seconds / FLUSH_TO_LEASE_RATIO:
             raise ValueError(
                 f"GANFORGE_METRICS_FLUSH_SECONDS ({self.metrics_flush_seconds:g}) must be at most "

@@ -17,4 +17,5 @@ ROUTERS: tuple[APIRouter, ...] = (
     generations.router,
     studies.router,
     keys.router,
+    keys.whoami_router,
 )

@@ -14,13 +14,13 @@ from fastapi import APIRouter, Path, Request
 from pydantic import AfterValidator, BaseModel, Field, field_validator, model_validator
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import AdminCaller, StoreDep, authenticator_of
+from api.deps import UNAUTHORIZED_MESSAGE, AdminCaller, CurrentCaller, StoreDep, authenticator_of
 from api.errors import ApiError
 from models.records import ApiKey
 from models.settings import OWNER_MAX_LENGTH
 from models.spec import StrictModel, plain_text
 from models.store import as_utc, utcnow
-from models.store.keys import SCOPES, TTL_MAX, is_active, is_prefix, normalize_scopes, parse_ttl
+from models.store.keys import SCOPES, TTL_MAX, ParentRevoked, is_active, is_prefix, normalize_scopes, parse_ttl
 
 router = APIRouter(prefix="/v1/keys", tags=["keys"])
 
@@ -90,6 +90,9 @@ class KeyOut(BaseModel):
     revoked_at: datetime | None
     revoked: bool
     active: bool
+    parent_prefix: str | None = Field(
+        default=None, description="the store key that made this one through POST /v1/keys (revoking it revokes this)"
+    )
 
     @classmethod
     def of(cls, record: ApiKey) -> KeyOut:
@@ -104,6 +107,7 @@ class KeyOut(BaseModel):
             revoked_at=as_utc(record.revoked_at),
             revoked=record.revoked_at is not None,
             active=is_active(record),
+            parent_prefix=record.parent_prefix,
         )
 
 
@@ -111,6 +115,12 @@ class KeyCreated(KeyOut):
     """The 201 of POST /v1/keys: the key itself, shown this once."""
 
     key: str = Field(description="send as 'Authorization: Bearer <key>'; shown only now, store it safely")
+
+
+class KeyRevoked(KeyOut):
+    """The answer of DELETE /v1/keys/{prefix}: the key, and the keys made through it that were revoked with it."""
+
+    also_revoked: list[str] = Field(description="prefixes of the keys made through this one, revoked now with it")
 
 
 class KeyList(BaseModel):
@@ -146,9 +156,18 @@ async def create_key(body: KeyCreate, caller: AdminCaller, store: StoreDep) -> K
         limit = as_utc(parent.expires_at) if parent is not None else None
         if limit is not None and (expires_at is None or as_utc(expires_at) > limit):
             expires_at = limit
-    record, key = await run_in_threadpool(
-        lambda: store.create_key(owner=caller.owner, scopes=body.scopes, name=body.name, expires_at=expires_at)
-    )
+    try:
+        record, key = await run_in_threadpool(
+            lambda: store.create_key(
+                owner=caller.owner,
+                scopes=body.scopes,
+                name=body.name,
+                expires_at=expires_at,
+                parent_prefix=parent_prefix,  # revoking the caller's key revokes this one
+            )
+        )
+    except ParentRevoked:  # revoked since the gate let it in
+        raise ApiError(401, "unauthorized", UNAUTHORIZED_MESSAGE) from None
     return KeyCreated(**KeyOut.of(record).model_dump(), key=key)
 
 
@@ -158,19 +177,52 @@ def list_keys(caller: AdminCaller, store: StoreDep) -> KeyList:
     return KeyList(keys=[KeyOut.of(record) for record in store.list_keys(owner=caller.owner)])
 
 
-@router.delete("/{prefix}", response_model=KeyOut, responses={404: {"description": "no such key of this owner"}})
+@router.delete("/{prefix}", response_model=KeyRevoked, responses={404: {"description": "no such key of this owner"}})
 def revoke_key(
     request: Request,
     caller: AdminCaller,
     store: StoreDep,
     prefix: Annotated[str, Path(description="the key's prefix, gf_ and 8 letters or digits")],
-) -> KeyOut:
-    """Revoke the key (it stays listed, revoked); revoking it again answers the same. Another owner's: 404.
+) -> KeyRevoked:
+    """Revoke the key and every key made through it (their keys too, transitively), in one transaction; they stay
+    listed, revoked. Revoking it again answers the same (and revokes a key it made since). Another owner's: 404.
 
-    This process stops accepting it at once; another API process within KEY_CACHE_SECONDS (api/deps.py).
+    This process stops accepting them at once; another API process within KEY_CACHE_SECONDS (api/deps.py).
     """
-    record = store.revoke_key(prefix=prefix, owner=caller.owner) if is_prefix(prefix) else None
-    if record is None:
+    found = store.revoke_key(prefix=prefix, owner=caller.owner) if is_prefix(prefix) else None
+    if found is None:
         raise ApiError(404, "not_found", f"no API key {prefix!r}" if is_prefix(prefix) else "no API key with this id")
-    authenticator_of(request.app).forget(prefix)
-    return KeyOut.of(record)
+    record, revoked = found
+    authenticator_of(request.app).forget(record.prefix, *revoked)
+    return KeyRevoked(**KeyOut.of(record).model_dump(), also_revoked=[p for p in revoked if p != record.prefix])
+
+
+class WhoAmI(BaseModel):
+    """GET /v1/whoami: who the key in the request is (any scope; with auth off, anonymous with every scope)."""
+
+    owner: str = Field(description="the team the key acts for; 'anonymous' with auth off")
+    key: str | None = Field(
+        description="the key's id as events record it: a store key's prefix, env:<owner> for an environment key "
+        "(GANFORGE_API_KEYS), null with auth off"
+    )
+    prefix: str | None = Field(description="the store key's prefix (null for an environment key or with auth off)")
+    scopes: list[str]
+    expires_at: datetime | None = Field(description="when the store key stops working; null: never")
+    auth: bool = Field(description="whether the service asks for a key (false: every caller is anonymous)")
+
+
+whoami_router = APIRouter(prefix="/v1", tags=["keys"])
+
+
+@whoami_router.get("/whoami", response_model=WhoAmI)
+def whoami(caller: CurrentCaller, store: StoreDep) -> WhoAmI:
+    """The caller: owner, key id, scopes and expiry (any scope may ask)."""
+    record = store.find_key(prefix=caller.prefix) if caller.prefix is not None else None
+    return WhoAmI(
+        owner=caller.owner,
+        key=caller.key_id,
+        prefix=caller.prefix,
+        scopes=list(caller.scopes),
+        expires_at=as_utc(record.expires_at) if record is not None else None,
+        auth=caller.key_id is not None,
+    )

@@ -83,6 +83,7 @@ def key_json(record: ApiKey) -> dict[str, Any]:
         "revoked_at": iso(record.revoked_at),
         "revoked": record.revoked_at is not None,
         "active": is_active(record),
+        "parent_prefix": record.parent_prefix,
     }
 
 
@@ -184,9 +185,13 @@ def revoke(
     ctx: typer.Context,
     prefix: Annotated[str, typer.Argument(metavar="PREFIX", help="the key's prefix (gf_ and 8 letters or digits)")],
 ) -> None:
-    """Revoke a key: API processes refuse it within KEY_CACHE_SECONDS (5 s); it stays listed, revoked."""
+    """Revoke a key and the keys made through it (POST /v1/keys), transitively: API processes refuse them within
+    KEY_CACHE_SECONDS (5 s); they stay listed, revoked."""
     with opened_store(ctx) as store:
-        record = store.revoke_key(prefix=prefix.strip())
-    if record is None:
+        found = store.revoke_key(prefix=prefix.strip())
+    if found is None:
         fail(f"no API key {prefix!r} (see `ganforge keys list`)", NOT_FOUND)
-    render.stdout().print(f"key {record.prefix} of {record.owner} revoked", soft_wrap=True)
+    record, revoked = found
+    children = [child for child in revoked if child != record.prefix]
+    also = f", and the {len(children)} key(s) made through it: {', '.join(children)}" if children else ""
+    render.stdout().print(f"key {record.prefix} of {record.owner} revoked{also}", soft_wrap=True)

@@ -35,6 +35,14 @@ _TTL = re.compile(r"([0-9]{1,9})([smhdw]?)")
 _TTL_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
+class ParentRevoked(ValueError):
+    """The store key asked to make a key is revoked or expired (or gone): no key is made."""
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__(f"the key {prefix} that would make this key is revoked or expired")
+        self.prefix = prefix
+
+
 def hash_key(key: str) -> str:
     """The hex SHA-256 of a whole key (what the store keeps)."""
     return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
@@ -106,10 +114,17 @@ class KeysStore(StoreBase):
     """API key records (the keys themselves are never stored)."""
 
     def create_key(
-        self, *, owner: str, scopes: Iterable[str], name: str = "", expires_at: datetime | None = None
+        self,
+        *,
+        owner: str,
+        scopes: Iterable[str],
+        name: str = "",
+        expires_at: datetime | None = None,
+        parent_prefix: str | None = None,
     ) -> tuple[ApiKey, str]:
         """Store a new key for `owner`; returns its record and the key itself (the only time it is known).
 
+        `parent_prefix`: the store key that made this one (POST /v1/keys); revoking it revokes this one too.
         Raises ValueError for an unknown scope, text the store cannot hold, or an expiry not in the future.
         """
         normalized = normalize_scopes(scopes)
@@ -132,9 +147,15 @@ class KeysStore(StoreBase):
                 expires_at=expires_at,
                 last_used_at=None,
                 revoked_at=None,
+                parent_prefix=parent_prefix,
             )
             try:
                 with self.session() as session, session.begin():
+                    if parent_prefix is not None:
+                        # Locked as revoke_key locks it: a key is never made by one revoked meanwhile.
+                        parent = session.scalar(select(ApiKey).where(ApiKey.prefix == parent_prefix).with_for_update())
+                        if parent is None or not is_active(parent):
+                            raise ParentRevoked(parent_prefix)
                     session.add(record)
                 return record, key
             except IntegrityError:
@@ -159,10 +180,12 @@ class KeysStore(StoreBase):
                 query = query.where(ApiKey.owner == owner)
             return list(session.scalars(query))
 
-    def revoke_key(self, *, prefix: str, owner: str | None = None) -> ApiKey | None:
-        """Revoke the key (it stays listed, with its time of revocation); revoking it again changes nothing.
+    def revoke_key(self, *, prefix: str, owner: str | None = None) -> tuple[ApiKey, list[str]] | None:
+        """Revoke the key and, transitively, every key made through it (parent_prefix), in one transaction; they
+        stay listed, with their time of revocation. Revoking again changes nothing (but catches a child made since).
 
-        None when no such key is the owner's (`owner` None: any owner's).
+        Returns the key's record and the prefixes revoked now (the key's own first when it was active; children
+        already revoked are left out); None when no such key is the owner's (`owner` None: any owner's).
         """
         if not is_prefix(prefix) or not storable(owner):
             return None
@@ -170,10 +193,25 @@ class KeysStore(StoreBase):
             query = select(ApiKey).where(ApiKey.prefix == prefix)
             if owner is not None:
                 query = query.where(ApiKey.owner == owner)
-            record = session.scalar(query)
-            if record is not None and record.revoked_at is None:
-                record.revoked_at = utcnow()
-            return record
+            # Locked (PostgreSQL; SQLite's writer lock holds the file): a key made through it meanwhile waits.
+            record = session.scalar(query.with_for_update())
+            if record is None:
+                return None
+            now, revoked, level, seen = utcnow(), [], [record], {record.prefix}
+            while level:  # breadth-first over the keys each level made; `seen` stops any cycle
+                for key in level:
+                    if key.revoked_at is None:
+                        key.revoked_at = now
+                        revoked.append(key.prefix)
+                children = session.scalars(
+                    select(ApiKey)
+                    .where(ApiKey.parent_prefix.in_([key.prefix for key in level]))
+                    .order_by(ApiKey.seq)
+                    .with_for_update()
+                )
+                level = [child for child in children if child.prefix not in seen]
+                seen.update(child.prefix for child in level)
+            return record, revoked
 
     def touch_key(self, *, prefix: str, at: datetime, every: timedelta) -> None:
         """Set the key's last-used time to `at` unless it was set less than `every` before (one short UPDATE)."""
@@ -191,3 +229,14 @@ class KeysStore(StoreBase):
         """Whether the store ever held a key (revoked and expired ones count: removing keys never turns auth off)."""
         with self.session() as session:
             return session.scalar(select(ApiKey.seq).limit(1)) is not None
+
+    def has_usable_key(self, *, scope: str | None = None) -> bool:
+        """Whether the store holds a key that lets a caller in now (not revoked, not expired), with `scope` when
+        given ("admin": one that can make more keys)."""
+        now = utcnow()
+        with self.session() as session:
+            # Few keys are unrevoked at once: expiry and scope (a JSON list) are checked here, alike on both backends.
+            unrevoked = session.scalars(select(ApiKey).where(ApiKey.revoked_at.is_(None)))
+            return any(
+                is_active(record, now) and (scope is None or has_scope(record.scopes, scope)) for record in unrevoked
+            )
