@@ -235,3 +235,14 @@ class ApiKey(Base):
     revoked_at: Mapped[datetime | None]
     # The store key that made this one through POST /v1/keys (None: made by the CLI); revoking it revokes this.
     parent_prefix: Mapped[str | None] = mapped_column(String(16))
+
+
+class ServiceSecret(Base):
+    """A secret the service makes once for itself, shared by every API process through the store and kept across
+    restarts: `name` says what it keys ("cursor": the MAC key of paging cursors), `value` is 256 random bits as hex."""
+
+    __tablename__ = "service_secrets"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    value: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime]
