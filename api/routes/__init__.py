@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api import events
-from api.routes import dashboard, datasets, generations, jobs, keys, results, studies, system
+from api.routes import dashboard, datasets, generations, jobs, keys, quota, results, studies, system
 
 ROUTERS: tuple[APIRouter, ...] = (
     jobs.router,
@@ -18,4 +18,5 @@ ROUTERS: tuple[APIRouter, ...] = (
     studies.router,
     keys.router,
     keys.whoami_router,
+    quota.router,
 )

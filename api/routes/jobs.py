@@ -8,14 +8,26 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Response
 from pydantic import BeforeValidator
 
-from api.deps import BrokerDep, CurrentKey, CurrentOwner, IdempotencyKey, OwnedJob, QueryText, StoreDep, plain_decimal
+from api.deps import (
+    BrokerDep,
+    CurrentKey,
+    CurrentOwner,
+    IdempotencyKey,
+    OwnedJob,
+    QueryText,
+    SettingsDep,
+    StoreDep,
+    plain_decimal,
+)
 from api.errors import ApiError, spec_problems_error
+from api.routes.quota import QUOTA_403, quota_error, steps_error, steps_problems
 from api.schemas import JobOut, JobPage, ValidatedSpec
 from models.admission import DatasetNotFound, SpecRejected, admit
 from models.queue import send_train
 from models.records import JobStatus
 from models.spec import JobSpec
 from models.store import DatasetGone, IdempotencyConflict
+from models.store.quota import QuotaExceeded
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -31,13 +43,19 @@ PageCursor = Annotated[
 ]
 
 
-@router.post("", status_code=201, response_model=JobOut | ValidatedSpec, responses={200: {"model": JobOut}})
+@router.post(
+    "",
+    status_code=201,
+    response_model=JobOut | ValidatedSpec,
+    responses={200: {"model": JobOut}, 403: {"description": QUOTA_403}},
+)
 def submit_job(
     spec: JobSpec,
     store: StoreDep,
     broker: BrokerDep,
     owner: CurrentOwner,
     key: CurrentKey,
+    settings: SettingsDep,
     response: Response,
     validate_only: Annotated[
         bool, Query(description="check the spec and return it with defaults; create nothing")
@@ -48,7 +66,14 @@ def submit_job(
 
     The stored spec is the admitted one: data-dependent defaults filled in, as it will run. The job's
     `submitted` status event records the submitting key's non-secret id as `key` (null with auth off).
+
+    Quotas (GET /v1/quota): training.steps over steps_per_job is a 422 at `training.steps`; a job past the owner's
+    queued_jobs, or any while it holds stored_bytes, a 403 `quota_exceeded` (nothing is stored).
     """
+    quotas = settings.quotas(owner)
+    over = steps_problems([("training.steps", spec.training.steps)], quotas)
+    if over:
+        raise steps_error(over)
     try:
         spec = admit(spec=spec, owner=owner, store=store)
     except DatasetNotFound as exc:  # another owner's data set is indistinguishable from a missing one
@@ -59,7 +84,9 @@ def submit_job(
         response.status_code = 200
         return ValidatedSpec(valid=True, spec=spec.model_dump(mode="json"))
     try:
-        job, created = store.create_job(owner=owner, spec=spec, idempotency_key=idempotency_key, key=key)
+        job, created = store.create_job(owner=owner, spec=spec, idempotency_key=idempotency_key, key=key, quotas=quotas)
+    except QuotaExceeded as exc:
+        raise quota_error(exc) from None
     except IdempotencyConflict:
         raise ApiError(409, "idempotency_conflict", "this Idempotency-Key was used with a different spec") from None
     except DatasetGone as exc:  # deleted between admission and the insert
