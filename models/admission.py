@@ -350,16 +350,32 @@ def check_memory(spec: JobSpec, info: DatasetInfo, budget_bytes: int) -> list[Sp
     return [SpecProblem(("training", "batch_size"), f"{summary}: {advice}")]
 
 
+def bounded_priority(spec: JobSpec, max_priority: int) -> tuple[JobSpec, list[SpecProblem]]:
+    """The spec within the owner's quota max_priority: a `priority` given above it is a problem at `priority`; one
+    left out is lowered to it (so an owner whose quota is below the default can still leave it out)."""
+    if spec.priority <= max_priority:
+        return spec, []
+    if "priority" not in spec.model_fields_set:
+        return spec.model_copy(update={"priority": max_priority}), []
+    message = (
+        f"{spec.priority} is above this owner's highest priority, {max_priority} "
+        "(quota max_priority, GANFORGE_QUOTA_MAX_PRIORITY or GANFORGE_OWNER_QUOTAS)"
+    )
+    return spec, [SpecProblem(("priority",), message)]
+
+
 def admit(*, spec: JobSpec, owner: str, store: AdmissionStore, memory_budget: int | None = None) -> JobSpec:
-    """The spec as it will run for `owner`: checked against its data set, its warm start and a worker's memory
-    (`memory_budget` bytes; default: the setting GANFORGE_WORKER_MEMORY_BYTES), defaults filled.
+    """The spec as it will run for `owner`: checked against its data set, its warm start, a worker's memory
+    (`memory_budget` bytes; default: the setting GANFORGE_WORKER_MEMORY_BYTES) and the owner's quota max_priority
+    (bounded_priority), defaults filled.
 
     Raises DatasetNotFound when the spec names an upload the owner does not have, and
     SpecRejected carrying every problem (field path and message) when it cannot run.
     """
+    spec, over = bounded_priority(spec, get_settings().quotas(owner).max_priority)
     info = dataset_info(spec.dataset, owner=owner, store=store)
     incompatible = check_compatible(spec, info)
-    problems = incompatible + _warm_start_problems(spec, info, owner=owner, store=store)
+    problems = over + incompatible + _warm_start_problems(spec, info, owner=owner, store=store)
     if incompatible:  # networks that cannot be built have no size
         raise SpecRejected(problems)
     filled = fill_defaults(spec, info)

@@ -28,6 +28,8 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from models.quotas import PRIORITY_DEFAULT, PRIORITY_MAX, PRIORITY_MIN
+
 
 class StrictModel(BaseModel):
     """Unknown fields and NaN/inf numbers are refused everywhere in a spec."""
@@ -653,6 +655,14 @@ class JobSpec(StrictModel):
     training: Training = Field(default_factory=Training)
     every: Every = Field(default_factory=Every)
     init_from: InitFrom | None = None
+    priority: Int = Field(
+        default=PRIORITY_DEFAULT,
+        ge=PRIORITY_MIN,
+        le=PRIORITY_MAX,
+        description=f"{PRIORITY_MIN}-{PRIORITY_MAX}, higher first: orders the owner's waiting jobs (between owners "
+        "the one running fewer jobs goes first). At most the owner's quota max_priority (GANFORGE_QUOTA_MAX_PRIORITY, "
+        f"default {PRIORITY_DEFAULT}); left out, {PRIORITY_DEFAULT} or that quota if lower",
+    )
     tags: dict[Annotated[Text, Field(min_length=1, max_length=64)], Annotated[Text, Field(max_length=256)]] = Field(
         default_factory=dict,
         max_length=32,

@@ -80,6 +80,7 @@ class JobsStore(StoreBase):
             "spec_hash": digest,
             "attempt": 1,
             "max_attempts": spec.training.max_attempts,
+            "priority": spec.priority,
             "lease_token": 0,
             "step": 0,
             "total_steps": spec.training.steps,

@@ -111,6 +111,7 @@ class StudiesStore(JobsStore, ResultsStore):
                     "spec_hash": spec_hash(spec.model_dump(mode="json")),
                     "attempt": 1,
                     "max_attempts": spec.training.max_attempts,
+                    "priority": spec.priority,
                     "lease_token": 0,
                     "step": 0,
                     "total_steps": spec.training.steps,
