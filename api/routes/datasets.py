@@ -14,6 +14,7 @@ from api.deps import ArtifactsDep, CurrentKey, CurrentOwner, SettingsDep, StoreD
 from api.errors import ApiError
 from api.multipart import receive
 from api.routes.jobs import PageCursor, PageLimit
+from api.routes.quota import QUOTA_403, UPLOAD_429, check_upload
 from models.artifacts import ArtifactMissing
 from models.datasets import DatasetInfo
 from models.ingest import RESIZE_RANGE, Limits
@@ -117,9 +118,11 @@ _UPLOAD_FORM: dict[str, Any] = {
     responses={
         200: {"model": DatasetOut, "description": "the same content was uploaded before: that data set"},
         400: {"description": "malformed or truncated multipart body"},
+        403: {"description": QUOTA_403},
         413: {"description": "over GANFORGE_MAX_UPLOAD_BYTES or an archive/data set limit"},
         415: {"description": "not multipart/form-data"},
         422: {"description": "content that cannot become a data set; details name the field"},
+        429: {"description": UPLOAD_429},
     },
     openapi_extra=_UPLOAD_FORM,
 )
@@ -135,7 +138,10 @@ async def upload_dataset(
     """Upload a data set (streamed); the same content uploaded again returns the earlier data set (200).
 
     Normalisation runs in a bounded subprocess (models/ingest/isolated.py), waited on from the threadpool.
+    Refused before the body is read while the owner holds its stored_bytes quota (403 `quota_exceeded`) or made
+    uploads_per_hour uploads in the last hour (429 with Retry-After).
     """
+    await run_in_threadpool(check_upload, store, owner, settings.quotas(owner))
     upload = await receive(request, settings=settings)
     try:
         dataset, created = await run_in_threadpool(

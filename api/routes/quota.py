@@ -67,7 +67,7 @@ def quota_error(exc: QuotaExceeded, *, status: int = 403, headers: dict[str, str
     return ApiError(status, "quota_exceeded", message, headers=headers, extra=extra)
 
 
-def steps_problems(steps: Sequence[tuple[str, int]], quotas: Quotas) -> list[dict[str, str]]:
+def steps_problems(steps: Sequence[tuple[str, int | float]], quotas: Quotas) -> list[dict[str, str]]:
     """422 details for each (field path, training.steps) over the steps_per_job quota ([] when none is)."""
     limit = quotas.steps_per_job
     return [

@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field, ValidationError
 from api.deps import BrokerDep, CurrentKey, CurrentOwner, IdempotencyKey, QueryText, SettingsDep, StoreDep, not_found
 from api.errors import DETAILS_MAX, ApiError, _detail, plain_errors
 from api.routes.jobs import PageCursor, PageLimit, QueryInt
+from api.routes.quota import QUOTA_403, quota_error, steps_error, steps_problems
 from api.routes.results import RECORDED_METRICS
 from models.admission import DatasetNotFound, SpecProblem, check_memory, dataset_info, fill_defaults
 from models.catalog import IMAGE_ARCHITECTURES, quality_measures
@@ -30,6 +31,7 @@ from models.records import Job, Study
 from models.spec import DatasetRef, is_id
 from models.store import IdempotencyConflict, JobStore, as_utc
 from models.store.errors import DatasetGone
+from models.store.quota import QuotaExceeded
 from models.store.studies import SERIES_POINTS_MAX, StudyFinished, StudyJobStats
 from models.study import (
     LOSS_TAG,
@@ -205,7 +207,10 @@ def _dataset_not_found(message: str) -> ApiError:
     "",
     status_code=201,
     response_model=StudyOut | ValidatedStudy,
-    responses={200: {"model": StudyOut, "description": "an idempotent replay, or ?validate_only=true"}},
+    responses={
+        200: {"model": StudyOut, "description": "an idempotent replay, or ?validate_only=true"},
+        403: {"description": QUOTA_403},
+    },
     summary="Start a study",
 )
 def create_study(
@@ -235,8 +240,16 @@ def create_study(
     (`losses.1`, `overrides.wgan.lr_d`, `grid.0.values.2`). A retry with the same `Idempotency-Key`
     returns the same study (200); the key with another body is a 409. Each job's `submitted` status event
     records the submitting API key's non-secret id as `key` (null with auth off).
+
+    Quotas (GET /v1/quota): a job's training.steps over steps_per_job is a 422 at the grid value or the base
+    `training.steps` that sets it; a study whose jobs would take the owner past queued_jobs (all its jobs count),
+    or any while the owner holds stored_bytes, a 403 `quota_exceeded` (nothing is stored).
     """
     study = _study_spec(body, store, owner)
+    quotas = settings.quotas(owner)
+    over = steps_problems(_study_steps(study), quotas)
+    if over:
+        raise steps_error(over)
     try:
         info = dataset_info(study.dataset, owner=owner, store=store)
     except DatasetNotFound as exc:
@@ -265,7 +278,10 @@ def create_study(
             jobs=jobs,
             idempotency_key=idempotency_key,
             key=key,
+            quotas=quotas,
         )
+    except QuotaExceeded as exc:
+        raise quota_error(exc) from None
     except IdempotencyConflict:
         raise ApiError(409, "idempotency_conflict", "this Idempotency-Key was used with a different study") from None
     except DatasetGone as exc:  # deleted between admission and the insert
@@ -275,6 +291,18 @@ def create_study(
     else:
         response.status_code = 200
     return _study_out(store, created_study)
+
+
+def _study_steps(study: StudySpec) -> list[tuple[str, int | float]]:
+    """Where the study's jobs get their training.steps: each value of a grid axis over it (`grid.<k>.values.<j>`),
+    else the base `training.steps`."""
+    on_grid = [
+        (f"grid.{k}.values.{j}", value)
+        for k, axis in enumerate(study.grid)
+        if axis.param == "training.steps"
+        for j, value in enumerate(axis.values)
+    ]
+    return on_grid or [("training.steps", study.training.steps)]
 
 
 def _study_spec(body: dict[str, Any], store: JobStore, owner: str) -> StudySpec:
