@@ -392,8 +392,9 @@ class AsyncDatasets:
         (px); value_range: for .npz images, the source values of black and white. progress:
         `progress(sent_bytes, file_bytes)`. The same content uploaded again returns the earlier data set.
         The file is read in 64 KiB blocks on the event loop's thread (local disk reads are short).
-        Not retried (a POST without Idempotency-Key). Raises ValidationFailed (the field at fault: file, resize,
-        ...; also 413 for an upload over the size limits), FileNotFoundError.
+        Sent again only after a 429 (a rate limit: the API refused it unread), after its Retry-After. Raises
+        ValidationFailed (the field at fault: file, resize, ...; also 413 for an upload over the size limits),
+        FileNotFoundError.
         """
         source = Path(path)
         fields = calls.upload_fields(name, resize, value_range)

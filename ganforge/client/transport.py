@@ -4,7 +4,9 @@ A request is retried only when sending it twice cannot do harm: GET (and HEAD), 
 Idempotency-Key (the API returns the job the first attempt created), and calls the SDK marks idempotent
 (`validate`, which creates nothing; `cancel`, whose effect is the same however often it arrives). It is retried on
 a connection error (refused, reset, timed out), on 429 (after the answer's Retry-After when it gives one) and on
-5xx — never on another 4xx. Any other request is sent once. After `retries` retries the last failure is raised
+5xx — never on another 4xx. Any other request is sent once, except after a 429: the API refused it without doing
+anything (a rate limit or quota, checked before the body is read), so it is sent again after Retry-After too (an
+upload's file is read again from its start). After `retries` retries the last failure is raised
 (`ConnectionFailed`, `RateLimited`, `ServerError`).
 
 Before each retry the policy's `on_retry(message)` hears why and how long it waits ("retrying GET /v1/jobs in 2.0 s
@@ -79,6 +81,12 @@ class RetryPolicy:
 def is_retryable(response: httpx.Response) -> bool:
     """429 and 5xx answers may succeed when sent again; other errors will not."""
     return response.status_code == 429 or response.status_code >= 500
+
+
+def may_retry(response: httpx.Response, safe: bool) -> bool:
+    """Whether an error answer is worth sending the request again for: a retryable one of a safe request, or a 429
+    of any request (the API refused it, so sending it again cannot do anything twice)."""
+    return response.status_code == 429 or (safe and is_retryable(response))
 
 
 def is_safe(request: httpx.Request) -> bool:
@@ -162,7 +170,7 @@ def send(
                     response.close()
                     raise wrong
                 return response
-            wait = policy.delay(attempt, response) if safe and is_retryable(response) else None
+            wait = policy.delay(attempt, response) if may_retry(response, safe) else None
             if wait is None:
                 response.read()
                 response.close()
@@ -200,7 +208,7 @@ async def asend(
                     await response.aclose()
                     raise wrong
                 return response
-            wait = policy.delay(attempt, response) if safe and is_retryable(response) else None
+            wait = policy.delay(attempt, response) if may_retry(response, safe) else None
             if wait is None:
                 await response.aread()
                 await response.aclose()
