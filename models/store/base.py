@@ -10,6 +10,7 @@ from sqlalchemy import ColumnElement, Engine, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.records import Job, JobEvent
+from models.store.paging import CursorScope, load_secret
 
 
 def utcnow() -> datetime:
@@ -99,6 +100,14 @@ class StoreBase:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._cursor_secret: bytes | None = None
+
+    def cursor_scope(self, list_name: str, scope: str) -> CursorScope:
+        """What seals and opens the cursors of list `list_name` for `scope` (an owner, or a job id); the store's
+        cursor secret is read (made on first use) once per store object."""
+        if self._cursor_secret is None:
+            self._cursor_secret = load_secret(self._sessions)
+        return CursorScope(self._cursor_secret, list_name, scope)
 
     def session(self) -> Session:
         """A new session (use as `with store.session() as s, s.begin(): ...`)."""

@@ -87,8 +87,9 @@ class DatasetsStore(StoreBase):
         `cursor` is the next_cursor of the previous page; raises InvalidCursor for any other string.
         """
         with self.session() as session:
+            query = select(Dataset).where(Dataset.owner == owner)
             return keyset_page(
-                session, select(Dataset).where(Dataset.owner == owner), Dataset.seq, limit=limit, cursor=cursor
+                session, query, Dataset.seq, scope=self.cursor_scope("datasets", owner), limit=limit, cursor=cursor
             )
 
     def delete_dataset(self, *, dataset_id: str, owner: str) -> Dataset | None:

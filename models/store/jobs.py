@@ -149,13 +149,20 @@ class JobsStore(StoreBase):
         query = select(Job).where(Job.owner == owner)
         if status is not None:
             query = query.where(Job.status == status)
+        scope = self.cursor_scope("jobs", owner)
         with self.session() as session:
             if tag is None:
-                return keyset_page(session, query, Job.seq, limit=limit, cursor=cursor)
+                return keyset_page(session, query, Job.seq, scope=scope, limit=limit, cursor=cursor)
             # Tags are a small JSON object; filter in Python so SQLite and PostgreSQL agree.
             key, value = tag
             return keyset_page(
-                session, query, Job.seq, limit=limit, cursor=cursor, keep=lambda job: job.tags.get(key) == value
+                session,
+                query,
+                Job.seq,
+                scope=scope,
+                limit=limit,
+                cursor=cursor,
+                keep=lambda job: job.tags.get(key) == value,
             )
 
     def request_cancel(self, *, job_id: str, owner: str, key: str | None = None) -> Job | None:

@@ -217,7 +217,8 @@ class ResultsStore(StoreBase):
             return [], None
         query = select(Sample).where(Sample.job_id == job_id)
         with self.session() as session:
-            return keyset_page(session, query, Sample.step, limit=limit, cursor=cursor, ascending=True)
+            scope = self.cursor_scope("samples", job_id)
+            return keyset_page(session, query, Sample.step, scope=scope, limit=limit, cursor=cursor, ascending=True)
 
     def get_sample(self, *, job_id: str, step: int | None) -> Sample | None:
         """The snapshot at `step` (any integer), or the latest when step is None; None when there is none."""
@@ -244,7 +245,10 @@ class ResultsStore(StoreBase):
             return [], None
         query = select(Checkpoint).where(Checkpoint.job_id == job_id)
         with self.session() as session:
-            return keyset_page(session, query, Checkpoint.step, limit=limit, cursor=cursor, ascending=True)
+            scope = self.cursor_scope("checkpoints", job_id)
+            return keyset_page(
+                session, query, Checkpoint.step, scope=scope, limit=limit, cursor=cursor, ascending=True
+            )
 
     def get_checkpoint(self, *, job_id: str, step: int | None) -> Checkpoint | None:
         """The checkpoint at `step` (any integer), or the latest when step is None; None when there is none."""

@@ -185,8 +185,9 @@ class StudiesStore(JobsStore, ResultsStore):
         if not storable(owner):
             return [], None
         with self.session() as session:
+            query = select(Study).where(Study.owner == owner)
             return keyset_page(
-                session, select(Study).where(Study.owner == owner), Study.seq, limit=limit, cursor=cursor
+                session, query, Study.seq, scope=self.cursor_scope("studies", owner), limit=limit, cursor=cursor
             )
 
     def study_jobs(self, *, study_id: str) -> list[Job]:
