@@ -7,7 +7,6 @@ import shutil
 import time
 from collections.abc import Callable
 from datetime import timedelta
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +54,7 @@ def _job(store: JobStore, job_id: str) -> Job:
 
 
 def _claim(store: JobStore, job_id: str, worker: str) -> Job:
-    job = store.claim_next(worker=worker, quotas_of=default_quotas)
+    job = store.claim(job_id=job_id, worker=worker)
     assert job is not None
     return job
 
@@ -127,11 +126,6 @@ BATCH_PROBE = '''"""a migration that copies the jobs table (SQLite batch mode), 
 import sqlalchemy as sa
 from alembic import op
 
-
-def default_quotas(_owner: str) -> Quotas:
-    """Every owner the quota defaults (running_jobs 8): what claim_next is given here."""
-    return Quotas()
-
 revision = "probe"
 down_revision = {head!r}
 branch_labels = None
@@ -181,7 +175,7 @@ def test_a_job_is_claimed_once_and_only_the_current_lease_writes(store: JobStore
     assert created and job.attempt == 1 and JobOut.of(job).attempt == 1
     first = _claim(store, job.id, "w1")
     assert first.attempt == 1 and first.status == "running" and first.lease_token == 1
-    assert store.claim_next(worker="w2", quotas_of=default_quotas) is None
+    assert store.claim(job_id=job.id, worker="w2") is None
     assert store.heartbeat(job_id=job.id, worker="w2", token=1) is None  # w2 holds nothing
     assert store.heartbeat(job_id=job.id, worker="w1", token=0) is None  # a stale token holds nothing
     assert store.heartbeat(job_id=job.id, worker="w1", token=1) == "running"
@@ -299,11 +293,10 @@ def test_forgive_attempt_never_goes_below_the_first_attempt(store: JobStore) -> 
 
 def test_unclaimed_jobs_are_sent_again(store: JobStore) -> None:
     job, _ = store.create_job(owner="a", spec=SPEC, idempotency_key=None)
-    wake_ups = partial(store.wake_ups, quotas_of=default_quotas, limit=8)
-    assert wake_ups(older_than=timedelta(seconds=60)) == [job.id]  # never sent
-    assert wake_ups(older_than=timedelta(seconds=60)) == []  # just re-sent
-    store.claim_next(worker="w", quotas_of=default_quotas)
-    assert wake_ups(older_than=timedelta(seconds=0)) == []
+    assert store.unclaimed_jobs(older_than=timedelta(seconds=60)) == [job.id]  # never sent
+    assert store.unclaimed_jobs(older_than=timedelta(seconds=60)) == []  # just re-sent
+    store.claim(job_id=job.id, worker="w")
+    assert store.unclaimed_jobs(older_than=timedelta(seconds=0)) == []
 
 
 # --------------------------------------------------------------------------- submission

@@ -130,10 +130,8 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobOut)
-def get_job(job: OwnedJob, store: StoreDep, settings: SettingsDep) -> JobOut:
-    """The job; a queued one says why it still waits (`queue_reason`: its owner's running-jobs quota, or the
-    jobs ahead of it by fair share)."""
-    return JobOut.of(job, queue_reason=store.queue_reason(job=job, quotas_of=settings.quotas))
+def get_job(job: OwnedJob) -> JobOut:
+    return JobOut.of(job)
 
 
 @router.post("/{job_id}/cancel", status_code=202, response_model=JobOut)
