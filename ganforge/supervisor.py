@@ -119,14 +119,16 @@ def is_ready(url: str) -> bool:
         return False
 
 
-def submit_demo(url: str) -> None:
-    """Submit DEMO_SPEC and print how to follow it; a refusal is logged, never stops the service."""
+def submit_demo(url: str, key: str | None = None) -> None:
+    """Submit DEMO_SPEC (with `key`, else the first environment key, if any) and print how to follow it; a refusal
+    is logged, never stops the service."""
     from models.settings import get_settings
 
     headers = {"Content-Type": "application/json"}
     keys = get_settings().api_keys
-    if keys:  # auth on: the demo belongs to the first key's owner
-        headers["Authorization"] = f"Bearer {next(iter(keys))}"
+    key = key or (next(iter(keys)) if keys else None)
+    if key:  # auth on: the demo belongs to the key's owner
+        headers["Authorization"] = f"Bearer {key}"
     request = urllib.request.Request(f"{url}/v1/jobs", data=json.dumps(DEMO_SPEC).encode(), headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
@@ -180,11 +182,13 @@ class Up:
                 continue
             signal.signal(sig, self._on_signal)
 
-    def run(self, demo: bool) -> int:
-        """Serve until stopped; 0 when stopped on request, 1 when the API died."""
+    def run(self, demo: bool, after_migrate: Callable[[], str | None] | None = None) -> int:
+        """Serve until stopped; 0 when stopped on request, 1 when the API died. `after_migrate` runs before the API
+        starts (the first admin key) and may return a key for the demo job."""
         parent = parent_watch()
         self.install_signal_handlers()
         migrate()
+        demo_key = after_migrate() if after_migrate is not None else None
         if self.stop_reason is not None:
             return 0
         self.api = spawn(api_command(self.host, self.port))
@@ -197,7 +201,7 @@ class Up:
         try:
             while self.stop_reason is None:
                 if demo_until is not None and is_ready(self.url):
-                    submit_demo(self.url)
+                    submit_demo(self.url, demo_key)
                     demo_until = None
                 elif demo_until is not None and time.monotonic() > demo_until:
                     log.warning("the API was not ready within %.0f s: no demo job submitted", DEMO_READY_SECONDS)

@@ -55,7 +55,7 @@ jobs.register(app)
 generate.register(app)
 app.add_typer(datasets.app, name="datasets", rich_help_panel="Use the service")
 app.add_typer(studies.app, name="study", rich_help_panel="Use the service")
-app.add_typer(keys.app, name="keys", rich_help_panel="Run the service")
+keys.register(app)  # `keys` and `whoami`
 
 
 def _unparsed(context: Any) -> list[str]:

@@ -86,13 +86,59 @@ def up(
     port: Port = 8000,
     data_dir: DataDir = None,
     demo: Annotated[bool, typer.Option("--demo", help="submit a small ring8 job once the API is ready")] = False,
+    auth: Annotated[
+        bool, typer.Option("--auth", help="turn auth on: print a first admin key if the store has no active one")
+    ] = False,
+    admin_owner: Annotated[
+        str, typer.Option("--admin-owner", metavar="TEAM", help="the owner of that first admin key")
+    ] = "admin",
 ) -> None:
     """Migrate, then run the API, one training worker and one generate worker (each restarted if it dies) until
-    Ctrl-C."""
+    Ctrl-C. With auth on and no admin key to manage keys, print a first admin key once (see first_admin_key)."""
+    from models.settings import OWNER_MAX_LENGTH
+    from models.spec import unwanted_character
+
+    if not admin_owner.strip() or len(admin_owner) > OWNER_MAX_LENGTH or unwanted_character(admin_owner) is not None:
+        fail(f"--admin-owner must be 1 to {OWNER_MAX_LENGTH} characters, no control characters", USAGE)
     _prepare(ctx, data_dir)
     from ganforge import supervisor
 
-    raise typer.Exit(supervisor.Up(host, port).run(demo))
+    raise typer.Exit(supervisor.Up(host, port).run(demo, lambda: first_admin_key(admin_owner, auth)))
+
+
+def first_admin_key(owner: str, auth: bool) -> str | None:
+    """The first admin key, made for `owner` and printed once on stdout (never logged), or None.
+
+    Made when auth is on through the store (`--auth`, GANFORGE_ENVIRONMENT=production, or the store already holds
+    a key, revoked or expired ones too) and no active store key has the admin scope. GANFORGE_API_KEYS set: None
+    (each environment key has every scope already). Call after migrating, before the API starts.
+    """
+    from models.db import make_engine
+    from models.settings import get_settings
+    from models.store import JobStore
+
+    settings = get_settings()
+    if settings.api_keys:
+        return None
+    engine = make_engine(settings.database_url)
+    try:
+        store = JobStore(engine)
+        if not (auth or settings.environment == "production" or store.has_keys()):
+            return None
+        if store.has_usable_key(scope="admin"):
+            return None
+        record, key = store.create_key(owner=owner, scopes=["admin"], name="first admin key (ganforge up)")
+    finally:
+        engine.dispose()
+    print(
+        f"\nauth is on. The first admin key, for owner {record.owner!r} (shown only now: the store keeps its hash):\n"
+        f"  {key}\n"
+        "Send it as 'Authorization: Bearer <key>' or `ganforge --api-key <key> ...`. Make a team's keys on this\n"
+        "machine with `ganforge keys create --owner TEAM --scopes read,submit` (--scopes admin: a key that makes\n"
+        "its team's keys with `ganforge keys create --remote`); `ganforge keys revoke PREFIX` revokes one.\n",
+        flush=True,
+    )
+    return key
 
 
 def api(ctx: typer.Context, host: Host = "127.0.0.1", port: Port = 8000, data_dir: DataDir = None) -> None:

@@ -9,12 +9,13 @@
         curves = client.metrics(job.id, ["loss_d", "loss_g"])  # .to_pandas() with pandas installed
         client.download_checkpoint(job.id, path="g.safetensors")
         study = client.studies.wait(client.studies.submit("study.yaml").id)  # .comparison: one row per loss
+        client.whoami().owner                                  # and client.keys.create/list/revoke (admin keys)
 
 `AsyncClient` has the same methods as coroutines (and async iterators). Pure HTTP: imports httpx, httpx-sse,
 pydantic and the spec schema (models.spec), never torch or the server's libraries.
 """
 
-from ganforge.client.aio import AsyncClient, AsyncDatasets, AsyncStudies
+from ganforge.client.aio import AsyncClient, AsyncDatasets, AsyncKeys, AsyncStudies
 from ganforge.client.errors import (
     Conflict,
     ConnectionFailed,
@@ -28,9 +29,12 @@ from ganforge.client.errors import (
     ValidationFailed,
 )
 from ganforge.client.files import Progress as ProgressCallback
-from ganforge.client.sync import Client, Datasets, Studies
+from ganforge.client.sync import Client, Datasets, Keys, Studies
 from ganforge.client.types import (
     FINAL_STATUSES,
+    ApiKey,
+    ApiKeyCreated,
+    ApiKeyRevoked,
     Checkpoint,
     Dataset,
     Event,
@@ -42,12 +46,17 @@ from ganforge.client.types import (
     Study,
     StudyCurves,
     StudySummary,
+    WhoAmI,
 )
 
 __all__ = [
     "FINAL_STATUSES",
+    "ApiKey",
+    "ApiKeyCreated",
+    "ApiKeyRevoked",
     "AsyncClient",
     "AsyncDatasets",
+    "AsyncKeys",
     "AsyncStudies",
     "Checkpoint",
     "Client",
@@ -59,6 +68,7 @@ __all__ = [
     "FieldError",
     "GanforgeError",
     "Job",
+    "Keys",
     "Metrics",
     "NotFound",
     "Progress",
@@ -74,4 +84,5 @@ __all__ = [
     "UnexpectedResponse",
     "Unauthorized",
     "ValidationFailed",
+    "WhoAmI",
 ]

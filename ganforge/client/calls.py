@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -271,3 +272,26 @@ def generation(generation_id: str) -> Call:
 def generation_result(generation_id: str, format: str) -> Call:
     path = f"/v1/generations/{_segment(generation_id, 'generation_id')}/result"
     return Call("GET", path, expect=GENERATED_TYPES[format])
+
+
+def whoami() -> Call:
+    return Call("GET", "/v1/whoami")
+
+
+def create_key(scopes: Iterable[str] | str, name: str, ttl: str | None, expires_at: datetime | str | None) -> Call:
+    """POST /v1/keys; never retried (a retry after a lost answer would make a second key, whose secret is lost)."""
+    body: dict[str, Any] = {"scopes": [scopes] if isinstance(scopes, str) else list(scopes), "name": name}
+    if ttl is not None:
+        body["ttl"] = ttl
+    if expires_at is not None:
+        body["expires_at"] = expires_at.isoformat() if isinstance(expires_at, datetime) else expires_at
+    return Call("POST", "/v1/keys", json=body, idempotent=False)
+
+
+def list_keys() -> Call:
+    return Call("GET", "/v1/keys")
+
+
+def revoke_key(prefix: str) -> Call:
+    # Revoking again answers the same: safe to send again.
+    return Call("DELETE", f"/v1/keys/{_segment(prefix, 'prefix')}", idempotent=True)

@@ -7,6 +7,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -31,6 +32,9 @@ from ganforge.client.specs import SpecLike
 from ganforge.client.sse import Cursor, Reconnects
 from ganforge.client.transport import OnRetry, RetryPolicy, not_an_answer, send
 from ganforge.client.types import (
+    ApiKey,
+    ApiKeyCreated,
+    ApiKeyRevoked,
     Checkpoint,
     CheckpointPage,
     Dataset,
@@ -39,6 +43,7 @@ from ganforge.client.types import (
     Generation,
     Job,
     JobPage,
+    KeyList,
     Metrics,
     P,
     Sample,
@@ -50,6 +55,7 @@ from ganforge.client.types import (
     StudyValidated,
     T,
     Validated,
+    WhoAmI,
     parse,
 )
 
@@ -94,6 +100,7 @@ class Client:
         )
         self.datasets = Datasets(self)
         self.studies = Studies(self)
+        self.keys = Keys(self)
 
     @property
     def base_url(self) -> str:
@@ -354,6 +361,10 @@ class Client:
         """Every loss, architecture and built-in data set with its parameters, defaults and paper."""
         return self._answer(calls.catalog(), dict[str, Any])
 
+    def whoami(self) -> WhoAmI:
+        """Who this client's key is: owner, key id (prefix or env:<owner>), scopes, expiry. Raises Unauthorized."""
+        return self._answer(calls.whoami(), WhoAmI)
+
 
 def _generated(response: httpx.Response, format: str, call: calls.Call) -> bytes:
     """The bytes of a 200 answer to POST .../generate, checked to be the `format` file asked for."""
@@ -486,3 +497,38 @@ class Studies:
         if not found:
             self.get(study_id)  # every study has a job: none means not yours (NotFound)
         return found
+
+
+class Keys:
+    """`client.keys`: API keys of your own owner, made, listed and revoked with an admin key (api/routes/keys.py).
+    The operator makes the first one on the service's store (`ganforge up --auth`, `ganforge keys create`)."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def create(
+        self,
+        scopes: Iterable[str] | str = ("read", "submit"),
+        *,
+        name: str = "",
+        ttl: str | None = None,
+        expires_at: datetime | str | None = None,
+    ) -> ApiKeyCreated:
+        """Create a key for your own owner (needs an admin key); the answer's `key` is the key itself, shown this once.
+
+        scopes: of "read", "submit", "admin" (each includes the ones before); ttl: how long it works ("3600s",
+        "90m", "12h", "30d", "2w") or expires_at (a datetime with a zone, or ISO 8601 text), not both; neither: it
+        works until revoked or until the key that made it expires. Revoking the key that made it revokes it too.
+        Never retried (a lost answer's key could not be shown again). Raises ValidationFailed naming the field,
+        Unauthorized (also for a key lacking the admin scope).
+        """
+        return self._client._answer(calls.create_key(scopes, name, ttl, expires_at), ApiKeyCreated)
+
+    def list(self) -> builtins.list[ApiKey]:
+        """Your owner's keys, newest first, revoked and expired ones too (never a key itself)."""
+        return (self._client._answer(calls.list_keys(), KeyList)).keys
+
+    def revoke(self, prefix: str) -> ApiKeyRevoked:
+        """Revoke the key `prefix` (gf_ and 8 letters or digits) and every key made through it; revoking again
+        answers the same. Raises NotFound (another owner's key too)."""
+        return self._client._answer(calls.revoke_key(prefix), ApiKeyRevoked)

@@ -179,6 +179,7 @@ class Dataset(ApiModel):
     size_bytes: int
     created_at: datetime
     preview_url: str
+    key: str | None = None  # the key that uploaded it: a store key's prefix, env:<owner>, None with auth off
 
 
 class Page(ApiModel):
@@ -362,6 +363,7 @@ class Generation(ApiModel):
     job_id: str
     status: str
     params: dict[str, Any] = {}
+    key: str | None = None  # the key that asked: a store key's prefix, env:<owner>, None with auth off
     error: str | None = None
     media_type: str | None = None
     result_url: str | None = None
@@ -369,3 +371,55 @@ class Generation(ApiModel):
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
+
+
+class ApiKey(ApiModel):
+    """A store API key as `/v1/keys` lists it: never the key itself.
+
+    prefix: its id (`gf_` and 8 letters or digits); scopes: of read, submit, admin (each includes the ones before);
+    active: neither revoked nor expired; parent_prefix: the key that made it (revoking that one revokes this one).
+    """
+
+    prefix: str
+    owner: str
+    name: str = ""
+    scopes: list[str]
+    created_at: datetime
+    expires_at: datetime | None = None
+    last_used_at: datetime | None = None
+    revoked_at: datetime | None = None
+    revoked: bool = False
+    active: bool = True
+    parent_prefix: str | None = None
+
+
+class ApiKeyCreated(ApiKey):
+    """The answer to `keys.create`: `key` is the key itself, shown this once (send it as the client's api_key)."""
+
+    key: str
+
+
+class ApiKeyRevoked(ApiKey):
+    """The answer to `keys.revoke`: the key, and the prefixes of the keys made through it, revoked with it."""
+
+    also_revoked: list[str] = []
+
+
+class KeyList(ApiModel):
+    keys: list[ApiKey]
+
+
+class WhoAmI(ApiModel):
+    """Who the client's key is (`GET /v1/whoami`).
+
+    owner: the team it acts for ("anonymous" with auth off); key: its id as events record it (a store key's prefix,
+    "env:<owner>" for an environment key, None with auth off); prefix: the store key's prefix; scopes; expires_at:
+    when the store key stops working (None: never); auth: whether the service asks for a key at all.
+    """
+
+    owner: str
+    key: str | None = None
+    prefix: str | None = None
+    scopes: list[str]
+    expires_at: datetime | None = None
+    auth: bool = True
