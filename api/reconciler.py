@@ -1,11 +1,13 @@
 """The reconciler: the store is the truth, so the API re-sends what the broker may have lost.
 
 Every `reconcile_seconds` it (1) re-queues running jobs whose worker stopped renewing
-its lease (or fails them after max_attempts), (2) re-sends queued jobs nobody
-claimed, (3) fails generate requests no generate worker took or finished within
+its lease (or fails them after max_attempts), (2) wakes workers for queued jobs that may start and waited
+past `redeliver_seconds` since their last message: at most WAKE_UPS_PER_PASS (8) per pass and at most each
+owner's free running-jobs slots, whatever the queue's length (a worker claims by fair share whichever job is
+next, models/store/lease.py claim_next), (3) fails generate requests no generate worker took or finished within
 `generate_expire_seconds`, and (4) deletes generate results older than `generate_result_ttl_seconds` or past an
 owner's `generate_max_results_per_owner` (the requests read as expired). A duplicate message is harmless: the
-worker's claim is conditional.
+worker's claim is conditional, and a worker that finds no job it may start returns.
 """
 
 from __future__ import annotations
@@ -24,6 +26,10 @@ from models.store.generations import delete_generation_results
 
 log = logging.getLogger(__name__)
 
+# The most wake-ups one pass sends for jobs that waited past redeliver_seconds: 1,000 queued jobs cost at most
+# this many messages a pass (and none while their owners are at quota), not one each; each claims one job.
+WAKE_UPS_PER_PASS = 8
+
 
 def reconcile_once(
     store: JobStore, broker: Celery, settings: Settings, artifacts: ArtifactStore | None = None
@@ -31,11 +37,13 @@ def reconcile_once(
     """One pass; returns the job ids sent to the broker. `artifacts`: where generate results are deleted from
     (default: the settings' artifact store)."""
     ids = store.requeue_silent_jobs(lease_timeout=timedelta(seconds=settings.lease_timeout_seconds))
-    ids += store.unclaimed_jobs(older_than=timedelta(seconds=settings.redeliver_seconds))
+    ids += store.wake_ups(
+        older_than=timedelta(seconds=settings.redeliver_seconds), quotas_of=settings.quotas, limit=WAKE_UPS_PER_PASS
+    )
     for job_id in ids:
         send_train(broker, job_id)
     if ids:
-        log.info("reconciler re-sent %d job(s): %s", len(ids), ", ".join(ids))
+        log.info("reconciler sent %d wake-up(s) for job(s): %s", len(ids), ", ".join(ids))
     # A generate request is short: one no worker took (or finished) in time is failed with the reason, not re-sent.
     expire = timedelta(seconds=settings.generate_expire_seconds)
     expired = store.expire_generations(queued_for=expire, running_for=expire)

@@ -34,6 +34,13 @@ class JobOut(BaseModel):
     max_attempts: int = Field(description="how many failed attempts the job may use before it fails")
     error: str | None
     study_id: str | None = Field(default=None, description="the study that fanned this job out, if any")
+    priority: int = Field(description="0-100, higher first among the owner's waiting jobs (the spec's `priority`)")
+    queue_reason: str | None = Field(
+        default=None,
+        description="why a queued job still waits, computed when read (GET /v1/jobs/{id} only; null in lists and "
+        "once it runs): 'waiting: owner has 8 of 8 running jobs (quota running_jobs)' or 'waiting for a free "
+        "worker (3 jobs ahead)', an estimate by fair share",
+    )
     alerts: list[dict[str, Any]] = Field(
         default_factory=list,
         description="what training.watch found, oldest first: {kind: collapse|divergence, step, evidence, action}",
@@ -46,7 +53,7 @@ class JobOut(BaseModel):
     finished_at: datetime | None
 
     @classmethod
-    def of(cls, job: Job) -> JobOut:
+    def of(cls, job: Job, queue_reason: str | None = None) -> JobOut:
         rate = job.steps_per_sec
         eta = (job.total_steps - job.step) / rate if rate and job.status == "running" else None
         return cls(
@@ -62,6 +69,8 @@ class JobOut(BaseModel):
             max_attempts=job.max_attempts,
             error=job.error,
             study_id=job.study_id,
+            priority=job.priority,
+            queue_reason=queue_reason,
             alerts=job.alerts or [],
             cpu_seconds=job.cpu_seconds,
             gpu_seconds=job.gpu_seconds,

@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from migrations import upgrade  # noqa: E402
 from models.artifacts import ArtifactStore  # noqa: E402
 from models.db import make_engine  # noqa: E402
+from models.quotas import Quotas  # noqa: E402
 from models.spec import JobSpec  # noqa: E402
 from models.store import JobStore  # noqa: E402
 from tests.service import (  # noqa: E402
@@ -41,6 +42,11 @@ from worker.gan import build_gan, load_builtin  # noqa: E402
 from worker.lease import LeaseKeeper  # noqa: E402
 from worker.sink import StoreSink  # noqa: E402
 from worker.trainer import train  # noqa: E402
+
+
+def default_quotas(_owner: str) -> Quotas:
+    """Every owner the quota defaults (running_jobs 8): what claim_next is given here."""
+    return Quotas()
 
 
 def spec_for(steps: int) -> JobSpec:
@@ -72,7 +78,7 @@ def service_steps_per_sec(spec: JobSpec, folder: Path) -> float:
     store = JobStore(make_engine(url))
     artifacts = ArtifactStore(str(folder / "artifacts"))
     job, _ = store.create_job(owner="bench", spec=spec, idempotency_key=None)
-    claimed = store.claim(job_id=job.id, worker="bench")
+    claimed = store.claim_next(worker="bench", quotas_of=default_quotas)
     assert claimed is not None
     data = load_builtin("ring8")
     keeper = LeaseKeeper(

@@ -1,8 +1,9 @@
 """The Celery app both sides share: the API sends with it, the worker consumes with it.
 
-A broker message is only a wake-up call naming a job id; the job store is the
-record of what runs (see DESIGN.md), so a lost message is re-sent by the
-reconciler and a duplicate is a no-op.
+A training message is only a wake-up call: the worker claims whichever queued job the store's scheduler
+picks (fair share, priority, running-jobs quota), and the job id it carries is a hint for logs. The job
+store is the record of what runs (see DESIGN.md), so a lost message is re-sent by the reconciler and a
+duplicate claims the next job or nothing.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def make_celery(settings: Settings) -> Celery:
 
 
 def send_train(app: Celery, job_id: str) -> None:
-    """Wake a worker for `job_id`."""
+    """Wake a worker to claim the next queued job; `job_id` (the job whose submission or end sent it) is a hint."""
     app.send_task(TRAIN_TASK, args=[job_id], retry=True, retry_policy={"max_retries": 3, "interval_start": 0.2})
 
 

@@ -16,6 +16,7 @@ import torch
 
 from models.artifacts import ArtifactStore
 from models.db import make_engine
+from models.quotas import Quotas
 from models.spec import JobSpec
 from models.store import JobStore
 from tests.service import free_port
@@ -23,6 +24,12 @@ from worker.checkpoints import CheckpointKeys, latest_complete, load_checkpoint
 from worker.lease import LeaseKeeper, StoreLost
 from worker.sink import StoreSink
 from worker.tasks import resume_from
+
+
+def default_quotas(_owner: str) -> Quotas:
+    """Every owner the quota defaults (running_jobs 8): what claim_next is given here."""
+    return Quotas()
+
 
 SPEC = JobSpec.model_validate(
     {
@@ -43,7 +50,7 @@ def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> None:
 
 def claimed(store: JobStore, worker: str = "w1") -> tuple[str, int]:
     job, _ = store.create_job(owner="a", spec=SPEC, idempotency_key=None)
-    lease = store.claim(job_id=job.id, worker=worker)
+    lease = store.claim_next(worker=worker, quotas_of=default_quotas)
     assert lease is not None
     return job.id, lease.lease_token
 
@@ -82,7 +89,7 @@ def test_the_keeper_writes_metrics_and_progress_sees_a_cancel_and_closes_once(st
 def test_a_keeper_that_lost_its_lease_stops_and_writes_nothing(store: JobStore) -> None:
     job_id, token = claimed(store)
     store.requeue_silent_jobs(lease_timeout=timedelta(seconds=-1))  # the lease expires
-    assert store.claim(job_id=job_id, worker="w2") is not None
+    assert store.claim_next(worker="w2", quotas_of=default_quotas) is not None
     keeper = LeaseKeeper(store=store, job_id=job_id, worker="w1", token=token, flush_seconds=1, grace_seconds=5)
     keeper.record(10, {"loss_d": 0.5})
     keeper.flush()
@@ -156,7 +163,7 @@ def test_a_store_outage_past_the_grace_checkpoints_locally_and_the_next_worker_s
     # The lease expires (a failed attempt, by the store's count); the next worker resumes the local checkpoint.
     assert store.requeue_silent_jobs(lease_timeout=timedelta(seconds=-1)) == [job_id]
     assert store.get_job(job_id=job_id).attempt == 2  # type: ignore[union-attr]
-    lease = store.claim(job_id=job_id, worker="w2")
+    lease = store.claim_next(worker="w2", quotas_of=default_quotas)
     assert lease is not None
     successor = LeaseKeeper(
         store=store, job_id=job_id, worker="w2", token=lease.lease_token, flush_seconds=60, grace_seconds=5
@@ -173,7 +180,7 @@ def test_a_store_outage_past_the_grace_checkpoints_locally_and_the_next_worker_s
     )
     # Settled once: resuming the same checkpoint again (after a real crash) gives nothing back.
     store.requeue_silent_jobs(lease_timeout=timedelta(seconds=-1))
-    again = store.claim(job_id=job_id, worker="w3")
+    again = store.claim_next(worker="w3", quotas_of=default_quotas)
     assert again is not None
     third = LeaseKeeper(
         store=store, job_id=job_id, worker="w3", token=again.lease_token, flush_seconds=60, grace_seconds=5

@@ -7,6 +7,7 @@ import shutil
 import time
 from collections.abc import Callable
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from sqlalchemy import text, update
 from api.schemas import JobOut
 from migrations import HERE as MIGRATIONS
 from migrations import alembic_config, downgrade, upgrade
+from models.quotas import Quotas
 from models.records import DB_INT_MAX, Base, Job
 from models.spec import JobSpec
 from models.store import IdempotencyConflict, InvalidCursor, JobStore, MetricPoint, utcnow
@@ -53,9 +55,14 @@ def _job(store: JobStore, job_id: str) -> Job:
     return job
 
 
+def default_quotas(_owner: str) -> Quotas:
+    """Every owner the quota defaults (running_jobs 8): what claim_next is given here."""
+    return Quotas()
+
+
 def _claim(store: JobStore, job_id: str, worker: str) -> Job:
-    job = store.claim(job_id=job_id, worker=worker)
-    assert job is not None
+    job = store.claim_next(worker=worker, quotas_of=default_quotas)
+    assert job is not None and job.id == job_id
     return job
 
 
@@ -95,6 +102,8 @@ def test_migration_0002_separates_the_lease_token_from_the_attempt_up_and_down(s
         "once": (1, 1),
     }
     assert JobOut.of(_job(store, "restarted")).attempt == 3
+    with store.engine.begin() as connection:  # claimed first of the three queued jobs
+        connection.execute(update(Job).where(Job.id == "restarted").values(priority=60))
     claimed = _claim(store, "restarted", "w")
     assert claimed.lease_token == 5 and claimed.attempt == 3
     store.record_progress(
@@ -175,7 +184,7 @@ def test_a_job_is_claimed_once_and_only_the_current_lease_writes(store: JobStore
     assert created and job.attempt == 1 and JobOut.of(job).attempt == 1
     first = _claim(store, job.id, "w1")
     assert first.attempt == 1 and first.status == "running" and first.lease_token == 1
-    assert store.claim(job_id=job.id, worker="w2") is None
+    assert store.claim_next(worker="w2", quotas_of=default_quotas) is None
     assert store.heartbeat(job_id=job.id, worker="w2", token=1) is None  # w2 holds nothing
     assert store.heartbeat(job_id=job.id, worker="w1", token=0) is None  # a stale token holds nothing
     assert store.heartbeat(job_id=job.id, worker="w1", token=1) == "running"
@@ -293,10 +302,11 @@ def test_forgive_attempt_never_goes_below_the_first_attempt(store: JobStore) -> 
 
 def test_unclaimed_jobs_are_sent_again(store: JobStore) -> None:
     job, _ = store.create_job(owner="a", spec=SPEC, idempotency_key=None)
-    assert store.unclaimed_jobs(older_than=timedelta(seconds=60)) == [job.id]  # never sent
-    assert store.unclaimed_jobs(older_than=timedelta(seconds=60)) == []  # just re-sent
-    store.claim(job_id=job.id, worker="w")
-    assert store.unclaimed_jobs(older_than=timedelta(seconds=0)) == []
+    wake_ups = partial(store.wake_ups, quotas_of=default_quotas, limit=8)
+    assert wake_ups(older_than=timedelta(seconds=60)) == [job.id]  # never sent
+    assert wake_ups(older_than=timedelta(seconds=60)) == []  # just re-sent
+    store.claim_next(worker="w", quotas_of=default_quotas)
+    assert wake_ups(older_than=timedelta(seconds=0)) == []
 
 
 # --------------------------------------------------------------------------- submission

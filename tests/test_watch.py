@@ -13,6 +13,7 @@ import torch
 from pydantic import ValidationError
 
 from models.catalog import LOSS_CLASSES, catalog
+from models.quotas import Quotas
 from models.spec import JobSpec, Watch
 from models.store import JobStore
 from tests.service import Service, wait_for
@@ -22,6 +23,12 @@ from worker.divergence import Diverged
 from worker.gan import LoadedData, load_builtin
 from worker.trainer import WatchStop, train
 from worker.watch import TrainingWatch, build_watch, d_wins_test, describe, mean_pairwise_distance
+
+
+def default_quotas(_owner: str) -> Quotas:
+    """Every owner the quota defaults (running_jobs 8): what claim_next is given here."""
+    return Quotas()
+
 
 CPU = torch.device("cpu")
 
@@ -362,7 +369,9 @@ def test_a_job_that_collapses_with_watch_stop_ends_failed_with_the_alert_and_its
         assert len(alert_events) == 1 and {k: alert_events[0][k] for k in alert} == alert
         status = [event["data"] for event in stream.events if event["event"] == "status"][-1]
         assert status["to"] == "failed" and status["reason"] == job["error"]
-        assert alert["step"] in [c["step"] for c in client.get(f"/v1/jobs/{job['id']}/checkpoints").json()["checkpoints"]]
+        assert alert["step"] in [
+            c["step"] for c in client.get(f"/v1/jobs/{job['id']}/checkpoints").json()["checkpoints"]
+        ]
         bad = client.post("/v1/jobs", json={**body, "training": {**body["training"], "watch": {"patience": 0}}})
         assert bad.status_code == 422 and "watch" in bad.text
 
@@ -376,7 +385,7 @@ def describe_stop(alert: dict[str, Any]) -> str:
 
 def test_the_store_keeps_one_alert_per_kind_fenced_and_sums_compute_seconds(store: JobStore) -> None:
     job, _ = store.create_job(owner="a", spec=minimax_spec(), idempotency_key=None)
-    claimed = store.claim(job_id=job.id, worker="w1")
+    claimed = store.claim_next(worker="w1", quotas_of=default_quotas)
     assert claimed is not None
     held: dict[str, Any] = {"job_id": job.id, "worker": "w1", "token": claimed.lease_token}
     alert = {"kind": "collapse", "step": 500, "evidence": {"effective_modes": 1.0}, "action": "reported"}

@@ -1,7 +1,8 @@
 """The training task: claim the job in the store, train it, record how it ended.
 
-The broker message only names the job. The claim is a conditional UPDATE, so a
-duplicate message is a no-op; a job re-queued after a worker died resumes from
+The broker message is a wake-up: the store picks which queued job to claim (LeaseStore.claim_next:
+fair share between owners, priority, the running-jobs quota), so a duplicate message claims the next
+job or nothing; a job that ends wakes the queue again. A job re-queued after a worker died resumes from
 its latest complete checkpoint (worker/checkpoints.py). While it trains, the
 lease keeper (worker/lease.py) holds the lease and the sink (worker/sink.py)
 writes what the trainer produces.
@@ -228,21 +229,36 @@ def train_job(job_id: str) -> str:
         send_train(app, job_id)
         return "worker shutting down: message passed on"
     worker = worker_name()
-    job = store.claim(job_id=job_id, worker=worker)
-    if job is None:
-        log.info("job %s not claimable (already taken, finished or unknown): message dropped", job_id)
-        return "not claimed"
     settings = get_settings()
+    # The message is a wake-up: the store picks the job (fair share, priority, running-jobs quota), and
+    # `job_id` is only the job whose submission or end sent it.
+    job = store.claim_next(worker=worker, quotas_of=settings.quotas)
+    if job is None:
+        log.info("woken for job %s: no queued job may start now (none queued, or their owners at quota)", job_id)
+        return "nothing to claim"
     keeper = LeaseKeeper(
         store=store,
-        job_id=job_id,
+        job_id=job.id,
         worker=worker,
         token=job.lease_token,
         flush_seconds=settings.metrics_flush_seconds,
         grace_seconds=settings.lease_timeout_seconds,
     )
     with keeper:
-        return _run(keeper, store, artifacts, job.spec, settings)
+        ended = _run(keeper, store, artifacts, job.spec, settings)
+    _wake_queue(store)
+    return ended
+
+
+def _wake_queue(store: JobStore) -> None:
+    """After a job ends or is handed back, wake a worker if jobs still wait: one held back by its owner's
+    running-jobs quota may start now. A lost wake-up is the reconciler's to send again."""
+    try:
+        hint = store.next_queued()
+        if hint is not None:
+            send_train(app, hint)
+    except Exception:
+        log.warning("could not wake the queue after a job ended; the reconciler will", exc_info=True)
 
 
 def _add_compute_seconds(keeper: LeaseKeeper, store: JobStore, cpu: float, on_gpu: bool, wall_started: float) -> None:
@@ -347,8 +363,7 @@ def _run(
         except StoreLost:
             handed = False  # the lease expires; the reconciler re-queues it
         if handed:
-            send_train(app, job_id)
-            return "handed back"
+            return "handed back"  # train_job wakes the queue
         return "lease lost while handing back"
     if reason == "store lost":
         log.warning(

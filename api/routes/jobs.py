@@ -39,7 +39,7 @@ QueryInt = Annotated[int, BeforeValidator(plain_decimal)]
 PAGE_LIMIT_MAX = 500
 PageLimit = Annotated[QueryInt, Query(ge=1, le=PAGE_LIMIT_MAX, description="rows per page")]
 PageCursor = Annotated[
-    str | None, Query(max_length=64, description="the `next_cursor` of the previous page; omit for the first page")
+    str | None, Query(max_length=32, description="the `next_cursor` of the previous page; omit for the first page")
 ]
 
 
@@ -130,8 +130,10 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobOut)
-def get_job(job: OwnedJob) -> JobOut:
-    return JobOut.of(job)
+def get_job(job: OwnedJob, store: StoreDep, settings: SettingsDep) -> JobOut:
+    """The job; a queued one says why it still waits (`queue_reason`: its owner's running-jobs quota, or the
+    jobs ahead of it by fair share)."""
+    return JobOut.of(job, queue_reason=store.queue_reason(job=job, quotas_of=settings.quotas))
 
 
 @router.post("/{job_id}/cancel", status_code=202, response_model=JobOut)

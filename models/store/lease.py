@@ -9,17 +9,19 @@ Two numbers, kept apart:
   advances it; a hand-back (SIGTERM, deploy, store outage) does not. `max_attempts`
   bounds the failed attempts, so attempt never exceeds it.
 
-The reconciler's queries (silent leases, unclaimed jobs) live here too.
+The scheduler (claim_next: fair share between owners, priorities, the running-jobs quota) and the
+reconciler's queries (silent leases, wake-ups) live here too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import timedelta
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from models.quotas import Quotas
 from models.records import Checkpoint, Job, JobStatus
 from models.store.base import StoreBase, append_event, transition, utcnow
 from models.store.results import MetricPoint, write_metrics
@@ -39,44 +41,101 @@ def _locked_lease(session: Session, job_id: str, worker: str, token: int) -> Job
     return session.scalar(select(Job).where(_held(job_id, worker, token)).with_for_update())
 
 
+# The running-jobs quota of an owner: a function of the owner's name (Settings.quotas in the service).
+QuotasOf = Callable[[str], Quotas]
+# The first key of the scheduler's PostgreSQL advisory locks (the second is hashtext(owner)): its own lock space.
+_OWNER_LOCKS = 0x67660001
+_RUNS = (JobStatus.RUNNING, JobStatus.CANCELLING)
+
+
+def _running_of_waiting_owners(session: Session) -> dict[str, int]:
+    """{owner: running + cancelling jobs} for every owner with a queued job (0 when none runs)."""
+    waiting = select(Job.owner).where(Job.status == JobStatus.QUEUED).distinct()
+    counts = dict(
+        session.execute(
+            select(Job.owner, func.count()).where(Job.status.in_(_RUNS), Job.owner.in_(waiting)).group_by(Job.owner)
+        ).all()
+    )
+    return {owner: counts.get(owner, 0) for owner in session.scalars(waiting)}
+
+
+def _running_count(session: Session, owner: str) -> int:
+    return session.scalar(select(func.count()).where(Job.owner == owner, Job.status.in_(_RUNS))) or 0
+
+
+def _take(session: Session, job_id: str, worker: str, now: datetime) -> Job | None:
+    """Move a queued job to running for `worker` (conditional UPDATE, new lease token, status event)."""
+    attempt = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
+        .values(
+            status=JobStatus.RUNNING,
+            lease_token=Job.lease_token + 1,
+            worker=worker,
+            heartbeat_at=now,
+            updated_at=now,
+            started_at=func.coalesce(Job.started_at, now),
+        )
+        .returning(Job.attempt)
+    ).scalar_one_or_none()
+    if attempt is None:
+        return None
+    append_event(
+        session,
+        job_id,
+        "status",
+        {"from": JobStatus.QUEUED, "to": JobStatus.RUNNING, "reason": f"claimed by {worker}", "attempt": attempt},
+    )
+    return session.scalars(select(Job).where(Job.id == job_id)).one()
+
+
 class LeaseStore(StoreBase):
     """The worker's side of a job, and the reconciler's."""
 
-    def claim(self, *, job_id: str, worker: str) -> Job | None:
-        """Take a queued job with a conditional UPDATE; None when someone else has it or it is not queued.
+    def claim_next(self, *, worker: str, quotas_of: QuotasOf) -> Job | None:
+        """Claim the next queued job by fair share; None when no queued job may start now.
 
-        The returned job carries `.lease_token` (pass it as `token=` to every later
-        lease call) and `.attempt` (the attempt this run is; a claim does not change it).
+        Among owners whose running jobs (running + cancelling) are below their `running_jobs` quota
+        (`quotas_of(owner)`, models/quotas.py), jobs are taken by the owner's running count ascending, then
+        `priority` descending, then submission order: one owner's 1,000 queued jobs do not hold back
+        another owner's one. The job moves to running with a conditional UPDATE and a `claimed by` status event.
+        On PostgreSQL the row is taken FOR UPDATE SKIP LOCKED and the owner's quota is re-counted under a
+        transaction-scoped advisory lock on the owner, so concurrent claims neither take one row twice nor
+        start more of an owner's jobs than its quota; SQLite serialises writers (BEGIN IMMEDIATE).
+
+        The returned job carries `.lease_token` (pass it as `token=` to every later lease call) and `.attempt`
+        (the attempt this run is; a claim does not change it).
         """
         now = utcnow()
         with self.session() as session, session.begin():
-            claimed = session.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
-                .values(
-                    status=JobStatus.RUNNING,
-                    lease_token=Job.lease_token + 1,
-                    worker=worker,
-                    heartbeat_at=now,
-                    updated_at=now,
-                    started_at=func.coalesce(Job.started_at, now),
-                )
-                .returning(Job.attempt)
-            ).scalar_one_or_none()
-            if claimed is None:
-                return None
-            append_event(
-                session,
-                job_id,
-                "status",
-                {
-                    "from": JobStatus.QUEUED,
-                    "to": JobStatus.RUNNING,
-                    "reason": f"claimed by {worker}",
-                    "attempt": claimed,
-                },
-            )
-            return session.scalars(select(Job).where(Job.id == job_id)).one()
+            postgres = session.get_bind().dialect.name == "postgresql"
+            levels: dict[int, set[str]] = {}
+            for owner, running in _running_of_waiting_owners(session).items():
+                if running < quotas_of(owner).running_jobs:
+                    levels.setdefault(running, set()).add(owner)
+            for level in sorted(levels):
+                owners = levels[level]
+                while owners:
+                    pick = (
+                        select(Job.id, Job.owner)
+                        .where(Job.status == JobStatus.QUEUED, Job.owner.in_(owners))
+                        .order_by(Job.priority.desc(), Job.seq)
+                        .limit(1)
+                    )
+                    if postgres:
+                        pick = pick.with_for_update(skip_locked=True)
+                    row = session.execute(pick).first()
+                    if row is None:
+                        break
+                    job_id, owner = row
+                    if postgres:
+                        # A claim committed since the counts above is seen by this statement (READ COMMITTED).
+                        session.execute(select(func.pg_advisory_xact_lock(_OWNER_LOCKS, func.hashtext(owner))))
+                        if _running_count(session, owner) >= quotas_of(owner).running_jobs:
+                            owners.discard(owner)
+                            continue
+                    return _take(session, job_id, worker, now)
+        return None
 
     def heartbeat(self, *, job_id: str, worker: str, token: int) -> str | None:
         """Renew the lease; the job's status, or None when this worker no longer holds it."""
@@ -220,17 +279,91 @@ class LeaseStore(StoreBase):
                     to_send.append(job.id)
         return to_send
 
-    def unclaimed_jobs(self, *, older_than: timedelta) -> list[str]:
-        """Queued jobs whose broker message may have been lost; marks them as sent again."""
-        cutoff = utcnow() - older_than
+    def wake_ups(self, *, older_than: timedelta, quotas_of: QuotasOf, limit: int) -> list[str]:
+        """The wake-ups the reconciler sends: at most `limit`, and only for queued jobs that may start now.
+
+        A queued job may start when its owner runs fewer jobs than its `running_jobs` quota; one that has
+        waited past `older_than` since its last message (or never had one) may have lost it. Returns the ids of
+        such jobs in claim order, at most `limit` and at most each owner's free slots, to send as wake-up hints
+        (a worker claims by fair share whichever job is next). Every such waiting job is marked as sent, so the
+        next wake-ups come `older_than` later at the earliest. Jobs held back by their owner's quota get none:
+        the end of one of the owner's jobs wakes the queue (worker/tasks.py).
+        """
+        now = utcnow()
         with self.session() as session, session.begin():
-            ids = list(
-                session.scalars(
-                    select(Job.id).where(
-                        Job.status == JobStatus.QUEUED, or_(Job.enqueued_at.is_(None), Job.enqueued_at < cutoff)
-                    )
-                )
+            room = {
+                owner: quotas_of(owner).running_jobs - running
+                for owner, running in _running_of_waiting_owners(session).items()
+            }
+            free = [owner for owner, slots in room.items() if slots > 0]
+            if not free:
+                return []
+            waited = and_(
+                Job.status == JobStatus.QUEUED,
+                Job.owner.in_(free),
+                or_(Job.enqueued_at.is_(None), Job.enqueued_at < now - older_than),
             )
+            ids: list[str] = []
+            for job_id, owner in session.execute(
+                select(Job.id, Job.owner).where(waited).order_by(Job.priority.desc(), Job.seq)
+            ).all():
+                if room[owner] > 0:
+                    ids.append(job_id)
+                    room[owner] -= 1
+                    if len(ids) == limit:
+                        break
             if ids:
-                session.execute(update(Job).where(Job.id.in_(ids)).values(enqueued_at=utcnow()))
+                session.execute(update(Job).where(waited).values(enqueued_at=now))
         return ids
+
+    def next_queued(self) -> str | None:
+        """The id of the queued job first in priority order (a wake-up's hint), or None when none is queued."""
+        with self.session() as session:
+            return session.scalar(
+                select(Job.id).where(Job.status == JobStatus.QUEUED).order_by(Job.priority.desc(), Job.seq).limit(1)
+            )
+
+    def queue_reason(self, *, job: Job, quotas_of: QuotasOf) -> str | None:
+        """Why a queued job waits, computed now: its owner's running-jobs quota, or the jobs a free worker
+        takes first by fair share (an estimate: jobs that end or arrive change it). None unless `job` is queued.
+
+        E.g. "waiting: owner has 8 of 8 running jobs (quota running_jobs)", "waiting for a free worker (3 jobs
+        ahead)".
+        """
+        if job.status != JobStatus.QUEUED:
+            return None
+        with self.session() as session:
+            running = _running_of_waiting_owners(session)
+            own, quota = running.get(job.owner, 0), quotas_of(job.owner).running_jobs
+            # The claim order within an owner: priority descending, then submission order.
+            before = or_(Job.priority > job.priority, and_(Job.priority == job.priority, Job.seq < job.seq))
+            queued = Job.status == JobStatus.QUEUED
+            mine = session.scalar(select(func.count()).where(queued, Job.owner == job.owner, before)) or 0
+            if own >= quota:
+                return f"waiting: owner has {own} of {quota} running jobs (quota running_jobs)"
+            if own + mine >= quota:
+                return (
+                    f"waiting: owner has {own} of {quota} running jobs and {mine} queued ahead of this one "
+                    "(quota running_jobs)"
+                )
+            # Fair share claims this job when its owner's count reaches `level`; another owner's jobs below that
+            # level (within its quota) go first, and at the level itself its next job goes first if it ranks higher.
+            level, ahead = own + mine, mine
+            waiting = dict(session.execute(select(Job.owner, func.count()).where(queued).group_by(Job.owner)).all())
+            for owner, count in waiting.items():
+                if owner == job.owner:
+                    continue
+                runs, cap = running.get(owner, 0), quotas_of(owner).running_jobs
+                below = max(0, min(count, cap - runs, level - runs))
+                ahead += below
+                if runs + below == level and below < count and level < cap:
+                    tie = session.execute(
+                        select(Job.priority, Job.seq)
+                        .where(queued, Job.owner == owner)
+                        .order_by(Job.priority.desc(), Job.seq)
+                        .offset(below)
+                        .limit(1)
+                    ).first()
+                    if tie is not None and (-tie[0], tie[1]) < (-job.priority, job.seq):
+                        ahead += 1
+            return f"waiting for a free worker ({ahead} {'job' if ahead == 1 else 'jobs'} ahead)"
