@@ -3,17 +3,23 @@
 A real API process per backend (no worker: no job needs to train). Its environment keys (tests/service.py KEYS)
 are admins of team-a and team-b; store keys are made here through /v1/keys. The `submitted` status event of a job
 (POST /v1/jobs, a study) and the status event a cancel writes (a job's, a study's) carry `key`: a store key's
-prefix, "env:<owner>" for an environment key, null with auth off (api/deps.py Caller.key_id). The last API test
-reads every event it saw and the API's log for any secret.
+prefix, "env:<owner>" for an environment key, null with auth off (api/deps.py Caller.key_id); so do an uploaded
+data set and a generate request (their JSON's `key`), and the API log's line for a data set's delete. The
+deployment caps event streams at GANFORGE_MAX_SSE_PER_OWNER=2. The last API test reads every event it saw and the
+API's log for any secret.
 """
 
 from __future__ import annotations
 
+import io
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
+import numpy
 import pytest
 from sqlalchemy import update
 
@@ -88,7 +94,8 @@ class Deployment:
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def deployment(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    with api_only(request.param, tmp_path_factory.mktemp(f"ganforge-actor-{request.param}")) as service:
+    data_dir = tmp_path_factory.mktemp(f"ganforge-actor-{request.param}")
+    with api_only(request.param, data_dir, GANFORGE_MAX_SSE_PER_OWNER="2") as service:
         yield Deployment(service)
 
 
@@ -146,6 +153,81 @@ def test_a_study_records_the_submitting_and_the_cancelling_key_on_each_job(deplo
         submitted, cancel = deployment.status_events(first_key, job_id, 2)
         assert (submitted["reason"], submitted["key"]) == ("submitted", first)
         assert (cancel["to"], cancel["key"]) == ("cancelled", second)
+
+
+def ring_npz(seed: int) -> bytes:
+    """A small .npz of 2-D points, different per seed (an upload of the same content would return the first)."""
+    buffer = io.BytesIO()
+    numpy.savez(buffer, x=numpy.random.default_rng(seed).normal(size=(64, 2)).astype(numpy.float32))
+    return buffer.getvalue()
+
+
+def test_an_upload_records_its_key_and_a_delete_is_logged_with_its_key(deployment: Deployment) -> None:
+    prefix, key = deployment.store_key()
+    uploaded = {}
+    for who, seed in ((key, 1), ("key-a", 2)):
+        with deployment.service.client(who) as client:
+            response = client.post("/v1/datasets", files={"file": (f"ring{seed}.npz", ring_npz(seed))})
+        assert response.status_code == 201, response.text
+        uploaded[who] = response.json()
+    assert uploaded[key]["key"] == prefix and uploaded["key-a"]["key"] == "env:team-a"
+    with deployment.service.client("key-a") as client:
+        shown = client.get(f"/v1/datasets/{uploaded[key]['id']}").json()
+        listed = {d["id"]: d["key"] for d in client.get("/v1/datasets").json()["datasets"]}
+    assert shown["key"] == prefix and listed[uploaded["key-a"]["id"]] == "env:team-a"
+    with deployment.service.client(key) as client:
+        assert client.delete(f"/v1/datasets/{uploaded['key-a']['id']}").status_code == 204
+    log = "".join(path.read_text() for path in deployment.service.data_dir.glob("api*.log"))
+    assert f"data set {uploaded['key-a']['id']} of team-a deleted by key {prefix}" in log
+
+
+def test_a_generate_request_records_its_key(deployment: Deployment) -> None:
+    """No generate worker here: the request stays queued, and GET /v1/generations/{id} shows who asked."""
+    prefix, key = deployment.store_key()
+    job_id = submit(deployment, "key-a")
+    settings = Settings(
+        data_dir=deployment.service.data_dir, database_url=deployment.service.env.get("GANFORGE_DATABASE_URL", "")
+    )
+    store = JobStore(make_engine(settings.database_url))
+    try:  # a checkpoint as a worker records it (generate only needs its row to accept the request)
+        store.add_checkpoint(job_id=job_id, step=5, weights_key="none", state_key="none", size_bytes=1)
+    finally:
+        store.engine.dispose()
+    ids = {}
+    for who in (key, "key-a"):
+        with deployment.service.client(who) as client:
+            accepted = client.post(f"/v1/jobs/{job_id}/generate", params={"wait": 0}, json={"count": 4})
+            assert accepted.status_code == 202, accepted.text
+            ids[who] = accepted.json()["id"]
+    with deployment.service.client("key-a") as client:
+        assert client.get(f"/v1/generations/{ids[key]}").json()["key"] == prefix
+        assert client.get(f"/v1/generations/{ids['key-a']}").json()["key"] == "env:team-a"
+
+
+def test_the_sse_cap_per_owner_is_the_setting(deployment: Deployment) -> None:
+    """GANFORGE_MAX_SSE_PER_OWNER=2 on this deployment: team-a's third open stream is a 429; team-b's first is not."""
+    job_id, other_job = submit(deployment, "key-a"), submit(deployment, "key-b")  # queued: their streams stay open
+    with deployment.service.client("key-a") as client, deployment.service.client("key-b") as other:
+        with (
+            client.stream("GET", f"/v1/jobs/{job_id}/events") as first,
+            client.stream("GET", f"/v1/jobs/{job_id}/events") as second,
+        ):
+            assert first.status_code == second.status_code == 200
+            third = client.get(f"/v1/jobs/{job_id}/events")
+            assert third.status_code == 429 and int(third.headers["retry-after"]) > 0, third.text
+            with other.stream("GET", f"/v1/jobs/{other_job}/events") as theirs:
+                assert theirs.status_code == 200
+        # The closed streams' slots are freed as the server sees them end: a new stream gets in again.
+        deadline = time.monotonic() + 10
+        while stream_status(client, f"/v1/jobs/{job_id}/events") == 429:
+            assert time.monotonic() < deadline, "the cap did not free its slots"
+            time.sleep(0.2)
+
+
+def stream_status(client: httpx.Client, path: str) -> int:
+    """The status of a GET `path` opened as a stream, closed at once."""
+    with client.stream("GET", path) as response:
+        return response.status_code
 
 
 def test_no_key_or_secret_in_any_event_or_the_api_log(deployment: Deployment) -> None:
