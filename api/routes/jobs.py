@@ -39,7 +39,7 @@ QueryInt = Annotated[int, BeforeValidator(plain_decimal)]
 PAGE_LIMIT_MAX = 500
 PageLimit = Annotated[QueryInt, Query(ge=1, le=PAGE_LIMIT_MAX, description="rows per page")]
 PageCursor = Annotated[
-    str | None, Query(max_length=32, description="the `next_cursor` of the previous page; omit for the first page")
+    str | None, Query(max_length=64, description="the `next_cursor` of the previous page; omit for the first page")
 ]
 
 
