@@ -1,0 +1,241 @@
+"""Per-owner quotas over real HTTP, on both backends (issue 12, "Quotas").
+
+One API per backend (no worker: submitted jobs stay queued) with small quotas from the environment:
+GANFORGE_QUOTA_QUEUED_JOBS=3, GANFORGE_QUOTA_STEPS_PER_JOB=1000, GANFORGE_QUOTA_UPLOADS_PER_HOUR=2, and
+GANFORGE_OWNER_QUOTAS overrides for two owners (queued_jobs 5; stored_bytes 1). Each test acts as its own owner,
+so the tests share the service without sharing a count.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.conftest import BACKENDS, api_only
+from tests.service import TINY_SPEC, Service
+
+OWNERS = ["queued", "override", "steps", "study", "race", "uploads", "full", "look"]
+OVERRIDES = {"override": {"queued_jobs": 5}, "full": {"stored_bytes": 1}}
+QUEUED_JOBS, STEPS_PER_JOB, UPLOADS_PER_HOUR = 3, 1000, 2
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def quota_service(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """The API alone, with small quotas; owner X's key is "key-X"."""
+    with api_only(
+        request.param,
+        tmp_path_factory.mktemp(f"quotas-{request.param}"),
+        GANFORGE_API_KEYS=",".join(f"key-{owner}={owner}" for owner in OWNERS),
+        GANFORGE_QUOTA_QUEUED_JOBS=str(QUEUED_JOBS),
+        GANFORGE_QUOTA_STEPS_PER_JOB=str(STEPS_PER_JOB),
+        GANFORGE_QUOTA_UPLOADS_PER_HOUR=str(UPLOADS_PER_HOUR),
+        GANFORGE_OWNER_QUOTAS=json.dumps(OVERRIDES),
+    ) as deployment:
+        yield deployment
+
+
+def spec(**training: Any) -> dict[str, Any]:
+    """TINY_SPEC with `training` changed, writing output seldom enough for 1,000 steps."""
+    every = {"metrics": 10, "samples": 100, "checkpoint": 100}
+    return {**TINY_SPEC, "training": {**TINY_SPEC["training"], **training}, "every": every}
+
+
+def study(**changes: Any) -> dict[str, Any]:
+    """One loss × two seeds = 2 jobs of 20 steps."""
+    body: dict[str, Any] = {
+        "dataset": {"builtin": "ring8"},
+        "architecture": {"name": "mlp", "hidden": 16, "depth": 1},
+        "losses": ["nsgan"],
+        "seeds": 2,
+        "training": {"steps": 20, "batch_size": 8},
+        "every": {"metrics": 10, "samples": 10, "checkpoint": 20},
+    }
+    return body | changes
+
+
+def npz(seed: int) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, x=np.random.default_rng(seed).normal(size=(64, 2)).astype(np.float32))
+    return buffer.getvalue()
+
+
+def upload(client: httpx.Client, seed: int) -> httpx.Response:
+    return client.post("/v1/datasets", files={"file": (f"points-{seed}.npz", npz(seed))})
+
+
+def refused(response: httpx.Response, status: int, quota: str) -> dict[str, Any]:
+    """The quota_exceeded error of `response` (asserted: its status and quota, a message naming the setting)."""
+    assert response.status_code == status, response.text
+    error: dict[str, Any] = response.json()["error"]
+    assert (error["code"], error["quota"]) == ("quota_exceeded", quota), error
+    assert f"GANFORGE_QUOTA_{quota.upper()}" in error["message"], error
+    return error
+
+
+def queued(client: httpx.Client) -> list[str]:
+    return [job["id"] for job in client.get("/v1/jobs", params={"status": "queued"}).json()["jobs"]]
+
+
+def test_a_submission_past_queued_jobs_is_403_and_stores_nothing(quota_service: Service) -> None:
+    with quota_service.client("key-queued") as client:
+        made = [client.post("/v1/jobs", json=TINY_SPEC) for _ in range(QUEUED_JOBS)]
+        assert [answer.status_code for answer in made] == [201] * QUEUED_JOBS
+        fourth = client.post("/v1/jobs", json=TINY_SPEC, headers={"Idempotency-Key": "fourth"})
+        error = refused(fourth, 403, "queued_jobs")
+        assert (error["limit"], error["used"], error["requested"]) == (QUEUED_JOBS, QUEUED_JOBS, 1)
+        assert len(queued(client)) == QUEUED_JOBS  # nothing stored by the refusal
+        # The refusal stored nothing under its Idempotency-Key either: a retry is refused again.
+        refused(client.post("/v1/jobs", json=TINY_SPEC, headers={"Idempotency-Key": "fourth"}), 403, "queued_jobs")
+        # Cancelling a queued job frees its place; a replay of a stored job is no new job, so at the limit it is
+        # answered (200), not refused.
+        assert client.post(f"/v1/jobs/{made[0].json()['id']}/cancel").status_code == 202
+        assert client.post("/v1/jobs", json=TINY_SPEC, headers={"Idempotency-Key": "fourth"}).status_code == 201
+        replay = client.post("/v1/jobs", json=TINY_SPEC, headers={"Idempotency-Key": "fourth"})
+        assert replay.status_code == 200, replay.text
+        refused(client.post("/v1/jobs", json=TINY_SPEC), 403, "queued_jobs")
+
+
+def test_an_owner_override_replaces_the_default(quota_service: Service) -> None:
+    with quota_service.client("key-override") as client:
+        answers = [client.post("/v1/jobs", json=TINY_SPEC).status_code for _ in range(6)]
+        assert answers == [201] * 5 + [403]
+        error = refused(client.post("/v1/jobs", json=TINY_SPEC), 403, "queued_jobs")
+        assert (error["limit"], error["used"]) == (5, 5)
+        shown = client.get("/v1/quota").json()
+        assert shown["quotas"]["queued_jobs"] == 5 and shown["quotas"]["steps_per_job"] == STEPS_PER_JOB
+        assert shown["usage"]["queued_jobs"] == 5
+
+
+def test_training_steps_over_steps_per_job_is_422_at_the_field(quota_service: Service) -> None:
+    with quota_service.client("key-steps") as client:
+        over = client.post("/v1/jobs", json=spec(steps=STEPS_PER_JOB + 1))
+        assert over.status_code == 422, over.text
+        (detail,) = over.json()["error"]["details"]
+        assert detail["field"] == "training.steps"
+        assert f"steps_per_job quota of {STEPS_PER_JOB}" in detail["message"]
+        assert "GANFORGE_QUOTA_STEPS_PER_JOB" in detail["message"]
+        at = client.post("/v1/jobs", params={"validate_only": "true"}, json=spec(steps=STEPS_PER_JOB))
+        assert at.status_code == 200, at.text
+        assert queued(client) == []
+
+
+def test_a_study_counts_all_its_jobs_and_names_the_steps_it_sets(quota_service: Service) -> None:
+    with quota_service.client("key-study") as client:
+        base = client.post("/v1/studies", json=study(training={"steps": STEPS_PER_JOB + 1, "batch_size": 8}))
+        assert base.status_code == 422, base.text
+        assert [d["field"] for d in base.json()["error"]["details"]] == ["training.steps"]
+        grid = study(grid=[{"param": "training.steps", "values": [500, 2000, STEPS_PER_JOB]}])
+        on_grid = client.post("/v1/studies", json=grid)
+        assert on_grid.status_code == 422, on_grid.text
+        assert [d["field"] for d in on_grid.json()["error"]["details"]] == ["grid.0.values.1"]
+
+        assert client.post("/v1/studies", json=study()).status_code == 201  # 2 jobs of 3
+        second = client.post("/v1/studies", json=study(seeds=[5, 6]))  # 2 more: 4 > 3
+        error = refused(second, 403, "queued_jobs")
+        assert (error["limit"], error["used"], error["requested"]) == (QUEUED_JOBS, 2, 2)
+        assert len(client.get("/v1/studies").json()["studies"]) == 1  # neither the study nor any job of it
+        assert len(queued(client)) == 2
+        assert client.post("/v1/studies", json=study(seeds=[7])).status_code == 201  # 1 more fits
+
+
+def test_concurrent_submissions_cannot_both_take_the_last_place(quota_service: Service) -> None:
+    start = threading.Barrier(8)
+    statuses: list[int] = []
+
+    def submit() -> None:
+        with quota_service.client("key-race") as client:
+            start.wait()
+            statuses.append(client.post("/v1/jobs", json=TINY_SPEC).status_code)
+
+    threads = [threading.Thread(target=submit) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(statuses) == [201] * QUEUED_JOBS + [403] * (8 - QUEUED_JOBS)
+    with quota_service.client("key-race") as client:
+        assert len(queued(client)) == QUEUED_JOBS
+        assert client.get("/v1/quota").json()["usage"]["queued_jobs"] == QUEUED_JOBS
+
+
+def test_uploads_past_uploads_per_hour_are_429_with_retry_after_also_after_a_restart(
+    quota_service: Service,
+) -> None:
+    with quota_service.client("key-uploads") as client:
+        assert [upload(client, seed).status_code for seed in range(UPLOADS_PER_HOUR)] == [201] * UPLOADS_PER_HOUR
+        assert upload(client, 0).status_code == 429  # the same content again is an upload too
+        third = upload(client, 99)
+        error = refused(third, 429, "uploads_per_hour")
+        assert (error["limit"], error["used"]) == (UPLOADS_PER_HOUR, UPLOADS_PER_HOUR)
+        wait = int(third.headers["Retry-After"])
+        assert 3500 < wait <= 3600, wait  # the oldest upload leaves the hour in about an hour
+        assert len(client.get("/v1/datasets").json()["datasets"]) == UPLOADS_PER_HOUR
+        usage = client.get("/v1/quota").json()["usage"]
+        assert usage["uploads_last_hour"] == UPLOADS_PER_HOUR and 3500 < usage["upload_retry_after_seconds"] <= 3600
+    # The count is the store's: a restarted API still refuses.
+    assert quota_service.api is not None
+    os.killpg(quota_service.api.pid, signal.SIGTERM)
+    quota_service.api.wait(timeout=30)
+    quota_service.start_api()
+    with quota_service.client("key-uploads") as client:
+        refused(upload(client, 100), 429, "uploads_per_hour")
+
+
+def test_an_owner_at_stored_bytes_cannot_upload_or_submit(quota_service: Service) -> None:
+    with quota_service.client("key-full") as client:
+        first = upload(client, 1)  # 0 bytes held of 1: allowed
+        assert first.status_code == 201, first.text
+        held = first.json()["size_bytes"]
+        error = refused(upload(client, 2), 403, "stored_bytes")
+        assert (error["limit"], error["used"]) == (1, held)
+        assert "bytes" in error["message"]
+        job = {**TINY_SPEC, "dataset": {"id": first.json()["id"]}}
+        refused(client.post("/v1/jobs", json=job), 403, "stored_bytes")
+        refused(client.post("/v1/studies", json=study()), 403, "stored_bytes")
+        assert queued(client) == [] and client.get("/v1/studies").json()["studies"] == []
+        assert len(client.get("/v1/datasets").json()["datasets"]) == 1
+        # Deleting the data set frees the bytes.
+        assert client.delete(f"/v1/datasets/{first.json()['id']}").status_code == 204
+        assert client.post("/v1/jobs", json=TINY_SPEC).status_code == 201
+
+
+def test_get_quota_shows_limits_and_usage(quota_service: Service) -> None:
+    with quota_service.client("key-look") as client:
+        empty = client.get("/v1/quota")
+        assert empty.status_code == 200, empty.text
+        assert empty.json() == {
+            "owner": "look",
+            "quotas": {
+                "running_jobs": 8,
+                "queued_jobs": QUEUED_JOBS,
+                "steps_per_job": STEPS_PER_JOB,
+                "stored_bytes": 100 * 1024**3,
+                "uploads_per_hour": UPLOADS_PER_HOUR,
+                "max_priority": 50,
+            },
+            "usage": {
+                "running_jobs": 0,
+                "queued_jobs": 0,
+                "stored_bytes": 0,
+                "uploads_last_hour": 0,
+                "upload_retry_after_seconds": None,
+            },
+        }
+        size = upload(client, 3).json()["size_bytes"]
+        client.post("/v1/jobs", json=TINY_SPEC)
+        usage = client.get("/v1/quota").json()["usage"]
+        assert (usage["queued_jobs"], usage["stored_bytes"], usage["uploads_last_hour"]) == (1, size, 1)
+    schema = httpx.get(f"{quota_service.url}/openapi.json").json()
+    operation = schema["paths"]["/v1/quota"]["get"]
+    assert operation["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/QuotaOut")
+    assert "quota_exceeded" in schema["paths"]["/v1/jobs"]["post"]["responses"]["403"]["description"]
+    assert "429" in schema["paths"]["/v1/datasets"]["post"]["responses"]
