@@ -10,6 +10,7 @@
         client.download_checkpoint(job.id, path="g.safetensors")
         study = client.studies.wait(client.studies.submit("study.yaml").id)  # .comparison: one row per loss
         client.whoami().owner                                  # and client.keys.create/list/revoke (admin keys)
+        client.quota().usage.queued_jobs                       # your quotas and what you use of them
 
 `AsyncClient` has the same methods as coroutines (and async iterators). Pure HTTP: imports httpx, httpx-sse,
 pydantic and the spec schema (models.spec), never torch or the server's libraries.
@@ -41,6 +42,7 @@ from ganforge.client.types import (
     Job,
     Metrics,
     Progress,
+    Quota,
     Sample,
     Series,
     Study,
@@ -73,6 +75,7 @@ __all__ = [
     "NotFound",
     "Progress",
     "ProgressCallback",
+    "Quota",
     "RateLimited",
     "Sample",
     "Series",

@@ -48,6 +48,7 @@ from ganforge.client.types import (
     KeyList,
     Metrics,
     P,
+    Quota,
     Sample,
     SamplePage,
     Study,
@@ -370,6 +371,10 @@ class AsyncClient:
     async def whoami(self) -> WhoAmI:
         """Who this client's key is: owner, key id (prefix or env:<owner>), scopes, expiry. Raises Unauthorized."""
         return await self._answer(calls.whoami(), WhoAmI)
+
+    async def quota(self) -> Quota:
+        """Your owner's quotas and current usage (running and queued jobs, stored bytes, uploads in the last hour)."""
+        return await self._answer(calls.quota(), Quota)
 
 
 def _generated(response: httpx.Response, format: str, call: calls.Call) -> bytes:

@@ -278,6 +278,10 @@ def whoami() -> Call:
     return Call("GET", "/v1/whoami")
 
 
+def quota() -> Call:
+    return Call("GET", "/v1/quota")
+
+
 def create_key(scopes: Iterable[str] | str, name: str, ttl: str | None, expires_at: datetime | str | None) -> Call:
     """POST /v1/keys; never retried (a retry after a lost answer would make a second key, whose secret is lost)."""
     body: dict[str, Any] = {"scopes": [scopes] if isinstance(scopes, str) else list(scopes), "name": name}

@@ -46,6 +46,7 @@ from ganforge.client.types import (
     KeyList,
     Metrics,
     P,
+    Quota,
     Sample,
     SamplePage,
     Study,
@@ -364,6 +365,10 @@ class Client:
     def whoami(self) -> WhoAmI:
         """Who this client's key is: owner, key id (prefix or env:<owner>), scopes, expiry. Raises Unauthorized."""
         return self._answer(calls.whoami(), WhoAmI)
+
+    def quota(self) -> Quota:
+        """Your owner's quotas and current usage (running and queued jobs, stored bytes, uploads in the last hour)."""
+        return self._answer(calls.quota(), Quota)
 
 
 def _generated(response: httpx.Response, format: str, call: calls.Call) -> bytes:

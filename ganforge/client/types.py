@@ -409,6 +409,40 @@ class KeyList(ApiModel):
     keys: list[ApiKey]
 
 
+class QuotaLimits(ApiModel):
+    """One owner's quotas: running_jobs, queued_jobs (jobs), steps_per_job (training.steps), stored_bytes (bytes),
+    uploads_per_hour (data sets), max_priority (0-100)."""
+
+    running_jobs: int
+    queued_jobs: int
+    steps_per_job: int
+    stored_bytes: int
+    uploads_per_hour: int
+    max_priority: int
+
+
+class QuotaUsage(ApiModel):
+    """What the owner uses now: running_jobs (running or cancelling), queued_jobs, stored_bytes (data sets and
+    checkpoint weights, bytes), uploads_last_hour; upload_retry_after_seconds: at the uploads_per_hour quota, the
+    seconds until the next upload fits (None when one fits now)."""
+
+    running_jobs: int
+    queued_jobs: int
+    stored_bytes: int
+    uploads_last_hour: int
+    upload_retry_after_seconds: int | None = None
+
+
+class Quota(ApiModel):
+    """The client's owner's quotas and usage (`GET /v1/quota`). A submission past queued_jobs or while stored_bytes
+    is reached raises a GanforgeError with status 403 and code "quota_exceeded"; an upload past uploads_per_hour
+    RateLimited (429, `.retry_after`)."""
+
+    owner: str
+    quotas: QuotaLimits
+    usage: QuotaUsage
+
+
 class WhoAmI(ApiModel):
     """Who the client's key is (`GET /v1/whoami`).
 
