@@ -16,14 +16,14 @@ reconciler's queries (silent leases, wake-ups) live here too.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import ColumnElement, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, case, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from models.quotas import Quotas
 from models.records import Checkpoint, Job, JobStatus
-from models.store.base import StoreBase, append_event, transition, utcnow
+from models.store.base import StoreBase, append_event, as_utc, transition, utcnow
 from models.store.results import MetricPoint, write_metrics
 
 
@@ -57,6 +57,18 @@ def _running_of_waiting_owners(session: Session) -> dict[str, int]:
         ).all()
     )
     return {owner: counts.get(owner, 0) for owner in session.scalars(waiting)}
+
+
+def _served_order(session: Session, owners: set[str]) -> dict[str, int]:
+    """{owner: rank} by when the owner's latest job first started, never-started owners first (rank 0)."""
+    started = dict(
+        session.execute(
+            select(Job.owner, func.max(Job.started_at)).where(Job.owner.in_(owners)).group_by(Job.owner)
+        ).all()
+    )
+    never = datetime.min.replace(tzinfo=UTC)
+    ranked = sorted(owners, key=lambda owner: (as_utc(started.get(owner)) or never, owner))
+    return {owner: rank for rank, owner in enumerate(ranked)}
 
 
 def _running_count(session: Session, owner: str) -> int:
@@ -97,8 +109,9 @@ class LeaseStore(StoreBase):
 
         Among owners whose running jobs (running + cancelling) are below their `running_jobs` quota
         (`quotas_of(owner)`, models/quotas.py), jobs are taken by the owner's running count ascending, then
-        `priority` descending, then submission order: one owner's 1,000 queued jobs do not hold back
-        another owner's one. The job moves to running with a conditional UPDATE and a `claimed by` status event.
+        `priority` descending, then the owner served longest ago (its latest job's first start; never-served
+        owners first), then submission order: one owner's 1,000 queued jobs do not hold back another owner's
+        one, even with a single worker. The job moves to running with a conditional UPDATE and a `claimed by` status event.
         On PostgreSQL the row is taken FOR UPDATE SKIP LOCKED and the owner's quota is re-counted under a
         transaction-scoped advisory lock on the owner, so concurrent claims neither take one row twice nor
         start more of an owner's jobs than its quota; SQLite serialises writers (BEGIN IMMEDIATE).
@@ -115,11 +128,14 @@ class LeaseStore(StoreBase):
                     levels.setdefault(running, set()).add(owner)
             for level in sorted(levels):
                 owners = levels[level]
+                # Among owners running as many jobs, equal priorities go to the owner served longest ago: with
+                # one slot, A's 1,000 jobs and B's one take turns instead of B waiting behind all of A's.
+                served = _served_order(session, owners)
                 while owners:
                     pick = (
                         select(Job.id, Job.owner)
                         .where(Job.status == JobStatus.QUEUED, Job.owner.in_(owners))
-                        .order_by(Job.priority.desc(), Job.seq)
+                        .order_by(Job.priority.desc(), case(served, value=Job.owner), Job.seq)
                         .limit(1)
                     )
                     if postgres:
