@@ -11,8 +11,12 @@ A pure ASGI middleware, so nothing (FastAPI's body parsing, a route's dependenci
   Every body is bounded by `max_json_body_bytes` except a multipart POST to the upload route, bounded by
   `max_upload_bytes` plus room for its form fields (the route counts the file itself, naming the field): the
   limit follows the route, not the client's Content-Type alone, which any request could set;
-- a header the service reads as one value (Authorization, Content-Type, Content-Length) given more than once
-  gets 400: the gate and the framework would read different copies (the last and the first).
+- a header the service reads as one value (Authorization, Content-Type, Content-Length, Idempotency-Key,
+  Last-Event-ID) given more than once gets 400: the gate and the framework would read different copies (the last
+  and the first);
+- rate limits (api/ratelimit.py): a submission or upload over its key's rate gets 429 with Retry-After, and every
+  answer of those routes the IETF RateLimit headers; a client IP over its rate of failed authentications gets 429
+  instead of 401, and, while it lasts, instead of any key lookup in the store.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.deps import CALLER_STATE, NEEDS_STORE, UNAUTHORIZED_MESSAGE, Caller, authenticator_of, scope_message
 from api.errors import error_body
+from api.ratelimit import RateLimits, Verdict
 from models.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -34,7 +39,7 @@ log = logging.getLogger(__name__)
 FORM_ROOM = 1024**2  # multipart boundaries and the small form fields, on top of the file itself
 PROTECTED_PREFIX = "/v1/"
 UPLOAD_PATH = "/v1/datasets"  # api/routes/datasets.py upload_dataset: the one route that takes a large body
-SINGLE_HEADERS = frozenset({"authorization", "content-type", "content-length"})
+SINGLE_HEADERS = frozenset({"authorization", "content-type", "content-length", "idempotency-key", "last-event-id"})
 KEYS_PATH = "/v1/keys"  # api/routes/keys.py: admin only
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -54,11 +59,12 @@ def body_limit(settings: Settings, method: str, path: str, content_type: str) ->
 
 
 class RequestGate:
-    """ASGI middleware: 401 for an unknown key on /v1, 403 for a key lacking the scope, 413 for a body over its
-    limit; none reads the body."""
+    """ASGI middleware: 401 for an unknown key on /v1, 403 for a key lacking the scope, 429 over a rate, 413 for a
+    body over its limit; none reads the body."""
 
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.app, self.settings = app, settings
+        self.rate_limits = RateLimits(settings)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -73,13 +79,20 @@ class RequestGate:
         path: str = scope["path"]
         if path == PROTECTED_PREFIX.rstrip("/") or path.startswith(PROTECTED_PREFIX):
             authorization = headers.get("authorization")
+            ip = client_ip(scope)
+            blocked = self.rate_limits.blocked(ip)
             try:
-                caller = await self.caller(scope, authorization)
+                # An IP over its rate of failed authentications gets no store lookup: only a key known in memory.
+                caller = await self.caller(scope, authorization, lookup=blocked is None)
             except SQLAlchemyError as exc:
                 log.warning("cannot read the API keys from the job store (%s): 503", type(exc).__name__)
                 await respond(send, 503, "store_unavailable", "the job store does not answer: try again shortly")
                 return
             if caller is None:
+                refused = blocked or await self.rate_limits.failed_authentication(ip)
+                if refused is not None and not refused.allowed:
+                    await respond_limited(send, refused, "from this client address")
+                    return
                 # RFC 6750 3.1: no credentials, a bare challenge; a key that lets no one in, invalid_token.
                 challenge = 'Bearer error="invalid_token"' if authorization else "Bearer"
                 await respond(send, 401, "unauthorized", UNAUTHORIZED_MESSAGE, {"www-authenticate": challenge})
@@ -90,6 +103,13 @@ class RequestGate:
                 await respond(send, 403, "insufficient_scope", scope_message(needed), {"www-authenticate": challenge})
                 return
             scope.setdefault("state", {})[CALLER_STATE] = caller
+            rate = self.rate_limits.rate_for(scope["method"], path)
+            verdict = await self.rate_limits.hit(rate, caller.key_id or f"ip:{ip}") if rate else None
+            if verdict is not None:
+                if not verdict.allowed:
+                    await respond_limited(send, verdict, "for this API key" if caller.key_id else "for this client")
+                    return
+                send = with_headers(send, verdict.headers())
         limit = body_limit(self.settings, scope["method"], path, headers.get("content-type", ""))
         declared = headers.get("content-length", "")
         if declared.isascii() and declared.isdigit() and int(declared) > limit:
@@ -98,14 +118,15 @@ class RequestGate:
         await LimitedBody(self.app, limit).run(scope, receive, send)
 
     @staticmethod
-    async def caller(scope: Scope, authorization: str | None) -> Caller | None:
-        """The caller of this request, or None (unauthorized); a store query runs in a worker thread.
+    async def caller(scope: Scope, authorization: str | None, *, lookup: bool = True) -> Caller | None:
+        """The caller of this request, or None (unauthorized, or with lookup=False a key not known in memory); a
+        store query runs in a worker thread.
 
         Raises SQLAlchemyError when the store must be read and cannot be.
         """
         authenticator = authenticator_of(scope["app"])
         found = authenticator.authenticate(authorization, block=False)
-        if found is NEEDS_STORE:
+        if found is NEEDS_STORE and lookup:
             found = await anyio.to_thread.run_sync(lambda: authenticator.authenticate(authorization))
         return found if isinstance(found, Caller) else None
 
@@ -151,14 +172,46 @@ class LimitedBody:
             log.debug("request stopped after its body passed %d bytes", self.limit, exc_info=True)
 
 
+def client_ip(scope: Scope) -> str:
+    """The client's address as the server saw it (uvicorn puts a trusted proxy's X-Forwarded-For there)."""
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"
+
+
+def with_headers(send: Send, headers: dict[str, str]) -> Send:
+    """`send` that adds `headers` to the response's start."""
+    raw = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
+
+    async def send_with_headers(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", []), *raw]}
+        await send(message)
+
+    return send_with_headers
+
+
+async def respond_limited(send: Send, verdict: Verdict, whose: str) -> None:
+    """The 429 of a request over `verdict`'s rate, with Retry-After and the RateLimit headers."""
+    await respond(send, 429, "rate_limited", verdict.message(whose), verdict.headers(), verdict.extra())
+
+
 def too_large_message(limit: int) -> str:
     """The 413's message for a body limit in bytes."""
     return f"the request body is larger than the limit of {limit} bytes"
 
 
-async def respond(send: Send, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
-    """Send a whole JSON error response in the API's one error shape."""
-    body = json.dumps(error_body(code, message)).encode()
+async def respond(
+    send: Send,
+    status: int,
+    code: str,
+    message: str,
+    headers: dict[str, str] | None = None,
+    extra: dict[str, str] | None = None,
+) -> None:
+    """Send a whole JSON error response in the API's one error shape, with `extra` members in its error object."""
+    answer = error_body(code, message)
+    answer["error"].update(extra or {})
+    body = json.dumps(answer).encode()
     raw: list[Any] = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     raw += [(name.encode(), value.encode()) for name, value in (headers or {}).items()]
     await send({"type": "http.response.start", "status": status, "headers": raw})

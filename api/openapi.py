@@ -20,6 +20,8 @@ from typing import Any
 from fastapi import FastAPI
 from pydantic import BaseModel, Field
 
+from api.ratelimit import LIMITED_OPERATIONS
+
 ERROR_SCHEMA = "Error"
 ERROR_REF = {"$ref": f"#/components/schemas/{ERROR_SCHEMA}"}
 
@@ -100,6 +102,7 @@ def finish(schema: dict[str, Any]) -> dict[str, Any]:
         for method, operation in operations.items():
             operation["security"] = [{"bearer": []}]
             _declare_errors(method, path, operation)
+            _declare_rate_limits(method, path, operation)
             if (method, path) in VALIDATE_ONLY:
                 _declare_validate_only(operation, *VALIDATE_ONLY[method, path])
     schema["components"]["securitySchemes"] = {
@@ -151,6 +154,36 @@ def _declare_errors(method: str, path: str, operation: dict[str, Any]) -> None:
             given = answer.get("content", {}).get("application/json", {}).get("schema")
             if not given or given.get("$ref", "").endswith("/HTTPValidationError"):
                 answer["content"] = {"application/json": {"schema": ERROR_REF}}
+
+
+# The 429s of the rate limits (api/ratelimit.py), and the headers that come with them.
+RATE_LIMIT_DESCRIPTIONS = {
+    "unauthenticated": "this client address sent too many requests with a missing or bad key "
+    "(GANFORGE_RATE_UNAUTHENTICATED; rate_limited): wait Retry-After seconds",
+    "submit": "this key's rate of submissions (POST /v1/jobs, /v1/studies, /v1/jobs/{job_id}/generate together) "
+    "is reached (GANFORGE_RATE_SUBMIT; rate_limited): wait Retry-After seconds",
+    "upload": "this key's rate of uploads is reached (GANFORGE_RATE_UPLOAD; rate_limited): wait Retry-After seconds",
+}
+_INTEGER = {"type": "integer", "minimum": 0}
+RATE_LIMIT_HEADERS = {
+    "Retry-After": {"description": "whole seconds to wait before sending again (1 or more)", "schema": _INTEGER},
+    "RateLimit-Limit": {"description": "requests the window takes (IETF RateLimit headers)", "schema": _INTEGER},
+    "RateLimit-Remaining": {"description": "requests the window takes now", "schema": _INTEGER},
+    "RateLimit-Reset": {"description": "seconds until the window takes one more", "schema": _INTEGER},
+}
+
+
+def _declare_rate_limits(method: str, path: str, operation: dict[str, Any]) -> None:
+    """429 on every /v1 operation (a client address over its rate of failed authentications), and on a limited
+    operation for its key's rate; each with Retry-After and the RateLimit headers, beside a route's own 429."""
+    answer = operation["responses"].setdefault("429", {})
+    reasons = [answer["description"]] if answer.get("description") else []
+    if (method, path) in LIMITED_OPERATIONS:
+        reasons.append(RATE_LIMIT_DESCRIPTIONS[LIMITED_OPERATIONS[method, path]])
+    reasons.append(RATE_LIMIT_DESCRIPTIONS["unauthenticated"])
+    answer["description"] = "; or ".join(reasons)
+    answer["headers"] = {**answer.get("headers", {}), **RATE_LIMIT_HEADERS}
+    answer["content"] = {"application/json": {"schema": ERROR_REF}}
 
 
 def _declare_validate_only(operation: dict[str, Any], created: str, validated: str) -> None:

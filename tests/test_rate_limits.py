@@ -1,0 +1,223 @@
+"""Rate limits (api/ratelimit.py, enforced in api/gate.py) against real uvicorn processes on both backends.
+
+Submissions and uploads per key, failed authentications per client IP, the counts shared by two API processes
+through Redis, Redis going away (requests pass uncounted), a bad rate string refusing to start, and the SDK
+waiting out a 429's Retry-After. Rates are small ("3 per 4 seconds") so a window passes in a few seconds.
+"""
+
+from __future__ import annotations
+
+import io
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from ganforge.client import Client
+from tests.conftest import BACKENDS, api_only
+from tests.service import (
+    KEYS,
+    REDIS_URL,
+    ROOT,
+    TINY_SPEC,
+    Service,
+    create_postgres_database,
+    drop_postgres_database,
+    free_port,
+    service_env,
+)
+from tests.tcp_proxy import TcpProxy
+
+WINDOW = 4  # seconds
+RATES = {
+    "GANFORGE_RATE_SUBMIT": f"3/{WINDOW}second",
+    "GANFORGE_RATE_UPLOAD": f"2/{WINDOW}second",
+    "GANFORGE_RATE_UNAUTHENTICATED": f"4/{WINDOW}second",
+}
+# One env key per test, so no test spends another's window (key-a and key-b of tests/service.py stay in).
+MORE_KEYS = {"key-c": "team-c", "key-d": "team-d", "key-e": "team-e", "key-f": "team-f"}
+API_KEYS = ",".join(f"{key}={owner}" for key, owner in {**KEYS, **MORE_KEYS}.items())
+RATE_HEADERS = ("ratelimit-limit", "ratelimit-remaining", "ratelimit-reset")
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def service(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """An API (no worker: nothing here trains) with small rates, shared by the module's tests of one backend."""
+    folder = tmp_path_factory.mktemp(f"rate-{request.param}")
+    with api_only(request.param, folder, GANFORGE_API_KEYS=API_KEYS, **RATES) as deployment:
+        yield deployment
+
+
+def npz(value: float) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, x=np.full((4, 2), value, np.float32))
+    return buffer.getvalue()
+
+
+def assert_limited(response: httpx.Response, setting: str, limit: int) -> int:
+    """The 429 a rate gives: its error body, Retry-After and RateLimit headers; returns Retry-After."""
+    assert response.status_code == 429, response.text
+    error = response.json()["error"]
+    assert error["code"] == "rate_limited" and error["setting"] == setting, error
+    assert setting in error["message"] and f"{limit} " in error["message"], error
+    retry_after = response.headers["retry-after"]
+    assert retry_after.isdigit() and 1 <= int(retry_after) <= WINDOW, retry_after
+    assert response.headers["ratelimit-limit"] == str(limit)
+    assert response.headers["ratelimit-remaining"] == "0"
+    assert response.headers["ratelimit-reset"] == retry_after
+    return int(retry_after)
+
+
+def test_a_submission_flood_from_one_key_is_cut_and_another_key_is_not(service: Service) -> None:
+    with service.client("key-c") as flood, service.client("key-d") as other:
+        remaining = []
+        for _ in range(3):
+            response = flood.post("/v1/jobs", json=TINY_SPEC)
+            assert response.status_code == 201, response.text
+            assert all(name in response.headers for name in RATE_HEADERS), response.headers
+            assert response.headers["ratelimit-limit"] == "3"
+            remaining.append(int(response.headers["ratelimit-remaining"]))
+        assert remaining == [2, 1, 0]
+        retry_after = assert_limited(flood.post("/v1/jobs", json=TINY_SPEC), "GANFORGE_RATE_SUBMIT", 3)
+        # studies and generate count against the same rate, and are refused before their body is parsed
+        assert_limited(flood.post("/v1/studies", content=b"not json"), "GANFORGE_RATE_SUBMIT", 3)
+        assert_limited(flood.post("/v1/jobs/j-none/generate", json={}), "GANFORGE_RATE_SUBMIT", 3)
+        # reads are not limited, and another key has its own count
+        listed = flood.get("/v1/jobs")
+        assert listed.status_code == 200 and "ratelimit-limit" not in listed.headers
+        assert len(listed.json()["jobs"]) == 3  # the refused submissions created nothing
+        assert other.post("/v1/jobs", json=TINY_SPEC).status_code == 201
+        # Retry-After is honoured: after waiting it, the key is let in again
+        time.sleep(retry_after)
+        again = flood.post("/v1/jobs", json=TINY_SPEC)
+        assert again.status_code == 201, again.text
+
+
+def test_uploads_have_their_own_rate_a_refused_body_is_never_read_and_the_sdk_waits(
+    service: Service, tmp_path: Path
+) -> None:
+    with service.client("key-e") as client:
+        for value in (1.0, 2.0):
+            response = client.post("/v1/datasets", files={"file": ("p.npz", npz(value))})
+            assert response.status_code == 201, response.text
+            assert response.headers["ratelimit-limit"] == "2"
+        assert_limited(client.post("/v1/datasets", files={"file": ("p.npz", npz(3.0))}), "GANFORGE_RATE_UPLOAD", 2)
+        assert client.post("/v1/jobs", json=TINY_SPEC).status_code == 201  # submissions are counted apart
+    # A 1 GiB upload announced, none of it sent: the 429 comes at once, so the gate read no body.
+    with socket.create_connection(("127.0.0.1", service.port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /v1/datasets HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer key-e\r\n"
+            b"Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 1073741824\r\n\r\n"
+        )
+        head = sock.recv(65536)
+    assert head.startswith(b"HTTP/1.1 429 "), head[:200]
+    assert b"retry-after: " in head.lower()
+    # The SDK waits out Retry-After and sends the upload again, though it has no Idempotency-Key: the API
+    # refused it unread.
+    told: list[str] = []
+    path = tmp_path / "points.npz"
+    path.write_bytes(npz(6.0))
+    with Client(service.url, "key-e", on_retry=told.append) as sdk:
+        assert sdk.datasets.upload(path).id
+    assert told and told[0].startswith("rate limited: waiting "), told
+
+
+def test_a_flood_of_bad_keys_from_one_address_is_cut_before_the_key_lookup(service: Service) -> None:
+    # key-f's store-key-shaped twin: each would need a store lookup
+    bad = [f"gf_{n:08x}_{'x' * 32}" for n in range(4)]
+    for key in bad:
+        with service.client(key) as client:
+            assert client.get("/v1/jobs").status_code == 401
+    with service.client("gf_deadbeef_" + "y" * 32) as client:
+        retry_after = assert_limited(client.get("/v1/jobs"), "GANFORGE_RATE_UNAUTHENTICATED", 4)
+    assert_limited(httpx.get(f"{service.url}/v1/jobs", timeout=10), "GANFORGE_RATE_UNAUTHENTICATED", 4)  # no key
+    with service.client("key-f") as known:  # a key known without the store still gets in from that address
+        assert known.get("/v1/jobs").status_code == 200
+    time.sleep(retry_after)
+    with service.client("gf_deadbeef_" + "y" * 32) as client:
+        assert client.get("/v1/jobs").status_code == 401  # the window freed: a lookup again, and its honest 401
+
+
+@pytest.mark.parametrize("header", ["Idempotency-Key", "Last-Event-ID"])
+def test_a_header_read_as_one_value_given_twice_is_refused(service: Service, header: str) -> None:
+    with service.client("key-d") as client:
+        response = client.get("/v1/jobs", headers=[(header, "1"), (header, "2")])
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == "repeated_header"
+    assert header.lower() in response.json()["error"]["message"]
+
+
+def test_openapi_declares_the_429_of_the_limited_operations(service: Service) -> None:
+    paths = httpx.get(f"{service.url}/openapi.json", timeout=10).json()["paths"]
+    for path, method in (("/v1/jobs", "post"), ("/v1/studies", "post"), ("/v1/jobs/{job_id}/generate", "post")):
+        answer = paths[path][method]["responses"]["429"]
+        assert "GANFORGE_RATE_SUBMIT" in answer["description"], answer
+        assert {"Retry-After", "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"} <= set(answer["headers"])
+        assert answer["content"]["application/json"]["schema"]["$ref"].endswith("/Error")
+    assert "GANFORGE_RATE_UPLOAD" in paths["/v1/datasets"]["post"]["responses"]["429"]["description"]
+    # any /v1 operation: a client address over its rate of failed authentications
+    listing = paths["/v1/jobs"]["get"]["responses"]["429"]["description"]
+    assert "GANFORGE_RATE_UNAUTHENTICATED" in listing and "GANFORGE_RATE_SUBMIT" not in listing
+
+
+def test_two_api_processes_share_the_count_through_redis(tmp_path: Path) -> None:
+    with api_only("postgres", tmp_path, GANFORGE_API_KEYS=API_KEYS, **RATES) as first:
+        second = Service(env=first.env, data_dir=tmp_path)
+        try:
+            second.start_api()
+            with first.client("key-c") as one, second.client("key-c") as two:
+                assert one.post("/v1/jobs", json=TINY_SPEC).status_code == 201
+                assert one.post("/v1/jobs", json=TINY_SPEC).status_code == 201
+                seen = two.post("/v1/jobs", json=TINY_SPEC)
+                assert seen.status_code == 201 and seen.headers["ratelimit-remaining"] == "0"  # the first's two
+                assert_limited(two.post("/v1/jobs", json=TINY_SPEC), "GANFORGE_RATE_SUBMIT", 3)
+                assert_limited(one.post("/v1/jobs", json=TINY_SPEC), "GANFORGE_RATE_SUBMIT", 3)
+        finally:
+            second.stop()
+
+
+def test_redis_going_away_lets_requests_through_uncounted(tmp_path: Path) -> None:
+    """Fail open: a rate limiter without its Redis must not make the API answer 500 (or 429) to everyone."""
+    proxy = TcpProxy(int(REDIS_URL.rsplit(":", 1)[1].split("/")[0]))
+    proxy.start()
+    database, url = create_postgres_database()
+    env = service_env(tmp_path, url, f"redis://127.0.0.1:{proxy.port}/0", GANFORGE_API_KEYS=API_KEYS, **RATES)
+    service = Service(env=env, data_dir=tmp_path)
+    try:
+        service.migrate()
+        service.start_api()
+        with service.client("key-c") as client:
+            assert client.post("/v1/jobs?validate_only=true", json=TINY_SPEC).headers["ratelimit-limit"] == "3"
+            proxy.cut()
+            started = time.monotonic()
+            answers = [client.post("/v1/jobs?validate_only=true", json=TINY_SPEC) for _ in range(6)]
+            seconds = time.monotonic() - started
+        assert [a.status_code for a in answers] == [200] * 6, [a.text for a in answers]
+        assert seconds < 5, f"6 validations took {seconds:.1f} s without Redis"
+        print(f"\n6 submissions (validate_only) without Redis: {seconds:.2f} s")
+        assert "rate limits not applied" in (tmp_path / "api.log").read_text()
+    finally:
+        service.stop()
+        proxy.cut()
+        drop_postgres_database(database)
+
+
+@pytest.mark.parametrize("value", ["lots", "0/minute", "3/minute;10/hour"])
+def test_a_bad_rate_refuses_to_start_naming_the_setting(tmp_path: Path, value: str) -> None:
+    env = service_env(tmp_path, None, None, GANFORGE_RATE_UPLOAD=value)
+    result = subprocess.run(
+        [sys.executable, "-m", "ganforge", "api", "--port", str(free_port())],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result
+    assert f"GANFORGE_RATE_UPLOAD={value!r} is not one rate" in result.stderr, result.stderr
