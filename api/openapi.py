@@ -2,10 +2,13 @@
 
 FastAPI infers the success answers and a 422 in its own shape; what it cannot see is added here:
 - the error answers each /v1 operation really gives, in the one error shape (api/errors.py `error_body`,
-  components/schemas/Error): 400 (a repeated Authorization, Content-Type or Content-Length: api/gate.py) on every
-  /v1 operation; 401 and 403 (auth is on once a key exists, in GANFORGE_API_KEYS or the store); 404 where a path names an object (ownership: another owner's is
-  missing too) or `ROUTE_ERRORS` says so; 413 and 415 where there is a body; 422 where there are parameters or a
-  body; the rest as `ROUTE_ERRORS` or a route's own `responses=` list them;
+  components/schemas/Error): 400 (a repeated Authorization, Content-Type, Content-Length, Idempotency-Key or
+  Last-Event-ID: api/gate.py) on every /v1 operation; 401 and 403 (auth is on once a key exists, in
+  GANFORGE_API_KEYS or the store); 404 where a path names an object (ownership: another owner's is missing too) or
+  `ROUTE_ERRORS` says so; 413 and 415 where there is a body; 422 where there are parameters or a body; 429 with
+  Retry-After and the RateLimit headers on every /v1 operation (a client address over its rate of failed
+  authentications) and for a key's rate on the operations api/ratelimit.py limits; the rest as `ROUTE_ERRORS` or a
+  route's own `responses=` list them;
 - the bearer scheme every /v1 operation takes (the check is api/gate.py's, outside FastAPI's dependencies; a
   store key can turn auth on while the service runs, so it is declared whether or not auth is on now);
 - the model of a body a route reads as a plain object (to report every problem of it in one 422);
@@ -47,7 +50,8 @@ class Error(BaseModel):
 
 # What each status means where the route does not say it better.
 DESCRIPTIONS = {
-    400: "a header read as one value (Authorization, Content-Type, Content-Length) given more than once "
+    400: "a header read as one value (Authorization, Content-Type, Content-Length, Idempotency-Key, Last-Event-ID) "
+    "given more than once "
     "(repeated_header), or a malformed body",
     401: "no API key, or an unknown, expired or revoked one: send `Authorization: Bearer <key>` (unauthorized)",
     403: "the key lacks the scope this needs: read, submit or admin (insufficient_scope)",
