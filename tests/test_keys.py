@@ -1,4 +1,6 @@
-"""API keys in the store (issue 12): created by the CLI and by /v1/keys, scoped, expiring, revocable, hashed.
+"""API keys in the store (issue 12): created by the CLI and by /v1/keys, scoped, expiring, revocable, hashed;
+revoked with the key that made them; /v1/whoami, the SDK's and the remote CLI's keys; production started by store
+keys alone; `ganforge up` printing the first admin key once.
 
 A real API process per backend (no worker: no job needs to train). Its environment keys (tests/service.py KEYS)
 are admins of team-a and team-b; store keys are made here. Every key made is remembered, and the last test reads
@@ -7,8 +9,13 @@ the API's log for any of them.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import io
 import json
+import os
+import re
+import signal
 import subprocess
 import sys
 import time
@@ -18,13 +25,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import numpy
 import pytest
 
 from models.db import make_engine
 from models.settings import Settings
 from models.store import JobStore, as_utc
 from tests.conftest import BACKENDS, api_only
-from tests.service import ROOT, TINY_SPEC, Service
+from tests.service import ROOT, TINY_SPEC, Service, free_port
 
 # The documented figure (api/deps.py KEY_CACHE_SECONDS, README): another process's revocation takes effect within
 # it. Written here, not imported, so a longer cache fails these tests.
@@ -226,6 +234,137 @@ def test_cli_refuses_bad_options(keys: Keys) -> None:
     assert result.stdout == ""
 
 
+def test_child_keys_die_with_their_parent(keys: Keys) -> None:
+    """A key made by a store key (POST /v1/keys) is revoked with it, transitively, at once in the revoking process;
+    a key made by an environment key has no parent. Revoked from the CLI, the children go within the cache time."""
+    parent = keys.api_create({"scopes": ["admin"], "name": "team admin"})  # made by key-a, an environment key
+    child = keys.api_create({"scopes": ["admin"]}, admin=parent["key"])
+    grandchild = keys.api_create({"scopes": ["read"]}, admin=child["key"])
+    sibling = keys.api_create({"scopes": ["read"]})  # key-a's too: not the parent's
+    assert parent["parent_prefix"] is None and sibling["parent_prefix"] is None
+    assert (child["parent_prefix"], grandchild["parent_prefix"]) == (parent["prefix"], child["prefix"])
+    for made in (child, grandchild):  # working before
+        with keys.service.client(made["key"]) as client:
+            assert client.get("/v1/jobs").status_code == 200
+    with keys.service.client(child["key"]) as client:
+        revoked = client.delete(f"/v1/keys/{parent['prefix']}")  # a child may revoke its parent (same owner)
+    assert revoked.status_code == 200, revoked.text
+    assert revoked.json()["revoked"] and revoked.json()["also_revoked"] == [child["prefix"], grandchild["prefix"]]
+    for made in (parent, child, grandchild):
+        with keys.service.client(made["key"]) as client:
+            assert client.get("/v1/jobs").status_code == 401, made["prefix"]
+    with keys.service.client(sibling["key"]) as client:
+        assert client.get("/v1/jobs").status_code == 200
+    with keys.service.client("key-a") as client:
+        listed = {k["prefix"]: k for k in client.get("/v1/keys").json()["keys"]}
+        assert all(listed[k["prefix"]]["revoked"] for k in (parent, child, grandchild))
+        again = client.delete(f"/v1/keys/{parent['prefix']}")
+        assert again.status_code == 200 and again.json()["also_revoked"] == []
+    # From the store (another process): the children stop within the cache time too.
+    root = keys.api_create({"scopes": ["admin"]})
+    leaf = keys.api_create({"scopes": ["read"]}, admin=root["key"])
+    result = keys.cli("revoke", root["prefix"])
+    assert result.returncode == 0 and leaf["prefix"] in result.stdout, result
+    with keys.service.client(leaf["key"]) as client:
+        assert wait_status(client, "/v1/jobs", 401, within=CACHE_SECONDS + 3) <= CACHE_SECONDS + 1
+
+
+def test_whoami_names_the_key_with_any_scope(keys: Keys) -> None:
+    reader = keys.api_create({"scopes": ["read"], "ttl": "1h"})
+    with keys.service.client(reader["key"]) as client:
+        me = client.get("/v1/whoami")
+    assert me.status_code == 200, me.text
+    body = me.json()
+    assert (body["owner"], body["key"], body["prefix"], body["scopes"], body["auth"]) == (
+        "team-a",
+        reader["prefix"],
+        reader["prefix"],
+        ["read"],
+        True,
+    )
+    assert datetime.fromisoformat(body["expires_at"]) == datetime.fromisoformat(reader["expires_at"])
+    assert reader["key"] not in me.text and reader["key"].split("_", 2)[2] not in me.text
+    with keys.service.client("key-b") as client:
+        env = client.get("/v1/whoami").json()
+    assert env == {
+        "owner": "team-b",
+        "key": "env:team-b",
+        "prefix": None,
+        "scopes": ["read", "submit", "admin"],
+        "expires_at": None,
+        "auth": True,
+    }
+    with keys.service.client("gf_zzzzzzzz_" + "y" * 43) as client:
+        assert client.get("/v1/whoami").status_code == 401
+
+
+def test_the_sdk_makes_lists_and_revokes_keys_sync_and_async(keys: Keys) -> None:
+    from ganforge.client import AsyncClient, Client, Unauthorized
+
+    admin = keys.api_create({"scopes": ["admin"], "name": "sdk admin"})["key"]
+    with Client(keys.service.url, admin) as client:
+        assert client.whoami().owner == "team-a"
+        made = client.keys.create(["submit"], name="sdk", ttl="1h")
+        keys.made.append(made.key)
+        assert made.scopes == ["read", "submit"] and made.parent_prefix == admin[:11] and made.expires_at is not None
+        assert made.prefix in {key.prefix for key in client.keys.list()}
+        with Client(keys.service.url, made.key) as mine:
+            me = mine.whoami()
+            assert (me.owner, me.key, me.scopes) == ("team-a", made.prefix, ["read", "submit"])
+            revoked = client.keys.revoke(made.prefix)
+            assert revoked.revoked and not revoked.active
+            with pytest.raises(Unauthorized):
+                mine.whoami()
+
+    async def round_trip() -> None:
+        async with AsyncClient(keys.service.url, admin) as client:
+            assert (await client.whoami()).prefix == admin[:11]
+            made = await client.keys.create("read")
+            keys.made.append(made.key)
+            assert made.prefix in {key.prefix for key in await client.keys.list()}
+            async with AsyncClient(keys.service.url, made.key) as mine:
+                assert (await mine.whoami()).scopes == ["read"]
+                assert (await client.keys.revoke(made.prefix)).revoked
+                with pytest.raises(Unauthorized):
+                    await mine.whoami()
+
+    asyncio.run(round_trip())
+
+
+def test_the_remote_cli_whoami_and_keys(keys: Keys) -> None:
+    admin = keys.api_create({"scopes": ["admin"]})["key"]
+    remote = {"GANFORGE_URL": keys.service.url, "GANFORGE_API_KEY": admin}
+
+    def ganforge(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "ganforge", *args],
+            cwd=ROOT,
+            env={**keys.service.env, **remote},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    me = ganforge("whoami", "--json")
+    assert me.returncode == 0 and json.loads(me.stdout)["key"] == admin[:11], me
+    assert ganforge("whoami").stdout.startswith(f"team-a: key {admin[:11]} (scopes read, submit, admin;")
+    created = ganforge("keys", "create", "--remote", "--scopes", "read", "--name", "remote")
+    assert created.returncode == 0, created.stderr
+    key = created.stdout.strip()
+    keys.made.append(key)
+    assert key.startswith("gf_") and "shown only now" in created.stderr
+    listed = ganforge("keys", "list", "--remote", "--json")
+    entry = next(k for k in json.loads(listed.stdout)["keys"] if k["prefix"] == key[:11])
+    assert entry["parent_prefix"] == admin[:11] and entry["scopes"] == ["read"] and "key" not in entry
+    refused = ganforge("keys", "create", "--remote", "--owner", "team-b")
+    assert refused.returncode == 2 and "--owner" in refused.stderr, refused
+    revoked = ganforge("keys", "revoke", "--remote", key[:11])
+    assert revoked.returncode == 0 and "revoked" in revoked.stdout, revoked
+    assert ganforge("keys", "revoke", "--remote", "gf_00000000").returncode == 3
+    with keys.service.client(key) as client:
+        assert client.get("/v1/whoami").status_code == 401
+
+
 def test_api_log_never_holds_a_key(keys: Keys) -> None:
     """Last in the module: every key made above was used against this API process."""
     assert len(keys.made) >= 8
@@ -269,6 +408,13 @@ def test_a_store_key_turns_auth_on(tmp_path_factory: pytest.TempPathFactory) -> 
         deployment = Keys(service)
         anonymous = httpx.Client(base_url=service.url, timeout=30)
         assert anonymous.get("/v1/jobs").status_code == 200
+        me = anonymous.get("/v1/whoami").json()
+        assert (me["owner"], me["key"], me["auth"]) == ("anonymous", None, False)
+        # With auth off an upload records no key (none was used).
+        points = io.BytesIO()
+        numpy.savez(points, x=numpy.zeros((16, 2), dtype=numpy.float32))
+        upload = anonymous.post("/v1/datasets", files={"file": ("zeros.npz", points.getvalue())})
+        assert upload.status_code == 201 and upload.json()["key"] is None, upload.text
         # With auth off no caller may mint the first key over HTTP (it would lock every other client out).
         minted = anonymous.post("/v1/keys", json={"scopes": ["admin"]})
         assert minted.status_code == 403 and "ganforge keys create" in minted.json()["error"]["message"], minted.text
@@ -296,3 +442,98 @@ def test_last_used_is_written_at_most_once_a_minute(store: JobStore) -> None:
     store.touch_key(prefix=record.prefix, at=first + timedelta(seconds=61), every=every)
     found = store.find_key(prefix=record.prefix)
     assert found is not None and as_utc(found.last_used_at) == first + timedelta(seconds=61)
+
+
+KEY_PATTERN = re.compile(r"gf_[a-z0-9]{8}_[A-Za-z0-9_-]{43}")
+PRODUCTION = {"GANFORGE_ENVIRONMENT": "production", "GANFORGE_API_KEYS": ""}
+
+
+@pytest.mark.slow
+def test_production_starts_with_only_store_keys_and_refuses_with_none(bare_service: Service) -> None:
+    """GANFORGE_ENVIRONMENT=production without GANFORGE_API_KEYS: the API refuses to start while the store holds
+    no active key (none, then only a revoked one), and starts once it holds one."""
+    service = bare_service
+    service.env.update(PRODUCTION)
+    deployment = Keys(service)
+
+    def refused() -> str:
+        process = subprocess.run(
+            [sys.executable, "-m", "ganforge", "api", "--port", str(free_port())],
+            cwd=ROOT,
+            env=service.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert process.returncode != 0, process
+        return process.stdout + process.stderr
+
+    assert "GANFORGE_API_KEYS must be set when GANFORGE_ENVIRONMENT=production" in refused()
+    revoked = deployment.cli_create("--owner", "ops", "--scopes", "admin")
+    assert deployment.cli("revoke", revoked[:11]).returncode == 0
+    assert "refusing to start" in refused()
+    key = deployment.cli_create("--owner", "ops", "--scopes", "read")
+    service.start_api()
+    with service.client(key) as client:
+        assert client.get("/v1/whoami").json()["owner"] == "ops"
+    assert httpx.get(f"{service.url}/v1/jobs").status_code == 401
+
+
+@pytest.mark.slow
+def test_up_prints_a_working_admin_key_once(bare_service: Service) -> None:
+    """`ganforge up` in production without GANFORGE_API_KEYS on an empty store prints an admin key (once, in its
+    whole output, the API's and workers' logs included), with which a team's key is made; a second `up` (--auth
+    too) prints none while that admin key is active."""
+    service = bare_service
+    service.env.update(PRODUCTION)
+    deployment = Keys(service)
+
+    def up(*args: str) -> str:
+        log = service.data_dir / f"up-{len(list(service.data_dir.glob('up-*.log')))}.log"
+        with log.open("wb") as output:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "ganforge", "up", "--port", str(service.port), *args],
+                cwd=ROOT,
+                env=service.env,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                assert process.poll() is None, log.read_text()
+                try:
+                    if httpx.get(f"{service.url}/readyz", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.3)
+            text = log.read_text()
+            found = KEY_PATTERN.findall(text)
+            if found:
+                with service.client(found[0]) as client:
+                    me = client.get("/v1/whoami").json()
+                assert (me["owner"], me["scopes"]) == ("ops", ["read", "submit", "admin"]), me
+                team = deployment.cli_create("--owner", "team-x", "--scopes", "submit")
+                with service.client(team) as client:
+                    assert client.post("/v1/jobs", json=TINY_SPEC).status_code == 201
+        finally:
+            os.kill(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        return log.read_text()
+
+    first = up("--admin-owner", "ops")
+    keys_printed = KEY_PATTERN.findall(first)
+    assert len(keys_printed) == 1, first
+    deployment.made.append(keys_printed[0])
+    assert "ganforge keys create --owner TEAM" in first
+    second = up("--auth", "--admin-owner", "ops")
+    assert not KEY_PATTERN.findall(second), second
+    listed = json.loads(deployment.cli("list", "--json").stdout)["keys"]
+    assert [k["owner"] for k in listed if "admin" in k["scopes"]] == ["ops"]
