@@ -6,6 +6,7 @@
     ganforge study submit study.yaml --follow       # several losses and seeds, compared
     ganforge generate JOB -n 64 -o samples.png      # sample a trained job's generator on the service
     ganforge keys create --owner team-a --scopes read,submit --ttl 30d   # an API key, on the store itself
+    ganforge quota                                  # your quotas and what you use of them
 
 Server commands (`up`, `api`, `worker`, `migrate`, in server.py) import the server's
 dependencies only when they run: `ganforge --help` and every client command work with
@@ -21,7 +22,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ganforge.cli import datasets, generate, jobs, keys, server, studies
+from ganforge.cli import datasets, generate, jobs, keys, quota, server, studies
 from ganforge.cli.context import DEFAULT_URL, Options
 
 app = typer.Typer(
@@ -53,6 +54,7 @@ def _global(
 server.register(app)
 jobs.register(app)
 generate.register(app)
+quota.register(app)
 app.add_typer(datasets.app, name="datasets", rich_help_panel="Use the service")
 app.add_typer(studies.app, name="study", rich_help_panel="Use the service")
 keys.register(app)  # `keys` and `whoami`
