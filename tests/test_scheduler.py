@@ -61,7 +61,7 @@ def queue(store: JobStore, owner: str, count: int, priority: int = 50) -> list[s
     ]
     with store.session() as session, session.begin():
         session.execute(insert(Job), rows)
-    return [row["id"] for row in rows]
+    return [str(row["id"]) for row in rows]
 
 
 def claim(store: JobStore, of: QuotasOf, worker: str = "w") -> Job | None:
