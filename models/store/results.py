@@ -246,9 +246,7 @@ class ResultsStore(StoreBase):
         query = select(Checkpoint).where(Checkpoint.job_id == job_id)
         with self.session() as session:
             scope = self.cursor_scope("checkpoints", job_id)
-            return keyset_page(
-                session, query, Checkpoint.step, scope=scope, limit=limit, cursor=cursor, ascending=True
-            )
+            return keyset_page(session, query, Checkpoint.step, scope=scope, limit=limit, cursor=cursor, ascending=True)
 
     def get_checkpoint(self, *, job_id: str, step: int | None) -> Checkpoint | None:
         """The checkpoint at `step` (any integer), or the latest when step is None; None when there is none."""
