@@ -8,7 +8,7 @@
   that IP's requests that would need a key lookup in the store with a 429 until the window frees, without the
   lookup; a key this process already knows (an environment key, a store key read in the last few seconds) still
   gets in. The client IP is the socket's peer, or X-Forwarded-For from a proxy uvicorn trusts
-  (`--forwarded-allow-ips`, 127.0.0.1 by default).
+  (FORWARDED_ALLOW_IPS, 127.0.0.1 by default).
 
 Counted by the `limits` library in a moving window: a request is let in when fewer than N were let in during the
 last period, so no burst of 2N straddles a window edge (as with fixed windows), and Retry-After is exact: the
@@ -55,7 +55,7 @@ STORAGE_RETRY_SECONDS = 5.0
 STORAGE_TIMEOUT_SECONDS = 0.5
 # Client IPs over the unauthenticated rate, remembered by this process; past this many it starts over.
 BLOCKED_ENTRIES = 10_000
-RATE_WORDS = {"submit": "submissions", "upload": "uploads", "unauthenticated": "failed authentications"}
+RATE_WORDS = {"submit": "submission", "upload": "upload", "unauthenticated": "failed authentication"}
 
 
 @dataclass(frozen=True)
@@ -96,8 +96,9 @@ class Verdict:
     def message(self, whose: str) -> str:
         """The 429's message: the limit, its setting, and when to retry."""
         amount, _, period = str(self.rate).partition(" per ")
+        plural = "" if amount == "1" else "s"
         return (
-            f"rate limit reached: {amount} {RATE_WORDS[self.rate.name]} per {period} {whose} "
+            f"rate limit reached: {amount} {RATE_WORDS[self.rate.name]}{plural} per {period} {whose} "
             f"({self.rate.setting}); retry after {self.reset_seconds} s"
         )
 
