@@ -173,7 +173,7 @@ class RateLimits:
                 "rate limits not applied for %g s: the rate-limit storage (%s) does not answer (%s)",
                 STORAGE_RETRY_SECONDS,
                 self.where,
-                type(exc).__name__,
+                type(getattr(exc, "storage_error", None) or exc).__name__,  # limits wraps the client's error
             )
             return None
         return Verdict(rate, allowed, max(0, remaining), seconds_until(reset))
