@@ -313,6 +313,21 @@ def no_route(request: Request) -> str:
     return f"no route {path!r}"[: FIELD_CHARS_MAX + 10]
 
 
+HTTP_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
+def allowed_methods(request: Request) -> str:
+    """The Allow header of a 405: every method a route at this path takes (Starlette's names only the first
+    matching route's, `Allow: POST` at /v1/jobs, where RFC 9110 15.5.6 asks for all of them)."""
+    routes = request.app.router.routes
+    # Each method asked of the routes (an included router answers for its own routes) rather than a walk of them.
+    return ", ".join(
+        method
+        for method in HTTP_METHODS
+        if any(route.matches({**request.scope, "method": method})[0] == Match.FULL for route in routes)
+    )
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -383,11 +398,10 @@ def install(app: FastAPI) -> None:
         message = str(exc.detail)
         if exc.status_code == 404 and message == "Not Found":
             message = no_route(request)
-        return JSONResponse(
-            status_code=exc.status_code,
-            content=error_body(code, message),
-            headers=getattr(exc, "headers", None),
-        )
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405:
+            headers = {**(headers or {}), "Allow": allowed_methods(request)}
+        return JSONResponse(status_code=exc.status_code, content=error_body(code, message), headers=headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:

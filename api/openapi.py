@@ -13,11 +13,16 @@ FastAPI infers the success answers and a 422 in its own shape; what it cannot se
   store key can turn auth on while the service runs, so it is declared whether or not auth is on now);
 - the model of a body a route reads as a plain object (to report every problem of it in one 422);
 - both 200 answers of a create with `validate_only` (an idempotent replay, or the validated spec), and a 201
-  that is only the created object.
+  that is only the created object;
+- what a model's validator refuses that JSON Schema can say (`CONSTRAINTS`: a data set is `builtin` or `id`);
+- links from each create to the operations that take the created object's id (`LINKS`: what a client, or
+  schemathesis's stateful phase, follows next); the `Authorization` header is the bearer scheme, not a parameter
+  (OpenAPI ignores a header parameter of that name; FastAPI lists it from the dependency that reads it).
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi import FastAPI
@@ -82,6 +87,52 @@ VALIDATE_ONLY = {
     ("post", "/v1/studies"): ("StudyOut", "ValidatedStudy"),
 }
 
+# Where a created object's id goes next: (method, path of the create) → [(method, path, parameter)], the parameter
+# taking `$response.body#/id` (`prefix` for a key) from every 2xx JSON answer of the create that carries it.
+_JOB = "/v1/jobs/{job_id}"
+_DATASET = "/v1/datasets/{dataset_id}"
+_STUDY = "/v1/studies/{study_id}"
+_GENERATION = "/v1/generations/{generation_id}"
+LINKS: dict[tuple[str, str], list[tuple[str, str, str]]] = {
+    ("post", "/v1/jobs"): [
+        ("get", _JOB, "job_id"),
+        ("post", f"{_JOB}/cancel", "job_id"),
+        ("get", f"{_JOB}/metrics", "job_id"),
+        ("get", f"{_JOB}/samples", "job_id"),
+        ("get", f"{_JOB}/samples/{{step}}.{{extension}}", "job_id"),
+        ("get", f"{_JOB}/checkpoints", "job_id"),
+        ("get", f"{_JOB}/checkpoints/{{step}}", "job_id"),
+        ("get", f"{_JOB}/events", "job_id"),
+        ("post", f"{_JOB}/generate", "job_id"),
+    ],
+    ("post", "/v1/datasets"): [
+        ("get", _DATASET, "dataset_id"),
+        ("get", f"{_DATASET}/preview.png", "dataset_id"),
+        ("delete", _DATASET, "dataset_id"),
+    ],
+    ("post", "/v1/studies"): [
+        ("get", _STUDY, "study_id"),
+        ("get", f"{_STUDY}/curves", "study_id"),
+        ("post", f"{_STUDY}/cancel", "study_id"),
+    ],
+    ("post", f"{_JOB}/generate"): [
+        ("get", _GENERATION, "generation_id"),
+        ("get", f"{_GENERATION}/result", "generation_id"),
+    ],
+    ("post", "/v1/keys"): [("delete", "/v1/keys/{prefix}", "prefix")],
+}
+
+# What a model's validator refuses that its JSON schema can say too: component name → keywords added to it.
+CONSTRAINTS: dict[str, dict[str, Any]] = {
+    # models/spec.py DatasetRef._exactly_one
+    "DatasetRef": {
+        "oneOf": [
+            {"required": ["builtin"], "properties": {"builtin": {"type": "string"}}},
+            {"required": ["id"], "properties": {"id": {"type": "string"}}},
+        ]
+    },
+}
+
 
 def install(app: FastAPI) -> None:
     """Serve FastAPI's schema of `app` finished by `finish` (built once, on the first request for it)."""
@@ -105,10 +156,14 @@ def finish(schema: dict[str, Any]) -> dict[str, Any]:
             continue
         for method, operation in operations.items():
             operation["security"] = [{"bearer": []}]
+            _drop_authorization_parameter(operation)
             _declare_errors(method, path, operation)
             _declare_rate_limits(method, path, operation)
             if (method, path) in VALIDATE_ONLY:
                 _declare_validate_only(operation, *VALIDATE_ONLY[method, path])
+    _declare_links(schema)
+    for name, keywords in CONSTRAINTS.items():
+        components[name].update(keywords)
     schema["components"]["securitySchemes"] = {
         "bearer": {"type": "http", "scheme": "bearer", "description": "an API key (GANFORGE_API_KEYS or /v1/keys)"}
     }
@@ -200,3 +255,51 @@ def _declare_validate_only(operation: dict[str, Any], created: str, validated: s
         "it would run (defaults filled in), nothing created",
         "content": {"application/json": {"schema": {"anyOf": [{"$ref": ref(created)}, {"$ref": ref(validated)}]}}},
     }
+
+
+def _drop_authorization_parameter(operation: dict[str, Any]) -> None:
+    """The `authorization` header parameter out of `operation`: the bearer scheme says how a key is sent."""
+    parameters = [
+        p for p in operation.get("parameters", []) if (p["in"], p["name"].lower()) != ("header", "authorization")
+    ]
+    if parameters:
+        operation["parameters"] = parameters
+    else:
+        operation.pop("parameters", None)
+
+
+def _declare_links(schema: dict[str, Any]) -> None:
+    """`LINKS` as OpenAPI links on each 2xx JSON answer of a create whose body has the id the link passes on."""
+    components = schema["components"]["schemas"]
+    paths = schema["paths"]
+    for (method, path), targets in LINKS.items():
+        for answer in paths[path][method]["responses"].values():
+            body = answer.get("content", {}).get("application/json", {}).get("schema", {})
+            properties = _properties(body, components)
+            links = answer.setdefault("links", {}) if properties else {}
+            for target_method, target_path, parameter in targets:
+                field = "prefix" if parameter == "prefix" else "id"
+                if field not in properties:
+                    continue
+                pointer = target_path.replace("~", "~0").replace("/", "~1")
+                # A link's name follows a component name's rules (^[a-zA-Z0-9._-]+$): get_v1_jobs_job_id_cancel.
+                name = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{target_method}{target_path}").strip("_")
+                links[name] = {
+                    "operationRef": f"#/paths/{pointer}/{target_method}",
+                    "parameters": {parameter: f"$response.body#/{field}"},
+                }
+            if not links:
+                answer.pop("links", None)
+
+
+def _properties(body: dict[str, Any], components: dict[str, Any]) -> set[str]:
+    """The property names every branch of `body` (a $ref or anyOf of $refs) has in common; empty for another shape."""
+    branches = body.get("anyOf", [body]) if body else []
+    names: set[str] | None = None
+    for branch in branches:
+        ref = branch.get("$ref", "")
+        if not ref.startswith("#/components/schemas/"):
+            return set()
+        found = set(components[ref.rsplit("/", 1)[1]].get("properties", {}))
+        names = found if names is None else names & found
+    return names or set()
