@@ -59,7 +59,7 @@ from worker.checkpoints import LoadedCheckpoint, latest_complete, load_checkpoin
 from worker.gan import LoadedData, load_builtin
 from worker.lease import LeaseKeeper, StoreLost
 from worker.sink import StoreSink
-from worker.trainer import Diverged, WatchStop, resolve_device, train
+from worker.trainer import DeviceUnavailable, Diverged, WatchStop, resolve_device, train
 from worker.uploaded import DatasetUnavailable, load_uploaded
 
 log = logging.getLogger(__name__)
@@ -328,7 +328,7 @@ def _run(
             latest = None
         kept = f"; last good checkpoint at step {latest.step}" if latest else "; no checkpoint was written"
         return end(JobStatus.FAILED, f"training diverged: {exc}{kept}", error=f"{exc}{kept}")
-    except (WatchStop, DatasetUnavailable) as exc:  # ganforge's own messages, written for users
+    except (WatchStop, DatasetUnavailable, DeviceUnavailable) as exc:  # ganforge's own messages, written for users
         return end(JobStatus.FAILED, str(exc), error=str(exc))
     except Exception as exc:
         ref = failure_ref()

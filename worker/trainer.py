@@ -64,7 +64,7 @@ class Sink(Protocol):
         ...
 
 
-__all__ = ["Diverged", "Sink", "TrainResult", "WatchStop", "resolve_device", "train"]
+__all__ = ["DeviceUnavailable", "Diverged", "Sink", "TrainResult", "WatchStop", "resolve_device", "train"]
 
 
 @dataclass(frozen=True)
@@ -76,12 +76,16 @@ class TrainResult:
     seconds: float
 
 
+class DeviceUnavailable(RuntimeError):
+    """The spec's device is not on this worker; the message is for users."""
+
+
 def resolve_device(requested: str) -> torch.device:
-    """The spec's device ("auto", "cpu", "cuda", ...); RuntimeError for cuda on a machine without one."""
+    """The spec's device ("auto", "cpu", "cuda", ...); DeviceUnavailable for cuda on a machine without one."""
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if requested == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("the spec asks for cuda and this worker has no GPU")
+        raise DeviceUnavailable("the spec asks for cuda and this worker has no GPU")
     return torch.device(requested)
 
 
