@@ -149,14 +149,21 @@ def resume_from(keeper: LeaseKeeper, store: JobStore, artifacts: ArtifactStore, 
     return loaded
 
 
+class WarmStartUnavailable(LookupError):
+    """The checkpoint a warm start names is gone (deleted after submission); the message is for users."""
+
+
 def load_init_weights(store: JobStore, artifacts: ArtifactStore, spec: JobSpec) -> dict[str, torch.Tensor] | None:
-    """The weights a warm-started job begins from (checked at submission to exist and fit)."""
+    """The weights a warm-started job begins from (checked at submission to exist and fit); WarmStartUnavailable
+    when its checkpoint went since."""
     if spec.init_from is None:
         return None
     step = None if spec.init_from.step == "latest" else spec.init_from.step
     checkpoint = store.get_checkpoint(job_id=spec.init_from.job, step=step)
     if checkpoint is None:
-        raise LookupError(f"init_from: job {spec.init_from.job} has no checkpoint at step {spec.init_from.step}")
+        raise WarmStartUnavailable(
+            f"init_from: job {spec.init_from.job} has no checkpoint at step {spec.init_from.step}"
+        )
     return load_weights(artifacts, checkpoint.weights_key)
 
 
@@ -328,7 +335,7 @@ def _run(
             latest = None
         kept = f"; last good checkpoint at step {latest.step}" if latest else "; no checkpoint was written"
         return end(JobStatus.FAILED, f"training diverged: {exc}{kept}", error=f"{exc}{kept}")
-    except (WatchStop, DatasetUnavailable, DeviceUnavailable) as exc:  # ganforge's own messages, written for users
+    except (WatchStop, DatasetUnavailable, DeviceUnavailable, WarmStartUnavailable) as exc:  # ours, for users
         return end(JobStatus.FAILED, str(exc), error=str(exc))
     except Exception as exc:
         ref = failure_ref()
