@@ -17,7 +17,10 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from migrations import upgrade
+from models.artifacts import ArtifactStore
 from models.settings import Settings
+from models.spec import DatasetRef
+from models.store import JobStore
 from tests.conftest import BACKENDS, api_and_worker
 from tests.service import TINY_SPEC, Service, wait_for
 
@@ -104,3 +107,35 @@ def test_an_unexpected_api_exception_is_a_500_without_its_text(
         assert secret not in response.text, response.text
     logged = [r for r in caplog.records if f"ref {found[1]}" in r.getMessage()]
     assert logged and HOST in str(logged[0].exc_info), caplog.text
+
+
+def test_a_data_set_whose_stored_file_is_gone_or_damaged_fails_without_its_path(
+    store: JobStore, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from worker.uploaded import DatasetUnavailable, load_uploaded
+
+    artifacts = ArtifactStore(str(tmp_path / HOST / "artifacts"))
+    info = {"kind": "points", "shape": [2], "size": 4}
+    store.create_dataset(
+        dataset_id="ds-1",
+        owner="a",
+        name="d",
+        format="npz",
+        info=info,
+        content_hash="h",
+        size_bytes=1,
+        data_key="datasets/ds-1",
+        preview_key=None,
+    )
+    ref = DatasetRef(id="ds-1")
+    with pytest.raises(DatasetUnavailable) as missing:
+        load_uploaded(ref, store=store, artifacts=artifacts)
+    assert str(missing.value) == "data set 'ds-1': the data set's stored file is missing (deleted?)"
+    artifacts.put_bytes("datasets/ds-1/x.npy", b"\x93NUMPY damaged")
+    with caplog.at_level(logging.ERROR), pytest.raises(DatasetUnavailable) as damaged:
+        load_uploaded(ref, store=store, artifacts=artifacts)
+    found = re.fullmatch(
+        r"data set 'ds-1': the data set's stored file does not read \(damaged\?; ref (\w{6})\)", str(damaged.value)
+    )
+    assert found, damaged.value
+    assert f"ref {found[1]}" in caplog.text

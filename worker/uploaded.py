@@ -14,7 +14,7 @@ import secrets
 import torch
 import torch.nn.functional as F
 
-from models.artifacts import ArtifactMissing, ArtifactStore
+from models.artifacts import ArtifactStore
 from models.datasets import DatasetInfo
 from models.ingest import CanonicalMismatch, read_canonical
 from models.spec import DatasetRef
@@ -44,7 +44,7 @@ def load_uploaded(ref: DatasetRef, *, store: JobStore, artifacts: ArtifactStore)
         x, y = read_canonical(artifacts, record.data_key, info)
     except CanonicalMismatch as exc:  # dtypes and shapes only: no path in it
         raise DatasetUnavailable(f"data set {ref.id!r}: {exc}") from None
-    except ArtifactMissing:
+    except FileNotFoundError:  # ArtifactMissing, or a local file gone under a memory-map's size check
         raise DatasetUnavailable(f"data set {ref.id!r}: the data set's stored file is missing (deleted?)") from None
     except (OSError, ValueError, EOFError):
         # The reader's message names the file's path: the log gets it, the user a reference to it.
