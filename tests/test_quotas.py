@@ -257,6 +257,8 @@ def test_sdk_and_cli_show_the_quota(quota_service: Service) -> None:
             return await client.quota()
 
     assert asyncio.run(read()) == shown
+    if "GANFORGE_DATABASE_URL" in quota_service.env:
+        return  # the CLI prints what the SDK read: one backend shows it
     env = {k: v for k, v in os.environ.items() if not k.startswith("GANFORGE_")}
     env.update(GANFORGE_URL=quota_service.url, GANFORGE_API_KEY="key-override", COLUMNS="120")
     ganforge = [sys.executable, "-m", "ganforge", "quota"]
