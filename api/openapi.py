@@ -45,6 +45,11 @@ class ErrorInfo(BaseModel):
     message: str = Field(description="for a person: what is wrong and how to fix it")
     details: list[ErrorDetail] = Field(description="one entry per invalid field (at most 50)")
     details_omitted: int | None = Field(default=None, description="how many more details were not listed")
+    quota: str | None = Field(default=None, description="quota_exceeded: the quota (a field of GET /v1/quota's quotas)")
+    limit: int | None = Field(default=None, description="quota_exceeded: the quota's limit (jobs, uploads or bytes)")
+    used: int | None = Field(default=None, description="quota_exceeded: what the owner uses of it")
+    requested: int | None = Field(default=None, description="quota_exceeded on queued_jobs: the jobs the request adds")
+    setting: str | None = Field(default=None, description="quota_exceeded, rate_limited: the setting that sets it")
 
 
 class Error(BaseModel):

@@ -40,8 +40,8 @@ def setting_name(quota: str) -> str:
 
 def quota_error(exc: QuotaExceeded, *, status: int = 403, headers: dict[str, str] | None = None) -> ApiError:
     """The answer to a refused request: `status` (403, or 429 for a rate) with code quota_exceeded, a message
-    naming the setting, and the error object's `quota`, `limit`, `used` (and `requested`, what the request would
-    add, for job counts)."""
+    naming the setting, and the error object's `quota`, `limit`, `used`, `setting` (its GANFORGE_QUOTA_* default's
+    name) and, for job counts, `requested` (what the request would add)."""
     where = f"{setting_name(exc.quota)}, or the owner's entry in GANFORGE_OWNER_QUOTAS"
     if exc.quota == "queued_jobs":
         message = (
@@ -61,7 +61,12 @@ def quota_error(exc: QuotaExceeded, *, status: int = 403, headers: dict[str, str
         )
     else:
         message = f"{exc.quota} quota: {exc.used} of {exc.limit} used ({where})"
-    extra: dict[str, Any] = {"quota": exc.quota, "limit": exc.limit, "used": exc.used}
+    extra: dict[str, Any] = {
+        "quota": exc.quota,
+        "limit": exc.limit,
+        "used": exc.used,
+        "setting": setting_name(exc.quota),
+    }
     if exc.adds:
         extra["requested"] = exc.adds
     return ApiError(status, "quota_exceeded", message, headers=headers, extra=extra)
