@@ -143,6 +143,7 @@ def _refused(response: httpx.Response) -> bool:
     return response.status_code == 422 and [d["field"] for d in details] == ["query.cursor"]
 
 
+@pytest.mark.slow  # two API starts per backend
 def test_cursors_through_the_api_are_bound_and_survive_a_restart(api: Service) -> None:
     with api.client("key-a") as client:
         mine = [client.post("/v1/jobs", json=TINY_SPEC).json()["id"] for _ in range(3)]
