@@ -3,7 +3,8 @@
 One API per backend (no worker: submitted jobs stay queued) with small quotas from the environment:
 GANFORGE_QUOTA_QUEUED_JOBS=3, GANFORGE_QUOTA_STEPS_PER_JOB=1000, GANFORGE_QUOTA_UPLOADS_PER_HOUR=2, and
 GANFORGE_OWNER_QUOTAS overrides for two owners (queued_jobs 5; stored_bytes 1). Each test acts as its own owner,
-so the tests share the service without sharing a count.
+so the tests share the service without sharing a count. The store's counts (checkpoints, the upload window) and a
+refused study's rollback are checked on the store itself, on PostgreSQL and SQLite.
 """
 
 from __future__ import annotations
@@ -16,14 +17,22 @@ import signal
 import subprocess
 import sys
 import threading
+import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import httpx
 import numpy as np
 import pytest
+from sqlalchemy import func, select, update
 
 from ganforge.client import AsyncClient, Client, Quota
+from models.quotas import Quotas
+from models.records import Dataset, Job, JobEvent, Study
+from models.spec import JobSpec
+from models.store import JobStore, utcnow
+from models.store.quota import QuotaExceeded
 from tests.conftest import BACKENDS, api_only
 from tests.service import TINY_SPEC, Service
 
@@ -268,3 +277,62 @@ def test_sdk_and_cli_show_the_quota(quota_service: Service) -> None:
     assert queued_row.split()[2:] == ["5", "5", "100%"], table
     answer = subprocess.run([*ganforge, "--json"], env=env, capture_output=True, text=True, timeout=60, check=True)
     assert json.loads(answer.stdout) == shown.model_dump(mode="json")
+
+
+# --------------------------------------------------------------------------- the store's counts (both backends)
+
+
+def add_dataset(store: JobStore, owner: str, size: int, age: timedelta = timedelta(0)) -> None:
+    """A data set record of `size` bytes created `age` ago."""
+    dataset_id = str(uuid.uuid4())
+    store.create_dataset(
+        dataset_id=dataset_id,
+        owner=owner,
+        name="d",
+        format="npz",
+        info={},
+        content_hash=dataset_id.replace("-", ""),
+        size_bytes=size,
+        data_key=f"datasets/{dataset_id}",
+        preview_key=None,
+    )
+    with store.session() as session, session.begin():
+        session.execute(update(Dataset).where(Dataset.id == dataset_id).values(created_at=utcnow() - age))
+
+
+def test_usage_counts_checkpoints_and_data_sets_and_the_uploads_of_the_last_hour(store: JobStore) -> None:
+    job_spec = JobSpec.model_validate(TINY_SPEC)
+    job, _ = store.create_job(owner="a", spec=job_spec, idempotency_key=None)
+    store.create_job(owner="b", spec=job_spec, idempotency_key=None)
+    store.add_checkpoint(job_id=job.id, step=5, weights_key="w", state_key="s", size_bytes=1_000)
+    store.add_checkpoint(job_id=job.id, step=10, weights_key="w2", state_key="s2", size_bytes=2_000)
+    add_dataset(store, "a", 500, age=timedelta(minutes=70))  # stored, but uploaded over an hour ago
+    add_dataset(store, "a", 300, age=timedelta(minutes=50))
+    add_dataset(store, "a", 200, age=timedelta(minutes=10))
+    add_dataset(store, "b", 7)
+    usage = store.usage(owner="a")
+    assert (usage.queued_jobs, usage.running_jobs, usage.stored_bytes, usage.uploads_last_hour) == (1, 0, 4_000, 2)
+    # At 2 an hour the next upload fits when the 50-minute-old one is an hour old: in about 10 minutes.
+    wait = usage.upload_retry_after(2)
+    assert wait is not None and 9 * 60 < wait <= 10 * 60, wait
+    assert usage.upload_retry_after(3) is None
+    assert store.usage(owner="b").stored_bytes == 7 and store.usage(owner="nobody\x00").queued_jobs == 0
+
+
+def test_a_refused_study_leaves_no_study_job_or_event(store: JobStore) -> None:
+    quotas = Quotas(queued_jobs=3)
+    specs = [JobSpec.model_validate(TINY_SPEC)] * 4
+    with pytest.raises(QuotaExceeded) as refused_study:
+        store.create_study(
+            study_id=str(uuid.uuid4()),
+            owner="a",
+            name="s",
+            spec_json={},
+            request_json={},
+            jobs=specs,
+            idempotency_key=None,
+            quotas=quotas,
+        )
+    assert (refused_study.value.used, refused_study.value.adds, refused_study.value.limit) == (0, 4, 3)
+    with store.session() as session:
+        assert [session.scalar(select(func.count()).select_from(t)) for t in (Study, Job, JobEvent)] == [0, 0, 0]
