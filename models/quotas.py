@@ -33,7 +33,9 @@ class Quotas(BaseModel):
     stored_bytes: ByteSize = Field(
         default=ByteSize(100 * 1024**3), gt=0, description="data sets and artifacts one owner may keep, in bytes"
     )
-    uploads_per_hour: int = Field(default=60, ge=1, le=1_000_000, description="data set uploads one owner may make per hour")
+    uploads_per_hour: int = Field(
+        default=60, ge=1, le=1_000_000, description="data set uploads one owner may make per hour"
+    )
     max_priority: int = Field(
         default=PRIORITY_DEFAULT,
         ge=PRIORITY_MIN,
