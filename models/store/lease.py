@@ -121,7 +121,7 @@ class LeaseStore(StoreBase):
         """
         now = utcnow()
         with self.session() as session, session.begin():
-            postgres = session.get_bind().dialect.name == "postgresql"
+            postgres, locked = session.get_bind().dialect.name == "postgresql", False
             levels: dict[int, set[str]] = {}
             for owner, running in _running_of_waiting_owners(session).items():
                 if running < quotas_of(owner).running_jobs:
@@ -145,8 +145,16 @@ class LeaseStore(StoreBase):
                         break
                     job_id, owner = row
                     if postgres:
+                        # Wait for the first owner's lock only: holding one and waiting for another could deadlock
+                        # with a claim that took them the other way round; a busy second owner is passed over.
+                        key = (_OWNER_LOCKS, func.hashtext(owner))
+                        if not locked:
+                            session.execute(select(func.pg_advisory_xact_lock(*key)))
+                        elif not session.scalar(select(func.pg_try_advisory_xact_lock(*key))):
+                            owners.discard(owner)
+                            continue
+                        locked = True
                         # A claim committed since the counts above is seen by this statement (READ COMMITTED).
-                        session.execute(select(func.pg_advisory_xact_lock(_OWNER_LOCKS, func.hashtext(owner))))
                         if _running_count(session, owner) >= quotas_of(owner).running_jobs:
                             owners.discard(owner)
                             continue
