@@ -89,13 +89,15 @@ def check_submission(session: Session, *, owner: str, quotas: Quotas, adds: int)
     """Raise QuotaExceeded when the owner holds `quotas.stored_bytes` or more, or when the `adds` jobs the caller
     just inserted (uncommitted, in `session`) take its queued jobs past `quotas.queued_jobs`.
 
-    Call it inside the inserting transaction, after the insert: it takes the owner's lock first, so a concurrent
-    submission's count waits for this commit (or rollback) and then sees it.
+    Call it inside the inserting transaction, after the insert: it takes the owner's lock before it counts, so a
+    concurrent submission's count waits for this commit (or rollback) and then sees it. The stored bytes are summed
+    before the lock (a sum over every checkpoint of the owner's: 1,000 jobs × 200 checkpoints took about 0.1 s);
+    they are a level to stay under, not places two submissions could both take.
     """
-    lock_owner(session, owner)
     held = stored_bytes(session, owner)
     if held >= quotas.stored_bytes:
         raise QuotaExceeded("stored_bytes", limit=int(quotas.stored_bytes), used=held)
+    lock_owner(session, owner)
     queued = count_jobs(session, owner, (JobStatus.QUEUED,))
     if queued > quotas.queued_jobs:
         raise QuotaExceeded("queued_jobs", limit=quotas.queued_jobs, used=queued - adds, adds=adds)
