@@ -331,6 +331,7 @@ def test_the_sdk_makes_lists_and_revokes_keys_sync_and_async(keys: Keys) -> None
     asyncio.run(round_trip())
 
 
+@pytest.mark.slow  # eight CLI processes
 def test_the_remote_cli_whoami_and_keys(keys: Keys) -> None:
     admin = keys.api_create({"scopes": ["admin"]})["key"]
     remote = {"GANFORGE_URL": keys.service.url, "GANFORGE_API_KEY": admin}
