@@ -6,16 +6,27 @@ reach them fails); `embedded` against SQLite and the file-system broker.
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, closing, contextmanager
 from pathlib import Path
 
+import psycopg
 import pytest
 
-from migrations import upgrade
 from models.db import make_engine
+from models.records import JobStatus
 from models.store import JobStore
-from tests.service import REDIS_URL, Service, create_postgres_database, drop_postgres_database, service_env
+from tests.service import (
+    KEYS,
+    REDIS_URL,
+    Service,
+    create_postgres_database,
+    drop_postgres_database,
+    migrated_sqlite,
+    service_env,
+)
 
 BACKENDS = ["postgres", "embedded"]
 
@@ -30,14 +41,20 @@ def pytest_configure(config: pytest.Config) -> None:  # noqa: ARG001 - pytest's 
 
 
 def _deploy(backend: str, data_dir: Path, **extra: str) -> tuple[Service, str | None]:
+    # The store is a copy of a migrated template (tests/service.py), unless the test names its own data dir for
+    # ganforge to create: then `ganforge migrate` makes the dir and the store, as in production.
+    own_data_dir = "GANFORGE_DATA_DIR" in extra
     database = None
     if backend == "postgres":
-        database, url = create_postgres_database()
+        database, url = create_postgres_database(migrated=not own_data_dir)
         env = service_env(data_dir, url, REDIS_URL, **extra)
     else:
         env = service_env(data_dir, None, None, **extra)
+        if not own_data_dir:
+            migrated_sqlite(data_dir / "ganforge.db")  # the embedded default's store (models/settings.py)
     service = Service(env=env, data_dir=data_dir)
-    service.migrate()
+    if own_data_dir:
+        service.migrate()
     return service, database
 
 
@@ -49,7 +66,7 @@ def api_only(backend: str, data_dir: Path, **extra: str) -> Iterator[Service]:
         deployment.start_api()
         yield deployment
     finally:
-        deployment.stop()
+        deployment.close()
         if database:
             drop_postgres_database(database)
 
@@ -63,16 +80,97 @@ def api_and_worker(backend: str, data_dir: Path, **extra: str) -> Iterator[Servi
         deployment.start_worker()
         yield deployment
     finally:
-        deployment.stop()
+        deployment.close()
         if database:
             drop_postgres_database(database)
 
 
+# The shared deployments' settings beyond the defaults. Per-minute rates and the hourly upload quota count every
+# request the deployment has seen, so with the defaults one module's uploads and submissions would be counted
+# against the next module's; the tests of those limits start deployments of their own with the limits they test.
+SHARED_SETTINGS = {
+    "GANFORGE_RATE_SUBMIT": "100000/minute",
+    "GANFORGE_RATE_UPLOAD": "100000/minute",
+    "GANFORGE_RATE_UNAUTHENTICATED": "100000/minute",
+    "GANFORGE_QUOTA_UPLOADS_PER_HOUR": "1000000",
+}
+
+
+class SharedDeployments:
+    """One API + one worker per backend, kept across the modules one test process runs (pytest-xdist's
+    `--dist loadfile` gives each process whole modules): starting them cost 5-25 s a backend and module on a
+    loaded 2-core machine. A module that leaves a job unfinished, or a process dead, hands the next module a fresh
+    deployment instead, so a module never waits behind another's work."""
+
+    def __init__(self, tmp_path_factory: pytest.TempPathFactory) -> None:
+        self._tmp = tmp_path_factory
+        self._open: dict[str, tuple[ExitStack, Service]] = {}
+
+    def get(self, backend: str) -> Service:
+        if backend not in self._open:
+            stack = ExitStack()
+            folder = self._tmp.mktemp(f"ganforge-{backend}")
+            deployment = stack.enter_context(api_and_worker(backend, folder, **SHARED_SETTINGS))
+            self._open[backend] = (stack, deployment)
+        return self._open[backend][1]
+
+    def release(self, backend: str) -> None:
+        """The module is done with `backend`'s deployment: keep it for the next module once its unfinished jobs are
+        cancelled; close it when that fails or a process died (the next module gets a fresh one)."""
+        stack, deployment = self._open[backend]
+        alive = all(p is not None and p.poll() is None for p in [deployment.api, *deployment.workers])
+        if not (alive and len(deployment.workers) == 1 and _cancel_unfinished_jobs(deployment)):
+            del self._open[backend]
+            stack.close()
+
+    def close(self) -> None:
+        for stack, _deployment in self._open.values():
+            stack.close()
+        self._open.clear()
+
+
+def _unfinished_jobs(deployment: Service) -> list[tuple[str, str]]:
+    """(id, owner) of the deployment's jobs that are not final, read from its store."""
+    finals = ", ".join(f"'{status}'" for status in JobStatus.FINAL)
+    query = f"SELECT id, owner FROM jobs WHERE status NOT IN ({finals})"
+    url = deployment.env.get("GANFORGE_DATABASE_URL")
+    if url:
+        with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as connection:
+            return [(str(i), str(o)) for i, o in connection.execute(query).fetchall()]
+    with closing(sqlite3.connect(deployment.data_dir / "ganforge.db", timeout=30)) as connection:
+        return [(str(i), str(o)) for i, o in connection.execute(query).fetchall()]
+
+
+def _cancel_unfinished_jobs(deployment: Service, timeout: float = 30.0) -> bool:
+    """Cancel every job the module left unfinished, through the API as its owner; whether they all ended in time."""
+    key_of = {owner: key for key, owner in KEYS.items()}
+    deadline = time.monotonic() + timeout
+    asked: set[str] = set()
+    while unfinished := _unfinished_jobs(deployment):
+        if time.monotonic() > deadline or any(owner not in key_of for _job, owner in unfinished):
+            return False
+        for job_id, owner in unfinished:
+            if job_id not in asked:
+                with deployment.client(key_of[owner]) as client:
+                    client.post(f"/v1/jobs/{job_id}/cancel")  # 409 when it ended meanwhile
+                asked.add(job_id)
+        time.sleep(0.2)
+    return True
+
+
+@pytest.fixture(scope="session")
+def shared_deployments(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedDeployments]:
+    deployments = SharedDeployments(tmp_path_factory)
+    yield deployments
+    deployments.close()
+
+
 @pytest.fixture(scope="module", params=BACKENDS)
-def service(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    """API + one worker, shared by the tests of a module."""
-    with api_and_worker(request.param, tmp_path_factory.mktemp(f"ganforge-{request.param}")) as deployment:
-        yield deployment
+def service(request: pytest.FixtureRequest, shared_deployments: SharedDeployments) -> Iterator[Service]:
+    """API + one worker with the default settings (and SHARED_SETTINGS), shared by the tests of a module and by the
+    next module this test process runs when this one leaves it idle (SharedDeployments)."""
+    yield shared_deployments.get(request.param)
+    shared_deployments.release(request.param)
 
 
 @pytest.fixture(params=BACKENDS)
@@ -82,7 +180,7 @@ def bare_service(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ser
     try:
         yield deployment
     finally:
-        deployment.stop()
+        deployment.close()
         if database:
             drop_postgres_database(database)
 
@@ -92,10 +190,9 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JobStore]:
     """A migrated, empty job store on PostgreSQL and on SQLite."""
     database = None
     if request.param == "postgres":
-        database, url = create_postgres_database()
+        database, url = create_postgres_database(migrated=True)
     else:
-        url = f"sqlite:///{tmp_path / 'store.db'}"
-    upgrade(url)
+        url = migrated_sqlite(tmp_path / "store.db")
     engine = make_engine(url)
     try:
         yield JobStore(engine)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -36,12 +39,56 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def create_postgres_database() -> tuple[str, str]:
-    """A fresh PostgreSQL database; fails loudly when PostgreSQL does not answer."""
+def _postgres_url(name: str) -> str:
+    return f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+
+
+def create_postgres_database(*, migrated: bool = False) -> tuple[str, str]:
+    """A fresh PostgreSQL database, empty or (`migrated`) at the latest schema; fails loudly when PostgreSQL does
+    not answer. A migrated one is a copy of this process's migrated template (CREATE DATABASE ... TEMPLATE takes
+    ~0.05 s where running the migrations took 0.3-1 s a database)."""
     name = f"ganforge_test_{uuid.uuid4().hex[:10]}"
+    template = f' TEMPLATE "{_postgres_template()}"' if migrated else ""
     with psycopg.connect(POSTGRES_ADMIN, autocommit=True, connect_timeout=5) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    return name, f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+        connection.execute(f'CREATE DATABASE "{name}"{template}')
+    return name, _postgres_url(name)
+
+
+# This process's migrated stores to copy: made on first use, dropped when the process ends. One per test process,
+# so no two processes migrate or copy one template at once (a template cannot be copied while it is connected to).
+_TEMPLATES: dict[str, str] = {}
+
+
+def _postgres_template() -> str:
+    if "postgres" not in _TEMPLATES:
+        from migrations import upgrade
+
+        name, url = create_postgres_database()
+        atexit.register(drop_postgres_database, name)
+        upgrade(url)  # its engine is disposed: nothing stays connected to the template
+        _TEMPLATES["postgres"] = name
+    return _TEMPLATES["postgres"]
+
+
+def migrated_sqlite(path: Path) -> str:
+    """Write an SQLite store at the latest schema to `path` (a copy of this process's migrated template); its URL."""
+    if "sqlite" not in _TEMPLATES:
+        import tempfile
+
+        from migrations import upgrade
+
+        folder = Path(tempfile.mkdtemp(prefix="ganforge-template-"))
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        upgrade(f"sqlite:///{folder / 'template.db'}")
+        _TEMPLATES["sqlite"] = str(folder / "template.db")
+    path.touch(mode=0o600)  # as private as `ganforge migrate` makes the store
+    source, target = sqlite3.connect(_TEMPLATES["sqlite"]), sqlite3.connect(path)
+    try:
+        source.backup(target)
+    finally:
+        source.close()
+        target.close()
+    return f"sqlite:///{path}"
 
 
 def drop_postgres_database(name: str) -> None:
@@ -92,7 +139,7 @@ class Service:
                     return
             except httpx.HTTPError:
                 pass
-            time.sleep(0.2)
+            time.sleep(0.05)
         raise AssertionError("the API did not become ready:\n" + (self.data_dir / "api.log").read_text())
 
     def start_worker(self, **env: str) -> subprocess.Popen[bytes]:
@@ -105,7 +152,7 @@ class Service:
             assert worker.poll() is None, (self.data_dir / log_name).read_text()
             if b" ready." in (self.data_dir / log_name).read_bytes():
                 return worker
-            time.sleep(0.2)
+            time.sleep(0.05)
         raise AssertionError("the worker did not start:\n" + (self.data_dir / log_name).read_text())
 
     def start_generate_worker(self, *, wait: bool = True, **env: str) -> subprocess.Popen[bytes]:
@@ -125,7 +172,7 @@ class Service:
             assert worker.poll() is None, (self.data_dir / log_name).read_text()
             if b" ready." in (self.data_dir / log_name).read_bytes():
                 return worker
-            time.sleep(0.2)
+            time.sleep(0.05)
         raise AssertionError("the generate worker did not start:\n" + (self.data_dir / log_name).read_text())
 
     def kill_worker(self, worker: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
@@ -144,6 +191,19 @@ class Service:
                 process.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+    def close(self) -> None:
+        """SIGKILL every process group at once: a deployment thrown away needs no graceful stop (Celery's took 1-6 s,
+        waiting out its broker poll and its pool). Tests of the graceful stop call `stop`."""
+        for process in [*self.workers, self.api]:
+            if process is not None and process.poll() is None:
+                try:
+                    os.killpg(process.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        for process in [*self.workers, self.api]:
+            if process is not None:
                 process.wait()
 
     def logs(self) -> str:
