@@ -14,7 +14,8 @@ FastAPI infers the success answers and a 422 in its own shape; what it cannot se
 - the model of a body a route reads as a plain object (to report every problem of it in one 422);
 - both 200 answers of a create with `validate_only` (an idempotent replay, or the validated spec), and a 201
   that is only the created object;
-- what a model's validator refuses that JSON Schema can say (`CONSTRAINTS`: a data set is `builtin` or `id`);
+- what a validator refuses that JSON Schema can say (`CONSTRAINTS`, `PARAMETER_CONSTRAINTS`: a data set is
+  `builtin` or an `id` of the id alphabet; an Idempotency-Key is printable ASCII);
 - links from each create to the operations that take the created object's id (`LINKS`: what a client, or
   schemathesis's stateful phase, follows next); the `Authorization` header is the bearer scheme, not a parameter
   (OpenAPI ignores a header parameter of that name; FastAPI lists it from the dependency that reads it).
@@ -29,6 +30,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel, Field
 
 from api.ratelimit import LIMITED_OPERATIONS
+from models.spec import ID_PATTERN
 
 ERROR_SCHEMA = "Error"
 ERROR_REF = {"$ref": f"#/components/schemas/{ERROR_SCHEMA}"}
@@ -133,9 +135,13 @@ CONSTRAINTS: dict[str, dict[str, Any]] = {
     "DatasetRef": {
         "oneOf": [
             {"required": ["builtin"], "properties": {"builtin": {"type": "string"}}},
-            {"required": ["id"], "properties": {"id": {"type": "string"}}},
+            {"required": ["id"], "properties": {"id": {"type": "string", "pattern": f"^{ID_PATTERN.pattern}$"}}},
         ]
     },
+}
+# The same for parameters: (in, name) → keywords added to the string branch of its schema.
+PARAMETER_CONSTRAINTS: dict[tuple[str, str], dict[str, Any]] = {
+    ("header", "idempotency-key"): {"pattern": "^[ -~]{1,255}$"},  # api/deps.py IdempotencyKey: printable ASCII
 }
 
 
@@ -162,6 +168,7 @@ def finish(schema: dict[str, Any]) -> dict[str, Any]:
         for method, operation in operations.items():
             operation["security"] = [{"bearer": []}]
             _drop_authorization_parameter(operation)
+            _constrain_parameters(operation)
             _declare_errors(method, path, operation)
             _declare_rate_limits(method, path, operation)
             if (method, path) in VALIDATE_ONLY:
@@ -308,3 +315,13 @@ def _properties(body: dict[str, Any], components: dict[str, Any]) -> set[str]:
         found = set(components[ref.rsplit("/", 1)[1]].get("properties", {}))
         names = found if names is None else names & found
     return names or set()
+
+
+def _constrain_parameters(operation: dict[str, Any]) -> None:
+    """`PARAMETER_CONSTRAINTS` into the string branch of each parameter of `operation` they name."""
+    for parameter in operation.get("parameters", []):
+        keywords = PARAMETER_CONSTRAINTS.get((parameter["in"], parameter["name"].lower()))
+        if keywords:
+            for branch in parameter["schema"].get("anyOf", [parameter["schema"]]):
+                if branch.get("type") == "string":
+                    branch.update(keywords)

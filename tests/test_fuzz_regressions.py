@@ -4,7 +4,8 @@
   the first matching route's);
 - /openapi.json listed `Authorization` as a header parameter of every operation besides the bearer scheme, so a
   client generated from it could send a key twice (OpenAPI ignores such a parameter);
-- /openapi.json let a data set reference name both `builtin` and `id`, or neither, which the API refuses (422);
+- /openapi.json let a data set reference name both `builtin` and `id`, or neither, or an id outside the id
+  alphabet, and an Idempotency-Key of any characters, which the API refuses (422);
 - and the links the stateful phase follows (api/openapi.py LINKS) must stay true as routes change.
 """
 
@@ -76,6 +77,7 @@ def test_the_key_is_the_bearer_scheme_and_no_header_parameter(schema: dict[str, 
         ({}, False),
         ({"builtin": None, "id": None}, False),
         ({"resize": 32}, False),
+        ({"id": "a b"}, False),  # outside the id alphabet
     ],
 )
 def test_the_schema_refuses_the_data_set_references_the_api_refuses(
@@ -89,7 +91,26 @@ def test_the_schema_refuses_the_data_set_references_the_api_refuses(
         assert response.status_code in (200, 404), response.text
     else:
         assert response.status_code == 422, response.text
-        assert "dataset" in [d["field"] for d in response.json()["error"]["details"]], response.text
+        fields = [d["field"] for d in response.json()["error"]["details"]]
+        assert any(field.split(".")[0] == "dataset" for field in fields), response.text
+
+
+@pytest.mark.parametrize(("key", "valid"), [(b"retry-7 of ~this", True), (b"caf\xe9", False), (b"tab\there", False)])
+def test_the_schema_refuses_the_idempotency_keys_the_api_refuses(
+    api: Service, schema: dict[str, Any], key: bytes, valid: bool
+) -> None:
+    parameters = schema["paths"]["/v1/jobs"]["post"]["parameters"]
+    declared = next(p["schema"] for p in parameters if p["name"] == "idempotency-key")
+    assert jsonschema_rs.validator_for(declared).is_valid(key.decode("latin-1")) is valid
+    with api.client() as client:
+        response = client.post(
+            "/v1/jobs", params={"validate_only": "true"}, json=TINY_SPEC, headers={b"Idempotency-Key": key}
+        )
+    if valid:
+        assert response.status_code == 200, response.text
+    else:
+        assert response.status_code == 422, response.text
+        assert [d["field"] for d in response.json()["error"]["details"]] == ["header.idempotency-key"], response.text
 
 
 def test_every_link_names_an_operation_its_parameter_and_a_field_of_the_answer(schema: dict[str, Any]) -> None:
