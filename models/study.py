@@ -26,12 +26,14 @@ from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, fi
 from models.admission import SpecProblem, check_compatible, resolve_dataset_info
 from models.catalog import ARCHITECTURE_CLASSES, LOSS_CLASSES
 from models.datasets import DatasetInfo
+from models.quotas import PRIORITY_MAX, PRIORITY_MIN
 from models.records import DB_INT_MAX, DB_INT_MIN, JobStatus
 from models.spec import (
     MAX_SEED,
     Architecture,
     DatasetRef,
     Every,
+    Int,
     JobSpec,
     StrictModel,
     Text,
@@ -165,6 +167,13 @@ class StudySpec(StrictModel):
         default_factory=list,
         max_length=MAX_GRID_AXES,
         description="0 to 2 hyperparameters to vary; the jobs cover every combination of their values",
+    )
+    priority: Int | None = Field(
+        default=None,
+        ge=PRIORITY_MIN,
+        le=PRIORITY_MAX,
+        description="every job's priority (models/spec.py JobSpec.priority); null: the job default, lowered to the "
+        "owner's quota max_priority",
     )
     tags: StudyTags = Field(
         default_factory=dict,
@@ -366,6 +375,8 @@ def _job_body(study: StudySpec, loss: str, point: Mapping[str, float | int]) -> 
         "training": training,
         # Intervals the study left out are fitted to each job's own training.steps (a grid may vary it).
         "every": study.every.model_dump(exclude_unset=True),
+        # Left out when the study leaves it out, so admission lowers the default to the owner's max_priority.
+        **({} if study.priority is None else {"priority": study.priority}),
     }
 
 

@@ -36,8 +36,8 @@ from models.store.quota import QuotaExceeded
 from tests.conftest import BACKENDS, api_only
 from tests.service import TINY_SPEC, Service
 
-OWNERS = ["queued", "override", "steps", "study", "race", "uploads", "full", "look"]
-OVERRIDES = {"override": {"queued_jobs": 5}, "full": {"stored_bytes": 1}}
+OWNERS = ["queued", "override", "steps", "study", "race", "uploads", "full", "look", "low"]
+OVERRIDES = {"override": {"queued_jobs": 5}, "full": {"stored_bytes": 1}, "low": {"max_priority": 30}}
 QUEUED_JOBS, STEPS_PER_JOB, UPLOADS_PER_HOUR = 3, 1000, 2
 
 
@@ -158,6 +158,21 @@ def test_a_study_counts_all_its_jobs_and_names_the_steps_it_sets(quota_service: 
         assert len(client.get("/v1/studies").json()["studies"]) == 1  # neither the study nor any job of it
         assert len(queued(client)) == 2
         assert client.post("/v1/studies", json=study(seeds=[7])).status_code == 201  # 1 more fits
+
+
+def test_a_study_s_jobs_keep_to_the_owner_s_max_priority(quota_service: Service) -> None:
+    # Owner "low" may ask for at most 30: a study cannot lift its jobs past that (they were 50, the job default).
+    with quota_service.client("key-low") as client:
+        above = client.post("/v1/studies", json=study(seeds=[1], priority=40))
+        assert above.status_code == 422, above.text
+        assert [d["field"] for d in above.json()["error"]["details"]] == ["priority"]
+        assert "30" in above.json()["error"]["details"][0]["message"]
+        for asked, runs_at in ((None, 30), (20, 20)):
+            body = study(seeds=[1]) | ({} if asked is None else {"priority": asked})
+            created = client.post("/v1/studies", json=body)
+            assert created.status_code == 201, created.text
+            jobs = client.get("/v1/jobs", params={"tag": f"study:{created.json()['id']}"}).json()["jobs"]
+            assert [client.get(f"/v1/jobs/{job['id']}").json()["priority"] for job in jobs] == [runs_at]
 
 
 def test_concurrent_submissions_cannot_both_take_the_last_place(quota_service: Service) -> None:

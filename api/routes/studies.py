@@ -22,7 +22,14 @@ from api.errors import DETAILS_MAX, ApiError, _detail, plain_errors
 from api.routes.jobs import PageCursor, PageLimit, QueryInt
 from api.routes.quota import QUOTA_403, quota_error, steps_error, steps_problems
 from api.routes.results import RECORDED_METRICS
-from models.admission import DatasetNotFound, SpecProblem, check_memory, dataset_info, fill_defaults
+from models.admission import (
+    DatasetNotFound,
+    SpecProblem,
+    bounded_priority,
+    check_memory,
+    dataset_info,
+    fill_defaults,
+)
 from models.catalog import IMAGE_ARCHITECTURES, quality_measures
 from models.comparison import Run, compare, curves, measures, series_needed
 from models.datasets import DatasetInfo
@@ -260,7 +267,11 @@ def create_study(
     except StudyRejected as exc:
         raise _rejected(exc.problems) from None
     spec_json = study.model_dump(mode="json") | {"losses": resolved_losses(study, cells)}
-    jobs = [fill_defaults(cell.spec, info) for cell in cells]
+    # The owner's quota max_priority holds for a study's jobs as for a job alone (said once, at `priority`).
+    bounded = [bounded_priority(cell.spec, quotas.max_priority) for cell in cells]
+    if over_priority := next((problems for _, problems in bounded if problems), None):
+        raise _rejected(over_priority)
+    jobs = [fill_defaults(spec, info) for spec, _ in bounded]
     # Each job must fit a worker, as a job submitted alone must (models/admission.py admit): one problem per field.
     too_big = {p.loc: p for job in jobs for p in check_memory(job, info, settings.worker_memory_bytes)}
     if too_big:
