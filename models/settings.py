@@ -150,6 +150,12 @@ class Settings(BaseSettings):
         description="event streams (GET /v1/jobs/{id}/events) one owner may hold open on one API process; "
         "one more is a 429 with Retry-After",
     )
+    max_uploads_in_flight_per_owner: int = Field(
+        default=2,
+        ge=1,
+        description="data set uploads one owner may have in progress at once on one API process; one more is a "
+        "429 with Retry-After before its body is read",
+    )
     max_json_body_bytes: int = Field(
         default=1024**2, gt=0, description="largest JSON request body; a larger one is a 413 before it is read"
     )
