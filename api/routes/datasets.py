@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -14,7 +17,7 @@ from api.deps import ArtifactsDep, CurrentKey, CurrentOwner, SettingsDep, StoreD
 from api.errors import ApiError
 from api.multipart import receive
 from api.routes.jobs import PageCursor, PageLimit
-from api.routes.quota import QUOTA_403, UPLOAD_429, check_upload
+from api.routes.quota import QUOTA_403, UPLOAD_429, check_upload, quota_error
 from models.artifacts import ArtifactMissing
 from models.datasets import DatasetInfo
 from models.ingest import RESIZE_RANGE, Limits
@@ -22,9 +25,57 @@ from models.ingest.publish import ingest_upload
 from models.records import Dataset
 from models.spec import is_id
 from models.store import DatasetInUse, as_utc
+from models.store.quota import QuotaExceeded
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 log = logging.getLogger("ganforge.api")
+
+# Retry-After of an upload refused because the owner has max_uploads_in_flight_per_owner in progress: a small
+# upload's ingest takes about a second.
+IN_FLIGHT_RETRY_AFTER_SECONDS = 2
+UPLOAD_429_ALL = (
+    f"{UPLOAD_429}; or the owner already has GANFORGE_MAX_UPLOADS_IN_FLIGHT_PER_OWNER uploads in progress on this "
+    "API process (uploads_in_flight), with Retry-After"
+)
+
+
+class UploadsInFlight:
+    """Each owner's uploads in progress in this API process (counted on the event loop, so without a lock).
+
+    Per process, not shared through Redis: it bounds the disk and CPU one owner's concurrent ingests take on one
+    API process; the stored_bytes and uploads_per_hour quotas hold across processes anyway (checked again in the
+    transaction that inserts the data set)."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+
+    @contextmanager
+    def slot(self, owner: str, cap: int) -> Iterator[None]:
+        """Hold one of `owner`'s `cap` places for the block; ApiError 429 (with Retry-After) when all are taken."""
+        if self.counts[owner] >= cap:
+            message = (
+                f"{self.counts[owner]} uploads of this owner are in progress on this API process, the most allowed "
+                f"(GANFORGE_MAX_UPLOADS_IN_FLIGHT_PER_OWNER={cap}); retry when one has finished"
+            )
+            headers = {"Retry-After": str(IN_FLIGHT_RETRY_AFTER_SECONDS)}
+            extra = {"limit": cap, "setting": "GANFORGE_MAX_UPLOADS_IN_FLIGHT_PER_OWNER"}
+            raise ApiError(429, "uploads_in_flight", message, headers=headers, extra=extra)
+        self.counts[owner] += 1
+        try:
+            yield
+        finally:
+            self.counts[owner] -= 1
+            if not self.counts[owner]:
+                del self.counts[owner]
+
+
+def uploads_in_flight(request: Request) -> UploadsInFlight:
+    """This app's UploadsInFlight (made on first use)."""
+    state = request.app.state
+    if not hasattr(state, "uploads_in_flight"):
+        state.uploads_in_flight = UploadsInFlight()
+    tracker: UploadsInFlight = state.uploads_in_flight
+    return tracker
 
 
 class DatasetOut(BaseModel):
@@ -122,7 +173,7 @@ _UPLOAD_FORM: dict[str, Any] = {
         413: {"description": "over GANFORGE_MAX_UPLOAD_BYTES or an archive/data set limit"},
         415: {"description": "not multipart/form-data"},
         422: {"description": "content that cannot become a data set; details name the field"},
-        429: {"description": UPLOAD_429},
+        429: {"description": UPLOAD_429_ALL},
     },
     openapi_extra=_UPLOAD_FORM,
 )
@@ -138,25 +189,35 @@ async def upload_dataset(
     """Upload a data set (streamed); the same content uploaded again returns the earlier data set (200).
 
     Normalisation runs in a bounded subprocess (models/ingest/isolated.py), waited on from the threadpool.
-    Refused before the body is read while the owner holds its stored_bytes quota (403 `quota_exceeded`) or made
-    uploads_per_hour uploads in the last hour (429 with Retry-After).
+    Refused before the body is read when the owner already has max_uploads_in_flight_per_owner uploads in progress
+    on this API process (429 `uploads_in_flight` with Retry-After), holds its stored_bytes quota (403
+    `quota_exceeded`) or made uploads_per_hour uploads in the last hour (429 `quota_exceeded` with Retry-After).
+    Both quotas are checked again where the data set is inserted, under the owner's lock, counting the uploads that
+    finished meanwhile: the same answers, and the ingested files are deleted.
     """
-    await run_in_threadpool(check_upload, store, owner, settings.quotas(owner))
-    upload = await receive(request, settings=settings)
-    try:
-        dataset, created = await run_in_threadpool(
-            ingest_upload,
-            upload.path,
-            upload.filename,
-            upload.fields,
-            owner=owner,
-            limits=Limits.of(settings),
-            store=store,
-            artifacts=artifacts,
-            key_id=key,
-        )
-    finally:
-        await run_in_threadpool(upload.discard)
+    with uploads_in_flight(request).slot(owner, settings.max_uploads_in_flight_per_owner):
+        quotas = settings.quotas(owner)
+        await run_in_threadpool(check_upload, store, owner, quotas)
+        upload = await receive(request, settings=settings)
+        try:
+            dataset, created = await run_in_threadpool(
+                ingest_upload,
+                upload.path,
+                upload.filename,
+                upload.fields,
+                owner=owner,
+                limits=Limits.of(settings),
+                store=store,
+                artifacts=artifacts,
+                key_id=key,
+                quotas=quotas,
+            )
+        except QuotaExceeded as exc:
+            if exc.quota != "uploads_per_hour":
+                raise quota_error(exc) from None
+            raise quota_error(exc, status=429, headers={"Retry-After": str(exc.retry_after or 1)}) from None
+        finally:
+            await run_in_threadpool(upload.discard)
     if not created:
         response.status_code = 200
     return DatasetOut.of(dataset)

@@ -7,11 +7,13 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from models.quotas import Quotas
 from models.records import Dataset, Job, JobStatus
 from models.store.base import StoreBase, utcnow
 from models.store.bounds import storable
 from models.store.errors import DatasetInUse
 from models.store.paging import keyset_page
+from models.store.quota import check_upload
 
 
 class DatasetsStore(StoreBase):
@@ -47,12 +49,17 @@ class DatasetsStore(StoreBase):
         data_key: str,
         preview_key: str | None,
         key_id: str | None = None,
+        quotas: Quotas | None = None,
     ) -> tuple[Dataset, bool]:
         """Store a new data set record; when the owner has this content already, return that one (and False).
 
         `key_id`: the id of the key that uploaded it (a store key's prefix, "env:<owner>", None with auth off).
+        `quotas`: the owner's quotas, checked in the inserting transaction under the owner's lock
+        (models/store/quota.py check_upload); None inserts unchecked.
 
-        Raises ValueError for text the database cannot store (NUL, lone surrogates; ingestion refuses both before).
+        Raises QuotaExceeded (stored_bytes, or uploads_per_hour with retry_after) and stores nothing when the owner
+        is at a quota; ValueError for text the database cannot store (NUL, lone surrogates; ingestion refuses both
+        before).
         """
         if not storable(dataset_id, owner, name, format, content_hash, data_key, preview_key, key_id):
             raise ValueError("the data set's name or keys hold text the store cannot hold (NUL or a lone surrogate)")
@@ -71,6 +78,8 @@ class DatasetsStore(StoreBase):
         )
         try:
             with self.session() as session, session.begin():
+                if quotas is not None:
+                    check_upload(session, owner=owner, quotas=quotas)
                 session.add(record)
             return record, True
         except IntegrityError:

@@ -5,6 +5,9 @@
 - `check_submission(session, ...)`: the queued_jobs and stored_bytes check, run inside the transaction that inserts
   the jobs (create_job, create_study), after the insert and under a per-owner lock, so two submissions at once
   cannot both pass one free place: raises QuotaExceeded and the insert rolls back.
+- `check_upload(session, ...)`: the stored_bytes and uploads_per_hour check, run inside the transaction that inserts
+  a data set (create_dataset), under the same per-owner lock, so uploads in flight at once cannot all pass the check
+  the API made before their bodies were read.
 
 Stored bytes are what the store records: each uploaded data set's stored size and each checkpoint's weights file
 (`checkpoints.size_bytes`). Sample snapshots, a checkpoint's resume state and generate results have no recorded
@@ -35,9 +38,10 @@ class QuotaExceeded(Exception):
     `used` before the request, and what the request `adds` (jobs for queued_jobs; 0 for stored_bytes, which refuses
     while the owner is at or over it)."""
 
-    def __init__(self, quota: str, *, limit: int, used: int, adds: int = 0) -> None:
+    def __init__(self, quota: str, *, limit: int, used: int, adds: int = 0, retry_after: int | None = None) -> None:
         super().__init__(f"quota {quota}: {used} used of {limit}, the request adds {adds}")
         self.quota, self.limit, self.used, self.adds = quota, limit, used, adds
+        self.retry_after = retry_after  # uploads_per_hour: whole seconds until one more fits
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,34 @@ def check_submission(session: Session, *, owner: str, quotas: Quotas, adds: int)
         raise QuotaExceeded("queued_jobs", limit=quotas.queued_jobs, used=queued - adds, adds=adds)
 
 
+def uploads_since(session: Session, owner: str, since: datetime) -> tuple[int, datetime | None]:
+    """How many data sets the owner created after `since`, and the oldest one's creation time (None when none)."""
+    count, oldest = session.execute(
+        select(func.count(), func.min(Dataset.created_at)).where(Dataset.owner == owner, Dataset.created_at > since)
+    ).one()
+    return int(count or 0), as_utc(oldest)
+
+
+def check_upload(session: Session, *, owner: str, quotas: Quotas) -> None:
+    """Raise QuotaExceeded when the owner holds `quotas.stored_bytes` or more (a level to stay under, as for a
+    submission: the upload that crosses it is the last one accepted) or created `quotas.uploads_per_hour` data sets
+    in the last hour (`retry_after` set).
+
+    Call it inside the transaction that inserts the data set, before the insert: it takes the owner's lock first, so
+    a concurrent upload's check waits for this commit (or rollback) and then counts this data set too. Both counts
+    run under the lock: each upload adds bytes, unlike a submission, so the sum must include the ones just committed.
+    """
+    lock_owner(session, owner)
+    held = stored_bytes(session, owner)
+    if held >= quotas.stored_bytes:
+        raise QuotaExceeded("stored_bytes", limit=int(quotas.stored_bytes), used=held)
+    now = utcnow()
+    count, oldest = uploads_since(session, owner, now - UPLOAD_WINDOW)
+    wait = Usage(0, 0, held, count, oldest).upload_retry_after(quotas.uploads_per_hour, now)
+    if wait is not None:
+        raise QuotaExceeded("uploads_per_hour", limit=quotas.uploads_per_hour, used=count, retry_after=wait)
+
+
 class QuotaStore(StoreBase):
     """The usage quotas count, per owner."""
 
@@ -110,17 +142,12 @@ class QuotaStore(StoreBase):
         """The owner's usage now (one read transaction)."""
         if not storable(owner):
             return Usage(0, 0, 0, 0, None)
-        since = utcnow() - UPLOAD_WINDOW
         with self.session() as session:
-            uploads, oldest = session.execute(
-                select(func.count(), func.min(Dataset.created_at)).where(
-                    Dataset.owner == owner, Dataset.created_at > since
-                )
-            ).one()
+            uploads, oldest = uploads_since(session, owner, utcnow() - UPLOAD_WINDOW)
             return Usage(
                 running_jobs=count_jobs(session, owner, RUNNING),
                 queued_jobs=count_jobs(session, owner, (JobStatus.QUEUED,)),
                 stored_bytes=stored_bytes(session, owner),
-                uploads_last_hour=int(uploads or 0),
-                oldest_upload_at=as_utc(oldest),
+                uploads_last_hour=uploads,
+                oldest_upload_at=oldest,
             )
