@@ -85,15 +85,10 @@ def api_and_worker(backend: str, data_dir: Path, **extra: str) -> Iterator[Servi
             drop_postgres_database(database)
 
 
-# The shared deployments' settings beyond the defaults. Per-minute rates and the hourly upload quota count every
-# request the deployment has seen, so with the defaults one module's uploads and submissions would be counted
-# against the next module's; the tests of those limits start deployments of their own with the limits they test.
-SHARED_SETTINGS = {
-    "GANFORGE_RATE_SUBMIT": "100000/minute",
-    "GANFORGE_RATE_UPLOAD": "100000/minute",
-    "GANFORGE_RATE_UNAUTHENTICATED": "100000/minute",
-    "GANFORGE_QUOTA_UPLOADS_PER_HOUR": "1000000",
-}
+# The shared deployments' settings beyond service_env's. The hourly upload quota counts every upload the store has
+# seen, so with the default one module's uploads would be counted against the next module's; the quota tests
+# start deployments of their own with the quotas they test.
+SHARED_SETTINGS = {"GANFORGE_QUOTA_UPLOADS_PER_HOUR": "1000000"}
 
 
 class SharedDeployments:
@@ -167,7 +162,7 @@ def shared_deployments(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sha
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def service(request: pytest.FixtureRequest, shared_deployments: SharedDeployments) -> Iterator[Service]:
-    """API + one worker with the default settings (and SHARED_SETTINGS), shared by the tests of a module and by the
+    """API + one worker with service_env's settings (and SHARED_SETTINGS), shared by the tests of a module and by the
     next module this test process runs when this one leaves it idle (SharedDeployments)."""
     yield shared_deployments.get(request.param)
     shared_deployments.release(request.param)
