@@ -348,17 +348,17 @@ class LeaseStore(StoreBase):
             )
 
     def queue_reason(self, *, job: Job, quotas_of: QuotasOf) -> str | None:
-        """Why a queued job waits, computed now: its owner's running-jobs quota, or the jobs a free worker
-        takes first by fair share (an estimate: jobs that end or arrive change it). None unless `job` is queued.
+        """Why a queued job waits, computed now: its owner's running-jobs quota, or a free worker. Only the owner's
+        own jobs are counted: how many other owners' jobs wait is theirs to know. None unless `job` is queued.
 
-        E.g. "waiting: owner has 8 of 8 running jobs (quota running_jobs)", "waiting for a free worker (3 jobs
-        ahead)".
+        E.g. "waiting: owner has 8 of 8 running jobs (quota running_jobs)", "waiting for a free worker (2 of this
+        owner's jobs ahead)", "waiting for a free worker".
         """
         if job.status != JobStatus.QUEUED:
             return None
         with self.session() as session:
-            running = _running_of_waiting_owners(session)
-            own, quota = running.get(job.owner, 0), quotas_of(job.owner).running_jobs
+            own = session.scalar(select(func.count()).where(Job.status.in_(_RUNS), Job.owner == job.owner)) or 0
+            quota = quotas_of(job.owner).running_jobs
             # The claim order within an owner: priority descending, then submission order.
             before = or_(Job.priority > job.priority, and_(Job.priority == job.priority, Job.seq < job.seq))
             queued = Job.status == JobStatus.QUEUED
@@ -370,24 +370,6 @@ class LeaseStore(StoreBase):
                     f"waiting: owner has {own} of {quota} running jobs and {mine} queued ahead of this one "
                     "(quota running_jobs)"
                 )
-            # Fair share claims this job when its owner's count reaches `level`; another owner's jobs below that
-            # level (within its quota) go first, and at the level itself its next job goes first if it ranks higher.
-            level, ahead = own + mine, mine
-            waiting = dict(session.execute(select(Job.owner, func.count()).where(queued).group_by(Job.owner)).all())
-            for owner, count in waiting.items():
-                if owner == job.owner:
-                    continue
-                runs, cap = running.get(owner, 0), quotas_of(owner).running_jobs
-                below = max(0, min(count, cap - runs, level - runs))
-                ahead += below
-                if runs + below == level and below < count and level < cap:
-                    tie = session.execute(
-                        select(Job.priority, Job.seq)
-                        .where(queued, Job.owner == owner)
-                        .order_by(Job.priority.desc(), Job.seq)
-                        .offset(below)
-                        .limit(1)
-                    ).first()
-                    if tie is not None and (-tie[0], tie[1]) < (-job.priority, job.seq):
-                        ahead += 1
-            return f"waiting for a free worker ({ahead} {'job' if ahead == 1 else 'jobs'} ahead)"
+            if mine == 0:
+                return "waiting for a free worker"
+            return f"waiting for a free worker ({mine} of this owner's {'job' if mine == 1 else 'jobs'} ahead)"
