@@ -15,9 +15,31 @@ How each is enforced (SageMaker's service quotas and Determined's resource pools
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ByteSize, ConfigDict, Field
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ByteSize, ConfigDict, Field
 
 PRIORITY_MIN, PRIORITY_MAX, PRIORITY_DEFAULT = 0, 100, 50
+BYTES_MAX = 2**63 - 1  # the store's BIGINT
+
+
+def _whole_number(value: Any) -> Any:
+    """A count as JSON or the environment gives it: an int, or a string of one; never a bool (true is not 1) or a
+    float. Raises ValueError otherwise (pydantic then names the setting and field)."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError(f"must be a whole number, not {type(value).__name__}")
+    return value
+
+
+def _storable_bytes(value: ByteSize) -> ByteSize:
+    if value > BYTES_MAX:
+        raise ValueError(f"must be at most {BYTES_MAX} bytes (8 EiB)")
+    return value
+
+
+Count = Annotated[int, BeforeValidator(_whole_number)]
+# Bytes, or a size such as '500GiB'; at most BYTES_MAX.
+Bytes = Annotated[ByteSize, BeforeValidator(_whole_number), AfterValidator(_storable_bytes)]
 
 
 class Quotas(BaseModel):
@@ -25,18 +47,18 @@ class Quotas(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    running_jobs: int = Field(default=8, ge=1, le=100_000, description="jobs one owner may have running at once")
-    queued_jobs: int = Field(
+    running_jobs: Count = Field(default=8, ge=1, le=100_000, description="jobs one owner may have running at once")
+    queued_jobs: Count = Field(
         default=1000, ge=1, le=1_000_000, description="jobs one owner may have waiting in the queue at once"
     )
-    steps_per_job: int = Field(default=1_000_000, ge=1, le=10**9, description="largest training.steps of one job")
-    stored_bytes: ByteSize = Field(
+    steps_per_job: Count = Field(default=1_000_000, ge=1, le=10**9, description="largest training.steps of one job")
+    stored_bytes: Bytes = Field(
         default=ByteSize(100 * 1024**3), gt=0, description="data sets and artifacts one owner may keep, in bytes"
     )
-    uploads_per_hour: int = Field(
+    uploads_per_hour: Count = Field(
         default=60, ge=1, le=1_000_000, description="data set uploads one owner may make per hour"
     )
-    max_priority: int = Field(
+    max_priority: Count = Field(
         default=PRIORITY_DEFAULT,
         ge=PRIORITY_MIN,
         le=PRIORITY_MAX,
@@ -49,12 +71,12 @@ class QuotaOverride(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    running_jobs: int | None = Field(default=None, ge=1, le=100_000)
-    queued_jobs: int | None = Field(default=None, ge=1, le=1_000_000)
-    steps_per_job: int | None = Field(default=None, ge=1, le=10**9)
-    stored_bytes: ByteSize | None = Field(default=None, gt=0)
-    uploads_per_hour: int | None = Field(default=None, ge=1, le=1_000_000)
-    max_priority: int | None = Field(default=None, ge=PRIORITY_MIN, le=PRIORITY_MAX)
+    running_jobs: Count | None = Field(default=None, ge=1, le=100_000)
+    queued_jobs: Count | None = Field(default=None, ge=1, le=1_000_000)
+    steps_per_job: Count | None = Field(default=None, ge=1, le=10**9)
+    stored_bytes: Bytes | None = Field(default=None, gt=0)
+    uploads_per_hour: Count | None = Field(default=None, ge=1, le=1_000_000)
+    max_priority: Count | None = Field(default=None, ge=PRIORITY_MIN, le=PRIORITY_MAX)
 
 
 def quotas_for(defaults: Quotas, overrides: dict[str, QuotaOverride], owner: str) -> Quotas:

@@ -9,12 +9,21 @@ startup, where the store's keys can be seen (api/deps.py refuse_keyless_producti
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import ByteSize, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    ByteSize,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from models.quotas import QuotaOverride, Quotas, quotas_for
@@ -23,6 +32,10 @@ OWNER_MAX_LENGTH = 128  # the store's owner column
 # The worker's metrics flush is what renews its lease: a flush this fraction of the lease timeout leaves three
 # missed flushes (a slow commit, a store restart) before the reconciler takes a live job away.
 FLUSH_TO_LEASE_RATIO = 4
+# A rate's count and period multiplier are at most this: Redis counts in signed 64-bit integers, and a larger
+# count is no limit anyway.
+RATE_AMOUNT_MAX = 10**9
+_RATE_NUMBERS = re.compile(r"\s*([0-9]+)\s*(?:/|per)\s*([0-9]*)", re.IGNORECASE)
 
 
 def parse_api_keys(value: str) -> dict[str, str]:
@@ -77,10 +90,14 @@ def check_rate(value: str, setting: str) -> str:
         rates = parse_many(value)
     except ValueError:
         rates = []
-    if len(rates) != 1 or rates[0].amount < 1:
+    # `limits` reads a period multiplier of 0 as 1 ("1/0 seconds" is 1/second): read the numbers here.
+    numbers = _RATE_NUMBERS.match(value)
+    multiples = int(numbers.group(2) or 1) if numbers else 0
+    if len(rates) != 1 or not 1 <= rates[0].amount <= RATE_AMOUNT_MAX or not 1 <= multiples <= RATE_AMOUNT_MAX:
         raise ValueError(
-            f"{setting}={value!r} is not one rate: write a count of 1 or more per period, e.g. '120/minute' or "
-            "'3 per 10 seconds' (periods: second, minute, hour, day), or '' for no limit"
+            f"{setting}={value!r} is not one rate: write a count of 1 to {RATE_AMOUNT_MAX} per period, e.g. "
+            "'120/minute' or '3 per 10 seconds' (periods: second, minute, hour, day; a multiplier of 1 or more), or "
+            "'' for no limit"
         )
     return value
 
@@ -184,6 +201,13 @@ class Settings(BaseSettings):
     rate_upload: str = Field(
         default="20/minute", description="data-set uploads (POST /v1/datasets) per key, as rate_submit counts"
     )
+    max_keys_per_owner: int = Field(
+        default=100,
+        ge=1,
+        le=100_000,
+        description="active (neither revoked nor expired) store keys one owner may hold; POST /v1/keys past it is "
+        "a 403 quota_exceeded",
+    )
     rate_unauthenticated: str = Field(
         default="60/minute",
         description="requests per client IP that fail authentication (401); past it every request of that IP "
@@ -245,6 +269,21 @@ class Settings(BaseSettings):
         description="JSON {owner: {field: value}} replacing quota fields for one owner, e.g. "
         '{"vision": {"running_jobs": 16}}',
     )
+
+    @field_validator("quota", "owner_quotas", mode="wrap")
+    @classmethod
+    def _name_quota_setting(cls, value: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo) -> Any:
+        # pydantic's location (owner_quotas.vision.stored_bytes) is not the variable an operator sets: name it.
+        try:
+            return handler(value)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            where = [str(part) for part in error["loc"]]
+            if info.field_name == "quota":
+                setting = f"GANFORGE_QUOTA_{where[0].upper()}" if where else "GANFORGE_QUOTA_*"
+            else:
+                setting = f"GANFORGE_OWNER_QUOTAS at {'.'.join(where)}" if where else "GANFORGE_OWNER_QUOTAS"
+            raise ValueError(f"{setting}: {error['msg'].removeprefix('Value error, ')}") from None
 
     def quotas(self, owner: str) -> Quotas:
         """`owner`'s quotas: the GANFORGE_QUOTA_* defaults with its override from GANFORGE_OWNER_QUOTAS."""

@@ -128,6 +128,8 @@ def test_the_key_lookup_refuses_bare_bearers_and_other_schemes() -> None:
         ({"GANFORGE_API_KEYS": "=bob"}, "empty token"),
         ({"GANFORGE_API_KEYS": SECRET}, "has no '='"),
         ({"GANFORGE_METRICS_FLUSH_SECONDS": "5", "GANFORGE_LEASE_TIMEOUT_SECONDS": "10"}, "renews the job's lease"),
+        ({"GANFORGE_RATE_SUBMIT": "1/0 seconds"}, "GANFORGE_RATE_SUBMIT='1/0 seconds' is not one rate"),
+        ({"GANFORGE_OWNER_QUOTAS": '{"v": {"steps_per_job": true}}'}, "GANFORGE_OWNER_QUOTAS at v.steps_per_job"),
     ],
 )
 def test_the_api_process_refuses_to_start_with_unsafe_settings(
@@ -145,3 +147,44 @@ def test_the_api_process_refuses_to_start_with_unsafe_settings(
     assert process.returncode != 0, output
     assert "refusing to start" in output and fragment in output, output
     assert SECRET not in output
+
+
+@pytest.mark.parametrize(
+    ("env", "setting"),
+    [
+        # `limits` reads a period multiplier of 0 as 1: "1/0 seconds" would be 1 per second
+        ({"GANFORGE_RATE_SUBMIT": "1/0 seconds"}, "GANFORGE_RATE_SUBMIT='1/0 seconds' is not one rate"),
+        ({"GANFORGE_RATE_UPLOAD": "1 per 0 minute"}, "GANFORGE_RATE_UPLOAD='1 per 0 minute' is not one rate"),
+        # past Redis's 64-bit counts (every counted request was a ResponseError, which turned the limits off)
+        ({"GANFORGE_RATE_UPLOAD": "99999999999999999999/minute"}, "GANFORGE_RATE_UPLOAD='9999"),
+        ({"GANFORGE_RATE_UNAUTHENTICATED": "1000000001/second"}, "GANFORGE_RATE_UNAUTHENTICATED='1000000001"),
+        ({"GANFORGE_RATE_SUBMIT": "1/1000000001 seconds"}, "GANFORGE_RATE_SUBMIT='1/1000000001"),
+        ({"GANFORGE_OWNER_QUOTAS": '{"v": {"stored_bytes": "99999999999999999999999TiB"}}'}, "GANFORGE_OWNER_QUOTAS"),
+        ({"GANFORGE_OWNER_QUOTAS": '{"v": {"stored_bytes": 9223372036854775808}}'}, "GANFORGE_OWNER_QUOTAS at v."),
+        ({"GANFORGE_OWNER_QUOTAS": '{"v": {"steps_per_job": true}}'}, "GANFORGE_OWNER_QUOTAS at v.steps_per_job"),
+        ({"GANFORGE_OWNER_QUOTAS": '{"v": {"running_jobs": 2.0}}'}, "GANFORGE_OWNER_QUOTAS at v.running_jobs"),
+        ({"GANFORGE_OWNER_QUOTAS": '{"v": {"stored_bytes": false}}'}, "GANFORGE_OWNER_QUOTAS at v.stored_bytes"),
+        ({"GANFORGE_QUOTA_STORED_BYTES": "99999999999999999999999TiB"}, "GANFORGE_QUOTA_STORED_BYTES"),
+        ({"GANFORGE_QUOTA_RUNNING_JOBS": "true"}, "GANFORGE_QUOTA_RUNNING_JOBS"),
+        ({"GANFORGE_MAX_KEYS_PER_OWNER": "0"}, "max_keys_per_owner"),
+    ],
+)
+def test_rates_and_quotas_out_of_range_are_refused_naming_the_setting(
+    env: dict[str, str], setting: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError) as refused:
+        Settings(data_dir=tmp_path)
+    assert setting in str(refused.value), refused.value
+
+
+def test_the_largest_rates_and_quotas_still_start(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("GANFORGE_RATE_SUBMIT", "1000000000 per 1000000000 seconds")
+    monkeypatch.setenv("GANFORGE_QUOTA_RUNNING_JOBS", "4")
+    monkeypatch.setenv(
+        "GANFORGE_OWNER_QUOTAS", '{"v": {"stored_bytes": 9223372036854775807, "steps_per_job": 1000000000}}'
+    )
+    read = Settings(data_dir=tmp_path)
+    assert read.quota.running_jobs == 4 and read.max_keys_per_owner == 100
+    assert read.quotas("v").stored_bytes == 2**63 - 1 and read.quotas("v").steps_per_job == 10**9
