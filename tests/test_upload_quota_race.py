@@ -104,6 +104,7 @@ def refusals(answers: list[httpx.Response], status: int, quota: str) -> list[dic
     return errors
 
 
+@pytest.mark.slow  # PARALLEL ingest subprocesses: about 15 s on a loaded 2-core machine
 def test_parallel_uploads_keep_to_uploads_per_hour(race_service: Service) -> None:
     answers = parallel_uploads(race_service, "key-hourly")
     accepted = sorted(answer.json()["id"] for answer in answers if answer.status_code == 201)
@@ -121,6 +122,7 @@ def test_parallel_uploads_keep_to_uploads_per_hour(race_service: Service) -> Non
         assert sorted(d["id"] for d in client.get("/v1/datasets").json()["datasets"]) == accepted
 
 
+@pytest.mark.slow  # as above
 def test_parallel_uploads_keep_to_stored_bytes(race_service: Service) -> None:
     answers = parallel_uploads(race_service, "key-bytes")
     accepted = [answer.json() for answer in answers if answer.status_code == 201]
