@@ -2,7 +2,7 @@
 
 A pure ASGI middleware, so nothing (FastAPI's body parsing, a route's dependencies) runs first:
 
-- a `/v1` request without a known bearer key (an environment key, or a store key neither expired nor revoked)
+- a `/v1` or `/metrics` request (is_protected) without a known bearer key (an environment key, or a store key neither expired nor revoked)
   gets 401 with `WWW-Authenticate: Bearer` at once, its body never received (uvicorn discards what the client
   still sends, in bounded memory), using the same key lookup as the `CurrentOwner` dependency (api.deps
   Authenticator; a store lookup runs in a worker thread, never on the event loop, and is cached
@@ -14,9 +14,11 @@ A pure ASGI middleware, so nothing (FastAPI's body parsing, a route's dependenci
 - a header the service reads as one value (Authorization, Content-Type, Content-Length, Idempotency-Key,
   Last-Event-ID) given more than once gets 400: the gate and the framework would read different copies (the last
   and the first);
-- rate limits (api/ratelimit.py): a submission or upload over its key's rate gets 429 with Retry-After, and every
-  answer of those routes the IETF RateLimit headers; a client IP over its rate of failed authentications gets 429
-  instead of 401, and, while it lasts, instead of any key lookup in the store.
+- rate limits (api/ratelimit.py): a submission or upload over its key's or its owner's rate gets 429 with
+  Retry-After, and every answer of those routes the IETF RateLimit headers; a client IP over its rate of failed
+  authentications gets 429 instead of 401, and, while it lasts, instead of any key lookup in the store;
+- a JSON body (json_body_problem) that is not UTF-8, or names a member twice in one object, gets 422 before the
+  route reads it.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.deps import CALLER_STATE, NEEDS_STORE, UNAUTHORIZED_MESSAGE, Caller, authenticator_of, scope_message
-from api.errors import error_body
+from api.errors import error_body, field_path
 from api.ratelimit import RateLimits, Verdict
 from models.settings import Settings
 
@@ -38,10 +40,17 @@ log = logging.getLogger(__name__)
 
 FORM_ROOM = 1024**2  # multipart boundaries and the small form fields, on top of the file itself
 PROTECTED_PREFIX = "/v1/"
+# Routes outside /v1 that take a key (api/routes/system.py): they go through the same failed-auth count and block.
+PROTECTED_PATHS = frozenset({"/v1", "/metrics"})
 UPLOAD_PATH = "/v1/datasets"  # api/routes/datasets.py upload_dataset: the one route that takes a large body
 SINGLE_HEADERS = frozenset({"authorization", "content-type", "content-length", "idempotency-key", "last-event-id"})
 KEYS_PATH = "/v1/keys"  # api/routes/keys.py: admin only
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def is_protected(path: str) -> bool:
+    """Whether a request to `path` needs a key (when auth is on): /v1 and everything under it, and /metrics."""
+    return path in PROTECTED_PATHS or path.startswith(PROTECTED_PREFIX)
 
 
 def scope_needed(method: str, path: str) -> str:
@@ -77,7 +86,7 @@ class RequestGate:
             return
         headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
         path: str = scope["path"]
-        if path == PROTECTED_PREFIX.rstrip("/") or path.startswith(PROTECTED_PREFIX):
+        if is_protected(path):
             authorization = headers.get("authorization")
             ip = client_ip(scope)
             blocked = self.rate_limits.blocked(ip)
@@ -104,10 +113,18 @@ class RequestGate:
                 return
             scope.setdefault("state", {})[CALLER_STATE] = caller
             rate = self.rate_limits.rate_for(scope["method"], path)
-            verdict = await self.rate_limits.hit(rate, caller.key_id or f"ip:{ip}") if rate else None
+            verdict, owners = None, False
+            if rate is not None:
+                # A key counts for its owner too, all the owner's keys together (an admin key makes keys); with
+                # auth off (no key) the client IP is the count.
+                owner = caller.owner if caller.key_id is not None else None
+                verdict, owners = await self.rate_limits.hit_both(rate, caller.key_id or f"ip:{ip}", owner)
             if verdict is not None:
                 if not verdict.allowed:
-                    await respond_limited(send, verdict, "for this API key" if caller.key_id else "for this client")
+                    whose = "for this owner's keys together" if owners else None
+                    await respond_limited(
+                        send, verdict, whose or ("for this API key" if caller.key_id else "for this client")
+                    )
                     return
                 send = with_headers(send, verdict.headers())
         limit = body_limit(self.settings, scope["method"], path, headers.get("content-type", ""))
@@ -115,7 +132,8 @@ class RequestGate:
         if declared.isascii() and declared.isdigit() and int(declared) > limit:
             await respond(send, 413, "body_too_large", too_large_message(limit))
             return
-        await LimitedBody(self.app, limit).run(scope, receive, send)
+        check_json = scope["method"] not in READ_METHODS and is_json_body(headers.get("content-type"))
+        await LimitedBody(self.app, limit, check_json=check_json).run(scope, receive, send)
 
     @staticmethod
     async def caller(scope: Scope, authorization: str | None, *, lookup: bool = True) -> Caller | None:
@@ -133,10 +151,11 @@ class RequestGate:
 
 class LimitedBody:
     """One request whose streamed body is counted as it arrives; past `limit`, the client gets 413 and the app a
-    disconnect (so it stops reading), and whatever the app still sends is dropped."""
+    disconnect (so it stops reading), and whatever the app still sends is dropped. With `check_json`, the whole
+    body (at most `limit` bytes) is read first and refused when json_body_problem finds one, else handed on."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app, self.limit = app, limit
+    def __init__(self, app: ASGIApp, limit: int, *, check_json: bool = False) -> None:
+        self.app, self.limit, self.check_json = app, limit, check_json
         self.received = 0
         self.started = False  # the app has begun its response: too late for a 413
         self.refused = False
@@ -163,13 +182,100 @@ class LimitedBody:
                 self.started = True
             await send(message)
 
+        app_receive = counted_receive
+        if self.check_json:
+            chunks: list[bytes] = []
+            more = True
+            while more:
+                message = await counted_receive()
+                if message["type"] != "http.request":
+                    return  # the client left, or the body passed the limit (the client has its 413)
+                chunks.append(message.get("body", b""))
+                more = bool(message.get("more_body", False))
+            body = b"".join(chunks)
+            problem = json_body_problem(body)
+            if problem is not None:
+                status, detail = problem
+                await respond(send, status, "validation_error", f"body: {detail['message']}", details=[detail])
+                return
+            replayed = False
+
+            async def replay_receive() -> Message:
+                nonlocal replayed
+                if not replayed:
+                    replayed = True
+                    return {"type": "http.request", "body": body, "more_body": False}
+                return await receive()
+
+            app_receive = replay_receive
         try:
-            await self.app(scope, counted_receive, guarded_send)
+            await self.app(scope, app_receive, guarded_send)
         except Exception:
             if not self.refused:
                 raise
             # the app saw a disconnect mid-body; the client has its 413, so this is not an error
             log.debug("request stopped after its body passed %d bytes", self.limit, exc_info=True)
+
+
+def is_json_body(content_type: str | None) -> bool:
+    """Whether FastAPI reads a body with this Content-Type as JSON: none given, application/json or */*+json."""
+    if content_type is None:
+        return True
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+
+
+class _Object(dict[str, Any]):
+    """A JSON object as json_body_problem reads it, with the first member name it saw twice (or None)."""
+
+    repeated: str | None = None
+
+
+def _object_of(pairs: list[tuple[str, Any]]) -> _Object:
+    found = _Object(pairs)
+    if len(found) < len(pairs):
+        seen: set[str] = set()
+        for name, _ in pairs:
+            if name in seen:
+                found.repeated = name
+                break
+            seen.add(name)
+    return found
+
+
+def json_body_problem(body: bytes) -> tuple[int, dict[str, str]] | None:
+    """Why a JSON body (bounded by the body limit) is refused before FastAPI reads it, as (status, detail), or None.
+
+    - not UTF-8 JSON (RFC 8259 8.1), which Python's json would otherwise guess from its first bytes: UTF-16 or
+      UTF-32, or UTF-8 behind a byte order mark: 422 at `body`;
+    - an object naming one member twice (`{"scopes": ["read"], "scopes": ["admin"]}`), where a parser keeps the
+      last and the client may have meant the first: 422 at the member's path.
+    Syntax errors and bytes that are not UTF-8 are left to FastAPI's own 422 (api/errors.py), which gives the
+    position.
+    """
+    if not body:
+        return None
+    encoding = json.detect_encoding(body)
+    if encoding != "utf-8":
+        read_as = "UTF-8 with a byte order mark" if encoding == "utf-8-sig" else encoding.upper()
+        message = f"the body is not UTF-8: it reads as {read_as}; send JSON in UTF-8 without a byte order mark"
+        return 422, {"field": "body", "message": message, "type": "json_invalid"}
+    try:
+        tree = json.loads(body.decode("utf-8"), object_pairs_hook=_object_of)
+    except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        return None
+    stack: list[tuple[tuple[str | int, ...], Any]] = [((), tree)]
+    while stack:
+        loc, node = stack.pop()
+        if isinstance(node, _Object):
+            if node.repeated is not None:
+                field = field_path(("body", *loc, node.repeated))
+                message = f"{node.repeated!r} given more than once in one JSON object: give it once"
+                return 422, {"field": field, "message": message, "type": "repeated"}
+            stack.extend(((*loc, name), child) for name, child in reversed(node.items()))
+        elif isinstance(node, list):
+            stack.extend(((*loc, index), child) for index, child in reversed(list(enumerate(node))))
+    return None
 
 
 def client_ip(scope: Scope) -> str:
@@ -207,9 +313,11 @@ async def respond(
     message: str,
     headers: dict[str, str] | None = None,
     extra: dict[str, str] | None = None,
+    details: list[dict[str, str]] | None = None,
 ) -> None:
-    """Send a whole JSON error response in the API's one error shape, with `extra` members in its error object."""
-    answer = error_body(code, message)
+    """Send a whole JSON error response in the API's one error shape, with `details` and `extra` members in its
+    error object."""
+    answer = error_body(code, message, details)
     answer["error"].update(extra or {})
     body = json.dumps(answer).encode()
     raw: list[Any] = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]

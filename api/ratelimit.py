@@ -1,14 +1,15 @@
 """Rate limits: submissions and uploads per key, and failed authentications per client IP (api/gate.py applies them).
 
-- `GANFORGE_RATE_SUBMIT` counts POST /v1/jobs, /v1/studies and /v1/jobs/{job_id}/generate together,
+- `GANFORGE_RATE_SUBMIT` counts POST /v1/jobs, /v1/studies, /v1/jobs/{job_id}/generate and /v1/keys together,
   `GANFORGE_RATE_UPLOAD` POST /v1/datasets, per key: a store key's prefix (`gf_ab12cd34`), an environment key's
-  `env:<owner>`, the client IP with auth off. Every such request is counted when it arrives (a refused one, 413 or
-  422, too), before its body is read.
+  `env:<owner>`, the client IP with auth off; with auth on, each also counts against its owner's (the same rate,
+  all the owner's keys together), so making more keys does not make more room. Every such request is
+  counted when it arrives (a refused one, 413 or 422, too), before its body is read.
 - `GANFORGE_RATE_UNAUTHENTICATED` counts the 401s of each client IP. Once an IP is over it, this process refuses
   that IP's requests that would need a key lookup in the store with a 429 until the window frees, without the
   lookup; a key this process already knows (an environment key, a store key read in the last few seconds) still
-  gets in. The client IP is the socket's peer, or X-Forwarded-For from a proxy uvicorn trusts
-  (FORWARDED_ALLOW_IPS, 127.0.0.1 by default).
+  gets in. The client IP is the socket's peer, or X-Forwarded-For only from a proxy the operator names in
+  FORWARDED_ALLOW_IPS (`ganforge api`/`up` read no forwarded header without it: ganforge/supervisor.py).
 
 Counted by the `limits` library in a moving window: a request is let in when fewer than N were let in during the
 last period, so no burst of 2N straddles a window edge (as with fixed windows), and Retry-After is exact: the
@@ -18,7 +19,8 @@ key), which the rates here (tens to hundreds a minute) make cheap.
 Where the counts live: with a Redis broker (GANFORGE_BROKER_URL redis:// or rediss://) in that Redis, under
 `ganforge:<queue>:rate:`, so every API process counts together; else in this process's memory (the embedded
 default runs one API process). When Redis does not answer, requests pass uncounted (fail open: a broken limiter
-must not stop the service) with a logged warning, and Redis is tried again STORAGE_RETRY_SECONDS later.
+must not stop the service) with a logged warning, and Redis is tried again STORAGE_RETRY_SECONDS later for that
+rate (each rate backs off on its own: one rate's error leaves the others counted).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ LIMITED_OPERATIONS: dict[tuple[str, str], str] = {
     ("post", "/v1/studies"): "submit",
     ("post", "/v1/jobs/{job_id}/generate"): "submit",
     ("post", "/v1/datasets"): "upload",
+    ("post", "/v1/keys"): "submit",  # a new key is a new count: making keys must not multiply the rates
 }
 _LIMITED_PATHS = [
     (method.upper(), re.compile(re.sub(r"\\\{[a-z_]+\\\}", "[^/]+", re.escape(path))), rate)
@@ -151,7 +154,7 @@ class RateLimits:
         self.storage, self.where = storage_for(settings)
         self.limiter = MovingWindowRateLimiter(self.storage)
         self._blocked: dict[str, tuple[float, Verdict]] = {}  # client IP: (time.time() it is let in again, verdict)
-        self._retry_at = 0.0  # time.monotonic() before which the storage is not asked (it failed)
+        self._retry_at: dict[str, float] = {}  # rate name: time.monotonic() before which it is not counted (failed)
 
     def rate_for(self, method: str, path: str) -> Rate | None:
         """The rate a request counts against, or None when it counts against none."""
@@ -162,21 +165,34 @@ class RateLimits:
 
     async def hit(self, rate: Rate, who: str) -> Verdict | None:
         """Count one request of `who` against `rate`; None when the storage does not answer (let it in)."""
-        if time.monotonic() < self._retry_at:
+        if time.monotonic() < self._retry_at.get(rate.name, 0.0):
             return None
         try:
             allowed = await self.limiter.hit(rate.item, rate.name, who)
             reset, remaining = await self.limiter.get_window_stats(rate.item, rate.name, who)
         except Exception as exc:  # limits' StorageError, or whatever else the client raises: fail open
-            self._retry_at = time.monotonic() + STORAGE_RETRY_SECONDS
+            self._retry_at[rate.name] = time.monotonic() + STORAGE_RETRY_SECONDS
             log.warning(
-                "rate limits not applied for %g s: the rate-limit storage (%s) does not answer (%s)",
+                "rate limits not applied for %g s (%s): the rate-limit storage (%s) does not answer (%s)",
                 STORAGE_RETRY_SECONDS,
+                rate.setting,
                 self.where,
                 type(getattr(exc, "storage_error", None) or exc).__name__,  # limits wraps the client's error
             )
             return None
         return Verdict(rate, allowed, max(0, remaining), seconds_until(reset))
+
+    async def hit_both(self, rate: Rate, key: str, owner: str | None) -> tuple[Verdict | None, bool]:
+        """Count one request against `rate` for the key and, when `owner` is given, for the owner too (all its keys
+        together). Returns the verdict to answer with (a refusal first, else the one with fewer left; None when
+        the storage does not answer) and whether it is the owner's."""
+        verdict = await self.hit(rate, key)
+        if owner is None or (verdict is not None and not verdict.allowed):
+            return verdict, False
+        owners = await self.hit(rate, f"owner:{owner}")
+        if owners is not None and (verdict is None or not owners.allowed or owners.remaining < verdict.remaining):
+            return owners, True
+        return verdict, False
 
     def blocked(self, ip: str) -> Verdict | None:
         """The refusal for a client IP this process saw go over the unauthenticated rate, while it lasts."""

@@ -21,7 +21,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import FrameType
 
 from ganforge.parent import ParentWatch
@@ -47,9 +47,18 @@ MAX_RESTART_DELAY_SECONDS = 30.0
 _PR_SET_PDEATHSIG = 1
 
 
-def api_command(host: str, port: int) -> list[str]:
-    """The uvicorn command line that serves `api.app:app` on host:port."""
-    return [sys.executable, "-m", "uvicorn", "api.app:app", "--host", host, "--port", str(port), "--no-access-log"]
+def api_command(host: str, port: int, environ: Mapping[str, str] | None = None) -> list[str]:
+    """The uvicorn command line that serves `api.app:app` on host:port.
+
+    uvicorn trusts X-Forwarded-For from 127.0.0.1 unless told otherwise, so any local client could pick the
+    address the failed-authentication limit counts (api/ratelimit.py): forwarded headers are read only when the
+    operator names the proxies in FORWARDED_ALLOW_IPS (`environ`, default os.environ; uvicorn reads it itself).
+    """
+    environ = os.environ if environ is None else environ
+    command = [sys.executable, "-m", "uvicorn", "api.app:app", "--host", host, "--port", str(port), "--no-access-log"]
+    if not environ.get("FORWARDED_ALLOW_IPS", "").strip():
+        command.append("--no-proxy-headers")
+    return command
 
 
 def worker_command(generate: bool = False) -> list[str]:

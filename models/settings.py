@@ -196,10 +196,11 @@ class Settings(BaseSettings):
     rate_submit: str = Field(
         default="120/minute",
         description="submissions per key (a store key's prefix, an environment key's owner; the client IP with auth "
-        "off): POST /v1/jobs, /v1/studies and /v1/jobs/{id}/generate together; more is a 429 with Retry-After",
+        "off), and per owner (all its keys together): POST /v1/jobs, /v1/studies, /v1/jobs/{id}/generate and "
+        "/v1/keys together; more is a 429 with Retry-After",
     )
     rate_upload: str = Field(
-        default="20/minute", description="data-set uploads (POST /v1/datasets) per key, as rate_submit counts"
+        default="20/minute", description="data-set uploads (POST /v1/datasets) per key and per owner, as rate_submit"
     )
     max_keys_per_owner: int = Field(
         default=100,

@@ -42,7 +42,8 @@ RATES = {
     "GANFORGE_RATE_UNAUTHENTICATED": f"4/{WINDOW}second",
 }
 # One env key per test, so no test spends another's window (key-a and key-b of tests/service.py stay in).
-MORE_KEYS = {f"key-{letter}": f"team-{letter}" for letter in "cdefgh"}
+MORE_KEYS = {f"key-{letter}": f"team-{letter}" for letter in "cdefghij"}
+MAX_KEYS = 2  # GANFORGE_MAX_KEYS_PER_OWNER here
 API_KEYS = ",".join(f"{key}={owner}" for key, owner in {**KEYS, **MORE_KEYS}.items())
 RATE_HEADERS = ("ratelimit-limit", "ratelimit-remaining", "ratelimit-reset")
 
@@ -51,7 +52,9 @@ RATE_HEADERS = ("ratelimit-limit", "ratelimit-remaining", "ratelimit-reset")
 def service(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     """An API (no worker: nothing here trains) with small rates, shared by the module's tests of one backend."""
     folder = tmp_path_factory.mktemp(f"rate-{request.param}")
-    with api_only(request.param, folder, GANFORGE_API_KEYS=API_KEYS, **RATES) as deployment:
+    # FORWARDED_ALLOW_IPS unset (as by default): X-Forwarded-For is not read, whatever this shell exports.
+    extra = {"GANFORGE_API_KEYS": API_KEYS, "GANFORGE_MAX_KEYS_PER_OWNER": str(MAX_KEYS), "FORWARDED_ALLOW_IPS": ""}
+    with api_only(request.param, folder, **extra, **RATES) as deployment:
         yield deployment
 
 
@@ -242,3 +245,69 @@ def test_a_bad_rate_refuses_to_start_naming_the_setting(tmp_path: Path, value: s
     )
     assert result.returncode == 2, result
     assert f"GANFORGE_RATE_UPLOAD={value!r} is not one rate" in result.stderr, result.stderr
+
+
+def test_more_keys_make_no_more_room_the_owner_is_counted_and_keys_are_capped(service: Service) -> None:
+    """POST /v1/keys counts against the submit rate, and every key's submissions against its owner's too: an
+    owner that makes keys gets no more submissions than one key would. Past GANFORGE_MAX_KEYS_PER_OWNER active
+    keys, POST /v1/keys is a 403 quota_exceeded naming it."""
+    with service.client("key-i") as admin:
+        made = [admin.post("/v1/keys", json={"scopes": ["submit"]}) for _ in range(2)]  # 2 of team-i's 3
+        assert [response.status_code for response in made] == [201, 201], [r.text for r in made]
+        assert made[1].headers["ratelimit-remaining"] == "1"
+        with service.client(made[0].json()["key"]) as first, service.client(made[1].json()["key"]) as second:
+            assert first.post("/v1/jobs", json=TINY_SPEC).status_code == 201  # team-i's third
+            refused = second.post("/v1/jobs", json=TINY_SPEC)  # this key's first, but the owner's fourth
+            assert_limited(refused, "GANFORGE_RATE_SUBMIT", 3)
+            assert "for this owner's keys together" in refused.json()["error"]["message"]
+        assert_limited(admin.post("/v1/keys", json={}), "GANFORGE_RATE_SUBMIT", 3)
+    with service.client("key-j") as admin:
+        for _ in range(MAX_KEYS):
+            assert admin.post("/v1/keys", json={"scopes": ["read"]}).status_code == 201
+        capped = admin.post("/v1/keys", json={"scopes": ["read"]})  # the third request: within the rate
+        assert capped.status_code == 403, capped.text
+        error = capped.json()["error"]
+        assert error["code"] == "quota_exceeded" and "GANFORGE_MAX_KEYS_PER_OWNER" in error["message"], error
+        assert len(admin.get("/v1/keys").json()["keys"]) == MAX_KEYS
+
+
+def test_the_uvicorn_launch_reads_forwarded_headers_only_when_the_operator_names_the_proxies() -> None:
+    from ganforge.supervisor import api_command
+
+    assert api_command("127.0.0.1", 8000, {})[-1] == "--no-proxy-headers"
+    assert api_command("127.0.0.1", 8000, {"FORWARDED_ALLOW_IPS": " "})[-1] == "--no-proxy-headers"
+    # uvicorn reads FORWARDED_ALLOW_IPS itself, and its proxy headers are on by default
+    assert "--no-proxy-headers" not in api_command("127.0.0.1", 8000, {"FORWARDED_ALLOW_IPS": "10.0.0.5"})
+
+
+def fill_failed_authentications(service: Service, path: str, **headers: str) -> httpx.Response:
+    """Bad store-key-shaped keys (each a store lookup) to `path` until one is a 429, which it returns (a 401 for
+    each before; fails after 6: the rate here is 4, and other tests may have counted some already). `{n}` in a
+    header's value is the attempt's number."""
+    for n in range(6):
+        with service.client(f"gf_{n:08x}_{'m' * 32}") as client:
+            response = client.get(path, headers={name: value.format(n=n) for name, value in headers.items()})
+        if response.status_code == 429:
+            return response
+        assert response.status_code == 401, response.text
+    raise AssertionError(f"6 bad keys to {path} and never a 429")
+
+
+def test_metrics_counts_failed_authentications_and_a_blocked_address_gets_no_lookup_there(service: Service) -> None:
+    """/metrics takes a key like /v1: its bad keys are counted, and once the address is over the rate it gets the
+    429 there too, with no store lookup (a store key's login waits out the window); known keys still get in."""
+    refused = fill_failed_authentications(service, "/metrics")
+    assert_limited(refused, "GANFORGE_RATE_UNAUTHENTICATED", 4)
+    with service.client("gf_abcdefgh_" + "n" * 32) as unknown:
+        assert_limited(unknown.get("/metrics"), "GANFORGE_RATE_UNAUTHENTICATED", 4)
+        assert_limited(unknown.get("/v1/jobs"), "GANFORGE_RATE_UNAUTHENTICATED", 4)
+    with service.client("key-c") as known:
+        assert known.get("/metrics").status_code == 200
+
+
+def test_x_forwarded_for_does_not_move_the_address_the_failed_authentications_count(service: Service) -> None:
+    """A client sending another X-Forwarded-For with each bad key is still one address (no proxy is trusted
+    without FORWARDED_ALLOW_IPS): it is cut at the rate. (Were each header its address, every one would be new
+    and get its 401, however full the socket's address's window is.)"""
+    refused = fill_failed_authentications(service, "/v1/jobs", **{"X-Forwarded-For": "203.0.113.{n}"})
+    assert_limited(refused, "GANFORGE_RATE_UNAUTHENTICATED", 4)

@@ -14,15 +14,27 @@ from fastapi import APIRouter, Path, Request
 from pydantic import AfterValidator, BaseModel, Field, field_validator, model_validator
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import UNAUTHORIZED_MESSAGE, AdminCaller, CurrentCaller, StoreDep, authenticator_of
+from api.deps import UNAUTHORIZED_MESSAGE, AdminCaller, CurrentCaller, SettingsDep, StoreDep, authenticator_of
 from api.errors import ApiError
 from models.records import ApiKey
 from models.settings import OWNER_MAX_LENGTH
 from models.spec import StrictModel, plain_text
 from models.store import as_utc, utcnow
-from models.store.keys import SCOPES, TTL_MAX, ParentRevoked, is_active, is_prefix, normalize_scopes, parse_ttl
+from models.store.keys import (
+    SCOPES,
+    TTL_MAX,
+    ParentRevoked,
+    TooManyKeys,
+    is_active,
+    is_prefix,
+    normalize_scopes,
+    parse_ttl,
+)
 
 router = APIRouter(prefix="/v1/keys", tags=["keys"])
+# GET /v1/keys lists at most this many (newest first): active keys are capped (GANFORGE_MAX_KEYS_PER_OWNER), but
+# revoked and expired ones stay in the store.
+LIST_MAX = 1000
 
 Text = Annotated[str, AfterValidator(plain_text)]
 
@@ -131,10 +143,15 @@ class KeyList(BaseModel):
     "",
     status_code=201,
     response_model=KeyCreated,
-    responses={403: {"description": "not an admin key, or another owner named"}, 422: {"description": "bad field"}},
+    responses={
+        403: {"description": "not an admin key, another owner named, or GANFORGE_MAX_KEYS_PER_OWNER active keys held"},
+        422: {"description": "bad field"},
+    },
 )
-async def create_key(body: KeyCreate, caller: AdminCaller, store: StoreDep) -> KeyCreated:
-    """Create a key for the admin's own owner; the answer holds the key itself, shown only this once."""
+async def create_key(body: KeyCreate, caller: AdminCaller, store: StoreDep, settings: SettingsDep) -> KeyCreated:
+    """Create a key for the admin's own owner; the answer holds the key itself, shown only this once. Counted
+    against GANFORGE_RATE_SUBMIT (api/ratelimit.py); an owner holding GANFORGE_MAX_KEYS_PER_OWNER active keys
+    gets 403 quota_exceeded (revoke one first)."""
     if body.owner is not None and body.owner != caller.owner:
         raise ApiError(
             403,
@@ -164,17 +181,26 @@ async def create_key(body: KeyCreate, caller: AdminCaller, store: StoreDep) -> K
                 name=body.name,
                 expires_at=expires_at,
                 parent_prefix=parent_prefix,  # revoking the caller's key revokes this one
+                max_active=settings.max_keys_per_owner,
             )
         )
     except ParentRevoked:  # revoked since the gate let it in
         raise ApiError(401, "unauthorized", UNAUTHORIZED_MESSAGE) from None
+    except TooManyKeys as exc:
+        raise ApiError(
+            403,
+            "quota_exceeded",
+            f"owner {caller.owner!r} already holds {exc.limit} active API keys (GANFORGE_MAX_KEYS_PER_OWNER): "
+            "revoke one (DELETE /v1/keys/{prefix}) before making another",
+        ) from None
     return KeyCreated(**KeyOut.of(record).model_dump(), key=key)
 
 
 @router.get("", response_model=KeyList)
 def list_keys(caller: AdminCaller, store: StoreDep) -> KeyList:
-    """The admin's owner's keys, newest first: revoked and expired ones too; never a key or its hash."""
-    return KeyList(keys=[KeyOut.of(record) for record in store.list_keys(owner=caller.owner)])
+    """The admin's owner's newest LIST_MAX keys, newest first: revoked and expired ones too; never a key or its
+    hash."""
+    return KeyList(keys=[KeyOut.of(record) for record in store.list_keys(owner=caller.owner, limit=LIST_MAX)])
 
 
 @router.delete("/{prefix}", response_model=KeyRevoked, responses={404: {"description": "no such key of this owner"}})

@@ -15,8 +15,9 @@ import string
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import or_, select, text, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from models.records import ApiKey
 from models.store.base import StoreBase, as_utc, utcnow
@@ -33,6 +34,14 @@ SCOPES = ("read", "submit", "admin")
 TTL_MAX = timedelta(days=3650)
 _TTL = re.compile(r"([0-9]{1,9})([smhdw]?)")
 _TTL_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+class TooManyKeys(ValueError):
+    """The owner already holds `limit` active keys (GANFORGE_MAX_KEYS_PER_OWNER): no key is made."""
+
+    def __init__(self, owner: str, limit: int) -> None:
+        super().__init__(f"{owner!r} already holds {limit} active API keys")
+        self.owner, self.limit = owner, limit
 
 
 class ParentRevoked(ValueError):
@@ -110,6 +119,13 @@ def is_active(record: ApiKey, now: datetime | None = None) -> bool:
     return record.revoked_at is None and (expires is None or expires > now)
 
 
+def _count_active(session: Session, owner: str, now: datetime) -> int:
+    # Expiry is checked here, not in SQL, alike on both backends (SQLite keeps datetimes as text); the unrevoked
+    # keys of one owner are few (at most GANFORGE_MAX_KEYS_PER_OWNER active, and expired ones).
+    unrevoked = session.scalars(select(ApiKey).where(ApiKey.owner == owner, ApiKey.revoked_at.is_(None)))
+    return sum(1 for record in unrevoked if is_active(record, now))
+
+
 class KeysStore(StoreBase):
     """API key records (the keys themselves are never stored)."""
 
@@ -121,11 +137,15 @@ class KeysStore(StoreBase):
         name: str = "",
         expires_at: datetime | None = None,
         parent_prefix: str | None = None,
+        max_active: int | None = None,
     ) -> tuple[ApiKey, str]:
         """Store a new key for `owner`; returns its record and the key itself (the only time it is known).
 
         `parent_prefix`: the store key that made this one (POST /v1/keys); revoking it revokes this one too.
-        Raises ValueError for an unknown scope, text the store cannot hold, or an expiry not in the future.
+        `max_active`: refuse when the owner already holds this many active keys (counted under a per-owner lock, so
+        concurrent creations cannot pass it together).
+        Raises ValueError for an unknown scope, text the store cannot hold, or an expiry not in the future;
+        TooManyKeys past `max_active`; ParentRevoked when the parent key no longer lets anyone in.
         """
         normalized = normalize_scopes(scopes)
         if not storable(owner, name):
@@ -156,6 +176,15 @@ class KeysStore(StoreBase):
                         parent = session.scalar(select(ApiKey).where(ApiKey.prefix == parent_prefix).with_for_update())
                         if parent is None or not is_active(parent):
                             raise ParentRevoked(parent_prefix)
+                    if max_active is not None:
+                        # SQLite's BEGIN IMMEDIATE (models/db.py) already serialises writers.
+                        if session.get_bind().dialect.name == "postgresql":
+                            session.execute(
+                                text("SELECT pg_advisory_xact_lock(hashtext(:lock))"),
+                                {"lock": f"ganforge-keys:{owner}"},
+                            )
+                        if _count_active(session, owner, now) >= max_active:
+                            raise TooManyKeys(owner, max_active)
                     session.add(record)
                 return record, key
             except IntegrityError:
@@ -170,15 +199,22 @@ class KeysStore(StoreBase):
         with self.session() as session:
             return session.scalar(select(ApiKey).where(ApiKey.prefix == prefix))
 
-    def list_keys(self, *, owner: str | None = None) -> list[ApiKey]:
-        """The owner's keys (every owner's with None), revoked and expired ones too, newest first."""
+    def list_keys(self, *, owner: str | None = None, limit: int | None = None) -> list[ApiKey]:
+        """The owner's keys (every owner's with None), revoked and expired ones too, newest first; at most `limit`."""
         if not storable(owner):
             return []
         with self.session() as session:
-            query = select(ApiKey).order_by(ApiKey.seq.desc())
+            query = select(ApiKey).order_by(ApiKey.seq.desc()).limit(limit)
             if owner is not None:
                 query = query.where(ApiKey.owner == owner)
             return list(session.scalars(query))
+
+    def count_active_keys(self, *, owner: str) -> int:
+        """How many of the owner's keys let a caller in now (neither revoked nor expired)."""
+        if not storable(owner):
+            return 0
+        with self.session() as session:
+            return _count_active(session, owner, utcnow())
 
     def revoke_key(self, *, prefix: str, owner: str | None = None) -> tuple[ApiKey, list[str]] | None:
         """Revoke the key and, transitively, every key made through it (parent_prefix), in one transaction; they
