@@ -207,10 +207,15 @@ class KeylessProduction(RuntimeError):
     """GANFORGE_ENVIRONMENT=production with no key that could let anyone in: the API refuses to start."""
 
 
-KEYLESS_PRODUCTION_MESSAGE = (
-    "refusing to start: GANFORGE_API_KEYS must be set when GANFORGE_ENVIRONMENT=production and the store holds no "
-    "active API key (`ganforge up` makes the first admin key, or `ganforge keys create --owner admin --scopes admin`)"
-)
+def keyless_production_message(settings: Settings) -> str:
+    """The refusal, with the `ganforge keys create` that reaches this store (ganforge/hints.py)."""
+    from ganforge.hints import store_command, store_note
+
+    return (
+        "refusing to start: GANFORGE_API_KEYS must be set when GANFORGE_ENVIRONMENT=production and the store holds "
+        "no active API key (`ganforge up` makes the first admin key, or "
+        f"`{store_command(settings.data_dir, 'keys')} create --owner admin --scopes admin`{store_note()})"
+    )
 
 
 def refuse_keyless_production(settings: Settings, store: KeysStore) -> None:
@@ -223,10 +228,10 @@ def refuse_keyless_production(settings: Settings, store: KeysStore) -> None:
         usable = store.has_usable_key()
     except SQLAlchemyError as exc:
         raise KeylessProduction(
-            f"{KEYLESS_PRODUCTION_MESSAGE}; the store's keys could not be read ({type(exc).__name__}: is it migrated? ganforge migrate)"
+            f"{keyless_production_message(settings)}; the store's keys could not be read ({type(exc).__name__}: is it migrated? ganforge migrate)"
         ) from None
     if not usable:
-        raise KeylessProduction(KEYLESS_PRODUCTION_MESSAGE)
+        raise KeylessProduction(keyless_production_message(settings))
 
 
 _AUTHENTICATOR_LOCK = threading.Lock()
