@@ -37,7 +37,7 @@ class JobOut(BaseModel):
     priority: int = Field(description="0-100, higher first among the owner's waiting jobs (the spec's `priority`)")
     queue_reason: str | None = Field(
         default=None,
-        description="why a queued job still waits, computed when read (GET /v1/jobs/{id} only; null in lists and "
+        description="why a queued job still waits, computed when read (GET /v1/jobs/{id} and POST /v1/jobs; null in lists and "
         "once it runs): 'waiting: owner has 8 of 8 running jobs (quota running_jobs)' or 'waiting for a free "
         "worker (3 jobs ahead)', an estimate by fair share",
     )

@@ -20,7 +20,7 @@ from api.deps import (
     plain_decimal,
 )
 from api.errors import ApiError, spec_problems_error
-from api.routes.quota import QUOTA_403, quota_error, steps_error, steps_problems
+from api.routes.quota import QUOTA_403, check_submission_now, quota_error, steps_error, steps_problems
 from api.schemas import JobOut, JobPage, ValidatedSpec
 from models.admission import DatasetNotFound, SpecRejected, admit
 from models.queue import send_train
@@ -81,6 +81,7 @@ def submit_job(
     except SpecRejected as exc:
         raise spec_problems_error(exc.problems) from None
     if validate_only:
+        check_submission_now(store, owner, quotas, adds=1)  # the 403 the submission would get now
         response.status_code = 200
         return ValidatedSpec(valid=True, spec=spec.model_dump(mode="json"))
     try:
@@ -99,7 +100,7 @@ def submit_job(
             log.warning("broker unreachable; job %s stays queued for the reconciler", job.id, exc_info=True)
     else:
         response.status_code = 200
-    return JobOut.of(job)
+    return JobOut.of(job, queue_reason=store.queue_reason(job=job, quotas_of=settings.quotas))
 
 
 def _dataset_not_found(message: str) -> ApiError:

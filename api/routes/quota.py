@@ -43,7 +43,14 @@ def quota_error(exc: QuotaExceeded, *, status: int = 403, headers: dict[str, str
     naming the setting, and the error object's `quota`, `limit`, `used`, `setting` (its GANFORGE_QUOTA_* default's
     name) and, for job counts, `requested` (what the request would add)."""
     where = f"{setting_name(exc.quota)}, or the owner's entry in GANFORGE_OWNER_QUOTAS"
-    if exc.quota == "queued_jobs":
+    if exc.quota == "queued_jobs" and exc.adds > exc.limit:
+        # Waiting or cancelling cannot help: the submission alone is over the limit.
+        message = (
+            f"queued_jobs quota: this submission adds {exc.adds} jobs, more than the {exc.limit} allowed queued at "
+            f"once, so it can never fit; submit fewer jobs (fewer losses, seeds or grid values) or ask for a larger "
+            f"quota ({where})"
+        )
+    elif exc.quota == "queued_jobs":
         message = (
             f"queued_jobs quota: {exc.used} of {exc.limit} queued jobs in use and this submission adds {exc.adds}; "
             f"wait for jobs to start or cancel some ({where})"
@@ -54,10 +61,10 @@ def quota_error(exc: QuotaExceeded, *, status: int = 403, headers: dict[str, str
             f"delete data sets (DELETE /v1/datasets/{{id}}) or ask for a larger quota ({where})"
         )
     elif exc.quota == "uploads_per_hour":
-        wait = f"the next fits in {headers['Retry-After']} s; " if headers and "Retry-After" in headers else ""
+        wait = f"; the next fits in {headers['Retry-After']} s" if headers and "Retry-After" in headers else ""
         message = (
-            f"uploads_per_hour quota: {exc.used} data sets uploaded in the last hour of {exc.limit} allowed; "
-            f"{wait}({where})"
+            f"uploads_per_hour quota: {exc.used} data sets uploaded in the last hour of {exc.limit} allowed{wait} "
+            f"({where})"
         )
     else:
         message = f"{exc.quota} quota: {exc.used} of {exc.limit} used ({where})"
@@ -90,6 +97,17 @@ def steps_error(problems: list[dict[str, str]]) -> ApiError:
     """The 422 for steps_problems' details."""
     summary = "; ".join(f"{d['field']}: {d['message']}" for d in problems[:5])
     return ApiError(422, "validation_error", summary, problems)
+
+
+def check_submission_now(store: JobStore, owner: str, quotas: Quotas, adds: int) -> None:
+    """Raise the 403 a submission of `adds` jobs would get now (?validate_only=true, which stores nothing): the
+    owner at stored_bytes, or its queued jobs plus `adds` past queued_jobs (the message says when `adds` alone is).
+    The real submission checks again under the owner's lock (models/store/quota.py check_submission)."""
+    usage = store.usage(owner=owner)
+    if usage.stored_bytes >= quotas.stored_bytes:
+        raise quota_error(QuotaExceeded("stored_bytes", limit=int(quotas.stored_bytes), used=usage.stored_bytes))
+    if usage.queued_jobs + adds > quotas.queued_jobs:
+        raise quota_error(QuotaExceeded("queued_jobs", limit=quotas.queued_jobs, used=usage.queued_jobs, adds=adds))
 
 
 def check_upload(store: JobStore, owner: str, quotas: Quotas) -> None:

@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field, ValidationError
 from api.deps import BrokerDep, CurrentKey, CurrentOwner, IdempotencyKey, QueryText, SettingsDep, StoreDep, not_found
 from api.errors import DETAILS_MAX, ApiError, _detail, plain_errors
 from api.routes.jobs import PageCursor, PageLimit, QueryInt
-from api.routes.quota import QUOTA_403, quota_error, steps_error, steps_problems
+from api.routes.quota import QUOTA_403, check_submission_now, quota_error, steps_error, steps_problems
 from api.routes.results import RECORDED_METRICS
 from models.admission import (
     DatasetNotFound,
@@ -277,6 +277,7 @@ def create_study(
     if too_big:
         raise _rejected(list(too_big.values()))
     if validate_only:
+        check_submission_now(store, owner, quotas, adds=len(cells))  # the 403 the study would get now
         response.status_code = 200
         return ValidatedStudy(valid=True, spec=spec_json, job_count=len(cells))
     try:
