@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -31,6 +32,7 @@ import pytest
 from models.db import make_engine
 from models.settings import Settings
 from models.store import JobStore, as_utc
+from models.store.keys import TooManyKeys
 from tests.conftest import BACKENDS, api_only
 from tests.service import ROOT, TINY_SPEC, Service, free_port
 
@@ -181,7 +183,7 @@ def test_list_shows_no_secret_and_other_owners_keys_are_missing(keys: Keys) -> N
     cli_list = keys.cli("list", "--json")
     assert cli_list.returncode == 0 and created["prefix"] in cli_list.stdout
     assert not any(made in cli_list.stdout or made.split("_", 2)[2] in cli_list.stdout for made in keys.made)
-    assert all("key" not in k and "secret_hash" not in k for k in json.loads(cli_list.stdout)["keys"])
+    assert all("key" not in k and "secret_hash" not in k for k in json.loads(cli_list.stdout))
 
 
 def admin_still_works(keys: Keys, key: str) -> bool:
@@ -220,6 +222,59 @@ def test_bad_create_is_a_422_at_the_field(keys: Keys, body: dict[str, Any], fiel
         response = client.post("/v1/keys", json=body)
     assert response.status_code == 422, response.text
     assert [d["field"] for d in response.json()["error"]["details"]] == [field], response.text
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "fragment"),
+    [
+        # a parser keeps the last of a repeated member: an admin scope the client may not have meant
+        (b'{"scopes": ["read"], "scopes": ["admin"]}', "scopes", "'scopes' given more than once"),
+        (b'{"scopes": ["read"], "name": "a", "ttl": "1h", "name": "b"}', "name", "'name' given more than once"),
+        # Python's json reads UTF-16 and a BOM by guessing; the API says it takes UTF-8, and now means it
+        ('{"scopes": ["read"]}'.encode("utf-16"), "body", "not UTF-8: it reads as UTF-16"),
+        ('{"scopes": ["read"]}'.encode("utf-16-le"), "body", "not UTF-8: it reads as UTF-16-LE"),
+        (b'\xef\xbb\xbf{"scopes": ["read"]}', "body", "UTF-8 with a byte order mark"),
+        (b'{"scopes": ["r\xe9ad"]}', "body", "the body is not UTF-8: byte 14"),  # FastAPI's own answer, as before
+    ],
+)
+def test_a_json_body_repeating_a_member_or_not_in_utf_8_is_a_422(
+    keys: Keys, body: bytes, field: str, fragment: str
+) -> None:
+    with keys.service.client("key-a") as client:
+        response = client.post("/v1/keys", content=body, headers={"Content-Type": "application/json"})
+        assert response.status_code == 422, response.text
+        (detail,) = response.json()["error"]["details"]
+        assert detail["field"] == field and fragment in detail["message"], detail
+        # any JSON body: a job's spec too, at the member's path
+        spec = json.dumps({**TINY_SPEC, "training": {**TINY_SPEC["training"], "steps": 5}})
+        spec = spec.replace('"steps": 5', '"steps": 5, "steps": 6')
+        nested = client.post("/v1/jobs?validate_only=true", content=spec, headers={"Content-Type": "application/json"})
+        assert nested.status_code == 422, nested.text
+        assert nested.json()["error"]["details"][0]["field"] == "training.steps", nested.text
+
+
+def test_an_owner_holds_at_most_max_active_keys_and_a_revoked_one_frees_its_place(store: JobStore) -> None:
+    """KeysStore.create_key(max_active=...) on PostgreSQL and SQLite, concurrent creations included."""
+    owner = "team-cap"
+    first, _ = store.create_key(owner=owner, scopes=["read"], max_active=2)
+    store.create_key(owner=owner, scopes=["read"], max_active=2)
+    with pytest.raises(TooManyKeys):
+        store.create_key(owner=owner, scopes=["read"], max_active=2)
+    store.create_key(owner="team-other", scopes=["read"], max_active=2)  # per owner
+    assert store.revoke_key(prefix=first.prefix) is not None
+    assert store.count_active_keys(owner=owner) == 1
+    store.create_key(owner=owner, scopes=["read"], max_active=2)
+
+    def attempt(_: int) -> bool:
+        try:
+            store.create_key(owner="team-race", scopes=["read"], max_active=3)
+        except TooManyKeys:
+            return False
+        return True
+
+    with ThreadPoolExecutor(8) as pool:
+        made = sum(pool.map(attempt, range(8)))
+    assert made == 3 and store.count_active_keys(owner="team-race") == 3
 
 
 def test_both_expiries_is_a_422(keys: Keys) -> None:
@@ -355,7 +410,7 @@ def test_the_remote_cli_whoami_and_keys(keys: Keys) -> None:
     keys.made.append(key)
     assert key.startswith("gf_") and "shown only now" in created.stderr
     listed = ganforge("keys", "list", "--remote", "--json")
-    entry = next(k for k in json.loads(listed.stdout)["keys"] if k["prefix"] == key[:11])
+    entry = next(k for k in json.loads(listed.stdout) if k["prefix"] == key[:11])
     assert entry["parent_prefix"] == admin[:11] and entry["scopes"] == ["read"] and "key" not in entry
     refused = ganforge("keys", "create", "--remote", "--owner", "team-b")
     assert refused.returncode == 2 and "--owner" in refused.stderr, refused
@@ -536,5 +591,5 @@ def test_up_prints_a_working_admin_key_once(bare_service: Service) -> None:
     assert "ganforge keys create --owner TEAM" in first
     second = up("--auth", "--admin-owner", "ops")
     assert not KEY_PATTERN.findall(second), second
-    listed = json.loads(deployment.cli("list", "--json").stdout)["keys"]
+    listed = json.loads(deployment.cli("list", "--json").stdout)
     assert [k["owner"] for k in listed if "admin" in k["scopes"]] == ["ops"]

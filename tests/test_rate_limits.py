@@ -7,6 +7,7 @@ waiting out a 429's Retry-After. Rates are small ("3 per 6 seconds") so a window
 
 from __future__ import annotations
 
+import asyncio
 import io
 import socket
 import subprocess
@@ -19,7 +20,10 @@ import httpx
 import numpy as np
 import pytest
 
+from api.ratelimit import RateLimits, Verdict
 from ganforge.client import Client
+from ganforge.supervisor import api_command
+from models.settings import Settings
 from tests.conftest import BACKENDS, api_only
 from tests.service import (
     KEYS,
@@ -272,8 +276,6 @@ def test_more_keys_make_no_more_room_the_owner_is_counted_and_keys_are_capped(se
 
 
 def test_the_uvicorn_launch_reads_forwarded_headers_only_when_the_operator_names_the_proxies() -> None:
-    from ganforge.supervisor import api_command
-
     assert api_command("127.0.0.1", 8000, {})[-1] == "--no-proxy-headers"
     assert api_command("127.0.0.1", 8000, {"FORWARDED_ALLOW_IPS": " "})[-1] == "--no-proxy-headers"
     # uvicorn reads FORWARDED_ALLOW_IPS itself, and its proxy headers are on by default
@@ -311,3 +313,31 @@ def test_x_forwarded_for_does_not_move_the_address_the_failed_authentications_co
     and get its 401, however full the socket's address's window is.)"""
     refused = fill_failed_authentications(service, "/v1/jobs", **{"X-Forwarded-For": "203.0.113.{n}"})
     assert_limited(refused, "GANFORGE_RATE_UNAUTHENTICATED", 4)
+
+
+def test_a_storage_error_on_one_rate_leaves_the_other_rates_counted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fail open per rate: an error counting uploads (such as a Redis error reply) lets uploads pass uncounted for
+    STORAGE_RETRY_SECONDS, but submissions are still counted (before, every limit was off for 5 s)."""
+    limits = RateLimits(Settings(data_dir=tmp_path, rate_submit="1/minute", rate_upload="1/minute"))
+    counted = limits.limiter.hit
+
+    async def hit(item: object, name: str, who: str) -> bool:
+        if name == "upload":
+            raise RuntimeError("ERR value is not an integer or out of range")
+        return await counted(item, name, who)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(limits.limiter, "hit", hit)
+    submit, upload = limits.rates["submit"], limits.rates["upload"]
+    assert submit is not None and upload is not None
+
+    async def run() -> tuple[object, ...]:
+        failed = await limits.hit(upload, "k")
+        first, second = await limits.hit(submit, "k"), await limits.hit(submit, "k")
+        return failed, first, second
+
+    failed, first, second = asyncio.run(run())
+    assert failed is None  # uploads pass uncounted
+    assert isinstance(first, Verdict) and first.allowed
+    assert isinstance(second, Verdict) and not second.allowed  # submissions still limited
