@@ -918,3 +918,33 @@ def test_a_spec_file_is_read_within_the_limits_the_cli_keeps(tmp_path: Path) -> 
         with pytest.raises(ValueError, match="nested deeper"):
             client.validate(deep)
         assert time.monotonic() - started < 5
+
+
+def test_a_429_with_a_long_retry_after_is_raised_at_once_with_the_services_message(scripted: Scripted) -> None:
+    """An hourly quota's 429 (Retry-After 3526) is not waited out: RateLimited at once, the message as sent; a short
+    one is waited out; max_retry_after (a client option, default 60 s) sets where long starts."""
+    quota = "uploads_per_hour quota: 2 data sets uploaded in the last hour of 2 allowed; the next fits in 3526 s"
+    refused = {"error": {"code": "quota_exceeded", "message": quota, "details": []}}
+    scripted.scripts["GET /v1/catalog"] = [(429, {"retry-after": "3526"}, refused)] * 2
+    scripted.scripts["GET /v1/jobs/j1"] = [(429, {"retry-after": "1"}, error("slow_down"))] * 4 + [(200, {}, JOB)]
+    heard: list[str] = []
+    with Client(scripted.url, retries=3, backoff=0.01, on_retry=heard.append) as client:
+        started = time.monotonic()
+        with pytest.raises(RateLimited) as limited:
+            client.catalog()
+        assert time.monotonic() - started < 2 and scripted.count("GET", "/v1/catalog") == 1 and not heard
+        assert limited.value.retry_after == 3526 and quota in limited.value.message
+    with Client(scripted.url, retries=3, backoff=0.01, max_retry_after=0.5) as client:
+        with pytest.raises(RateLimited):
+            client.get("j1")  # 1 s is over this client's 0.5 s
+        assert scripted.count("GET", "/v1/jobs/j1") == 1
+
+    async def long_wait() -> None:
+        async with AsyncClient(scripted.url, retries=3, backoff=0.01) as client:
+            with pytest.raises(RateLimited):
+                await client.catalog()
+
+    asyncio.run(long_wait())
+    assert scripted.count("GET", "/v1/catalog") == 2
+    with pytest.raises(ValueError, match="max_retry_after"):
+        Client(scripted.url, max_retry_after=-1)

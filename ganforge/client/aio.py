@@ -73,11 +73,13 @@ class AsyncClient:
     least 60 s, spanning the API's pings); retries: how many times a safe request is sent again (see
     `ganforge.client.transport`), with exponential backoff from `backoff` seconds; on_retry: called with one line
     before each wait ("retrying GET /v1/jobs/j1 in 2.0 s (503)", "rate limited: waiting 5 s (GET /v1/catalog)",
-    "the event stream of job j1 ended: reconnecting in 1.0 s"), default silent. Connecting times out after 5 s.
+    "the event stream of job j1 ended: reconnecting in 1.0 s"), default silent; max_retry_after: the longest
+    Retry-After (s) of a 429 or 503 that is waited out: a longer one (an hourly quota's) raises `RateLimited` at once,
+    with the service's message. Connecting times out after 5 s.
 
     Construction raises ValueError (naming the setting, never echoing the key or a password) for a base URL that
     is not http(s) with a host or does not parse, an API key with characters a header cannot carry, timeout <= 0,
-    retries < 0. Methods raise ValueError before sending for an id over 200 characters or with a control
+    retries < 0, max_retry_after < 0. Methods raise ValueError before sending for an id over 200 characters or with a control
     character, a bad step, or arguments that make the URL invalid.
 
     Every method raises a `GanforgeError` subclass on failure: `ValidationFailed` (with `.fields`), `NotFound`,
@@ -95,9 +97,10 @@ class AsyncClient:
         retries: int = 3,
         backoff: float = 0.5,
         on_retry: OnRetry | None = None,
+        max_retry_after: float = 60.0,
     ) -> None:
         self.config = Config.resolve(base_url, api_key, timeout, retries)
-        self.policy = RetryPolicy(retries=retries, backoff=backoff, on_retry=on_retry)
+        self.policy = RetryPolicy(retries=retries, backoff=backoff, on_retry=on_retry, max_retry_after=max_retry_after)
         self._http = httpx.AsyncClient(
             base_url=self.config.base_url, headers=self.config.headers(), timeout=self.config.request_timeout()
         )

@@ -6,7 +6,8 @@ Idempotency-Key (the API returns the job the first attempt created), and calls t
 a connection error (refused, reset, timed out), on 429 (after the answer's Retry-After when it gives one) and on
 5xx — never on another 4xx. Any other request is sent once, except after a 429: the API refused it without doing
 anything (a rate limit or quota, checked before the body is read), so it is sent again after Retry-After too (an
-upload's file is read again from its start). After `retries` retries the last failure is raised
+upload's file is read again from its start), unless Retry-After is over the policy's max_retry_after (60 s by
+default): then the 429 is raised at once. After `retries` retries the last failure is raised
 (`ConnectionFailed`, `RateLimited`, `ServerError`).
 
 Before each retry the policy's `on_retry(message)` hears why and how long it waits ("retrying GET /v1/jobs in 2.0 s
@@ -44,18 +45,21 @@ OnRetry = Callable[[str], None]
 class RetryPolicy:
     """retries: how many times a failed safe request is sent again (0: never); backoff: the first delay (s), doubled
     each retry up to max_backoff, each drawn uniformly from its upper half (jitter, so many clients do not retry in
-    step); a Retry-After above max_retry_after (s) is not waited for: the error is raised at once; on_retry: told
-    before each wait (see the module), None: silent; what it raises ends the call. ValueError for backoff < 0."""
+    step); a Retry-After above max_retry_after (s) is not waited for: the error is raised at once (an hourly quota's
+    429 says when the next request fits; waiting an hour silently helps no one); on_retry: told before each wait
+    (see the module), None: silent; what it raises ends the call. ValueError for backoff < 0 or max_retry_after < 0."""
 
     retries: int = 3
     backoff: float = 0.5
     max_backoff: float = 8.0
-    max_retry_after: float = 120.0
+    max_retry_after: float = 60.0
     on_retry: OnRetry | None = None
 
     def __post_init__(self) -> None:
         if not self.backoff >= 0:
             raise ValueError(f"backoff must be >= 0 seconds, got {self.backoff}")
+        if not self.max_retry_after >= 0:
+            raise ValueError(f"max_retry_after must be >= 0 seconds, got {self.max_retry_after}")
 
     def tell(self, message: str) -> None:
         """Pass `message` to `on_retry` (when there is one)."""
