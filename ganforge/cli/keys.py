@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -27,7 +28,7 @@ from ganforge.cli import render
 from ganforge.cli.context import ApiKey as ApiKeyOption
 from ganforge.cli.context import Url, connect
 from ganforge.cli.exits import NOT_FOUND, USAGE, fail
-from ganforge.cli.server import _prepare
+from ganforge.cli.server import DATA_DIR, _prepare
 
 if TYPE_CHECKING:
     from models.records import ApiKey
@@ -40,7 +41,10 @@ app = typer.Typer(
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+OWNER_REMOTE = "with --remote: your key's own owner or left out (--owner TEAM is for the command on the store)"
 Json = Annotated[bool, typer.Option("--json", help="print JSON (for scripts)")]
+# --data-dir after the command too (`ganforge keys create --data-dir DIR ...`), as for the server commands.
+DataDir = Annotated[Path | None, DATA_DIR]
 Remote = Annotated[
     bool,
     typer.Option(
@@ -50,10 +54,10 @@ Remote = Annotated[
 
 
 @contextmanager
-def opened_store(ctx: typer.Context) -> Iterator[JobStore]:
-    """The deployment's job store (GANFORGE_* settings; `ganforge --data-dir DIR keys ...` sets the data dir),
-    checked to be at the schema this version needs."""
-    _prepare(ctx, None, "keys")
+def opened_store(ctx: typer.Context, data_dir: Path | None = None) -> Iterator[JobStore]:
+    """The deployment's job store (GANFORGE_* settings; `--data-dir DIR`, before or after `keys ...`, sets the data
+    dir), checked to be at the schema this version needs."""
+    _prepare(ctx, data_dir, "keys")
     from sqlalchemy.exc import SQLAlchemyError
 
     from migrations import schema_problem
@@ -126,6 +130,7 @@ def create(
     remote: Remote = False,
     url: Url = None,
     api_key: ApiKeyOption = None,
+    data_dir: DataDir = None,
 ) -> None:
     """Create a key; print it once on stdout (only its SHA-256 is stored: it cannot be shown again)."""
     from models.settings import OWNER_MAX_LENGTH
@@ -155,7 +160,7 @@ def create(
             fields.append(("--ttl", str(exc)))
     if fields:
         fail("cannot create the key: fix these options", USAGE, fields)
-    with opened_store(ctx) as store:
+    with opened_store(ctx, data_dir) as store:
         record, key = store.create_key(owner=owner, scopes=normalized, name=name, expires_at=expires_at)
     if json_output:
         render.print_json({**key_json(record), "key": key})
@@ -190,7 +195,7 @@ def create_remote(
             fail(
                 "cannot create the key: fix these options",
                 USAGE,
-                [("--owner", "with --remote: your key's own owner or left out")],
+                [("--owner", OWNER_REMOTE)],
             )
         created = client.keys.create([part for part in scopes.split(",") if part.strip()], name=name, ttl=ttl)
     record = created.model_dump(mode="json")
@@ -208,16 +213,21 @@ def list_keys(
     remote: Remote = False,
     url: Url = None,
     api_key: ApiKeyOption = None,
+    data_dir: DataDir = None,
 ) -> None:
-    """List keys, newest first (revoked and expired ones too); never a key or its hash."""
+    """List keys, newest first (revoked and expired ones too); never a key or its hash. --json: a JSON list, as
+    `ganforge jobs --json` prints. With --remote, --owner is the key's own owner or left out (else exit 2)."""
     if remote:
         with connect(ctx, url, api_key) as client:
-            keys = [key.model_dump(mode="json") for key in client.keys.list() if owner in (None, key.owner)]
+            # The API lists the admin key's own owner's keys only: another --owner would print an empty table.
+            if owner is not None and owner != client.whoami().owner:
+                fail("cannot list the keys: fix these options", USAGE, [("--owner", OWNER_REMOTE)])
+            keys = [key.model_dump(mode="json") for key in client.keys.list()]
     else:
-        with opened_store(ctx) as store:
+        with opened_store(ctx, data_dir) as store:
             keys = [key_json(record) for record in store.list_keys(owner=owner)]
     if json_output:
-        render.print_json({"keys": keys})
+        render.print_json(keys)
         return
     from rich.table import Table
 
@@ -246,6 +256,7 @@ def revoke(
     remote: Remote = False,
     url: Url = None,
     api_key: ApiKeyOption = None,
+    data_dir: DataDir = None,
 ) -> None:
     """Revoke a key and the keys made through it (POST /v1/keys), transitively: API processes refuse them within
     KEY_CACHE_SECONDS (5 s), the one that revoked them (--remote) at once; they stay listed, revoked."""
@@ -254,7 +265,7 @@ def revoke(
             answer = client.keys.revoke(prefix.strip())
         owner, children = answer.owner, answer.also_revoked
     else:
-        with opened_store(ctx) as store:
+        with opened_store(ctx, data_dir) as store:
             found = store.revoke_key(prefix=prefix.strip())
         if found is None:
             fail(f"no API key {prefix!r} (see `ganforge keys list`)", NOT_FOUND)

@@ -25,7 +25,7 @@ ROWS: tuple[tuple[str, str, str, str], ...] = (
 
 
 def _value(value: int, kind: str) -> str:
-    return render.size(value) if kind == "bytes" else str(value)
+    return render.binary_size(value) if kind == "bytes" else str(value)
 
 
 def quota_table(answer: dict[str, Any]) -> Table:

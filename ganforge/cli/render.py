@@ -106,6 +106,19 @@ def size(num_bytes: float | None) -> str:
     return f"{value:.1f} GB"  # not reached
 
 
+def binary_size(num_bytes: float | None) -> str:
+    """`812 B`, `10 KiB`, `1.5 MiB`, `100 GiB` (powers of 1024, as GANFORGE_QUOTA_STORED_BYTES takes them): one
+    decimal unless whole."""
+    if num_bytes is None:
+        return "-"
+    value = float(num_bytes)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            break
+        value /= 1024
+    return f"{value:.0f} {unit}" if unit == "B" or value == int(value) else f"{value:.1f} {unit}"
+
+
 def number(value: float | None) -> str:
     """A metric value in 4 significant digits; `-` when missing."""
     return "-" if value is None else f"{value:.4g}"
@@ -144,7 +157,7 @@ def jobs_table(jobs: list[dict[str, Any]]) -> Table:
     """One row per job, in the order given (the API's: newest first)."""
     jobs = clean_tree(jobs)
     table = Table(box=None, pad_edge=False)
-    for header in ("ID", "NAME", "STATUS", "STEP", "STEPS/S", "ETA", "LOSS_D", "LOSS_G", "CREATED"):
+    for header in ("ID", "NAME", "STATUS", "PRIO", "STEP", "STEPS/S", "ETA", "LOSS_D", "LOSS_G", "CREATED"):
         # The id is what the other commands take: never cut; the rest may wrap on a narrow terminal.
         table.add_column(header, no_wrap=header == "ID", min_width=36 if header == "ID" else None)
     for job in jobs:
@@ -154,6 +167,7 @@ def jobs_table(jobs: list[dict[str, Any]]) -> Table:
             job["id"],
             job["name"],
             status_text(job["status"]),
+            str(job.get("priority", "-")),
             f"{progress['step']}/{progress['total_steps']}",
             "-" if rate is None else f"{rate:.1f}",
             duration(progress.get("eta_seconds")),
@@ -176,6 +190,11 @@ def job_details(job: dict[str, Any]) -> Group:
         ("id", job["id"]),
         ("name", job["name"]),
         ("status", status_text(job["status"])),
+        ("priority", str(job.get("priority", "-"))),
+    ]
+    if job.get("queue_reason"):
+        rows.append(("waiting", job["queue_reason"]))
+    rows += [
         ("owner", job["owner"]),
         ("progress", f"step {progress['step']}/{progress['total_steps']}"),
         ("speed", "-" if rate is None else f"{rate:.1f} steps/s, ETA {duration(progress.get('eta_seconds'))}"),

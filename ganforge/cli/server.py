@@ -14,10 +14,11 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -70,14 +71,38 @@ def _prepare(ctx: typer.Context, data_dir: Path | None, command: str | None = No
 
     try:
         get_settings()
-    except ValidationError as exc:
+    except ValueError as exc:  # pydantic's ValidationError, or pydantic-settings' SettingsError (not JSON)
         # One readable refusal instead of a traceback from whichever process reads the settings first.
-        reasons = "; ".join(
-            f"GANFORGE_{'_'.join(map(str, error['loc'])).upper()}: {error['msg']}" if error["loc"] else error["msg"]
-            for error in exc.errors()
-        )
+        reasons = settings_problems(exc) if isinstance(exc, ValidationError) else unparsed_setting(exc)
+        if reasons is None:
+            raise
         print(f"ganforge: refusing to start, the GANFORGE_* settings are invalid: {reasons}", file=sys.stderr)
         raise typer.Exit(USAGE) from None
+
+
+def settings_problems(exc: Any) -> str:
+    """A pydantic ValidationError of Settings as `GANFORGE_X: why; ...`. A validator that already names the
+    variable (`GANFORGE_OWNER_QUOTAS at vision.queued_job: ...`) is said as it is, not under pydantic's location."""
+    reasons = []
+    for error in exc.errors():
+        message = str(error["msg"]).removeprefix("Value error, ")
+        message = message.replace("Extra inputs are not permitted", "no such field")
+        if message.startswith("GANFORGE_") or not error["loc"]:
+            reasons.append(message)
+        else:
+            reasons.append(f"GANFORGE_{'_'.join(map(str, error['loc'])).upper()}: {message}")
+    return "; ".join(reasons)
+
+
+def unparsed_setting(exc: ValueError) -> str | None:
+    """pydantic-settings' SettingsError for a JSON setting that is not JSON (GANFORGE_OWNER_QUOTAS='{bad') as
+    `GANFORGE_OWNER_QUOTAS: not valid JSON (why)`; None for any other ValueError (a bug: keep its traceback)."""
+    found = re.match(r'error (?:parsing|getting) value for field "(\w+)"', str(exc))
+    if found is None:
+        return None
+    cause = exc.__cause__
+    why = f" ({cause})" if cause is not None and str(cause) else ""
+    return f"GANFORGE_{found.group(1).upper()}: not valid JSON{why}"
 
 
 def up(
@@ -130,12 +155,16 @@ def first_admin_key(owner: str, auth: bool) -> str | None:
         record, key = store.create_key(owner=owner, scopes=["admin"], name="first admin key (ganforge up)")
     finally:
         engine.dispose()
+    from ganforge.hints import store_command, store_note
+
+    store_keys = store_command(settings.data_dir, "keys")
     print(
         f"\nauth is on. The first admin key, for owner {record.owner!r} (shown only now: the store keeps its hash):\n"
         f"  {key}\n"
         "Send it as 'Authorization: Bearer <key>' or `ganforge --api-key <key> ...`. Make a team's keys on this\n"
-        "machine with `ganforge keys create --owner TEAM --scopes read,submit` (--scopes admin: a key that makes\n"
-        "its team's keys with `ganforge keys create --remote`); `ganforge keys revoke PREFIX` revokes one.\n",
+        f"machine with `{store_keys} create --owner TEAM --scopes read,submit`{store_note()} (--scopes admin: a key\n"
+        "that makes its team's keys with `ganforge keys create --remote`);\n"
+        f"`{store_keys} revoke PREFIX` revokes one.\n",
         flush=True,
     )
     return key

@@ -44,6 +44,8 @@ class Job(ApiModel):
     filled in; tags: the spec's tags; latest_metrics: series name → latest value; attempt: the attempt running or
     next to run (from 1) of max_attempts; error: why it failed (None otherwise); study_id: the study that fanned it
     out; alerts: what training.watch found ({kind, step, evidence, action}); cpu_seconds / gpu_seconds: training time.
+    priority: 0-100, higher first among the owner's waiting jobs; queue_reason: why a queued job still waits (set by
+    `get` and `submit`; None in lists and once it runs).
     """
 
     id: str
@@ -58,6 +60,8 @@ class Job(ApiModel):
     max_attempts: int = 1
     error: str | None = None
     study_id: str | None = None
+    priority: int = 50
+    queue_reason: str | None = None
     alerts: list[dict[str, Any]] = []
     cpu_seconds: float | None = None
     gpu_seconds: float | None = None
