@@ -36,7 +36,7 @@ from models.store.quota import QuotaExceeded
 from tests.conftest import BACKENDS, api_only
 from tests.service import TINY_SPEC, Service
 
-OWNERS = ["queued", "override", "steps", "study", "race", "uploads", "full", "look", "low"]
+OWNERS = ["queued", "override", "steps", "study", "race", "uploads", "full", "look", "low", "validate"]
 OVERRIDES = {"override": {"queued_jobs": 5}, "full": {"stored_bytes": 1}, "low": {"max_priority": 30}}
 QUEUED_JOBS, STEPS_PER_JOB, UPLOADS_PER_HOUR = 3, 1000, 2
 
@@ -351,3 +351,30 @@ def test_a_refused_study_leaves_no_study_job_or_event(store: JobStore) -> None:
     assert (refused_study.value.used, refused_study.value.adds, refused_study.value.limit) == (0, 4, 3)
     with store.session() as session:
         assert [session.scalar(select(func.count()).select_from(t)) for t in (Study, Job, JobEvent)] == [0, 0, 0]
+
+
+def test_validate_only_answers_the_quota_refusal_the_submission_would_get(quota_service: Service) -> None:
+    """?validate_only=true stores nothing and answers what the real POST would (the same 403 body); a study with
+    more jobs than queued_jobs says it can never fit instead of "wait for jobs to start"."""
+    with quota_service.client("key-validate") as client:
+        four = study(seeds=QUEUED_JOBS + 1)
+        checked = client.post("/v1/studies", params={"validate_only": "true"}, json=four)
+        error = refused(checked, 403, "queued_jobs")
+        assert (error["limit"], error["used"], error["requested"]) == (QUEUED_JOBS, 0, QUEUED_JOBS + 1)
+        assert "can never fit" in error["message"] and "fewer losses, seeds or grid values" in error["message"]
+        assert "wait for jobs" not in error["message"], error
+        assert client.post("/v1/studies", json=four).json() == checked.json()  # the real POST's body, word for word
+        assert queued(client) == []
+
+        assert client.post("/v1/jobs", params={"validate_only": "true"}, json=TINY_SPEC).status_code == 200
+        assert client.post("/v1/studies", json=study()).status_code == 201  # 2 of 3 queued
+        two = client.post("/v1/studies", params={"validate_only": "true"}, json=study(seeds=[5, 6]))
+        error = refused(two, 403, "queued_jobs")
+        assert (error["used"], error["requested"]) == (2, 2) and "wait for jobs to start" in error["message"]
+        assert client.post("/v1/studies", json=study(seeds=[5, 6])).json() == two.json()
+        one = client.post("/v1/studies", params={"validate_only": "true"}, json=study(seeds=[7]))
+        assert (one.status_code, one.json()["job_count"]) == (200, 1), one.text
+        assert client.post("/v1/jobs", json=TINY_SPEC).status_code == 201  # 3 of 3
+        job = client.post("/v1/jobs", params={"validate_only": "true"}, json=TINY_SPEC)
+        assert refused(job, 403, "queued_jobs") == refused(client.post("/v1/jobs", json=TINY_SPEC), 403, "queued_jobs")
+        assert len(queued(client)) == QUEUED_JOBS
