@@ -11,23 +11,30 @@ schedulers, measured in the same run on fresh stores of the same backend:
 B's wait is given in claims (jobs claimed before B's) and in simulated seconds, with the real time one
 claim took (median) at that queue length. The store, the claims and the status events are real; only the
 training is simulated.
+
+`--backend postgres` never writes to an existing database: each scheduler gets a throwaway database (ganforge_
+fairness_<hex>, dropped after) on the server of GANFORGE_DATABASE_URL when that is a PostgreSQL URL (its user needs
+CREATEDB), else on 127.0.0.1:5432 as user postgres (the tests' server). The line it prints says which.
 """
 
 from __future__ import annotations
 
 import argparse
 import heapq
+import os
 import statistics
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sqlalchemy import select, update  # noqa: E402
+import psycopg  # noqa: E402
+from sqlalchemy import URL, make_url, select, update  # noqa: E402
 
 from migrations import upgrade  # noqa: E402
 from models.db import make_engine  # noqa: E402
@@ -35,7 +42,8 @@ from models.quotas import Quotas  # noqa: E402
 from models.records import Job, JobStatus  # noqa: E402
 from models.spec import JobSpec  # noqa: E402
 from models.store import JobStore, utcnow  # noqa: E402
-from tests.service import create_postgres_database, drop_postgres_database  # noqa: E402
+
+TESTS_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
 SPEC = JobSpec.model_validate(
     {"dataset": {"builtin": "ring8"}, "architecture": {"name": "mlp"}, "loss": {"name": "nsgan"}}
@@ -65,23 +73,43 @@ def fifo(store: JobStore, worker: str) -> Job | None:
         return session.scalars(select(Job).where(Job.id == job_id)).one()
 
 
+def postgres_server() -> URL:
+    """Where `--backend postgres` makes its throwaway databases: GANFORGE_DATABASE_URL when it is a PostgreSQL URL
+    (connecting to its database to create and drop them), else the tests' server."""
+    configured = os.environ.get("GANFORGE_DATABASE_URL", "").strip()
+    if configured and make_url(configured).get_backend_name() == "postgresql":
+        return make_url(configured).set(drivername="postgresql+psycopg")
+    return make_url(TESTS_SERVER)
+
+
+def _libpq(url: URL) -> str:
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 @contextmanager
 def fresh_store(backend: str) -> Iterator[JobStore]:
-    """A migrated, empty job store: SQLite in a temporary folder, or a new PostgreSQL database (dropped after)."""
+    """A migrated, empty job store: SQLite in a temporary folder, or a throwaway PostgreSQL database on
+    postgres_server() (dropped after)."""
     with tempfile.TemporaryDirectory() as folder:
-        database = None
+        server, database = postgres_server(), None
         if backend == "postgres":
-            database, url = create_postgres_database()
+            database = f"ganforge_fairness_{uuid.uuid4().hex[:10]}"
+            with psycopg.connect(_libpq(server), autocommit=True, connect_timeout=5) as connection:
+                connection.execute(f'CREATE DATABASE "{database}"')
+            url = server.set(database=database).render_as_string(hide_password=False)
         else:
             url = f"sqlite:///{folder}/fairness.db"
-        upgrade(url)
-        engine = make_engine(url)
         try:
-            yield JobStore(engine)
+            upgrade(url)
+            engine = make_engine(url)
+            try:
+                yield JobStore(engine)
+            finally:
+                engine.dispose()
         finally:
-            engine.dispose()
             if database:
-                drop_postgres_database(database)
+                with psycopg.connect(_libpq(server), autocommit=True, connect_timeout=5) as connection:
+                    connection.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
 
 
 def b_wait(store: JobStore, claim: Claim, *, jobs: int, workers: int, job_seconds: float) -> tuple[int, float, float]:
@@ -117,6 +145,7 @@ def main() -> None:
     print(
         f"owner A: {args.jobs} queued jobs, then owner B: 1; {args.workers} workers, {args.job_seconds:g} s a job "
         f"(simulated), {args.backend}"
+        + (f" (throwaway databases on {postgres_server().render_as_string()})" if args.backend == "postgres" else "")
     )
     for name, claim in (("fair share", fair_share), ("FIFO", fifo)):
         with fresh_store(args.backend) as store:
