@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 app = typer.Typer(
     help="Create, list and revoke API keys on the service's store (for its operator).",
     epilog="create [--owner TEAM] [--scopes SCOPES] [--ttl TTL] [--name NAME] [--json] [--remote] | "
-    "list [--owner TEAM] [--json] [--remote] | revoke PREFIX [--remote]",
+    "list [--owner TEAM] [--json] [--remote] | revoke PREFIX [--remote]; each with [--data-dir DIR]",
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
