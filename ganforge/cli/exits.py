@@ -4,7 +4,7 @@
     1  the job failed or was cancelled; or the service refused for another reason (409 conflict, 429, 5xx)
     2  usage: a bad option or argument, a spec the API refuses (422), a file that cannot be read or written
     3  not found: no such job, data set, sample, checkpoint or catalog entry (404)
-    4  auth: the API key is missing or wrong (401/403)
+    4  auth: the API key is missing or wrong (401), or lacks the scope the request needs (403)
     5  the service could not be reached at its URL (nothing listening, DNS, timeout), or what answers there is
        not a ganforge API
 
