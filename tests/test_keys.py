@@ -588,7 +588,9 @@ def test_up_prints_a_working_admin_key_once(bare_service: Service) -> None:
     keys_printed = KEY_PATTERN.findall(first)
     assert len(keys_printed) == 1, first
     deployment.made.append(keys_printed[0])
-    assert "ganforge keys create --owner TEAM" in first
+    # The hint reaches this store: --data-dir for the embedded default's, the same GANFORGE_DATABASE_URL otherwise.
+    assert re.search(r"`ganforge (--data-dir \S+ )?keys create --owner TEAM", first), first
+    assert ("--data-dir" in first) != ("with the same GANFORGE_DATABASE_URL" in first), first
     second = up("--auth", "--admin-owner", "ops")
     assert not KEY_PATTERN.findall(second), second
     listed = json.loads(deployment.cli("list", "--json").stdout)
