@@ -208,8 +208,8 @@ class KeylessProduction(RuntimeError):
 
 
 def keyless_production_message(settings: Settings) -> str:
-    """The refusal, with the `ganforge keys create` that reaches this store (ganforge/hints.py)."""
-    from ganforge.hints import store_command, store_note
+    """The refusal, with the `ganforge keys create` that reaches this store (models/hints.py)."""
+    from models.hints import store_command, store_note
 
     return (
         "refusing to start: GANFORGE_API_KEYS must be set when GANFORGE_ENVIRONMENT=production and the store holds "

@@ -81,6 +81,7 @@ def migrated_sqlite(path: Path) -> str:
         atexit.register(shutil.rmtree, folder, ignore_errors=True)
         upgrade(f"sqlite:///{folder / 'template.db'}")
         _TEMPLATES["sqlite"] = str(folder / "template.db")
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     path.touch(mode=0o600)  # as private as `ganforge migrate` makes the store
     source, target = sqlite3.connect(_TEMPLATES["sqlite"]), sqlite3.connect(path)
     try:

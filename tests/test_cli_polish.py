@@ -21,7 +21,7 @@ import pytest
 
 from ganforge.cli import main
 from ganforge.cli.render import binary_size
-from ganforge.hints import store_command, store_note
+from models.hints import store_command, store_note
 from tests.conftest import api_only
 from tests.service import ROOT, TINY_SPEC, service_env
 

@@ -155,7 +155,7 @@ def first_admin_key(owner: str, auth: bool) -> str | None:
         record, key = store.create_key(owner=owner, scopes=["admin"], name="first admin key (ganforge up)")
     finally:
         engine.dispose()
-    from ganforge.hints import store_command, store_note
+    from models.hints import store_command, store_note
 
     store_keys = store_command(settings.data_dir, "keys")
     print(
