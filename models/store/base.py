@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, overload
 
-from sqlalchemy import ColumnElement, Engine, insert, select, update
+from sqlalchemy import ColumnElement, Engine, insert, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.records import Job, JobEvent
@@ -27,6 +27,14 @@ def as_utc(value: datetime | None) -> datetime | None:
     if value is None or value.tzinfo is not None:
         return value
     return value.replace(tzinfo=UTC)
+
+
+def serialise(session: Session, name: str) -> None:
+    """Hold the lock `name` until the session's transaction ends, so count-then-insert checks under the same name
+    run one at a time (PostgreSQL: a transaction-scoped advisory lock on hashtext(name); SQLite's BEGIN IMMEDIATE,
+    models/db.py, already serialises every writer)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:name))"), {"name": name})
 
 
 def append_event(session: Session, job_id: str, kind: str, data: dict[str, Any]) -> int:

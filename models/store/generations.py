@@ -15,10 +15,10 @@ import uuid
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, or_, select, text, update
+from sqlalchemy import func, or_, select, update
 
 from models.records import Generation, GenerationStatus
-from models.store.base import StoreBase, utcnow
+from models.store.base import StoreBase, serialise, utcnow
 from models.store.bounds import storable
 
 if TYPE_CHECKING:
@@ -66,8 +66,7 @@ class GenerationsStore(StoreBase):
             if max_active is not None:
                 # Count and insert under one per-owner lock, so two concurrent requests cannot both pass the count
                 # (SQLite's BEGIN IMMEDIATE already serialises writers; PostgreSQL takes a transaction-scoped lock).
-                if session.get_bind().dialect.name == "postgresql":
-                    session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"gen:{owner}"})
+                serialise(session, f"gen:{owner}")
                 active = session.scalar(
                     select(func.count())
                     .select_from(Generation)

@@ -15,12 +15,12 @@ import string
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import or_, select, text, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from models.records import ApiKey
-from models.store.base import StoreBase, as_utc, utcnow
+from models.store.base import StoreBase, as_utc, serialise, utcnow
 from models.store.bounds import storable
 
 KEY_MARK = "gf_"
@@ -177,12 +177,7 @@ class KeysStore(StoreBase):
                         if parent is None or not is_active(parent):
                             raise ParentRevoked(parent_prefix)
                     if max_active is not None:
-                        # SQLite's BEGIN IMMEDIATE (models/db.py) already serialises writers.
-                        if session.get_bind().dialect.name == "postgresql":
-                            session.execute(
-                                text("SELECT pg_advisory_xact_lock(hashtext(:lock))"),
-                                {"lock": f"ganforge-keys:{owner}"},
-                            )
+                        serialise(session, f"ganforge-keys:{owner}")
                         if _count_active(session, owner, now) >= max_active:
                             raise TooManyKeys(owner, max_active)
                     session.add(record)

@@ -20,12 +20,12 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from models.quotas import Quotas
 from models.records import Checkpoint, Dataset, Job, JobStatus
-from models.store.base import StoreBase, as_utc, utcnow
+from models.store.base import StoreBase, as_utc, serialise, utcnow
 from models.store.bounds import storable
 
 # The window uploads_per_hour counts data sets created in.
@@ -64,13 +64,6 @@ class Usage:
         return max(1, math.ceil((self.oldest_upload_at + UPLOAD_WINDOW - now).total_seconds()))
 
 
-def lock_owner(session: Session, owner: str) -> None:
-    """Serialise the owner's quota checks until the caller's transaction ends (PostgreSQL: a transaction-scoped
-    advisory lock; SQLite's BEGIN IMMEDIATE already serialises every writer)."""
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"quota:{owner}"})
-
-
 def count_jobs(session: Session, owner: str, statuses: tuple[str, ...]) -> int:
     """How many of the owner's jobs are in one of `statuses`."""
     query = select(func.count()).select_from(Job).where(Job.owner == owner, Job.status.in_(statuses))
@@ -101,7 +94,7 @@ def check_submission(session: Session, *, owner: str, quotas: Quotas, adds: int)
     held = stored_bytes(session, owner)
     if held >= quotas.stored_bytes:
         raise QuotaExceeded("stored_bytes", limit=int(quotas.stored_bytes), used=held)
-    lock_owner(session, owner)
+    serialise(session, f"quota:{owner}")  # the owner's quota checks, one at a time
     queued = count_jobs(session, owner, (JobStatus.QUEUED,))
     if queued > quotas.queued_jobs:
         raise QuotaExceeded("queued_jobs", limit=quotas.queued_jobs, used=queued - adds, adds=adds)
@@ -124,7 +117,7 @@ def check_upload(session: Session, *, owner: str, quotas: Quotas) -> None:
     a concurrent upload's check waits for this commit (or rollback) and then counts this data set too. Both counts
     run under the lock: each upload adds bytes, unlike a submission, so the sum must include the ones just committed.
     """
-    lock_owner(session, owner)
+    serialise(session, f"quota:{owner}")  # the owner's quota checks, one at a time
     held = stored_bytes(session, owner)
     if held >= quotas.stored_bytes:
         raise QuotaExceeded("stored_bytes", limit=int(quotas.stored_bytes), used=held)
