@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import json
 import weakref
-from collections import Counter as Tally
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -41,6 +40,7 @@ from starlette.concurrency import run_in_threadpool
 from api.deps import CurrentOwner, EventId, OwnedJob, SettingsDep
 from api.errors import ApiError
 from api.schemas import checkpoint_urls, sample_urls
+from api.slots import OwnerSlots
 from models.records import JobStatus
 from models.store import JobStore, as_utc
 
@@ -139,25 +139,22 @@ class EventHub:
         self.store = store
         self.feeds: dict[str, JobFeed] = {}
         self.reads = Counter("ganforge_event_store_reads", "event-log reads made for SSE clients", registry=registry)
-        self.streams: Tally[str] = Tally()  # open streams per owner
+        self.streams = OwnerSlots()  # open streams per owner
 
     def admit(self, owner: str, cap: int, stream: AsyncIterator[ServerSentEvent]) -> AsyncIterator[ServerSentEvent]:
         """`stream`, counted as one of `owner`'s open streams until it ends or is dropped; ApiError 429 (with
         Retry-After) when `owner` already has `cap` open."""
-        if self.streams[owner] >= cap:
+        if not self.streams.take(owner, cap):
             message = f"this owner already has {cap} event streams open: close one, or retry later"
             headers = {"Retry-After": str(SSE_RETRY_AFTER_SECONDS)}
             raise ApiError(429, "too_many_streams", message, headers=headers)
-        self.streams[owner] += 1
         released = False
 
         def release() -> None:
             nonlocal released
             if not released:
                 released = True
-                self.streams[owner] -= 1
-                if self.streams[owner] <= 0:
-                    del self.streams[owner]
+                self.streams.give_back(owner)
 
         async def counted() -> AsyncIterator[ServerSentEvent]:
             try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -18,6 +17,7 @@ from api.errors import ApiError
 from api.multipart import receive
 from api.routes.jobs import PageCursor, PageLimit
 from api.routes.quota import QUOTA_403, UPLOAD_429, check_upload, quota_error
+from api.slots import OwnerSlots
 from models.artifacts import ArtifactMissing
 from models.datasets import DatasetInfo
 from models.ingest import RESIZE_RANGE, Limits
@@ -40,33 +40,30 @@ UPLOAD_429_ALL = (
 
 
 class UploadsInFlight:
-    """Each owner's uploads in progress in this API process (counted on the event loop, so without a lock).
+    """Each owner's uploads in progress in this API process (api/slots.py).
 
     Per process, not shared through Redis: it bounds the disk and CPU one owner's concurrent ingests take on one
     API process; the stored_bytes and uploads_per_hour quotas hold across processes anyway (checked again in the
     transaction that inserts the data set)."""
 
     def __init__(self) -> None:
-        self.counts: Counter[str] = Counter()
+        self.slots = OwnerSlots()
 
     @contextmanager
     def slot(self, owner: str, cap: int) -> Iterator[None]:
         """Hold one of `owner`'s `cap` places for the block; ApiError 429 (with Retry-After) when all are taken."""
-        if self.counts[owner] >= cap:
+        if not self.slots.take(owner, cap):
             message = (
-                f"{self.counts[owner]} uploads of this owner are in progress on this API process, the most allowed "
-                f"(GANFORGE_MAX_UPLOADS_IN_FLIGHT_PER_OWNER={cap}); retry when one has finished"
+                f"{self.slots.held(owner)} uploads of this owner are in progress on this API process, the most "
+                f"allowed (GANFORGE_MAX_UPLOADS_IN_FLIGHT_PER_OWNER={cap}); retry when one has finished"
             )
             headers = {"Retry-After": str(IN_FLIGHT_RETRY_AFTER_SECONDS)}
             extra = {"limit": cap, "setting": "GANFORGE_MAX_UPLOADS_IN_FLIGHT_PER_OWNER"}
             raise ApiError(429, "uploads_in_flight", message, headers=headers, extra=extra)
-        self.counts[owner] += 1
         try:
             yield
         finally:
-            self.counts[owner] -= 1
-            if not self.counts[owner]:
-                del self.counts[owner]
+            self.slots.give_back(owner)
 
 
 def uploads_in_flight(request: Request) -> UploadsInFlight:
