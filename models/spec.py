@@ -645,6 +645,31 @@ class InitFrom(StrictModel):
         return value
 
 
+QUEUE_NAME = r"^[a-z0-9][a-z0-9._-]{0,62}$"
+MAX_GPUS = 8
+
+
+class Resources(StrictModel):
+    """Where and on how much a job runs: the named queue of workers that may take it, and its data-parallel width."""
+
+    queue: Text | None = Field(
+        default=None,
+        pattern=QUEUE_NAME,
+        description="the named queue (for example cpu, gpu, gpu-80gb) whose workers may take the job: workers "
+        "started with `ganforge worker --queue NAME` serve it. Left out, the service's default queue "
+        "(GANFORGE_QUEUE). A job for a queue no worker serves stays queued, and its queue_reason says so",
+        examples=["gpu"],
+    )
+    gpus: Int = Field(
+        default=1,
+        ge=1,
+        le=MAX_GPUS,
+        description=f"data-parallel processes, 1 to {MAX_GPUS}: on a GPU worker one GPU each, trained with PyTorch's "
+        "DistributedDataParallel (NCCL) on one worker; on a CPU worker as many gloo processes. Each process takes "
+        "training.batch_size samples a step, so the combined batch is gpus x batch_size",
+    )
+
+
 class JobSpec(StrictModel):
     """A training job. Only dataset, architecture.name and loss.name are required."""
 
@@ -655,6 +680,7 @@ class JobSpec(StrictModel):
     training: Training = Field(default_factory=Training)
     every: Every = Field(default_factory=Every)
     init_from: InitFrom | None = None
+    resources: Resources = Field(default_factory=Resources)
     priority: Int = Field(
         default=PRIORITY_DEFAULT,
         ge=PRIORITY_MIN,
