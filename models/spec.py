@@ -571,6 +571,21 @@ class Every(StrictModel):
         description=f"checkpoint every N steps (and at the end): at most {MAX_CHECKPOINTS} per job "
         "(ceil(training.steps / N))",
     )
+    # Retention (models/retention.py; the worker prunes after each checkpoint): null takes the service's setting.
+    keep_last: Int | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_CHECKPOINTS,
+        description="checkpoints kept: the newest N (the latest, the final one, is always kept); 0 keeps every "
+        "checkpoint; null: the service's GANFORGE_CHECKPOINT_KEEP_LAST (default 3)",
+    )
+    keep_every: Int | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_STEPS,
+        description="also keep each checkpoint whose step is a multiple of N (0: none kept for its step); "
+        "null: the service's GANFORGE_CHECKPOINT_KEEP_EVERY (default 0)",
+    )
 
 
 # every.<field>: (what one write is called, the most one job may write)
