@@ -528,6 +528,12 @@ class Training(StrictModel):
         description="samples per snapshot; unset: 64 images or 2,500 points (filled in at submission)",
     )
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        default="auto",
+        description="bf16: the forwards under bfloat16 autocast, losses and gradient penalties in float32 "
+        "(no loss scaler needed); fp32: float32 throughout (TF32 matrix products on a GPU); auto: bf16 on a GPU "
+        "that supports it, else fp32",
+    )
     max_attempts: Int = Field(default=3, ge=1, le=20)
     watch: Watch = Field(default_factory=Watch, description="collapse and divergence detection (see Watch)")
 
