@@ -147,7 +147,7 @@ def create_app(settings: Settings | None = None, *, reconcile: bool = True) -> F
     # Before the schema check: production without keys is refused even on a store that cannot be read.
     refuse_keyless_production(settings, app.state.store)
     check_schema(app.state.store)
-    app.state.artifacts = ArtifactStore(settings.artifacts_url)
+    app.state.artifacts = ArtifactStore(settings.artifacts_url, settings.artifacts_options)
     app.state.celery = make_celery(settings)
     app.state.registry = CollectorRegistry()
     app.state.job_gauges = JobGauges(app.state.registry, app.state.store)

@@ -49,7 +49,9 @@ def reconcile_once(
     expired = store.expire_generations(queued_for=expire, running_for=expire)
     if expired:
         log.info("reconciler failed %d stale generate request(s): %s", len(expired), ", ".join(expired))
-    delete_generation_results(store, artifacts or ArtifactStore(settings.artifacts_url), settings)
+    delete_generation_results(
+        store, artifacts or ArtifactStore(settings.artifacts_url, settings.artifacts_options), settings
+    )
     return ids
 
 
@@ -58,7 +60,7 @@ class Reconciler:
         self, store: JobStore, broker: Celery, settings: Settings, artifacts: ArtifactStore | None = None
     ) -> None:
         self.store, self.broker, self.settings = store, broker, settings
-        self.artifacts = artifacts or ArtifactStore(settings.artifacts_url)
+        self.artifacts = artifacts or ArtifactStore(settings.artifacts_url, settings.artifacts_options)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="reconciler", daemon=True)
 

@@ -10,7 +10,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
@@ -31,6 +31,11 @@ def keep_files_private() -> None:
     os.umask(PRIVATE_UMASK)
 
 
+def job_prefix(job_id: str) -> str:
+    """The folder-like key under which all of a job's artifacts live (samples, checkpoints)."""
+    return f"jobs/{job_id}"
+
+
 class ArtifactMissing(FileNotFoundError):
     """A key names no object: its record exists but the file was deleted or never written (the API: 404)."""
 
@@ -40,8 +45,11 @@ class ArtifactMissing(FileNotFoundError):
 
 
 class ArtifactStore:
-    def __init__(self, url: str) -> None:
-        self.fs, root = fsspec.core.url_to_fs(url)
+    """The artifact store at `url` (a folder, or an fsspec URL such as s3://bucket/prefix) opened with `options`
+    (fsspec storage options, GANFORGE_ARTIFACTS_OPTIONS: e.g. {"endpoint_url": ...} for an S3-compatible server)."""
+
+    def __init__(self, url: str, options: dict[str, Any] | None = None) -> None:
+        self.fs, root = fsspec.core.url_to_fs(url, **(options or {}))
         self.root = root.rstrip("/")
         self.is_local = isinstance(self.fs, LocalFileSystem)
         if self.is_local:
@@ -127,8 +135,13 @@ class ArtifactStore:
         return self._path(key) if self.is_local else None
 
     def list(self, prefix: str) -> list[str]:
-        """Keys under `prefix` (a folder-like key), sorted; empty when there are none."""
+        """Keys under `prefix` (a folder-like key), sorted; empty when there are none.
+
+        Read from the store each time: an object store's listing is not cached here (another process may have
+        written or deleted since)."""
         path = self._path(prefix)
+        if not self.is_local:
+            self.fs.invalidate_cache(path)
         if not self.fs.exists(path):
             return []
         found = self.fs.find(path)
@@ -136,6 +149,12 @@ class ArtifactStore:
         return sorted(str(p)[len(root) + 1 :] for p in found)
 
     def delete(self, key: str) -> None:
+        """Delete the object at `key`, or every object under it when it is a folder-like key; nothing there is
+        no error."""
         path = self._path(key)
+        if not self.is_local:
+            self.fs.invalidate_cache(path)
         if self.fs.exists(path):
             self.fs.rm(path, recursive=True)
+        if not self.is_local:
+            self.fs.invalidate_cache(path)

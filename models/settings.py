@@ -118,6 +118,26 @@ class Settings(BaseSettings):
     artifacts_url: str = Field(
         default="", description="local folder or fsspec URL (s3://bucket/prefix); default: data dir"
     )
+    artifacts_options: dict[str, Any] = Field(
+        default_factory=dict,
+        repr=False,
+        description="JSON object of the artifact file system's options (fsspec storage options), e.g. for an "
+        'S3-compatible server \'{"endpoint_url": "http://minio:9000"}\'; credentials are best left to the AWS_* '
+        "variables s3fs reads",
+    )
+    checkpoint_keep_last: int = Field(
+        default=3,
+        ge=0,
+        le=10_000,
+        description="checkpoints a job keeps when its spec leaves every.keep_last out: the newest N (the latest is "
+        "always kept); 0 keeps every checkpoint",
+    )
+    checkpoint_keep_every: int = Field(
+        default=0,
+        ge=0,
+        description="when a spec leaves every.keep_every out: also keep each checkpoint whose step is a multiple of N "
+        "(0: none)",
+    )
     api_keys: Annotated[dict[str, str], NoDecode] = Field(
         default_factory=dict,
         repr=False,

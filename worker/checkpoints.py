@@ -13,12 +13,17 @@ a complete checkpoint. Zero-padded steps make key order step order.
 A worker that lost the job store keeps what it could not write inside the state:
 `pending_metrics` (the metric points the store never received) and `handed_back`
 (why it stopped: the resuming worker gives back the attempt the lost lease used up).
+
+Retention (models/retention.py): after each checkpoint is recorded, `prune_checkpoints` deletes the rows the
+job's retention does not keep (the store keeps the latest and what a resume, an init_from or a generate request
+needs), then their files; a step's files that lost their row earlier (a crash between the two) go with them.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -28,20 +33,18 @@ import torch
 from safetensors.torch import load as safetensors_load
 from safetensors.torch import save_file
 
-from models.artifacts import ArtifactStore
+from models.artifacts import ArtifactStore, job_prefix
 from models.datasets import DatasetInfo
-from models.store import MetricPoint
+from models.retention import Retention
+from models.store import JobStore, MetricPoint
+
+log = logging.getLogger(__name__)
 
 WEIGHTS_SUFFIX = ".safetensors"
 STATE_SUFFIX = ".state.pt"
 # Keys inside a state that belong to the layout, not to the trainer.
 PENDING_METRICS = "pending_metrics"
 HANDED_BACK = "handed_back"
-
-
-def job_prefix(job_id: str) -> str:
-    """The folder-like key under which all of a job's artifacts live."""
-    return f"jobs/{job_id}"
 
 
 @dataclass(frozen=True)
@@ -149,3 +152,38 @@ def load_checkpoint(artifacts: ArtifactStore, keys: CheckpointKeys) -> LoadedChe
 def load_weights(artifacts: ArtifactStore, weights_key: str) -> dict[str, torch.Tensor]:
     """A checkpoint's safetensors weights (generator.*, discriminator.*, generator_ema.*) on the CPU."""
     return safetensors_load(artifacts.read_bytes(weights_key))
+
+
+def checkpoint_step(key: str) -> int | None:
+    """The step a checkpoint file's key names (…/000001000.safetensors or .state.pt), None for another key."""
+    name = key.rsplit("/", 1)[-1]
+    for suffix in (WEIGHTS_SUFFIX, STATE_SUFFIX):
+        stem = name.removesuffix(suffix)
+        if stem != name and stem.isdigit():
+            return int(stem)
+    return None
+
+
+def prune_checkpoints(store: JobStore, artifacts: ArtifactStore, *, job_id: str, retention: Retention) -> list[int]:
+    """Apply `retention` to the job's checkpoints: their rows (ResultsStore.prune_checkpoints), then their files.
+
+    Files of a step below the newest recorded checkpoint with no row (a pruner that died between rows and files,
+    a crash before registering) are deleted too; steps at or above it are never touched here (a checkpoint
+    written while the store was away is registered by the worker that resumes it). Returns the steps pruned.
+    """
+    if retention.keeps_all:
+        return []
+    gone = store.prune_checkpoints(job_id=job_id, retention=retention)
+    keys = [key for row in gone for key in (row.weights_key, row.state_key)]
+    recorded = {c.step for c in store.list_checkpoints(job_id=job_id)}
+    if recorded:
+        newest = max(recorded)
+        for key in artifacts.list(f"{job_prefix(job_id)}/checkpoints"):
+            step = checkpoint_step(key)
+            if step is not None and step < newest and step not in recorded:
+                keys.append(key)
+    for key in dict.fromkeys(keys):
+        artifacts.delete(key)
+    if gone:
+        log.info("job %s: pruned checkpoints at steps %s (%s)", job_id, [r.step for r in gone], retention.describe())
+    return [row.step for row in gone]

@@ -9,11 +9,13 @@ progress flushed, files written (weights, then state), row added (which also
 advances the job's step). So a resume never skips a metric and the job never
 shows a step behind its latest checkpoint. With the store away past the grace
 period, the checkpoint is written locally with the unwritten metrics inside and
-marked as a hand-back; the worker that resumes it registers it.
+marked as a hand-back; the worker that resumes it registers it. Once a checkpoint is recorded, the job's
+retention prunes the older ones (worker/checkpoints.py prune_checkpoints).
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -22,9 +24,14 @@ import torch
 from models.artifacts import ArtifactStore
 from models.datasets import DatasetInfo
 from models.pictures import image_grid, npy_bytes, scatter
+from models.retention import Retention
 from models.store import JobStore
-from worker.checkpoints import WrittenCheckpoint, job_prefix, write_checkpoint
+from worker import telemetry
+from worker.checkpoints import WrittenCheckpoint, job_prefix, prune_checkpoints, write_checkpoint
 from worker.lease import LeaseKeeper, StoreLost
+from worker.mlflow_mirror import OFF, Mirror
+
+log = logging.getLogger(__name__)
 
 
 class StoreSink:
@@ -42,14 +49,18 @@ class StoreSink:
         scratch_dir: str,
         class_names: tuple[str, ...] = (),
         dataset: DatasetInfo | None = None,
+        mirror: Mirror = OFF,
+        retention: Retention | None = None,
     ) -> None:
         self.keeper, self.store, self.artifacts = keeper, store, artifacts
+        self.retention = retention  # None: every checkpoint is kept
         self.job_id = job_id
         self.spec_json = spec_json
         self.real_points = real_points
         self.scratch_dir = scratch_dir
         self.class_names = class_names
         self.dataset = dataset  # written into each checkpoint's metadata
+        self.mirror = mirror  # MLflow (worker/mlflow_mirror.py): buffers only, never blocks
         self.last_checkpoint: WrittenCheckpoint | None = None
         self._closed = False
 
@@ -57,6 +68,7 @@ class StoreSink:
         """Buffer the values; the keeper writes them within a flush interval."""
         self._check_open()
         self.keeper.record(step, values)
+        self.mirror.metrics(step, values)
 
     def should_stop(self) -> bool:
         """True when the keeper saw a cancel, a lost lease, a lost store, or a shutdown was asked for.
@@ -65,6 +77,7 @@ class StoreSink:
         ETA) within a flush of its first steps, before two metrics intervals have passed.
         """
         self.keeper.tick()
+        telemetry.step()  # the worker's steps/s and step-time histogram (GANFORGE_WORKER_METRICS_PORT)
         return self.keeper.should_stop()
 
     def alert(self, alert: dict[str, Any]) -> None:
@@ -96,6 +109,7 @@ class StoreSink:
             png = scatter(samples, self.real_points, title=f"step {step}")
         self.artifacts.put_bytes(f"{prefix}.npy", npy_bytes(samples.astype(np.float32)))
         self.artifacts.put_bytes(f"{prefix}.png", png)
+        self.mirror.sample(step, png)
         try:
             self.keeper.retrying(
                 lambda: self.store.add_sample(
@@ -132,7 +146,8 @@ class StoreSink:
             # No store to record it in: the unwritten metrics and the hand-back go inside the checkpoint.
             self.last_checkpoint = self._write(step, weights, state, handed_back="store lost", pending=True)
             return
-        written = self._write(step, weights, state)
+        with telemetry.timed_checkpoint():
+            written = self._write(step, weights, state)
         self.last_checkpoint = written
         try:
             self.keeper.retrying(
@@ -145,7 +160,19 @@ class StoreSink:
                 )
             )
         except StoreLost:
-            pass  # the files are complete; the worker that resumes the job registers them
+            return  # the files are complete; the worker that resumes the job registers them
+        self._prune()
+
+    def _prune(self) -> None:
+        """Apply the job's retention; a failure only delays it to the next checkpoint (training goes on)."""
+        if self.retention is None:
+            return
+        try:
+            prune_checkpoints(self.store, self.artifacts, job_id=self.job_id, retention=self.retention)
+        except Exception:
+            log.warning(
+                "job %s: pruning checkpoints failed; the next checkpoint tries again", self.job_id, exc_info=True
+            )
 
     def _write(
         self,

@@ -51,6 +51,7 @@ from models.artifacts import ArtifactStore
 from models.db import make_engine
 from models.queue import TRAIN_TASK, send_train
 from models.records import JobStatus
+from models.retention import retention_of
 from models.settings import Settings, get_settings
 from models.spec import STORED_SPEC, JobSpec
 from models.store import JobStore
@@ -69,7 +70,8 @@ log = logging.getLogger(__name__)
 def _stores(pid: int) -> tuple[JobStore, ArtifactStore]:  # noqa: ARG001 - the cache key
     # Keyed by pid: engines must be created after the pool forks.
     settings = get_settings()
-    return JobStore(make_engine(settings.database_url)), ArtifactStore(settings.artifacts_url)
+    artifacts = ArtifactStore(settings.artifacts_url, settings.artifacts_options)
+    return JobStore(make_engine(settings.database_url)), artifacts
 
 
 def stores() -> tuple[JobStore, ArtifactStore]:
@@ -318,6 +320,9 @@ def _run(
             scratch_dir=str(settings.data_dir / "tmp"),
             class_names=data.info.class_names,
             dataset=data.info,
+            retention=retention_of(
+                spec_json, keep_last=settings.checkpoint_keep_last, keep_every=settings.checkpoint_keep_every
+            ),
         )
         cpu_started, wall_started, device = time.process_time(), time.monotonic(), None
         try:

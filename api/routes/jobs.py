@@ -1,14 +1,15 @@
-"""/v1/jobs: submit, list, read, cancel."""
+"""/v1/jobs: submit, list, read, cancel, delete (a job, or one of its checkpoints)."""
 
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Header, Path, Query, Response
 from pydantic import BeforeValidator
 
 from api.deps import (
+    ArtifactsDep,
     BrokerDep,
     CurrentKey,
     CurrentOwner,
@@ -17,17 +18,20 @@ from api.deps import (
     QueryText,
     SettingsDep,
     StoreDep,
+    not_found,
     plain_decimal,
 )
 from api.errors import ApiError, spec_problems_error
 from api.routes.quota import QUOTA_403, check_submission_now, quota_error, steps_error, steps_problems
 from api.schemas import JobOut, JobPage, ValidatedSpec
 from models.admission import DatasetNotFound, SpecRejected, admit
+from models.artifacts import job_prefix
 from models.queue import send_train
 from models.records import JobStatus
 from models.spec import JobSpec
 from models.store import DatasetGone, IdempotencyConflict
 from models.store.quota import QuotaExceeded
+from models.store.results import CheckpointInUse, JobInUse, JobNotFinal
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -147,3 +151,112 @@ def cancel_job(job: OwnedJob, store: StoreDep, owner: CurrentOwner, key: Current
     updated = store.request_cancel(job_id=job.id, owner=owner, key=key)
     assert updated is not None
     return JobOut.of(updated)
+
+
+# DELETE /v1/jobs/{id} and /v1/jobs/{id}/checkpoints/{step} (issue 14; the deferred half of issue 12's stored_bytes).
+_ERROR = {"$ref": "#/components/schemas/Error"}
+
+
+def _example(status: int, code: str, message: str, description: str) -> dict[int, dict[str, Any]]:
+    body = {"error": {"code": code, "message": message, "details": []}}
+    return {status: {"description": description, "content": {"application/json": {"schema": _ERROR, "example": body}}}}
+
+
+@router.delete(
+    "/{job_id}",
+    status_code=204,
+    response_class=Response,
+    responses={
+        **_example(
+            409,
+            "job_not_final",
+            "job j-7f3a is running: only a job that has ended (succeeded, failed, cancelled) can be deleted; "
+            "cancel it first",
+            "the job has not ended (job_not_final), or a queued or running job starts from its checkpoints "
+            "(job_in_use)",
+        ),
+        **_example(404, "not_found", "no job 'j-7f3a'", "no such job of yours (another owner's is missing too)"),
+    },
+)
+def delete_job(
+    job: OwnedJob, store: StoreDep, artifacts: ArtifactsDep, owner: CurrentOwner, key: CurrentKey
+) -> Response:
+    """Delete an ended job and everything it produced: its record, events, metrics, sample snapshots, checkpoints,
+    generate results and their files. The checkpoints' bytes leave the owner's stored_bytes (GET /v1/quota).
+
+    409 `job_not_final` while the job is queued, running or cancelling (cancel it first); 409 `job_in_use` while a
+    queued or running job's init_from names it. The API's log records the deleting key's id (the job's event log
+    goes with it).
+    """
+    try:
+        deleted = store.delete_job(job_id=job.id, owner=owner)
+    except JobNotFinal as exc:
+        message = (
+            f"job {job.id} is {exc.status}: only a job that has ended (succeeded, failed, cancelled) can be deleted; "
+            "cancel it first"
+        )
+        raise ApiError(409, "job_not_final", message) from None
+    except JobInUse as exc:
+        message = f"job {job.id} is the init_from of {len(exc.users)} queued or running job(s): " + ", ".join(exc.users)
+        raise ApiError(409, "job_in_use", message + "; delete it once they have started or ended") from None
+    if deleted is None:
+        raise not_found("job", job.id)
+    for artifact in [*deleted.keys, job_prefix(job.id)]:
+        try:
+            artifacts.delete(artifact)
+        except Exception:  # the rows are gone; a file left behind costs disk, not correctness
+            log.warning("job %s deleted, but its artifact %s could not be", job.id, artifact, exc_info=True)
+    log.info("job %s of %s deleted by key %s (%d checkpoint bytes freed)", job.id, owner, key, deleted.freed_bytes)
+    return Response(status_code=204)
+
+
+@router.delete(
+    "/{job_id}/checkpoints/{step}",
+    status_code=204,
+    response_class=Response,
+    responses={
+        **_example(
+            409,
+            "checkpoint_in_use",
+            "the checkpoint at step 2000 is needed: it is the latest of a job that is running (a resume starts there)",
+            "the checkpoint is the latest of a job that has not ended, or a queued or running job's init_from or a "
+            "pending generate request needs it (checkpoint_in_use)",
+        ),
+        **_example(
+            404,
+            "not_found",
+            "no checkpoint at step 1500; this job's checkpoints: steps 1000, 2000",
+            "no such job of yours, or no checkpoint at that step (pruned by retention, or deleted)",
+        ),
+    },
+)
+def delete_checkpoint(
+    job: OwnedJob,
+    store: StoreDep,
+    artifacts: ArtifactsDep,
+    key: CurrentKey,
+    step: Annotated[str, Path(pattern=r"^[0-9]{1,12}$", description="the checkpoint's step")],
+) -> Response:
+    """Delete one checkpoint (its weights and resume state); its bytes leave the owner's stored_bytes. The job's
+    event log records it as a `pruned` event with the deleting key's id.
+
+    409 `checkpoint_in_use` for the latest checkpoint of a job that has not ended (its resume starts there) and for
+    one a queued or running job's init_from or a pending generate request needs; 404 (listing the steps there are)
+    when there is no checkpoint at `step`.
+    """
+    try:
+        deleted = store.delete_checkpoint(job_id=job.id, step=int(step), key=key)
+    except CheckpointInUse as exc:
+        raise ApiError(409, "checkpoint_in_use", str(exc), [{"field": "path.step", "message": str(exc)}]) from None
+    if deleted is None:
+        raise missing_checkpoint(step, [c.step for c in store.list_checkpoints(job_id=job.id)])
+    for artifact in (deleted.weights_key, deleted.state_key):
+        artifacts.delete(artifact)
+    return Response(status_code=204)
+
+
+def missing_checkpoint(step: str, steps: list[int]) -> ApiError:
+    """404 on path.step: no checkpoint at `step`, listing the job's."""
+    shown = ", ".join(map(str, steps[:40])) + (" …" if len(steps) > 40 else "") if steps else "none"
+    message = f"no checkpoint at step {step}; this job's checkpoints: {shown}"
+    return ApiError(404, "not_found", message, [{"field": "path.step", "message": message}])

@@ -1,4 +1,4 @@
-"""The client commands on jobs: submit, jobs, show, follow, events, cancel, download, samples, catalog.
+"""The client commands on jobs: submit, jobs, show, follow, events, cancel, delete, download, samples, catalog.
 
 Each talks HTTP through `ganforge.client`; `--json` prints what the API answered, for scripts.
 """
@@ -146,6 +146,27 @@ def cancel(
         render.stdout().print(f"job {job['id']} is {job['status']}", soft_wrap=True)
 
 
+def delete(
+    ctx: typer.Context,
+    job_id: JobId,
+    checkpoint: Annotated[
+        int | None,
+        typer.Option("--checkpoint", metavar="STEP", min=0, help="delete only the checkpoint at this step"),
+    ] = None,
+    url: Url = None,
+    api_key: ApiKey = None,
+) -> None:
+    """Delete an ended job and everything it produced (its checkpoints' bytes leave your quota), or with
+    --checkpoint one of its checkpoints. Refused (exit 1) for a job still queued or running: cancel it first."""
+    with connect(ctx, url, api_key) as client:
+        if checkpoint is None:
+            client.delete(job_id)
+        else:
+            client.delete_checkpoint(job_id, checkpoint)
+    what = f"the checkpoint at step {checkpoint} of job {job_id}" if checkpoint is not None else f"job {job_id}"
+    render.stdout().print(f"deleted {what}", soft_wrap=True)
+
+
 def download(
     ctx: typer.Context,
     job_id: JobId,
@@ -243,6 +264,7 @@ COMMANDS: dict[str, Callable[..., None]] = {
     "follow": follow,
     "events": events,
     "cancel": cancel,
+    "delete": delete,
     "download": download,
     "samples": samples,
     "catalog": catalog,

@@ -99,6 +99,17 @@ def cancel(job_id: str) -> Call:
     return Call("POST", job_path(job_id, "cancel"), idempotent=True)
 
 
+def delete_job(job_id: str) -> Call:
+    # Not retried: a second DELETE after a lost answer would report a 404 for a delete that worked.
+    return Call("DELETE", job_path(job_id), idempotent=False)
+
+
+def delete_checkpoint(job_id: str, step: int) -> Call:
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise ValueError(f"step must be a non-negative int, got {step!r}")
+    return Call("DELETE", job_path(job_id, "checkpoints", str(step)), idempotent=False)
+
+
 def events(job_id: str, headers: dict[str, str]) -> Call:
     return Call("GET", job_path(job_id, "events"), headers={"Accept": "text/event-stream", **headers})
 

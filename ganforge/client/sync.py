@@ -200,6 +200,22 @@ class Client:
                 raise
             return job
 
+    def delete(self, job_id: str) -> None:
+        """Delete an ended job and everything it produced (record, events, metrics, samples, checkpoints, generate
+        results, their files); its checkpoints' bytes leave your stored_bytes. Raises Conflict (`job_not_final`)
+        while it is queued or running (cancel it first), or (`job_in_use`) while a queued or running job's init_from
+        names it; NotFound.
+        """
+        self._send(calls.delete_job(job_id))
+
+    def delete_checkpoint(self, job_id: str, step: int) -> None:
+        """Delete one checkpoint (weights and resume state); its bytes leave your stored_bytes. Raises Conflict
+        (`checkpoint_in_use`) for the latest checkpoint of a job that has not ended, or one a queued or running
+        job's init_from or a pending generate request needs; NotFound (no such job, or no checkpoint at `step`:
+        pruned by the job's retention, every.keep_last / every.keep_every, or deleted).
+        """
+        self._send(calls.delete_checkpoint(job_id, step))
+
     def wait(self, job_id: str, timeout: float | None = None) -> Job:
         """Poll until the job succeeded, failed or was cancelled, and return it (it does not raise for a failed
         job: look at `.status` and `.error`). timeout: seconds, None for no limit; raises TimeoutError past it."""

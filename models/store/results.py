@@ -5,11 +5,23 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import and_, func, select, text, update
+from sqlalchemy import and_, delete, func, select, text, update
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session
 
-from models.records import DB_INT_MAX, DB_INT_MIN, Checkpoint, Job, JobEvent, Metric, Sample
+from models.records import (
+    DB_INT_MAX,
+    DB_INT_MIN,
+    Checkpoint,
+    Generation,
+    GenerationStatus,
+    Job,
+    JobEvent,
+    JobStatus,
+    Metric,
+    Sample,
+)
+from models.retention import Retention
 from models.store.base import StoreBase, append_event, utcnow
 from models.store.bounds import clamp, in_db_range, storable
 from models.store.paging import keyset_page
@@ -30,6 +42,43 @@ _UPSERT_METRICS_POSTGRESQL = text(
     ON CONFLICT (job_id, name, step) DO UPDATE SET value = excluded.value
     """
 )
+
+
+# The kind of the event that says which checkpoints were pruned (retention) or deleted (DELETE .../checkpoints/{step}).
+PRUNED_EVENT = "pruned"
+
+
+class CheckpointInUse(Exception):
+    """The checkpoint at `step` cannot be deleted now: `reason` says what needs it."""
+
+    def __init__(self, step: int, reason: str) -> None:
+        super().__init__(f"checkpoint {step} is in use: {reason}")
+        self.step, self.reason = step, reason
+
+
+class JobNotFinal(Exception):
+    """Only an ended job (succeeded, failed, cancelled) can be deleted; `status` is the job's."""
+
+    def __init__(self, status: str) -> None:
+        super().__init__(f"the job is {status}: only a succeeded, failed or cancelled job can be deleted")
+        self.status = status
+
+
+class JobInUse(Exception):
+    """Active jobs (`users`, at most 10 ids) start from this job's checkpoints (init_from)."""
+
+    def __init__(self, users: list[str]) -> None:
+        super().__init__(f"jobs {', '.join(users)} start from this job (init_from)")
+        self.users = users
+
+
+@dataclass(frozen=True)
+class DeletedJob:
+    """What delete_job removed: the artifact keys the caller deletes, and the checkpoint bytes freed."""
+
+    job_id: str
+    keys: list[str]
+    freed_bytes: int
 
 
 @dataclass(frozen=True)
@@ -132,6 +181,92 @@ class ResultsStore(StoreBase):
             checkpoint.size_bytes, checkpoint.created_at = size_bytes, utcnow()
             append_event(session, job_id, "checkpoint", {"step": step, "size_bytes": size_bytes})
             session.execute(update(Job).where(Job.id == job_id, Job.step < step).values(step=step))
+
+    def prune_checkpoints(self, *, job_id: str, retention: Retention) -> list[Checkpoint]:
+        """Delete the rows of the job's checkpoints that `retention` does not keep, and log a `pruned` event.
+
+        Kept whatever `retention` says: the latest; a step that an active (queued, running, cancelling) job's
+        `init_from` names (its step, or "latest"); a step a queued or running generate request reads. One
+        transaction under the job row's lock, so two pruners cannot interleave. Returns the deleted rows (their
+        artifact keys are the caller's to delete: rows go first, so no listed checkpoint lacks its files).
+        """
+        if retention.keeps_all or not storable(job_id):
+            return []
+        with self.session() as session, session.begin():
+            if session.scalar(select(Job.id).where(Job.id == job_id).with_for_update()) is None:
+                return []
+            rows = list(session.scalars(select(Checkpoint).where(Checkpoint.job_id == job_id)))
+            protected = _needed_steps(session, job_id)
+            doomed = set(retention.pruned((row.step for row in rows), protected))
+            gone = [row for row in rows if row.step in doomed]
+            if gone:
+                session.execute(
+                    delete(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.step.in_(sorted(doomed)))
+                )
+                append_event(
+                    session,
+                    job_id,
+                    PRUNED_EVENT,
+                    {"steps": sorted(doomed), "reason": f"retention ({retention.describe()})", "key": None},
+                )
+            return sorted(gone, key=lambda row: row.step)
+
+    def delete_checkpoint(self, *, job_id: str, step: int, key: str | None = None) -> Checkpoint | None:
+        """Delete the row of the job's checkpoint at `step` and log a `pruned` event naming `key` (the deleting API
+        key's id); None when there is none. The caller deletes its files.
+
+        Raises CheckpointInUse for the latest checkpoint of a job that has not ended (its resume starts there), or
+        a checkpoint an active job's init_from or a pending generate request needs.
+        """
+        if not in_db_range(step) or not storable(job_id):
+            return None
+        with self.session() as session, session.begin():
+            job = session.scalar(select(Job).where(Job.id == job_id).with_for_update())
+            if job is None:
+                return None
+            row = session.get(Checkpoint, (job_id, step))
+            if row is None:
+                return None
+            latest = session.scalar(select(func.max(Checkpoint.step)).where(Checkpoint.job_id == job_id))
+            if job.status not in JobStatus.FINAL and step == latest:
+                raise CheckpointInUse(step, f"it is the latest of a job that is {job.status} (a resume starts there)")
+            needed = _needed_steps(session, job_id, latest=latest)
+            if step in needed:
+                raise CheckpointInUse(step, needed[step])
+            session.delete(row)
+            append_event(session, job_id, PRUNED_EVENT, {"steps": [step], "reason": "deleted", "key": key})
+            return row
+
+    def delete_job(self, *, job_id: str, owner: str) -> DeletedJob | None:
+        """Delete an ended job of `owner` and everything the store holds of it (events, metrics, samples,
+        checkpoints, generate requests); None when there is no such job. The caller deletes the artifacts: the
+        returned keys and the job's folder (worker/checkpoints.py job_prefix).
+
+        Raises JobNotFinal unless the job succeeded, failed or was cancelled; JobInUse while an active job's
+        init_from names it. The owner's stored_bytes drop by `freed_bytes` (the checkpoint rows are what it counts).
+        """
+        if not storable(job_id, owner):
+            return None
+        with self.session() as session, session.begin():
+            job = session.scalar(select(Job).where(Job.id == job_id, Job.owner == owner).with_for_update())
+            if job is None:
+                return None
+            if job.status not in JobStatus.FINAL:
+                raise JobNotFinal(job.status)
+            users = _init_from_users(session, job_id)
+            if users:
+                raise JobInUse(sorted(users)[:10])
+            checkpoints = list(session.scalars(select(Checkpoint).where(Checkpoint.job_id == job_id)))
+            samples = list(session.scalars(select(Sample).where(Sample.job_id == job_id)))
+            results = session.scalars(
+                select(Generation.result_key).where(Generation.job_id == job_id, Generation.result_key.is_not(None))
+            )
+            keys = [k for c in checkpoints for k in (c.weights_key, c.state_key)]
+            keys += [k for s in samples for k in (s.png_key, s.npy_key)] + [str(k) for k in results]
+            for table in (Generation, Checkpoint, Sample, Metric, JobEvent):
+                session.execute(delete(table).where(table.job_id == job_id))
+            session.delete(job)  # other tables that hang off a job (metric chunks) go with it: ON DELETE CASCADE
+            return DeletedJob(job_id=job_id, keys=keys, freed_bytes=sum(c.size_bytes for c in checkpoints))
 
     def events_after(self, *, job_id: str, after: int, limit: int = 500) -> list[JobEvent]:
         """The job's events with seq > `after`, in seq order, at most `limit` (clamped to 1..10,000).
@@ -258,3 +393,35 @@ class ResultsStore(StoreBase):
             return session.scalar(
                 select(Checkpoint).where(Checkpoint.job_id == job_id).order_by(Checkpoint.step.desc()).limit(1)
             )
+
+
+def _init_from_users(session: Session, job_id: str) -> dict[str, str]:
+    """{job id: its init_from step, as text} of the active jobs whose init_from names `job_id`."""
+    source = Job.spec["init_from"]["job"].as_string()
+    rows = session.execute(
+        select(Job.id, Job.spec["init_from"]["step"].as_string()).where(
+            Job.status.in_(JobStatus.ACTIVE), source == job_id
+        )
+    ).all()
+    return {str(user): str(step) for user, step in rows}
+
+
+def _needed_steps(session: Session, job_id: str, latest: int | None = None) -> dict[int, str]:
+    """{step: what needs it} of the job's checkpoints that must stay: named by an active job's init_from (a step,
+    or "latest" for `latest` when given), or read by a queued or running generate request."""
+    needed: dict[int, str] = {}
+    for user, step in _init_from_users(session, job_id).items():
+        if step == "latest" and latest is not None:
+            needed[latest] = f"job {user} is to start from it (init_from latest)"
+        elif step.isdigit():
+            needed[int(step)] = f"job {user} is to start from it (init_from)"
+    params = session.scalars(
+        select(Generation.params).where(
+            Generation.job_id == job_id,
+            Generation.status.in_((GenerationStatus.QUEUED, GenerationStatus.RUNNING)),
+        )
+    )
+    for param in params:
+        if isinstance(param, dict) and isinstance(param.get("step"), int):
+            needed.setdefault(param["step"], "a generate request reads it")
+    return needed
