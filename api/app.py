@@ -20,6 +20,7 @@ from api import errors, events, openapi, security
 from api.deps import KeylessProduction, refuse_keyless_production
 from api.gate import RequestGate
 from api.reconciler import Reconciler
+from api.webhooks import WebhookSender
 from api.routes import ROUTERS
 from migrations import schema_problem
 from models.artifacts import ArtifactStore, keep_files_private
@@ -123,8 +124,10 @@ def create_app(settings: Settings | None = None, *, reconcile: bool = True) -> F
         reconciler = Reconciler(app.state.store, app.state.celery, settings) if reconcile else None
         if reconciler:
             reconciler.start()
+            app.state.webhook_sender.start()
         yield
         if reconciler:
+            app.state.webhook_sender.stop()
             reconciler.stop()
         app.state.store.engine.dispose()
 
@@ -152,6 +155,7 @@ def create_app(settings: Settings | None = None, *, reconcile: bool = True) -> F
     app.state.registry = CollectorRegistry()
     app.state.job_gauges = JobGauges(app.state.registry, app.state.store)
     app.state.event_hub = events.EventHub(app.state.store, app.state.registry)
+    app.state.webhook_sender = WebhookSender(app.state.store, settings, app.state.registry)
     errors.install(app)
     # In front of the routers: a request is authenticated and size-checked before its body is read.
     app.add_middleware(RequestGate, settings=settings)

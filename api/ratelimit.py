@@ -47,6 +47,7 @@ LIMITED_OPERATIONS: dict[tuple[str, str], str] = {
     ("post", "/v1/jobs/{job_id}/generate"): "submit",
     ("post", "/v1/datasets"): "upload",
     ("post", "/v1/keys"): "submit",  # a new key is a new count: making keys must not multiply the rates
+    ("post", "/v1/webhooks"): "submit",
 }
 _LIMITED_PATHS = [
     (method.upper(), re.compile(re.sub(r"\\\{[a-z_]+\\\}", "[^/]+", re.escape(path))), rate)

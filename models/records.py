@@ -246,3 +246,60 @@ class ServiceSecret(Base):
     name: Mapped[str] = mapped_column(String(32), primary_key=True)
     value: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[datetime]
+
+
+class WebhookEndpoint(Base):
+    """A per-owner webhook endpoint (issue 13): where events of the kinds in `events` are POSTed, signed with
+    `secret` as the Standard Webhooks spec says (`whsec_<base64>`, shown once at creation; kept in plain because
+    every delivery is signed with it). `enabled` False stops new deliveries; `disabled_reason` says why (failing
+    continuously for GANFORGE_WEBHOOK_RETRY_WINDOW_SECONDS). `failing_since`: the first failure of the current run of
+    failures (None after a success)."""
+
+    __tablename__ = "webhook_endpoints"
+    __table_args__ = (Index("ix_webhook_endpoints_owner_seq", "owner", "seq"),)
+
+    seq: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(36), unique=True)
+    owner: Mapped[str] = mapped_column(String(128))
+    url: Mapped[str] = mapped_column(String(2048))
+    description: Mapped[str] = mapped_column(String(200), default="")
+    # event kinds wanted: "job.status", "job.checkpoint", "study.finished"
+    events: Mapped[list[Any]] = mapped_column(JSON)
+    secret: Mapped[str] = mapped_column(String(128))
+    enabled: Mapped[bool] = mapped_column(default=True)
+    disabled_reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    failing_since: Mapped[datetime | None]
+
+
+class WebhookDelivery(Base):
+    """The webhook outbox: one row per (event, endpoint), written in the transaction of the state change it tells.
+
+    `status`: pending (not tried yet), failed (its last attempt failed; tried again at `next_attempt_at`),
+    succeeded (a 2xx), dead (given up: the retry window passed, or its endpoint was disabled). A sender holds a
+    row while it sends it by `lease_until` (another API process takes it only after that). `event_id` is the
+    Standard Webhooks `webhook-id` (`msg_...`): the same on every attempt and redelivery of one event.
+    """
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+        Index("ix_webhook_deliveries_endpoint_seq", "endpoint_id", "seq"),
+    )
+
+    seq: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(36), unique=True)
+    endpoint_id: Mapped[str] = mapped_column(ForeignKey("webhook_endpoints.id", ondelete="CASCADE"))
+    event_id: Mapped[str] = mapped_column(String(64))
+    type: Mapped[str] = mapped_column(String(32))
+    payload: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime]
+    next_attempt_at: Mapped[datetime | None]
+    last_attempt_at: Mapped[datetime | None]
+    response_code: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    latency_ms: Mapped[float | None] = mapped_column(Float)
+    lease_until: Mapped[datetime | None]
+    lease_holder: Mapped[str | None] = mapped_column(String(64))

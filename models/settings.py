@@ -256,6 +256,55 @@ class Settings(BaseSettings):
         "also report fid and kid (never downloaded); unset: no FID",
     )
 
+    # Webhooks (issue 13; api/webhooks.py sends them, models/webhooks.py guards their URLs).
+    webhook_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="comma-separated host names or CIDRs (a bare address is one host) a webhook URL may reach "
+        "although it is loopback, private, link-local, multicast, reserved or unspecified, e.g. '127.0.0.1' or "
+        "'10.0.0.0/8,hooks.internal'; empty: only public addresses",
+    )
+    webhook_max_endpoints_per_owner: int = Field(
+        default=20, ge=1, le=10_000, description="webhook endpoints one owner may hold; one more is a 403"
+    )
+    webhook_retry_window_seconds: float = Field(
+        default=86400.0,
+        gt=0,
+        description="a webhook delivery is retried this long after its event (then dead), and an endpoint whose "
+        "deliveries failed without a success this long is disabled",
+    )
+    webhook_retry_base_seconds: float = Field(
+        default=5.0, gt=0, description="the first retry's delay; each next one doubles it (jittered ±20%)"
+    )
+    webhook_retry_max_seconds: float = Field(
+        default=3600.0, gt=0, description="the longest delay between two attempts of one delivery"
+    )
+    webhook_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=60, description="how long one webhook POST may take (connect, send, wait for the answer)"
+    )
+    webhook_poll_seconds: float = Field(
+        default=0.25,
+        gt=0,
+        le=5,
+        description="how often the API's webhook sender looks for deliveries other processes (workers) wrote; the "
+        "API's own writes wake it at once",
+    )
+
+    @field_validator("webhook_allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("webhook_allowed_hosts")
+    @classmethod
+    def _hosts_or_networks(cls, value: list[str]) -> list[str]:
+        from models.webhooks import check_allowed_host
+
+        for entry in value:
+            check_allowed_host(entry)
+        return value
+
     @field_validator("data_dir")
     @classmethod
     def _absolute(cls, value: Path) -> Path:

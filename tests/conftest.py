@@ -88,7 +88,7 @@ def api_and_worker(backend: str, data_dir: Path, **extra: str) -> Iterator[Servi
 # The shared deployments' settings beyond service_env's. The hourly upload quota counts every upload the store has
 # seen, so with the default one module's uploads would be counted against the next module's; the quota tests
 # start deployments of their own with the quotas they test.
-SHARED_SETTINGS = {"GANFORGE_QUOTA_UPLOADS_PER_HOUR": "1000000"}
+SHARED_SETTINGS = {"GANFORGE_QUOTA_UPLOADS_PER_HOUR": "1000000", "GANFORGE_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1"}
 
 
 class SharedDeployments:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api import events
-from api.routes import dashboard, datasets, generations, jobs, keys, quota, results, studies, system
+from api.routes import dashboard, datasets, generations, jobs, keys, quota, results, studies, system, webhooks
 
 ROUTERS: tuple[APIRouter, ...] = (
     jobs.router,
@@ -19,4 +19,5 @@ ROUTERS: tuple[APIRouter, ...] = (
     keys.router,
     keys.whoami_router,
     quota.router,
+    webhooks.router,
 )

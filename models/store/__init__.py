@@ -11,6 +11,7 @@ One module per idea, composed into `JobStore`:
 - `studies`: studies (one request fanned out into jobs) and the runs their comparison reads
 - `keys`: API keys (owner, scopes, expiry, revocation, last use; only each key's SHA-256 is stored)
 - `quota`: what an owner holds and uses as its quotas count it, and the submission check
+- `webhooks`: webhook endpoints and the delivery outbox's sender side (`outbox` writes its rows with the events)
 - `paging`: the one keyset-paging helper; `bounds`: client integers kept within BIGINT
 
 Methods take keyword-only arguments; each call is one short transaction (no
@@ -30,6 +31,7 @@ from models.store.lease import LeaseStore
 from models.store.quota import QuotaStore
 from models.store.results import MetricPoint, ResultsStore
 from models.store.studies import StudiesStore
+from models.store.webhooks import WebhooksStore
 
 
 class JobStore(
@@ -42,6 +44,7 @@ class JobStore(
     AlertsStore,
     KeysStore,
     QuotaStore,
+    WebhooksStore,
 ):
     """All reads and writes of jobs, leases, events, metrics, samples, checkpoints, data sets and API keys."""
 

@@ -10,7 +10,9 @@ from sqlalchemy import ColumnElement, Engine, insert, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.records import Job, JobEvent
+from models.store.outbox import SourceEvent, write_deliveries
 from models.store.paging import CursorScope, load_secret
+from models.webhooks import SOURCE_KINDS
 
 
 def utcnow() -> datetime:
@@ -40,10 +42,16 @@ def serialise(session: Session, name: str) -> None:
 def append_event(session: Session, job_id: str, kind: str, data: dict[str, Any]) -> int:
     """Append one event to the job's log in the caller's transaction; returns its per-job seq (1, 2, ...)."""
     # Allocating seq under the job row's lock makes events commit in seq order.
-    seq = session.execute(
-        update(Job).where(Job.id == job_id).values(last_event=Job.last_event + 1).returning(Job.last_event)
-    ).scalar_one()
-    session.add(JobEvent(job_id=job_id, seq=seq, kind=kind, time=utcnow(), data=data))
+    seq, owner, study_id = session.execute(
+        update(Job)
+        .where(Job.id == job_id)
+        .values(last_event=Job.last_event + 1)
+        .returning(Job.last_event, Job.owner, Job.study_id)
+    ).one()
+    now = utcnow()
+    session.add(JobEvent(job_id=job_id, seq=seq, kind=kind, time=now, data=data))
+    if kind in SOURCE_KINDS:  # its webhook deliveries, in this transaction (the outbox)
+        write_deliveries(session, [SourceEvent(job_id, owner, study_id, seq, kind, now, data)])
     return seq
 
 
@@ -84,7 +92,7 @@ def transition_where(
         update(Job)
         .where(condition, Job.status == was)
         .values(status=to, updated_at=now, last_event=Job.last_event + 1, **values)
-        .returning(Job.id, Job.last_event, Job.attempt)
+        .returning(Job.id, Job.last_event, Job.attempt, Job.owner, Job.study_id)
         .execution_options(synchronize_session=False)
     ).all()
     if moved:
@@ -96,10 +104,18 @@ def transition_where(
                 "time": now,
                 "data": status_event(was, to, reason, attempt, **(extra or {})),
             }
-            for job_id, seq, attempt in moved
+            for job_id, seq, attempt, _owner, _study in moved
         ]
         session.execute(insert(JobEvent), events)
-    return [job_id for job_id, _seq, _attempt in moved]
+        # Their webhook deliveries, in this transaction (the outbox): one query for all their owners.
+        write_deliveries(
+            session,
+            [
+                SourceEvent(row["job_id"], owner, study_id, row["seq"], "status", now, row["data"])
+                for row, (_id, _seq, _attempt, owner, study_id) in zip(events, moved, strict=True)
+            ],
+        )
+    return [job_id for job_id, _seq, _attempt, _owner, _study in moved]
 
 
 class StoreBase:

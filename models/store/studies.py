@@ -16,6 +16,7 @@ from models.store.base import status_event, utcnow
 from models.store.bounds import clamp, storable
 from models.store.errors import DatasetGone, IdempotencyConflict
 from models.store.jobs import SUBMITTED, JobsStore, _texts, spec_hash
+from models.store.outbox import SourceEvent, write_deliveries
 from models.store.paging import keyset_page
 from models.store.quota import check_submission
 from models.store.results import ResultsStore
@@ -157,6 +158,11 @@ class StudiesStore(JobsStore, ResultsStore):
                 if job_rows:
                     session.execute(insert(Job), job_rows)
                     session.execute(insert(JobEvent), event_rows)
+                    # The jobs' webhook deliveries (job.status, submitted), in this transaction (the outbox).
+                    write_deliveries(
+                        session,
+                        [SourceEvent(e["job_id"], owner, study_id, 1, "status", now, e["data"]) for e in event_rows],
+                    )
                 if quotas is not None:
                     check_submission(session, owner=owner, quotas=quotas, adds=len(job_rows))
                 return session.scalars(select(Study).where(Study.id == study_id)).one(), True

@@ -1,0 +1,300 @@
+"""Webhooks (issue 13): signed deliveries of a job's life to a real HTTP receiver, retries, redelivery, the URL
+guard, ownership, the outbox's cost, and no delivery lost across an API restart; on both backends."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import event
+from standardwebhooks import Webhook
+
+from api.webhooks import guarded_client
+from models.records import Job
+from models.spec import JobSpec
+from models.store import JobStore
+from models.store.base import append_event
+from models.webhooks import HostPolicy, UrlRefused
+from tests.conftest import BACKENDS, api_only
+from tests.service import TINY_SPEC, Service, free_port, wait_for
+
+SPEC = JobSpec.model_validate(TINY_SPEC)
+
+
+class Receiver:
+    """A threaded HTTP server that records every POST (path, headers, body, time) and answers each path with the
+    statuses queued for it (then 200)."""
+
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.received: list[dict[str, Any]] = []
+        self.answers: dict[str, list[int]] = {}
+        self.always: dict[str, int] = {}
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                with receiver.lock:
+                    queued = receiver.answers.get(self.path)
+                    status = queued.pop(0) if queued else receiver.always.get(self.path, 200)
+                    receiver.received.append(
+                        {
+                            "path": self.path,
+                            "headers": dict(self.headers.items()),
+                            "body": body.decode(),
+                            "status": status,
+                            "at": time.time(),
+                        }
+                    )
+                self.send_response(status)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *_args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer((host, free_port()), Handler)
+        self.base = f"http://{host}:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def at(self, path: str, *, status: int | None = None) -> list[dict[str, Any]]:
+        """What `path` received (only the answers of `status`, when given)."""
+        with self.lock:
+            return [r for r in self.received if r["path"] == path and (status is None or r["status"] == status)]
+
+    def wait(self, path: str, done: Callable[[list[dict[str, Any]]], bool], timeout: float = 60) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            got = self.at(path)
+            if done(got):
+                return got
+            time.sleep(0.05)
+        raise AssertionError(f"{path} received only {[json.loads(r['body'])['type'] for r in self.at(path)]}")
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[Receiver]:
+    found = Receiver()
+    yield found
+    found.close()
+
+
+@pytest.fixture
+def endpoints(service: Service) -> Iterator[list[str]]:
+    """Endpoints a test makes (ids appended) are deleted after it: the shared service outlives this module."""
+    made: list[str] = []
+    yield made
+    with service.client() as client:
+        for webhook_id in made:
+            client.delete(f"/v1/webhooks/{webhook_id}")
+
+
+def _verified(secret: str, request: dict[str, Any]) -> dict[str, Any]:
+    """The payload of a received request, verified as a receiver would, with the spec's library."""
+    payload: dict[str, Any] = Webhook(secret).verify(request["body"], request["headers"])
+    return payload
+
+
+def _statuses(got: list[dict[str, Any]], job_id: str) -> list[str]:
+    bodies = [json.loads(r["body"]) for r in got]
+    return [b["data"]["to"] for b in bodies if b["type"] == "job.status" and b["data"]["job_id"] == job_id]
+
+
+def test_a_jobs_life_arrives_signed(service: Service, receiver: Receiver, endpoints: list[str]) -> None:
+    path = f"/life-{service.port}"
+    with service.client() as client:
+        made = client.post(
+            "/v1/webhooks", json={"url": receiver.base + path, "events": ["job.status", "job.checkpoint"]}
+        )
+        assert made.status_code == 201, made.text
+        endpoint = made.json()
+        endpoints.append(endpoint["id"])
+        assert endpoint["secret"].startswith("whsec_")
+        assert "secret" not in client.get(f"/v1/webhooks/{endpoint['id']}").json()
+        job = client.post("/v1/jobs", json=TINY_SPEC).json()
+        wait_for(client, job["id"], ("succeeded",))
+        got = receiver.wait(path, lambda got: _statuses(got, job["id"])[-1:] == ["succeeded"])
+        assert _statuses(got, job["id"]) == ["queued", "running", "succeeded"]
+        payloads = [_verified(endpoint["secret"], r) for r in got]
+        assert any(p["type"] == "job.checkpoint" and p["data"]["step"] == 5 for p in payloads)
+        assert all(r["headers"]["webhook-id"].startswith("msg_") for r in got)
+        with pytest.raises(Exception, match="signature"):  # another secret does not verify
+            Webhook("whsec_" + "A" * 44).verify(got[0]["body"], got[0]["headers"])
+
+        log = client.get(f"/v1/webhooks/{endpoint['id']}/deliveries").json()["deliveries"]
+        assert {d["status"] for d in log} == {"succeeded"} and {d["response_code"] for d in log} == {200}
+        assert all(d["attempts"] == 1 and d["latency_ms"] > 0 for d in log)
+        assert {d["type"] for d in log} == {"job.status", "job.checkpoint"}
+        metrics = client.get("/metrics").text
+        assert 'ganforge_webhook_deliveries_total{outcome="succeeded"}' in metrics
+        listed = client.get("/v1/webhooks", params={"limit": 1}).json()
+        assert [w["id"] for w in listed["webhooks"]] == [endpoint["id"]]
+
+    with service.client("key-b") as other:  # another owner's endpoint is missing
+        for method, url in [
+            ("GET", f"/v1/webhooks/{endpoint['id']}"),
+            ("GET", f"/v1/webhooks/{endpoint['id']}/deliveries"),
+            ("POST", f"/v1/webhooks/{endpoint['id']}/enable"),
+            ("POST", f"/v1/webhooks/{endpoint['id']}/deliveries/{log[0]['id']}/redeliver"),
+            ("DELETE", f"/v1/webhooks/{endpoint['id']}"),
+        ]:
+            assert other.request(method, url).status_code == 404, (method, url)
+        assert other.get("/v1/webhooks").json()["webhooks"] == []
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://10.0.0.1/hook",
+        "http://[::1]:8080/hook",
+        "http://169.254.169.254/latest/meta-data",
+        "http://[::ffff:10.0.0.1]/hook",
+        "http://0.0.0.0/hook",
+        "ftp://example.com/hook",
+        "http://user:pass@example.com/hook",
+    ],
+)
+def test_urls_reaching_inside_are_refused_naming_url(service: Service, url: str) -> None:
+    with service.client() as client:
+        answer = client.post("/v1/webhooks", json={"url": url, "events": ["job.status"]})
+    assert answer.status_code == 422, answer.text
+    assert [d["field"] for d in answer.json()["error"]["details"]] == ["url"]
+
+
+def test_bad_fields_are_422s_naming_them(service: Service) -> None:
+    with service.client() as client:
+        answer = client.post("/v1/webhooks", json={"url": "https://example.com/", "events": ["job.started"]})
+        assert answer.status_code == 422 and answer.json()["error"]["details"][0]["field"].startswith("events")
+        answer = client.post("/v1/webhooks", json={"url": "https://example.com/", "events": []})
+        assert answer.status_code == 422 and answer.json()["error"]["details"][0]["field"] == "events"
+
+
+def test_the_guard_refuses_at_send_time_too(receiver: Receiver) -> None:
+    # The connection itself is guarded: a URL that passed at creation and resolves inside later reaches nothing.
+    with guarded_client(HostPolicy([]), 5) as client, pytest.raises(UrlRefused, match="loopback"):
+        client.post(receiver.base + "/send-time", content=b"{}")
+    assert receiver.at("/send-time") == []
+    with guarded_client(HostPolicy(["127.0.0.0/8"]), 5) as client:
+        assert client.post(receiver.base + "/send-time", content=b"{}").status_code == 200
+    for host in ["127.0.0.1", "localhost", "[::ffff:127.0.0.1]", "[64:ff9b::7f00:1]"]:
+        with pytest.raises(UrlRefused):
+            HostPolicy([]).check_url(f"http://{host}:1/")
+    with pytest.raises(UrlRefused, match="redirect|credentials"):
+        HostPolicy([]).check_url("https://a:b@example.com/")
+
+
+def test_the_outbox_costs_one_query_per_status_event_and_none_per_metrics_event(store: JobStore) -> None:
+    statements: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if "webhook" in statement:
+            statements.append(statement)
+
+    job, _ = store.create_job(owner="nobody-listens", spec=SPEC, idempotency_key=None)
+    bulk = [store.create_job(owner=owner, spec=SPEC, idempotency_key=None)[0].id for owner in ["x", "y", "y"]]
+    event.listen(store.engine, "before_cursor_execute", count)
+    try:
+        with store.session() as session, session.begin():
+            append_event(session, job.id, "metrics", {"first_step": 1, "last_step": 1, "latest": {}, "points": []})
+        assert statements == []
+        store.request_cancel(job_id=job.id, owner="nobody-listens")
+        assert len(statements) == 1 and "FROM webhook_endpoints" in statements[0]
+        # A bulk move (transition_where) of several owners' jobs: one query for them all.
+        statements.clear()
+        with store.session() as session, session.begin():
+            assert len(store.cancel_where(session, Job.id.in_(bulk))) == 3
+        assert len(statements) == 1 and "FROM webhook_endpoints" in statements[0]
+    finally:
+        event.remove(store.engine, "before_cursor_execute", count)
+    # With an endpoint, the status event and its delivery commit together.
+    store.create_webhook(
+        owner="listens", url="https://example.com/", events=["job.status"], description="", secret="whsec_AA==",
+        max_per_owner=1,
+    )
+    other, _ = store.create_job(owner="listens", spec=SPEC, idempotency_key=None)
+    endpoint = store.list_webhooks(owner="listens")[0][0]
+    deliveries, _cursor = store.list_deliveries(webhook_id=endpoint.id)
+    assert [d.payload["data"]["job_id"] for d in deliveries] == [other.id]
+    assert deliveries[0].payload["data"]["to"] == "queued" and deliveries[0].status == "pending"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_retries_redelivery_and_no_delivery_lost_across_an_api_restart(backend: str, tmp_path: Path) -> None:
+    # The receiver listens on 127.0.0.2 and only that is allowed: 127.0.0.1 and localhost stay refused.
+    receiver = Receiver("127.0.0.2")
+    settings = {
+        "GANFORGE_WEBHOOK_ALLOWED_HOSTS": "127.0.0.2",
+        "GANFORGE_WEBHOOK_RETRY_BASE_SECONDS": "0.2",
+        "GANFORGE_WEBHOOK_RETRY_MAX_SECONDS": "0.5",
+    }
+    try:
+        with api_only(backend, tmp_path, **settings) as service, service.client() as client:
+            for url in ["http://127.0.0.1:8080/", "http://localhost:8080/"]:
+                refused = client.post("/v1/webhooks", json={"url": url, "events": ["job.status"]})
+                assert refused.status_code == 422 and refused.json()["error"]["details"][0]["field"] == "url"
+            endpoint = client.post(
+                "/v1/webhooks", json={"url": receiver.base + "/hook", "events": ["job.status"]}
+            ).json()
+            deliveries_url = f"/v1/webhooks/{endpoint['id']}/deliveries"
+
+            # 500, 500, then 200: retried until it passes.
+            receiver.answers["/hook"] = [500, 500]
+            job = client.post("/v1/jobs", json=TINY_SPEC).json()
+            got = receiver.wait("/hook", lambda got: any(r["status"] == 200 for r in got))
+            assert [r["status"] for r in got] == [500, 500, 200]
+            assert len({r["headers"]["webhook-id"] for r in got}) == 1  # one event, three attempts
+            first = client.get(deliveries_url).json()["deliveries"][0]
+            assert (first["status"], first["attempts"], first["response_code"]) == ("succeeded", 3, 200)
+
+            again = client.post(f"{deliveries_url}/{first['id']}/redeliver")
+            assert again.status_code == 202, again.text
+            got = receiver.wait("/hook", lambda got: len(got) == 4)
+            assert got[-1]["headers"]["webhook-id"] == got[0]["headers"]["webhook-id"]
+            _verified(endpoint["secret"], got[-1])
+
+            # Deliveries pending (their receiver fails) when the API stops are all sent after it starts again.
+            receiver.always["/hook"] = 503
+            client.post(f"/v1/jobs/{job['id']}/cancel")
+            more = [client.post("/v1/jobs", json=TINY_SPEC).json()["id"] for _ in range(3)]
+            for job_id in more:
+                client.post(f"/v1/jobs/{job_id}/cancel")
+            # Seven events (a cancel, three submissions, three cancels): wait until each failed once.
+            waiting = {"queued", "cancelled"}
+
+            def all_failed_once() -> bool:
+                log = client.get(deliveries_url, params={"status": "failed"}).json()["deliveries"]
+                return len(log) == 7
+
+            deadline = time.monotonic() + 30
+            while not all_failed_once():
+                assert time.monotonic() < deadline, client.get(deliveries_url).json()
+                time.sleep(0.1)
+            service.stop()
+            pending = {r["headers"]["webhook-id"] for r in receiver.at("/hook", status=503)}
+            assert len(pending) == 7
+            receiver.always["/hook"] = 200
+            service.start_api()
+            got = receiver.wait(
+                "/hook", lambda got: pending <= {r["headers"]["webhook-id"] for r in got if r["status"] == 200}
+            )
+            arrived = [json.loads(r["body"]) for r in got if r["status"] == 200 and r["headers"]["webhook-id"] in pending]
+            assert {p["data"]["to"] for p in arrived} == waiting
+            assert {p["data"]["job_id"] for p in arrived} == {job["id"], *more}
+            log = client.get(deliveries_url, params={"limit": 500}).json()["deliveries"]
+            assert {d["status"] for d in log} == {"succeeded"}
+    finally:
+        receiver.close()
