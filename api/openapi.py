@@ -16,6 +16,12 @@ FastAPI infers the success answers and a 422 in its own shape; what it cannot se
   that is only the created object;
 - what a validator refuses that JSON Schema can say (`CONSTRAINTS`, `PARAMETER_CONSTRAINTS`: a data set is
   `builtin` or an `id` of the id alphabet; an Idempotency-Key is printable ASCII);
+- each operation's id its function's name (`submit_job`, not FastAPI's `submit_job_v1_jobs_post`): the name of
+  the function a generated client gives it;
+- a summary (`SUMMARIES`) where the route gives none of its own (FastAPI's default is the function's name), an
+  example on every answer (api/examples.py: real answers of the service; `ERROR_EXAMPLES` for the errors) and on
+  every JSON request body (`REQUEST_EXAMPLES`), and a binary schema on every file answer (`FILES`), so a client
+  generated from the schema (openapi-python-client) reads each answer as what it is;
 - links from each create to the operations that take the created object's id (`LINKS`: what a client, or
   schemathesis's stateful phase, follows next); the `Authorization` header is the bearer scheme, not a parameter
   (OpenAPI ignores a header parameter of that name; FastAPI lists it from the dependency that reads it).
@@ -23,6 +29,7 @@ FastAPI infers the success answers and a 422 in its own shape; what it cannot se
 
 from __future__ import annotations
 
+import copy
 import re
 from typing import Any
 
@@ -52,6 +59,17 @@ class ErrorInfo(BaseModel):
     used: int | None = Field(default=None, description="quota_exceeded: what the owner uses of it")
     requested: int | None = Field(default=None, description="quota_exceeded on queued_jobs: the jobs the request adds")
     setting: str | None = Field(default=None, description="quota_exceeded, rate_limited: the setting that sets it")
+    rate: str | None = Field(default=None, description="rate_limited: the rate reached, e.g. `10 per 1 minute`")
+
+
+class Readiness(BaseModel):
+    """GET /readyz's answer, 200 or 503 alike (api/routes/system.py readyz)."""
+
+    status: str = Field(description="`ready` (200) or `not ready` (503)")
+    checks: dict[str, str] = Field(
+        description="store, schema, broker: `ok`, or why not (`error: OperationalError`, the schema revision to "
+        "migrate to)"
+    )
 
 
 class Error(BaseModel):
@@ -162,7 +180,12 @@ def finish(schema: dict[str, Any]) -> dict[str, Any]:
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     _declare_raw_bodies(schema, components)
     _add_models(components, Error)
+    _declare_readiness(schema, components)
     for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            _name_operation(method, path, operation)
+            _declare_summary(method, path, operation)
+            _declare_files(method, path, operation)
         if not path.startswith("/v1/"):
             continue
         for method, operation in operations.items():
@@ -173,7 +196,12 @@ def finish(schema: dict[str, Any]) -> dict[str, Any]:
             _declare_rate_limits(method, path, operation)
             if (method, path) in VALIDATE_ONLY:
                 _declare_validate_only(operation, *VALIDATE_ONLY[method, path])
+    ids = [operation.get("operationId") for operations in schema["paths"].values() for operation in operations.values()]
+    assert len(ids) == len(set(ids)), f"two operations share a function name: {sorted(ids)}"
     _declare_links(schema)
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            _declare_examples(method, path, operation)
     for name, keywords in CONSTRAINTS.items():
         components[name].update(keywords)
     schema["components"]["securitySchemes"] = {
@@ -191,6 +219,15 @@ def _add_models(components: dict[str, Any], model: type[BaseModel]) -> None:
     for name, definition in model_schema.pop("$defs", {}).items():
         components.setdefault(name, definition)
     components.setdefault(model.__name__, model_schema)
+
+
+def _declare_readiness(schema: dict[str, Any], components: dict[str, Any]) -> None:
+    """GET /readyz: its body as the Readiness model, and the 503 it answers while the store or broker is not."""
+    _add_models(components, Readiness)
+    responses = schema["paths"]["/readyz"]["get"]["responses"]
+    body = {"application/json": {"schema": {"$ref": f"#/components/schemas/{Readiness.__name__}"}}}
+    responses["200"]["content"] = body
+    responses["503"] = {"description": "not ready: `checks` says which part is not", "content": copy.deepcopy(body)}
 
 
 def _declare_raw_bodies(schema: dict[str, Any], components: dict[str, Any]) -> None:
@@ -211,9 +248,11 @@ def _declare_errors(method: str, path: str, operation: dict[str, Any]) -> None:
         statuses.add(404)
     if "requestBody" in operation:
         statuses |= {413, 415, 422}
-    if any(parameter["name"] != "authorization" for parameter in operation.get("parameters", [])):
+    if any(_can_be_invalid(parameter) for parameter in operation.get("parameters", [])):
         statuses.add(422)  # an invalid or repeated parameter (api/app.py one_value_per_query_parameter)
     extra = ROUTE_ERRORS.get((method, path), {})
+    if 422 not in statuses | set(extra) and responses.get("422", {}).get("description") == "Validation Error":
+        del responses["422"]  # FastAPI's for a path id that any text passes (an unknown one is a 404)
     for status in sorted(statuses | set(extra)):
         answer = responses.setdefault(str(status), {})
         if status in extra:
@@ -225,6 +264,19 @@ def _declare_errors(method: str, path: str, operation: dict[str, Any]) -> None:
             given = answer.get("content", {}).get("application/json", {}).get("schema")
             if not given or given.get("$ref", "").endswith("/HTTPValidationError"):
                 answer["content"] = {"application/json": {"schema": ERROR_REF}}
+
+
+def _can_be_invalid(parameter: dict[str, Any]) -> bool:
+    """Whether a value of the parameter can be refused (422): any query or header parameter (a repeated one is),
+    a path parameter with a type or constraint beyond plain text (a step's pattern, an extension's names)."""
+    if parameter["name"] == "authorization":
+        return False
+    schema = parameter.get("schema", {})
+    return (
+        parameter["in"] != "path"
+        or set(schema) - {"type", "title", "description"} != set()
+        or schema.get("type") != "string"
+    )
 
 
 # The 429s of the rate limits (api/ratelimit.py), and the headers that come with them.
@@ -325,3 +377,248 @@ def _constrain_parameters(operation: dict[str, Any]) -> None:
             for branch in parameter["schema"].get("anyOf", [parameter["schema"]]):
                 if branch.get("type") == "string":
                     branch.update(keywords)
+
+
+# What each operation does in a line, where the route's decorator gives no summary of its own.
+SUMMARIES: dict[tuple[str, str], str] = {
+    ("post", "/v1/jobs"): "Submit a training job",
+    ("get", "/v1/jobs"): "List your jobs",
+    ("get", _JOB): "Get a job",
+    ("post", f"{_JOB}/cancel"): "Cancel a job",
+    ("get", f"{_JOB}/metrics"): "A job's metric series",
+    ("get", f"{_JOB}/samples"): "List a job's sample snapshots",
+    ("get", f"{_JOB}/samples/{{step}}.{{extension}}"): "Download a sample snapshot (PNG or .npy)",
+    ("get", f"{_JOB}/checkpoints"): "List a job's checkpoints",
+    ("get", f"{_JOB}/checkpoints/{{step}}"): "Download a checkpoint",
+    ("get", f"{_JOB}/events"): "Follow a job's events (Server-Sent Events)",
+    ("post", f"{_JOB}/generate"): "Generate samples from a checkpoint",
+    ("post", "/v1/datasets"): "Upload a data set",
+    ("get", "/v1/datasets"): "List your data sets",
+    ("get", _DATASET): "Get a data set",
+    ("delete", _DATASET): "Delete a data set",
+    ("get", f"{_DATASET}/preview.png"): "A data set's preview image",
+    ("get", _GENERATION): "Get a generate request",
+    ("get", f"{_GENERATION}/result"): "Download a generate request's samples",
+    ("post", "/v1/keys"): "Create an API key",
+    ("get", "/v1/keys"): "List your owner's API keys",
+    ("delete", "/v1/keys/{prefix}"): "Revoke an API key",
+    ("get", "/v1/whoami"): "The key you are calling with",
+    ("get", "/v1/catalog"): "Losses, architectures and built-in data sets",
+    ("get", "/healthz"): "Liveness",
+    ("get", "/readyz"): "Readiness: the store, its schema and the broker",
+}
+# The same for the description, where the route has no docstring.
+OPERATION_DESCRIPTIONS: dict[tuple[str, str], str] = {
+    ("get", _DATASET): "The data set: its format, what ingestion found in it (`info`: kind, shape, classes, size), its "
+    "content hash, stored size and preview URL.",
+}
+# Answers that are files: (method, path) → the media types of its 200 (each a binary string in the schema).
+FILES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("get", f"{_JOB}/checkpoints/{{step}}"): ("application/octet-stream",),  # safetensors, or ?file=state torch
+    ("get", f"{_JOB}/samples/{{step}}.{{extension}}"): ("image/png", "application/octet-stream"),  # .npy
+    # `format` png or npy; FastAPI adds application/json, which these never answer with
+    ("post", f"{_JOB}/generate"): ("image/png", "application/x-npy"),
+    ("get", f"{_GENERATION}/result"): ("image/png", "application/x-npy"),
+}
+BINARY = {"type": "string", "format": "binary"}
+
+# The JSON body of each operation that takes one, as a client would send it: (method, path) → body. A route's own
+# `openapi_examples` (POST /v1/studies) is kept.
+REQUEST_EXAMPLES: dict[tuple[str, str], Any] = {
+    ("post", "/v1/jobs"): {
+        "name": "ring-nsgan",
+        "dataset": {"builtin": "ring8"},
+        "architecture": {"name": "mlp", "hidden": 16, "depth": 1},
+        "loss": {"name": "nsgan"},
+        "training": {"steps": 5, "batch_size": 8},
+        "every": {"metrics": 1, "samples": 5, "checkpoint": 5},
+        "tags": {"team": "vision"},
+    },
+    ("post", f"{_JOB}/generate"): {"count": 4, "seed": 0, "step": "latest", "format": "npy"},
+    ("post", "/v1/keys"): {"name": "ci", "scopes": ["read"], "ttl": "30d"},
+    ("post", "/v1/datasets"): {"file": "(the bytes of points.npz)", "name": "points"},  # multipart/form-data
+}
+
+
+def _error(code: str, message: str, details: list[dict[str, str]] | None = None, **extra: Any) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "details": details or [], **extra}}
+
+
+def _field_error(code: str, field: str, message: str) -> dict[str, Any]:
+    return _error(code, message, [{"field": field, "message": message}])
+
+
+_MISSING_CHECKPOINT = "no checkpoint at step 999; this job's checkpoints: steps 5 (or 'latest')"
+# An example of each error answer (the service's own words), by status; ROUTE_ERROR_EXAMPLES where a route's differ.
+ERROR_EXAMPLES: dict[int, list[dict[str, Any]]] = {
+    400: [_error("repeated_header", "header content-type given more than once: give it once")],
+    401: [
+        _error(
+            "unauthorized",
+            "missing, unknown, expired or revoked API key: send 'Authorization: Bearer <key>' (`ganforge keys list` "
+            "shows a store key's state)",
+        )
+    ],
+    403: [_error("insufficient_scope", "this API key lacks the 'submit' scope, which POST, PUT and DELETE need")],
+    404: [_error("not_found", "no job '0c5a2a92-833a-446e-9068-3b371795f7b6'")],
+    410: [_error("expired", "the generation expired: its result was deleted")],
+    413: [_error("body_too_large", "the request body is larger than the limit of 1048576 bytes")],
+    415: [
+        _field_error(
+            "unsupported_media_type",
+            "header.content-type",
+            "this endpoint takes a JSON body: send `Content-Type: application/json` (got text/plain)",
+        )
+    ],
+    422: [
+        _error(
+            "validation_error",
+            "query.limit: Input should be greater than or equal to 1",
+            [
+                {
+                    "field": "query.limit",
+                    "message": "Input should be greater than or equal to 1",
+                    "type": "greater_than_equal",
+                }
+            ],
+        )
+    ],
+    429: [
+        _error(
+            "rate_limited",
+            "rate limit reached: 10 requests per 1 minute from this address with a missing or bad key "
+            "(GANFORGE_RATE_UNAUTHENTICATED); retry after 42 s",
+            rate="10 per 1 minute",
+            setting="GANFORGE_RATE_UNAUTHENTICATED",
+        )
+    ],
+    503: [_error("broker_unavailable", "the queue could not be reached: try again shortly")],
+}
+_QUOTA = _error(
+    "quota_exceeded",
+    "queued_jobs quota: 1000 of 1000 jobs queued; wait for some to start or cancel some (GANFORGE_QUOTA_QUEUED_JOBS, "
+    "or the owner's entry in GANFORGE_OWNER_QUOTAS)",
+    quota="queued_jobs",
+    limit=1000,
+    used=1000,
+    requested=1,
+    setting="GANFORGE_QUOTA_QUEUED_JOBS",
+)
+_SPEC_422 = _error(
+    "validation_error",
+    "architecture: Field required; loss: Field required",
+    [
+        {"field": "architecture", "message": "Field required", "type": "missing"},
+        {"field": "loss", "message": "Field required", "type": "missing"},
+    ],
+)
+ROUTE_ERROR_EXAMPLES: dict[tuple[str, str], dict[int, list[dict[str, Any]]]] = {
+    ("post", "/v1/jobs"): {
+        403: [*ERROR_EXAMPLES[403], _QUOTA],
+        404: [_field_error("not_found", "dataset.id", "no data set '2bd11507-c44f-4b05-a1a3-d3e17e03a63d'")],
+        409: [_error("idempotency_conflict", "this Idempotency-Key was used with a different spec")],
+        422: [_SPEC_422],
+    },
+    ("post", f"{_JOB}/cancel"): {409: [_error("already_finished", "job is already succeeded")]},
+    ("get", f"{_JOB}/checkpoints/{{step}}"): {
+        404: [*ERROR_EXAMPLES[404], _field_error("not_found", "path.step", _MISSING_CHECKPOINT)]
+    },
+    ("delete", _DATASET): {
+        409: [
+            _field_error(
+                "dataset_in_use", "dataset_id", "a queued or running job uses this data set: cancel it or wait for it"
+            )
+        ]
+    },
+    ("post", "/v1/studies"): {
+        403: [*ERROR_EXAMPLES[403], _QUOTA],
+        409: [_error("idempotency_conflict", "this Idempotency-Key was used with a different study")],
+    },
+    ("post", f"{_STUDY}/cancel"): {409: [_error("already_finished", "study is already succeeded")]},
+    ("post", f"{_JOB}/generate"): {
+        409: [_field_error("no_checkpoint", "step", "the job has no checkpoint yet: wait for its first one")]
+    },
+    ("get", f"{_GENERATION}/result"): {
+        409: [
+            _error(
+                "not_ready",
+                "the generation is queued: poll GET /v1/generations/af0fea64-5cb2-4266-8cc8-1de351443da9 until it "
+                "succeeded",
+            )
+        ]
+    },
+    ("delete", "/v1/keys/{prefix}"): {404: [_error("not_found", "no API key 'gf_r0wgk4z9'")]},
+}
+
+
+def _name_operation(method: str, path: str, operation: dict[str, Any]) -> None:
+    """The operation's id without the path and method FastAPI appends to the function's name (fastapi.utils
+    generate_unique_id); the names are unique across the routers (`finish` checks)."""
+    suffix = re.sub(r"\W", "_", path) + "_" + method
+    name = operation.get("operationId", "")
+    if name.endswith(suffix) and len(name) > len(suffix):
+        operation["operationId"] = name.removesuffix(suffix)
+
+
+def _is_fastapi_summary(operation: dict[str, Any]) -> bool:
+    """Whether the operation's summary is FastAPI's default (its function's name, title-cased), or none."""
+    summary = operation.get("summary", "")
+    return not summary or operation.get("operationId", "").startswith(summary.lower().replace(" ", "_"))
+
+
+def _declare_summary(method: str, path: str, operation: dict[str, Any]) -> None:
+    """`SUMMARIES` and `OPERATION_DESCRIPTIONS` where the route gives none."""
+    if (method, path) in SUMMARIES and _is_fastapi_summary(operation):
+        operation["summary"] = SUMMARIES[method, path]
+    if (method, path) in OPERATION_DESCRIPTIONS and not operation.get("description"):
+        operation["description"] = OPERATION_DESCRIPTIONS[method, path]
+
+
+def _declare_files(method: str, path: str, operation: dict[str, Any]) -> None:
+    """`FILES`' media types on the 200; every other media type without a schema (a PNG, an .npy) a binary string,
+    Server-Sent Events a text."""
+    if (method, path) in FILES:
+        answer = operation["responses"]["200"]
+        answer["content"] = {media: {"schema": dict(BINARY)} for media in FILES[method, path]}
+    for answer in operation["responses"].values():
+        for media, content in answer.get("content", {}).items():
+            if not content.get("schema") and media != "application/json":
+                content["schema"] = {"type": "string"} if media.startswith("text/") else dict(BINARY)
+
+
+def _declare_examples(method: str, path: str, operation: dict[str, Any]) -> None:
+    """An example on the request body (`REQUEST_EXAMPLES`), on each answer api/examples.py recorded, and on
+    each error answer (`ROUTE_ERROR_EXAMPLES`, else `ERROR_EXAMPLES`); examples a route gives itself are kept."""
+    from api.examples import RESPONSES
+
+    for body in operation.get("requestBody", {}).get("content", {}).values():
+        if (method, path) in REQUEST_EXAMPLES and not body.get("examples"):
+            body.setdefault("example", REQUEST_EXAMPLES[method, path])
+    recorded = RESPONSES.get((method, path), {})
+    own_errors = ROUTE_ERROR_EXAMPLES.get((method, path), {})
+    for code, answer in operation.get("responses", {}).items():
+        status = int(code) if code.isdigit() else 0
+        for media, content in answer.get("content", {}).items():
+            if content.get("example") is not None or content.get("examples"):
+                continue
+            if status in recorded and (media == "application/json") == (not isinstance(recorded[status], str)):
+                content["example"] = recorded[status]
+            elif status >= 400 and media == "application/json":
+                bodies = own_errors.get(status) or _generic_errors(path, status)
+                if len(bodies) == 1:
+                    content["example"] = bodies[0]
+                elif bodies:
+                    content["examples"] = {body["error"]["code"]: {"value": body} for body in bodies}
+
+
+# What a 404 names for the object in the path (api/deps.py not_found): path parameter → its words.
+_OBJECTS = {"job_id": "job", "dataset_id": "data set", "study_id": "study", "generation_id": "generation"}
+
+
+def _generic_errors(path: str, status: int) -> list[dict[str, Any]]:
+    """`ERROR_EXAMPLES[status]`; a 404 names the kind of object of the path's first parameter."""
+    if status == 404:
+        for parameter, words in _OBJECTS.items():
+            if "{" + parameter + "}" in path:
+                return [_error("not_found", f"no {words} '0c5a2a92-833a-446e-9068-3b371795f7b6'")]
+    return ERROR_EXAMPLES.get(status, [])
