@@ -1427,3 +1427,136 @@ RESPONSES.update(
         },
     }
 )
+
+# Webhooks (api/routes/webhooks.py): an endpoint whose receiver is down, so its deliveries failed.
+RESPONSES.update(
+    {
+        ("post", "/v1/webhooks"): {
+            201: {
+                "id": "4301950a-dff9-4852-8677-7e2fb45625ef",
+                "url": "https://hooks.example.com/ganforge",
+                "events": ["job.status", "study.finished"],
+                "description": "platform",
+                "enabled": True,
+                "disabled_reason": None,
+                "created_at": "2026-12-03T16:45:34.017685Z",
+                "failing_since": None,
+                "secret": "whsec_H66ovFC/f+WlxNWAb0rN4kKSkOunDWYBY0hhikAdFf4=",
+            }
+        },
+        ("get", "/v1/webhooks"): {
+            200: {
+                "webhooks": [
+                    {
+                        "id": "4301950a-dff9-4852-8677-7e2fb45625ef",
+                        "url": "https://hooks.example.com/ganforge",
+                        "events": ["job.status", "study.finished"],
+                        "description": "platform",
+                        "enabled": True,
+                        "disabled_reason": None,
+                        "created_at": "2026-12-03T16:45:34.017685Z",
+                        "failing_since": "2026-12-03T16:45:34.442834Z",
+                    }
+                ],
+                "next_cursor": None,
+            }
+        },
+        ("get", "/v1/webhooks/{webhook_id}"): {
+            200: {
+                "id": "4301950a-dff9-4852-8677-7e2fb45625ef",
+                "url": "https://hooks.example.com/ganforge",
+                "events": ["job.status", "study.finished"],
+                "description": "platform",
+                "enabled": True,
+                "disabled_reason": None,
+                "created_at": "2026-12-03T16:45:34.017685Z",
+                "failing_since": "2026-12-03T16:45:34.442834Z",
+            }
+        },
+        ("delete", "/v1/webhooks/{webhook_id}"): {
+            200: {
+                "id": "4301950a-dff9-4852-8677-7e2fb45625ef",
+                "url": "https://hooks.example.com/ganforge",
+                "events": ["job.status", "study.finished"],
+                "description": "platform",
+                "enabled": True,
+                "disabled_reason": None,
+                "created_at": "2026-12-03T16:45:34.017685Z",
+                "failing_since": "2026-12-03T16:45:55.068810Z",
+            }
+        },
+        ("post", "/v1/webhooks/{webhook_id}/enable"): {
+            200: {
+                "id": "4301950a-dff9-4852-8677-7e2fb45625ef",
+                "url": "https://hooks.example.com/ganforge",
+                "events": ["job.status", "study.finished"],
+                "description": "platform",
+                "enabled": True,
+                "disabled_reason": None,
+                "created_at": "2026-12-03T16:45:34.017685Z",
+                "failing_since": None,
+            }
+        },
+        ("get", "/v1/webhooks/{webhook_id}/deliveries"): {
+            200: {
+                "deliveries": [
+                    {
+                        "id": "319522ee-b57f-4044-b2da-e3cbebd9769a",
+                        "event_id": "msg_8466ede9f781d1d3c57d59a967e345fc",
+                        "type": "job.status",
+                        "status": "failed",
+                        "attempts": 1,
+                        "response_code": None,
+                        "error": "ConnectError: [Errno 111] Connection refused",
+                        "latency_ms": 5.020502999968812,
+                        "created_at": "2026-12-03T16:45:51.581202Z",
+                        "last_attempt_at": "2026-12-03T16:45:51.851083Z",
+                        "next_attempt_at": "2026-12-03T16:45:57.681476Z",
+                        "payload": {
+                            "type": "job.status",
+                            "timestamp": "2026-12-03T16:45:51.581202+00:00",
+                            "data": {
+                                "job_id": "c3065b8c-9c11-43ab-8c88-1a1b180cae18",
+                                "study_id": None,
+                                "seq": 7,
+                                "from": "running",
+                                "to": "succeeded",
+                                "reason": "trained 5 steps in 1.1 s",
+                                "attempt": 1,
+                            },
+                        },
+                    }
+                ],
+                "next_cursor": "ATXfNwg5eNSXJTqvjm7wXMy-F_WPs6CZ8g",
+            }
+        },
+        ("post", "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver"): {
+            202: {
+                "id": "11085333-391d-4d2d-b7be-eb367c32d737",
+                "event_id": "msg_8466ede9f781d1d3c57d59a967e345fc",
+                "type": "job.status",
+                "status": "pending",
+                "attempts": 0,
+                "response_code": None,
+                "error": None,
+                "latency_ms": None,
+                "created_at": "2026-12-03T16:45:54.986435Z",
+                "last_attempt_at": None,
+                "next_attempt_at": "2026-12-03T16:45:54.986435Z",
+                "payload": {
+                    "type": "job.status",
+                    "timestamp": "2026-12-03T16:45:51.581202+00:00",
+                    "data": {
+                        "job_id": "c3065b8c-9c11-43ab-8c88-1a1b180cae18",
+                        "study_id": None,
+                        "seq": 7,
+                        "from": "running",
+                        "to": "succeeded",
+                        "reason": "trained 5 steps in 1.1 s",
+                        "attempt": 1,
+                    },
+                },
+            }
+        },
+    }
+)

@@ -406,6 +406,8 @@ SUMMARIES: dict[tuple[str, str], str] = {
     ("get", "/v1/catalog"): "Losses, architectures and built-in data sets",
     ("get", "/healthz"): "Liveness",
     ("get", "/readyz"): "Readiness: the store, its schema and the broker",
+    ("delete", _JOB): "Delete a finished job",
+    ("delete", f"{_JOB}/checkpoints/{{step}}"): "Delete a checkpoint",
 }
 # The same for the description, where the route has no docstring.
 OPERATION_DESCRIPTIONS: dict[tuple[str, str], str] = {
@@ -437,6 +439,11 @@ REQUEST_EXAMPLES: dict[tuple[str, str], Any] = {
     ("post", f"{_JOB}/generate"): {"count": 4, "seed": 0, "step": "latest", "format": "npy"},
     ("post", "/v1/keys"): {"name": "ci", "scopes": ["read"], "ttl": "30d"},
     ("post", "/v1/datasets"): {"file": "(the bytes of points.npz)", "name": "points"},  # multipart/form-data
+    ("post", "/v1/webhooks"): {
+        "url": "https://hooks.example.com/ganforge",
+        "events": ["job.status", "study.finished"],
+        "description": "platform",
+    },
 }
 
 
@@ -548,6 +555,9 @@ ROUTE_ERROR_EXAMPLES: dict[tuple[str, str], dict[int, list[dict[str, Any]]]] = {
         ]
     },
     ("delete", "/v1/keys/{prefix}"): {404: [_error("not_found", "no API key 'gf_r0wgk4z9'")]},
+    ("post", "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver"): {
+        409: [_error("endpoint_disabled", "the endpoint is disabled: enable it first (POST .../enable)")]
+    },
 }
 
 
@@ -612,7 +622,13 @@ def _declare_examples(method: str, path: str, operation: dict[str, Any]) -> None
 
 
 # What a 404 names for the object in the path (api/deps.py not_found): path parameter → its words.
-_OBJECTS = {"job_id": "job", "dataset_id": "data set", "study_id": "study", "generation_id": "generation"}
+_OBJECTS = {
+    "job_id": "job",
+    "dataset_id": "data set",
+    "study_id": "study",
+    "generation_id": "generation",
+    "webhook_id": "webhook",
+}
 
 
 def _generic_errors(path: str, status: int) -> list[dict[str, Any]]:
