@@ -151,7 +151,7 @@ def delete(
     job_id: JobId,
     checkpoint: Annotated[
         int | None,
-        typer.Option("--checkpoint", metavar="STEP", min=0, help="delete only the checkpoint at this step"),
+        typer.Option("--checkpoint", metavar="N", min=0, help="delete only the checkpoint at this step"),
     ] = None,
     url: Url = None,
     api_key: ApiKey = None,
