@@ -30,6 +30,7 @@ from models.memory import SAFETY_FACTOR, MemoryEstimate, estimate_memory, gib
 from models.records import Checkpoint, Dataset, Job
 from models.settings import get_settings
 from models.spec import STORED_SPEC, DatasetRef, JobSpec, Training
+from models.tracking import tracking_problems
 
 Loc = tuple[str | int, ...]
 
@@ -376,6 +377,8 @@ def admit(*, spec: JobSpec, owner: str, store: AdmissionStore, memory_budget: in
     info = dataset_info(spec.dataset, owner=owner, store=store)
     incompatible = check_compatible(spec, info)
     problems = over + incompatible + _warm_start_problems(spec, info, owner=owner, store=store)
+    mlflow = spec.mlflow.model_dump() if spec.mlflow else None  # a tracking server the worker may call
+    problems += [SpecProblem(loc, why) for loc, why in tracking_problems(mlflow, get_settings())]
     if incompatible:  # networks that cannot be built have no size
         raise SpecRejected(problems)
     filled = fill_defaults(spec, info)

@@ -256,6 +256,43 @@ class Settings(BaseSettings):
         "also report fid and kid (never downloaded); unset: no FID",
     )
 
+    # MLflow mirroring (issue 13; worker/mlflow_mirror.py sends, models/tracking.py decides where).
+    mlflow_tracking_uri: str = Field(
+        default="",
+        description="an MLflow tracking server (e.g. http://mlflow.internal:5000) every job is mirrored to: params, "
+        "metrics, samples, the final checkpoint, status; empty: only jobs whose spec names an allowed server are",
+    )
+    mlflow_allowed_uris: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="comma-separated tracking URIs a job's spec may name in mlflow.tracking_uri besides "
+        "GANFORGE_MLFLOW_TRACKING_URI (the worker calls them); empty: none",
+    )
+    mlflow_experiment: str = Field(
+        default="ganforge", min_length=1, max_length=500, description="the experiment of a job that names none"
+    )
+    mlflow_buffer_points: int = Field(
+        default=100_000,
+        ge=100,
+        description="metric points (and sample pictures) a worker holds for a tracking server that is away; past "
+        "it the oldest are dropped and counted in the job's events",
+    )
+    mlflow_timeout_seconds: int = Field(
+        default=10, ge=1, le=600, description="how long one request to the tracking server may take"
+    )
+    mlflow_drain_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        description="after a job ends, how long its worker waits for the rest (the final checkpoint, the status) "
+        "to reach a tracking server that answers; one that is away is given up at once",
+    )
+
+    @field_validator("mlflow_allowed_uris", mode="before")
+    @classmethod
+    def _split_uris(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip().rstrip("/") for part in value.split(",") if part.strip()]
+        return value
+
     # Webhooks (issue 13; api/webhooks.py sends them, models/webhooks.py guards their URLs).
     webhook_allowed_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=list,

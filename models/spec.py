@@ -691,6 +691,26 @@ class Resources(StrictModel):
     )
 
 
+class Tracking(StrictModel):
+    """Mirror the job to an MLflow tracking server (worker/mlflow_mirror.py): params, metrics, samples, the final
+    checkpoint and the status. A server other than the service's (GANFORGE_MLFLOW_TRACKING_URI) must be one the
+    service allows (GANFORGE_MLFLOW_ALLOWED_URIS), checked at submission (models/tracking.py)."""
+
+    experiment: Text | None = Field(
+        default=None,
+        min_length=1,
+        max_length=500,  # MLflow's longest experiment name
+        description="the MLflow experiment (made when missing); left out, the service's (GANFORGE_MLFLOW_EXPERIMENT)",
+        examples=["gan-sweeps"],
+    )
+    tracking_uri: Text | None = Field(
+        default=None,
+        max_length=2000,
+        description="the tracking server; left out, the service's GANFORGE_MLFLOW_TRACKING_URI",
+        examples=["http://mlflow.internal:5000"],
+    )
+
+
 class JobSpec(StrictModel):
     """A training job. Only dataset, architecture.name and loss.name are required."""
 
@@ -717,6 +737,11 @@ class JobSpec(StrictModel):
         "keys 1 to 64 characters, values up to 256, no control characters. Stored as given and not used by "
         "training; list the jobs with one tag by GET /v1/jobs?tag=key:value",
         examples=[{"team": "vision", "sweep": "lr-1"}],
+    )
+    mlflow: Tracking | None = Field(
+        default=None,
+        description="mirror this job to an MLflow tracking server (see Tracking); left out, the job is mirrored "
+        "when the service sets GANFORGE_MLFLOW_TRACKING_URI",
     )
 
     @model_validator(mode="after")

@@ -59,6 +59,7 @@ from worker.celery_app import app
 from worker.checkpoints import LoadedCheckpoint, latest_complete, load_checkpoint, load_weights
 from worker.gan import LoadedData, load_builtin
 from worker.lease import LeaseKeeper, StoreLost
+from worker.mlflow_mirror import OFF, Mirror, open_mirror
 from worker.sink import StoreSink
 from worker.trainer import DeviceUnavailable, Diverged, WatchStop, resolve_device, train
 from worker.uploaded import DatasetUnavailable, load_uploaded
@@ -253,8 +254,8 @@ def train_job(job_id: str) -> str:
         flush_seconds=settings.metrics_flush_seconds,
         grace_seconds=settings.lease_timeout_seconds,
     )
-    with keeper:
-        ended = _run(keeper, store, artifacts, job.spec, settings)
+    with open_mirror(job, settings, store, artifacts) as mirror, keeper:  # MLflow: closes after the keeper
+        ended = _run(keeper, store, artifacts, job.spec, settings, mirror)
     _wake_queue(store)
     return ended
 
@@ -286,7 +287,12 @@ def _add_compute_seconds(keeper: LeaseKeeper, store: JobStore, cpu: float, on_gp
 
 
 def _run(
-    keeper: LeaseKeeper, store: JobStore, artifacts: ArtifactStore, spec_json: dict[str, Any], settings: Settings
+    keeper: LeaseKeeper,
+    store: JobStore,
+    artifacts: ArtifactStore,
+    spec_json: dict[str, Any],
+    settings: Settings,
+    mirror: Mirror = OFF,
 ) -> str:
     job_id, worker = keeper.job_id, keeper.worker
 
@@ -320,6 +326,7 @@ def _run(
             scratch_dir=str(settings.data_dir / "tmp"),
             class_names=data.info.class_names,
             dataset=data.info,
+            mirror=mirror,
             retention=retention_of(
                 spec_json, keep_last=settings.checkpoint_keep_last, keep_every=settings.checkpoint_keep_every
             ),

@@ -8,6 +8,7 @@ One module per idea, composed into `JobStore`:
 - `results`: events, metrics, samples, checkpoints
 - `datasets`: uploaded data set records
 - `alerts`: what training.watch found on a job, and its CPU/GPU seconds
+- `integrations`: integration events (where a job is mirrored in MLflow, trouble reaching it)
 - `studies`: studies (one request fanned out into jobs) and the runs their comparison reads
 - `keys`: API keys (owner, scopes, expiry, revocation, last use; only each key's SHA-256 is stored)
 - `quota`: what an owner holds and uses as its quotas count it, and the submission check
@@ -25,6 +26,7 @@ from models.store.base import as_utc, utcnow
 from models.store.datasets import DatasetsStore
 from models.store.errors import DatasetGone, DatasetInUse, IdempotencyConflict, InvalidCursor
 from models.store.generations import GenerationsStore
+from models.store.integrations import IntegrationsStore
 from models.store.jobs import JobsStore
 from models.store.keys import KeysStore
 from models.store.lease import LeaseStore
@@ -42,6 +44,7 @@ class JobStore(
     DatasetsStore,
     GenerationsStore,
     AlertsStore,
+    IntegrationsStore,
     KeysStore,
     QuotaStore,
     WebhooksStore,
