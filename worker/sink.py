@@ -21,13 +21,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.artifacts import ArtifactStore
+from models.artifacts import ArtifactStore, job_prefix
 from models.datasets import DatasetInfo
 from models.pictures import image_grid, npy_bytes, scatter
 from models.retention import Retention
 from models.store import JobStore
 from worker import telemetry
-from worker.checkpoints import WrittenCheckpoint, job_prefix, prune_checkpoints, write_checkpoint
+from worker.checkpoints import WrittenCheckpoint, prune_checkpoints, write_checkpoint
 from worker.lease import LeaseKeeper, StoreLost
 from worker.mlflow_mirror import OFF, Mirror
 

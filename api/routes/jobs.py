@@ -157,7 +157,7 @@ def cancel_job(job: OwnedJob, store: StoreDep, owner: CurrentOwner, key: Current
 _ERROR = {"$ref": "#/components/schemas/Error"}
 
 
-def _example(status: int, code: str, message: str, description: str) -> dict[int, dict[str, Any]]:
+def _example(status: int, code: str, message: str, description: str) -> dict[int | str, dict[str, Any]]:
     body = {"error": {"code": code, "message": message, "details": []}}
     return {status: {"description": description, "content": {"application/json": {"schema": _ERROR, "example": body}}}}
 
