@@ -12,37 +12,23 @@ from typing import Annotated, Any, Union, get_args, get_origin
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
-from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
-from api import errors, events, openapi, security
+from api import errors, events, openapi, security, telemetry
 from api.deps import KeylessProduction, refuse_keyless_production
 from api.gate import RequestGate
 from api.reconciler import Reconciler
-from api.webhooks import WebhookSender
 from api.routes import ROUTERS
+from api.webhooks import WebhookSender
 from migrations import schema_problem
 from models.artifacts import ArtifactStore, keep_files_private
 from models.db import make_engine
+from models.logs import configure_logging
 from models.queue import make_celery
-from models.records import JobStatus
 from models.settings import Settings, get_settings
 from models.store import JobStore
-
-
-class JobGauges:
-    """`ganforge_jobs{status}`, read from the store when Prometheus scrapes."""
-
-    def __init__(self, registry: CollectorRegistry, store: JobStore) -> None:
-        self.store = store
-        self.gauge = Gauge("ganforge_jobs", "jobs by status", ["status"], registry=registry)
-
-    def refresh(self) -> None:
-        counts = self.store.count_jobs_by_status()
-        for status in JobStatus.ALL:
-            self.gauge.labels(status=status).set(counts.get(status, 0))
-
 
 log = logging.getLogger("ganforge.api")
 
@@ -140,7 +126,7 @@ def create_app(settings: Settings | None = None, *, reconcile: bool = True) -> F
         # offline); ReDoc, CDN-only, is off.
         docs_url=None,
         redoc_url=None,
-        dependencies=[Depends(one_value_per_query_parameter)],
+        dependencies=[Depends(one_value_per_query_parameter), Depends(telemetry.job_id_on_log_lines)],
         # /v1/jobs/ is a 404 that says to drop the slash, not a 307 to a URL built from the Host header.
         redirect_slashes=False,
     )
@@ -153,7 +139,6 @@ def create_app(settings: Settings | None = None, *, reconcile: bool = True) -> F
     app.state.artifacts = ArtifactStore(settings.artifacts_url, settings.artifacts_options)
     app.state.celery = make_celery(settings)
     app.state.registry = CollectorRegistry()
-    app.state.job_gauges = JobGauges(app.state.registry, app.state.store)
     app.state.event_hub = events.EventHub(app.state.store, app.state.registry)
     app.state.webhook_sender = WebhookSender(app.state.store, settings, app.state.registry)
     errors.install(app)
@@ -161,21 +146,22 @@ def create_app(settings: Settings | None = None, *, reconcile: bool = True) -> F
     app.add_middleware(RequestGate, settings=settings)
     for router in ROUTERS:
         app.include_router(router)
+    # Outside the gate: its 401s and 413s are counted under the route they were for.
+    app.state.store_figures = telemetry.install(app, app.state.registry, app.state.store, settings)
     openapi.install(app)
     # Outside everything, the gate's and the server errors' answers included.
     security.install(app)
     return app
 
 
-logging.basicConfig(level=logging.INFO)
-
-
 def __getattr__(name: str) -> FastAPI:
     # `uvicorn api.app:app` builds the app on first access, from the environment's settings.
     if name == "app":
         try:
+            configure_logging(get_settings().log_format)
             created = create_app()
         except ValidationError as exc:  # settings that would fail open or run unsafely: refuse to start
+            configure_logging()
             log.critical("refusing to start: invalid settings\n%s", exc)
             raise SystemExit(2) from None
         except SchemaNotCurrent as exc:

@@ -17,9 +17,10 @@ import os
 import signal
 from typing import Any
 
-from celery.signals import worker_shutting_down
+from celery.signals import setup_logging, worker_shutting_down
 from celery.worker import state as worker_state
 
+from models.logs import configure_logging
 from models.queue import TRAIN_TASK, make_celery
 from models.settings import get_settings
 
@@ -54,3 +55,12 @@ def _hand_back_running_jobs(**_kwargs: Any) -> None:
 
 # weak=False: the receiver lives as long as the app.
 worker_shutting_down.connect(_hand_back_running_jobs, weak=False)
+
+
+def _configure_logging(loglevel: int | str | None = None, **_kwargs: Any) -> None:
+    # Connected, Celery leaves logging to us (its own format, and its root-logger takeover, would bypass
+    # GANFORGE_LOG_FORMAT); the pool processes call this again as they start.
+    configure_logging(get_settings().log_format, loglevel or logging.INFO)
+
+
+setup_logging.connect(_configure_logging, weak=False)

@@ -50,9 +50,10 @@ def readyz(store: StoreDep, broker: BrokerDep) -> JSONResponse:
 
 @router.get("/metrics", include_in_schema=False)
 def prometheus(request: Request, _owner: CurrentOwner) -> Response:
-    """Prometheus metrics. When API keys are configured, any valid key (`Authorization: Bearer <key>`), else 401:
-    the job counts and event-stream figures describe every owner's use of the service. Open when auth is off."""
-    request.app.state.job_gauges.refresh()
+    """Prometheus metrics (api/telemetry.py: jobs by status and queue, queue depth and wait, requests by route and
+    status, event streams). When API keys are configured, any valid key (`Authorization: Bearer <key>`), else 401:
+    the figures describe every owner's use of the service. Open when auth is off. The store's figures are read at
+    most once per api.telemetry.FIGURES_TTL_SECONDS, however often this is scraped."""
     return Response(generate_latest(request.app.state.registry), media_type=CONTENT_TYPE_LATEST)
 
 

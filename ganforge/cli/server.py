@@ -12,7 +12,6 @@ when one of these commands runs, never by `ganforge --help` or a client command.
 from __future__ import annotations
 
 import importlib.util
-import logging
 import os
 import re
 import sys
@@ -60,9 +59,6 @@ def _prepare(ctx: typer.Context, data_dir: Path | None, command: str | None = No
             USAGE,
         )
     chosen = data_dir if data_dir is not None else options(ctx).data_dir
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    # Alembic logs each of its autogenerate plugins at INFO when it loads (7 lines a start); its migrations stay.
-    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     if chosen is not None:
         os.environ["GANFORGE_DATA_DIR"] = str(chosen.expanduser().resolve())
     from pydantic import ValidationError
@@ -78,6 +74,9 @@ def _prepare(ctx: typer.Context, data_dir: Path | None, command: str | None = No
             raise
         print(f"ganforge: refusing to start, the GANFORGE_* settings are invalid: {reasons}", file=sys.stderr)
         raise typer.Exit(USAGE) from None
+    from models.logs import configure_logging
+
+    configure_logging(get_settings().log_format)  # GANFORGE_LOG_FORMAT: text or json
 
 
 def settings_problems(exc: Any) -> str:
