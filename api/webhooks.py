@@ -158,24 +158,31 @@ class WebhookSender:
         self._wake.set()
 
     def _run(self) -> None:
+        woken = True  # the first pass sends what waited while no API ran
         while not self._stop.is_set():
             try:
-                sent = self.send_due()
+                sent = self.send_due(look_first=not woken)
             except Exception:  # the store away: try again after the poll interval
                 log.warning("webhook sender pass failed", exc_info=True)
                 sent = 0
             if sent == BATCH:
-                continue  # more may be due
-            self._wake.wait(self.settings.webhook_poll_seconds)
+                woken = True  # more may be due
+                continue
+            woken = self._wake.wait(self.settings.webhook_poll_seconds)
             self._wake.clear()
 
-    def send_due(self) -> int:
-        """Claim and send one batch of due deliveries; returns how many were claimed."""
-        due = self.store.next_delivery_due()
-        if due is None or due > datetime.now(UTC):
-            return 0
+    def send_due(self, *, look_first: bool = True) -> int:
+        """Claim and send one batch of due deliveries; returns how many were claimed. `look_first`: claim only
+        after a read found one due (a poll: no write transaction while there is nothing to send)."""
+        if look_first:
+            due = self.store.next_delivery_due()
+            if due is None or due > datetime.now(UTC):
+                return 0
         claimed = self.store.claim_deliveries(holder=self.holder, limit=BATCH, lease=self.lease)
-        list(self.pool.map(self.send_one, claimed))
+        if len(claimed) == 1:  # the usual case: no hand-over to the pool
+            self.send_one(claimed[0])
+        else:
+            list(self.pool.map(self.send_one, claimed))
         return len(claimed)
 
     def send_one(self, delivery: Claimed) -> str | None:

@@ -11,7 +11,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy import event
 from standardwebhooks import Webhook
@@ -71,7 +70,9 @@ class Receiver:
         with self.lock:
             return [r for r in self.received if r["path"] == path and (status is None or r["status"] == status)]
 
-    def wait(self, path: str, done: Callable[[list[dict[str, Any]]], bool], timeout: float = 60) -> list[dict[str, Any]]:
+    def wait(
+        self, path: str, done: Callable[[list[dict[str, Any]]], bool], timeout: float = 60
+    ) -> list[dict[str, Any]]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             got = self.at(path)
@@ -221,7 +222,11 @@ def test_the_outbox_costs_one_query_per_status_event_and_none_per_metrics_event(
         event.remove(store.engine, "before_cursor_execute", count)
     # With an endpoint, the status event and its delivery commit together.
     store.create_webhook(
-        owner="listens", url="https://example.com/", events=["job.status"], description="", secret="whsec_AA==",
+        owner="listens",
+        url="https://example.com/",
+        events=["job.status"],
+        description="",
+        secret="whsec_AA==",
         max_per_owner=1,
     )
     other, _ = store.create_job(owner="listens", spec=SPEC, idempotency_key=None)
@@ -291,10 +296,58 @@ def test_retries_redelivery_and_no_delivery_lost_across_an_api_restart(backend: 
             got = receiver.wait(
                 "/hook", lambda got: pending <= {r["headers"]["webhook-id"] for r in got if r["status"] == 200}
             )
-            arrived = [json.loads(r["body"]) for r in got if r["status"] == 200 and r["headers"]["webhook-id"] in pending]
+            arrived = [
+                json.loads(r["body"]) for r in got if r["status"] == 200 and r["headers"]["webhook-id"] in pending
+            ]
             assert {p["data"]["to"] for p in arrived} == waiting
             assert {p["data"]["job_id"] for p in arrived} == {job["id"], *more}
             log = client.get(deliveries_url, params={"limit": 500}).json()["deliveries"]
             assert {d["status"] for d in log} == {"succeeded"}
     finally:
         receiver.close()
+
+
+def test_the_sdk_and_the_cli_manage_webhooks(service: Service, receiver: Receiver) -> None:
+    from typer.testing import CliRunner
+
+    from ganforge.cli import app
+    from ganforge.client import AsyncClient, Client
+    from ganforge.client.errors import NotFound, ValidationFailed
+
+    with Client(service.url, api_key="key-a") as client:
+        made = client.webhooks.create(receiver.base + "/sdk", ["job.status"], description="sdk")
+        assert made.secret.startswith("whsec_") and made.events == ["job.status"]
+        assert made.id in [w.id for w in client.webhooks.list()]
+        with pytest.raises(ValidationFailed, match="url"):
+            client.webhooks.create("http://169.254.169.254/", ["job.status"])
+        job = client.submit(TINY_SPEC)
+        client.cancel(job.id)
+        receiver.wait("/sdk", lambda got: len(_statuses(got, job.id)) == 2)
+        log = list(client.webhooks.deliveries(made.id))
+        assert {d.status for d in log} == {"succeeded"} and len(log) == 2
+        again = client.webhooks.redeliver(made.id, log[0].id)
+        assert again.event_id == log[0].event_id and again.status == "pending"
+
+    async def through_aio() -> list[str]:
+        async with AsyncClient(service.url, api_key="key-a") as aio:
+            assert (await aio.webhooks.get(made.id)).url == made.url
+            return [d.id async for d in aio.webhooks.deliveries(made.id, status="succeeded")]
+
+    import asyncio
+
+    assert len(asyncio.run(through_aio())) >= 2
+
+    env = {"GANFORGE_URL": service.url, "GANFORGE_API_KEY": "key-a"}
+    runner = CliRunner()
+    listed = runner.invoke(app, ["webhooks", "list", "--json"], env=env)
+    assert listed.exit_code == 0, listed.output
+    assert made.id in [w["id"] for w in json.loads(listed.stdout)]
+    shown = runner.invoke(app, ["webhooks", "deliveries", made.id], env=env)
+    assert shown.exit_code == 0 and "job.status" in shown.stdout, shown.output
+    created = runner.invoke(app, ["webhooks", "create", receiver.base + "/cli", "--event", "job.checkpoint"], env=env)
+    assert created.exit_code == 0 and "whsec_" in created.stdout, created.output
+    cli_id = created.stdout.split()[1]
+    for webhook_id in (made.id, cli_id):
+        assert runner.invoke(app, ["webhooks", "delete", webhook_id], env=env).exit_code == 0
+    with Client(service.url, api_key="key-a") as client, pytest.raises(NotFound):
+        client.webhooks.get(made.id)

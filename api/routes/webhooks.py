@@ -39,7 +39,9 @@ def _error(description: str, code: str, message: str, field: str | None = None) 
     return {"description": description, "content": {"application/json": {"example": example}}}
 
 
-NOT_FOUND = {404: _error("no such endpoint of yours", "not_found", f"no webhook {WEBHOOK_ID!r}")}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: _error("no such endpoint of yours", "not_found", f"no webhook {WEBHOOK_ID!r}")
+}
 FORBIDDEN = _error("the key lacks the submit scope", "insufficient_scope", scope_message("submit").replace("\n", " "))
 
 

@@ -22,7 +22,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ganforge.cli import datasets, generate, jobs, keys, quota, server, studies
+from ganforge.cli import datasets, generate, jobs, keys, quota, server, studies, webhooks
 from ganforge.cli.context import DEFAULT_URL, Options
 
 app = typer.Typer(
@@ -57,6 +57,7 @@ generate.register(app)
 quota.register(app)
 app.add_typer(datasets.app, name="datasets", rich_help_panel="Use the service")
 app.add_typer(studies.app, name="study", rich_help_panel="Use the service")
+app.add_typer(webhooks.app, name="webhooks", rich_help_panel="Use the service")
 keys.register(app)  # `keys` and `whoami`
 
 

@@ -61,6 +61,7 @@ from ganforge.client.types import (
     WhoAmI,
     parse,
 )
+from ganforge.client.webhooks import AsyncWebhooks
 
 POLL_START, POLL_MAX = 0.2, 2.0  # seconds between the polls of `wait`, growing
 
@@ -107,6 +108,7 @@ class AsyncClient:
         self.datasets = AsyncDatasets(self)
         self.studies = AsyncStudies(self)
         self.keys = AsyncKeys(self)
+        self.webhooks = AsyncWebhooks(self)
 
     @property
     def base_url(self) -> str:

@@ -59,6 +59,7 @@ from ganforge.client.types import (
     WhoAmI,
     parse,
 )
+from ganforge.client.webhooks import Webhooks
 
 POLL_START, POLL_MAX = 0.2, 2.0  # seconds between the polls of `wait`, growing
 
@@ -105,6 +106,7 @@ class Client:
         self.datasets = Datasets(self)
         self.studies = Studies(self)
         self.keys = Keys(self)
+        self.webhooks = Webhooks(self)
 
     @property
     def base_url(self) -> str:

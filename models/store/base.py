@@ -111,8 +111,10 @@ def transition_where(
         write_deliveries(
             session,
             [
-                SourceEvent(row["job_id"], owner, study_id, row["seq"], "status", now, row["data"])
-                for row, (_id, _seq, _attempt, owner, study_id) in zip(events, moved, strict=True)
+                SourceEvent(
+                    job_id, owner, study_id, seq, "status", now, status_event(was, to, reason, attempt, **(extra or {}))
+                )
+                for job_id, seq, attempt, owner, study_id in moved
             ],
         )
     return [job_id for job_id, _seq, _attempt, _owner, _study in moved]

@@ -159,9 +159,10 @@ class StudiesStore(JobsStore, ResultsStore):
                     session.execute(insert(Job), job_rows)
                     session.execute(insert(JobEvent), event_rows)
                     # The jobs' webhook deliveries (job.status, submitted), in this transaction (the outbox).
+                    submitted = status_event(None, JobStatus.QUEUED, SUBMITTED, 1, key=key)
                     write_deliveries(
                         session,
-                        [SourceEvent(e["job_id"], owner, study_id, 1, "status", now, e["data"]) for e in event_rows],
+                        [SourceEvent(str(e["job_id"]), owner, study_id, 1, "status", now, submitted) for e in event_rows],
                     )
                 if quotas is not None:
                     check_submission(session, owner=owner, quotas=quotas, adds=len(job_rows))
