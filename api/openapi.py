@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import copy
 import re
+from collections import Counter
 from typing import Any
 
 from fastapi import FastAPI
@@ -181,9 +182,9 @@ def finish(schema: dict[str, Any]) -> dict[str, Any]:
     _declare_raw_bodies(schema, components)
     _add_models(components, Error)
     _declare_readiness(schema, components)
+    _name_operations(schema)
     for path, operations in schema["paths"].items():
         for method, operation in operations.items():
-            _name_operation(method, path, operation)
             _declare_summary(method, path, operation)
             _declare_files(method, path, operation)
         if not path.startswith("/v1/"):
@@ -196,8 +197,6 @@ def finish(schema: dict[str, Any]) -> dict[str, Any]:
             _declare_rate_limits(method, path, operation)
             if (method, path) in VALIDATE_ONLY:
                 _declare_validate_only(operation, *VALIDATE_ONLY[method, path])
-    ids = [operation.get("operationId") for operations in schema["paths"].values() for operation in operations.values()]
-    assert len(ids) == len(set(ids)), f"two operations share a function name: {sorted(ids)}"
     _declare_links(schema)
     for path, operations in schema["paths"].items():
         for method, operation in operations.items():
@@ -561,13 +560,22 @@ ROUTE_ERROR_EXAMPLES: dict[tuple[str, str], dict[int, list[dict[str, Any]]]] = {
 }
 
 
-def _name_operation(method: str, path: str, operation: dict[str, Any]) -> None:
-    """The operation's id without the path and method FastAPI appends to the function's name (fastapi.utils
-    generate_unique_id); the names are unique across the routers (`finish` checks)."""
-    suffix = re.sub(r"\W", "_", path) + "_" + method
-    name = operation.get("operationId", "")
-    if name.endswith(suffix) and len(name) > len(suffix):
-        operation["operationId"] = name.removesuffix(suffix)
+def _name_operations(schema: dict[str, Any]) -> None:
+    """Each operation's id without the path and method FastAPI appends to its function's name (fastapi.utils
+    generate_unique_id), where no other operation's function has that name (ids must stay unique)."""
+    short = {}
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            suffix = re.sub(r"\W", "_", path) + "_" + method
+            name = operation.get("operationId", "")
+            if name.endswith(suffix) and len(name) > len(suffix):
+                short[name] = name.removesuffix(suffix)
+    taken = Counter(short.values())
+    for operations in schema["paths"].values():
+        for operation in operations.values():
+            name = short.get(operation.get("operationId", ""))
+            if name and taken[name] == 1:
+                operation["operationId"] = name
 
 
 def _is_fastapi_summary(operation: dict[str, Any]) -> bool:

@@ -65,7 +65,7 @@ def fits(schema: dict[str, Any], document: dict[str, Any], value: Any) -> list[s
 
 
 def is_binary(content: dict[str, Any]) -> bool:
-    return content.get("schema", {}).get("format") == "binary"
+    return bool(content.get("schema", {}).get("format") == "binary")
 
 
 def examples_of(content: dict[str, Any]) -> list[Any]:
@@ -78,7 +78,8 @@ def examples_of(content: dict[str, Any]) -> list[Any]:
 def schema(service: Service) -> dict[str, Any]:
     response = httpx.get(f"{service.url}/openapi.json", timeout=30)
     assert response.status_code == 200, response.text
-    return response.json()
+    document: dict[str, Any] = response.json()
+    return document
 
 
 def test_every_operation_has_a_summary_a_description_and_examples_that_fit(schema: dict[str, Any]) -> None:
