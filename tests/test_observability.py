@@ -24,7 +24,7 @@ import yaml
 from models.spec import JobSpec
 from models.store import JobStore
 from models.store.figures import queue_figures
-from tests.conftest import BACKENDS, api_and_worker
+from tests.conftest import api_and_worker
 from tests.service import KEYS, ROOT, TINY_SPEC, Service, free_port, wait_for
 
 PROMETHEUS, PROMTOOL = Path("/usr/bin/prometheus"), Path("/usr/bin/promtool")
@@ -42,7 +42,9 @@ class Observed:
     job_id: str
 
 
-@pytest.fixture(scope="module", params=BACKENDS)
+# The production stack's store only: a deployment of its own costs 15-60 s a backend, and what differs between the
+# stores (the figures' SQL) is tested on both by test_queue_figures_count_by_status_and_queue.
+@pytest.fixture(scope="module", params=["postgres"])
 def observed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Observed]:
     """A deployment logging JSON with its worker's metrics port on, a job trained there, and a Prometheus scraping
     both every second."""
@@ -120,6 +122,7 @@ def query(prometheus: str, promql: str, timeout: float = 30.0) -> list[dict[str,
         time.sleep(0.25)
 
 
+@pytest.mark.slow  # the `observed` deployment
 def test_prometheus_scrapes_the_api_and_the_worker(observed: Observed) -> None:
     job_id, prometheus = observed.job_id, observed.prometheus
     up = query(prometheus, "up == 1")
@@ -144,6 +147,7 @@ def test_prometheus_scrapes_the_api_and_the_worker(observed: Observed) -> None:
     query(prometheus, "ganforge_worker_checkpoint_write_seconds_count > 0")
 
 
+@pytest.mark.slow  # the `observed` deployment
 def test_request_labels_stay_bounded(observed: Observed) -> None:
     """Unknown ids and unknown paths add no series: the label is the template (or `unmatched`)."""
     with observed.service.client() as client:
@@ -159,6 +163,7 @@ def test_request_labels_stay_bounded(observed: Observed) -> None:
     assert any('route="unmatched",status="404"' in line for line in http_lines), http_lines
 
 
+@pytest.mark.slow  # the `observed` deployment
 def test_a_scrape_storm_reads_the_store_rarely(observed: Observed) -> None:
     def reads() -> float:
         with observed.service.client() as client:
@@ -191,6 +196,7 @@ def exported_names(exposition: str) -> set[str]:
     return names
 
 
+@pytest.mark.slow  # the `observed` deployment
 def test_the_dashboard_and_the_scrape_config_name_what_the_service_exports(observed: Observed, tmp_path: Path) -> None:
     with observed.service.client() as client:
         api = client.get("/metrics")
@@ -216,6 +222,7 @@ def test_the_dashboard_and_the_scrape_config_name_what_the_service_exports(obser
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
+@pytest.mark.slow  # the `observed` deployment
 def test_every_worker_line_about_the_job_is_json_with_its_fields(observed: Observed) -> None:
     job_id = observed.job_id
     lines = (observed.service.data_dir / "worker-0.log").read_text().splitlines()
