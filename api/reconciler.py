@@ -1,7 +1,8 @@
 """The reconciler: the store is the truth, so the API re-sends what the broker may have lost.
 
 Every `reconcile_seconds` it (1) re-queues running jobs whose worker stopped renewing
-its lease (or fails them after max_attempts), (2) wakes workers for queued jobs that may start and waited
+its lease (or fails them after max_attempts), (2) wakes workers, on each job's named queue, for queued jobs of
+queues a live worker serves that may start and waited
 past `redeliver_seconds` since their last message: at most WAKE_UPS_PER_PASS (8) per pass and at most each
 owner's free running-jobs slots, whatever the queue's length (a worker claims by fair share whichever job is
 next, models/store/lease.py claim_next), (3) fails generate requests no generate worker took or finished within
@@ -37,11 +38,18 @@ def reconcile_once(
     """One pass; returns the job ids sent to the broker. `artifacts`: where generate results are deleted from
     (default: the settings' artifact store)."""
     ids = store.requeue_silent_jobs(lease_timeout=timedelta(seconds=settings.lease_timeout_seconds))
+    # Wake-ups only for queues a live worker serves: one for a queue nobody consumes would pile up in the broker.
+    heartbeat = timedelta(seconds=settings.worker_heartbeat_seconds)
     ids += store.wake_ups(
-        older_than=timedelta(seconds=settings.redeliver_seconds), quotas_of=settings.quotas, limit=WAKE_UPS_PER_PASS
+        older_than=timedelta(seconds=settings.redeliver_seconds),
+        quotas_of=settings.quotas,
+        limit=WAKE_UPS_PER_PASS,
+        queues=store.served_queues(within=2 * heartbeat),
     )
+    queues = store.queues_of(job_ids=ids)
     for job_id in ids:
-        send_train(broker, job_id)
+        send_train(broker, job_id, queues.get(job_id))
+    store.forget_silent_workers(older_than=10 * heartbeat)
     if ids:
         log.info("reconciler sent %d wake-up(s) for job(s): %s", len(ids), ", ".join(ids))
     # A generate request is short: one no worker took (or finished) in time is failed with the reason, not re-sent.

@@ -1,4 +1,5 @@
-"""`ganforge up`: migrate, then run the API, one training worker and one generate worker until told to stop.
+"""`ganforge up`: migrate, then run the API, training workers (one, or `--workers N`) and one generate worker until
+told to stop.
 
 The children run in process groups of their own, so a terminal's Ctrl-C reaches this
 process alone and the shutdown happens once, in order: SIGTERM to the worker (a running
@@ -62,9 +63,10 @@ def api_command(host: str, port: int, environ: Mapping[str, str] | None = None) 
 
 
 def worker_command(generate: bool = False) -> list[str]:
-    """The Celery command line of one worker (prefork, one process): a training worker on the configured queue,
-    or (`generate`) a generate worker on its own short queue (models/queue.py generate_queue)."""
-    from models.queue import generate_queue
+    """The Celery command line of one worker (prefork, one process): a training worker on its named queues
+    (models/queue.py worker_queues: GANFORGE_WORKER_QUEUES, else GANFORGE_QUEUE), or (`generate`) a generate worker
+    on its own short queue (models/queue.py generate_queue)."""
+    from models.queue import generate_queue, worker_queues
     from models.settings import get_settings
 
     return [
@@ -81,7 +83,7 @@ def worker_command(generate: bool = False) -> list[str]:
         "--concurrency",
         "1",
         "-Q",
-        generate_queue(get_settings()) if generate else get_settings().queue,
+        generate_queue(get_settings()) if generate else ",".join(worker_queues(get_settings())),
         "-n",
         f"ganforge-{'generate-' if generate else ''}{os.getpid()}@%h",
     ]
@@ -159,16 +161,36 @@ def parent_watch() -> ParentWatch | None:
     return None if signal.getsignal(signal.SIGHUP) == signal.SIG_IGN else ParentWatch()
 
 
-class Up:
-    """The API and one worker, kept running until a stop signal or the parent's end."""
+def spawn_training_worker(workers: int) -> subprocess.Popen[bytes]:
+    """One of `workers` training workers on the default queue: GANFORGE_WORKER_THREADS, when not set, is its share of
+    the cores (cores ÷ workers; worker/presence.py), so N workers do not oversubscribe the machine N times."""
+    from models.settings import get_settings
 
-    def __init__(self, host: str, port: int) -> None:
+    if get_settings().worker_threads <= 0 and workers > 1:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        os.environ["GANFORGE_WORKER_THREADS"] = str(max(1, cores // workers))  # inherited by the child
+    return spawn(worker_command())
+
+
+class Up:
+    """The API and `workers` training workers (and a generate worker), kept running until a stop signal or the
+    parent's end."""
+
+    def __init__(self, host: str, port: int, workers: int = 1) -> None:
         self.host, self.port = host, port
         self.stop_reason: str | None = None
         self.signals = 0
         self.api: subprocess.Popen[bytes] | None = None
-        self.worker: subprocess.Popen[bytes] | None = None
+        self.trainers = [
+            Kept("worker" if workers == 1 else f"worker {i + 1}", lambda: spawn_training_worker(workers))
+            for i in range(workers)
+        ]
         self.generator = Kept("generate worker", lambda: spawn(worker_command(generate=True), signal.SIGQUIT))
+
+    @property
+    def workers(self) -> list[subprocess.Popen[bytes] | None]:
+        """The training workers' current processes, then the generate worker's."""
+        return [kept.process for kept in [*self.trainers, self.generator]]
 
     @property
     def url(self) -> str:
@@ -181,7 +203,7 @@ class Up:
             log.info("%s: stopping the worker and the API (again to kill them at once)", self.stop_reason)
         else:
             log.info("got %s again: killing the worker and the API", signal.Signals(signum).name)
-            for process in (self.worker, self.generator.process, self.api):
+            for process in (*self.workers, self.api):
                 _kill_group(process)
 
     def install_signal_handlers(self) -> None:
@@ -201,10 +223,8 @@ class Up:
         if self.stop_reason is not None:
             return 0
         self.api = spawn(api_command(self.host, self.port))
-        self.worker = spawn(worker_command())
-        self.generator.start()
-        started, restarts = time.monotonic(), 0
-        restart_at: float | None = None
+        for kept in [*self.trainers, self.generator]:
+            kept.start()
         # The demo waits for readiness inside the loop, so a Ctrl-C during start-up is not held up.
         demo_until = time.monotonic() + DEMO_READY_SECONDS if demo else None
         try:
@@ -224,17 +244,9 @@ class Up:
                 if self.api.poll() is not None:
                     log.error("the API exited with %s; stopping", self.api.returncode)
                     return 1
-                if restart_at is None and self.worker.poll() is not None:
-                    # A worker that lived a minute had a real life: restart at once; a crash loop backs off.
-                    restarts = 0 if time.monotonic() - started > 60 else restarts + 1
-                    delay = min(MAX_RESTART_DELAY_SECONDS, 0.5 * 2**restarts) if restarts else 0.0
-                    log.warning(
-                        "the worker exited with %s; starting a new one in %.1f s", self.worker.returncode, delay
-                    )
-                    restart_at = time.monotonic() + delay
-                if restart_at is not None and time.monotonic() >= restart_at:
-                    self.worker, started, restart_at = spawn(worker_command()), time.monotonic(), None
-                self.generator.keep()
+                # A worker that lived a minute had a real life: restarted at once; a crash loop backs off (Kept).
+                for kept in [*self.trainers, self.generator]:
+                    kept.keep()
                 time.sleep(POLL_SECONDS)
             return 0
         finally:
@@ -242,12 +254,11 @@ class Up:
 
     def stop(self) -> None:
         """SIGTERM the workers and the API, wait for them, kill what outlives its grace."""
-        for process in (self.worker, self.generator.process, self.api):
+        for process in (*self.workers, self.api):
             if process is not None and process.poll() is None:
                 process.terminate()
         for process, grace in (
-            (self.worker, WORKER_GRACE_SECONDS),
-            (self.generator.process, WORKER_GRACE_SECONDS),
+            *((worker, WORKER_GRACE_SECONDS) for worker in self.workers),
             (self.api, API_GRACE_SECONDS),
         ):
             if process is None:

@@ -272,8 +272,9 @@ def _warm_start_problems(spec: JobSpec, info: DatasetInfo, *, owner: str, store:
 def fill_defaults(spec: JobSpec, info: DatasetInfo) -> JobSpec:
     """`spec` with every default that depends on the data filled in, as the worker would derive it.
 
-    Fills the gradient penalty's λ (models.catalog.default_gp_weight) and
-    training.sample_count (models.catalog.default_sample_count); values the spec sets are kept.
+    Fills the gradient penalty's λ (models.catalog.default_gp_weight),
+    training.sample_count (models.catalog.default_sample_count) and resources.queue (the service's default queue,
+    GANFORGE_QUEUE); values the spec sets are kept.
     """
     body = spec.model_dump()
     loss = body["loss"]
@@ -281,6 +282,8 @@ def fill_defaults(spec: JobSpec, info: DatasetInfo) -> JobSpec:
         loss["gp_weight"] = default_gp_weight(network_shape(spec, info))
     if body["training"]["sample_count"] is None:
         body["training"]["sample_count"] = default_sample_count(info.kind)
+    if body["resources"]["queue"] is None:  # stored resolved: GET shows the queue the job waits in
+        body["resources"]["queue"] = get_settings().queue
     return JobSpec.model_validate(body)
 
 

@@ -63,9 +63,19 @@ def make_celery(settings: Settings) -> Celery:
     return app
 
 
-def send_train(app: Celery, job_id: str) -> None:
-    """Wake a worker to claim the next queued job; `job_id` (the job whose submission or end sent it) is a hint."""
-    app.send_task(TRAIN_TASK, args=[job_id], retry=True, retry_policy={"max_retries": 3, "interval_start": 0.2})
+def send_train(app: Celery, job_id: str, queue: str | None = None) -> None:
+    """Wake a worker of the named `queue` (the job's; None: the default queue, GANFORGE_QUEUE) to claim the next
+    queued job of its queues; `job_id` (the job whose submission or end sent it) is a hint."""
+    app.send_task(
+        TRAIN_TASK, args=[job_id], queue=queue, retry=True, retry_policy={"max_retries": 3, "interval_start": 0.2}
+    )
+
+
+def worker_queues(settings: Settings) -> list[str]:
+    """The named queues a training worker serves: GANFORGE_WORKER_QUEUES (comma-separated, set by `ganforge worker
+    --queue`), else the default queue GANFORGE_QUEUE."""
+    named = [name.strip() for name in settings.worker_queues.split(",") if name.strip()]
+    return list(dict.fromkeys(named)) or [settings.queue]
 
 
 def generate_queue(settings: Settings) -> str:

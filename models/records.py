@@ -15,6 +15,10 @@ DB_INT_MAX = 2**63 - 1
 DB_INT_MIN = -(2**63)
 
 
+# Settings.queue's default: the queue of a job stored without resources.queue (submission resolves it first).
+DEFAULT_QUEUE = "ganforge"
+
+
 class Base(DeclarativeBase):
     type_annotation_map = {datetime: DateTime(timezone=True), dict[str, Any]: JSON, list[Any]: JSON}
 
@@ -39,6 +43,7 @@ class Job(Base):
         Index("ix_jobs_owner_seq", "owner", "seq"),
         Index("ix_jobs_status", "status"),
         Index("ix_jobs_status_priority_seq", "status", "priority", "seq"),
+        Index("ix_jobs_status_queue_priority_seq", "status", "queue", "priority", "seq"),
         Index("ix_jobs_study_id", "study_id"),
     )
 
@@ -83,6 +88,8 @@ class Job(Base):
     gpu_seconds: Mapped[float | None] = mapped_column(Float)
     # 0-100, higher first among waiting jobs (models/quotas.py bounds it per owner; the scheduler orders by it).
     priority: Mapped[int] = mapped_column(Integer, default=50, server_default="50")
+    # The named queue whose workers may take the job (resources.queue, resolved at submission; DEFAULT_QUEUE).
+    queue: Mapped[str] = mapped_column(String(64), default=DEFAULT_QUEUE)
 
 
 class Study(Base):
@@ -303,3 +310,17 @@ class WebhookDelivery(Base):
     latency_ms: Mapped[float | None] = mapped_column(Float)
     lease_until: Mapped[datetime | None]
     lease_holder: Mapped[str | None] = mapped_column(String(64))
+
+
+class Worker(Base):
+    """A live training worker process and the named queues it serves: its pool process upserts the row every
+    GANFORGE_WORKER_HEARTBEAT_SECONDS; one unseen for two heartbeats is gone (the API's queue_reason reads it)."""
+
+    __tablename__ = "workers"
+    __table_args__ = (Index("ix_workers_last_seen", "last_seen"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    queues: Mapped[list[Any]] = mapped_column(JSON)
+    threads: Mapped[int | None] = mapped_column(Integer)
+    started_at: Mapped[datetime]
+    last_seen: Mapped[datetime]

@@ -149,7 +149,30 @@ class Settings(BaseSettings):
         description="'production': the API refuses to start unless GANFORGE_API_KEYS is set or the store holds an "
         "active key (checked at API startup, api/deps.py refuse_keyless_production); `ganforge up` makes the first",
     )
-    queue: str = Field(default="ganforge", description="Celery queue the training tasks go to")
+    queue: str = Field(
+        default="ganforge",
+        pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$",  # models/spec.py QUEUE_NAME: a job's resources.queue may name it
+        description="the default named queue: a job whose spec leaves resources.queue out goes here, and a worker "
+        "started without --queue serves it",
+    )
+    worker_queues: str = Field(
+        default="",
+        description="comma-separated named queues a training worker serves (`ganforge worker --queue` sets it); "
+        "empty: the default queue",
+    )
+    worker_threads: int = Field(
+        default=0,
+        ge=0,
+        description="torch intra-op threads of a training worker process (`ganforge worker --threads`); 0: its share "
+        "of the machine, the CPU cores divided by the worker processes started together (`ganforge up --workers N`), "
+        "else all cores",
+    )
+    worker_heartbeat_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="how often a training worker says which queues it serves; one silent for twice this is gone, "
+        "and a job whose queue no live worker serves says so in queue_reason",
+    )
     lease_timeout_seconds: float = Field(default=60.0, gt=0, description="a running job silent this long is re-queued")
     redeliver_seconds: float = Field(default=60.0, gt=0, description="a queued job unclaimed this long is re-sent")
     reconcile_seconds: float = Field(default=10.0, gt=0, description="how often the API's reconciler looks")

@@ -55,6 +55,7 @@ from models.retention import retention_of
 from models.settings import Settings, get_settings
 from models.spec import STORED_SPEC, JobSpec
 from models.store import JobStore
+from worker import presence
 from worker.celery_app import app
 from worker.checkpoints import LoadedCheckpoint, latest_complete, load_checkpoint, load_weights
 from worker.gan import LoadedData, load_builtin
@@ -100,8 +101,19 @@ def worker_name() -> str:
     return _worker_id(os.getpid())
 
 
-# Each pool process says which host:pid its worker id is as it starts, before it claims anything.
-worker_process_init.connect(lambda **_kwargs: worker_name(), weak=False)
+def serving() -> list[str]:
+    """The named training queues this worker consumes (`ganforge worker --queue`; its Celery -Q), which it claims
+    jobs from."""
+    return presence.training_queues(app.amqp.queues.consume_from)
+
+
+def _start_process(**_kwargs: Any) -> None:
+    # Each pool process says which host:pid its worker id is as it starts, before it claims anything; then takes
+    # its share of the cores and says which queues it serves (worker/presence.py).
+    presence.start(stores()[0], worker_name(), app.amqp.queues.consume_from, get_settings())
+
+
+worker_process_init.connect(_start_process, weak=False)
 
 
 def failure_category(exc: BaseException) -> str:
@@ -236,13 +248,13 @@ def train_job(job_id: str) -> str:
     store, artifacts = stores()
     if _shutting_down.is_set():
         # Some brokers still deliver during a warm shutdown: pass the message on.
-        send_train(app, job_id)
+        send_train(app, job_id, store.queues_of(job_ids=[job_id]).get(job_id))
         return "worker shutting down: message passed on"
     worker = worker_name()
     settings = get_settings()
     # The message is a wake-up: the store picks the job (fair share, priority, running-jobs quota), and
     # `job_id` is only the job whose submission or end sent it.
-    job = store.claim_next(worker=worker, quotas_of=settings.quotas)
+    job = store.claim_next(worker=worker, quotas_of=settings.quotas, queues=serving())
     if job is None:
         log.info("woken for job %s: no queued job may start now (none queued, or their owners at quota)", job_id)
         return "nothing to claim"
@@ -266,7 +278,7 @@ def _wake_queue(store: JobStore) -> None:
     try:
         hint = store.next_queued()
         if hint is not None:
-            send_train(app, hint)
+            send_train(app, hint, store.queues_of(job_ids=[hint]).get(hint))
     except Exception:
         log.warning("could not wake the queue after a job ended; the reconciler will", exc_info=True)
 

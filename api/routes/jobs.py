@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query, Response
@@ -27,9 +28,10 @@ from api.schemas import JobOut, JobPage, ValidatedSpec
 from models.admission import DatasetNotFound, SpecRejected, admit
 from models.artifacts import job_prefix
 from models.queue import send_train
-from models.records import JobStatus
+from models.records import Job, JobStatus
+from models.settings import Settings
 from models.spec import JobSpec
-from models.store import DatasetGone, IdempotencyConflict
+from models.store import DatasetGone, IdempotencyConflict, JobStore
 from models.store.quota import QuotaExceeded
 from models.store.results import CheckpointInUse, JobInUse, JobNotFinal
 
@@ -98,13 +100,22 @@ def submit_job(
         raise _dataset_not_found(str(exc)) from None
     if created:
         try:
-            send_train(broker, job.id)
+            send_train(broker, job.id, job.queue)
             store.mark_enqueued(job_id=job.id)
         except Exception:  # the job is stored: the reconciler sends it when the broker is back
             log.warning("broker unreachable; job %s stays queued for the reconciler", job.id, exc_info=True)
     else:
         response.status_code = 200
-    return JobOut.of(job, queue_reason=store.queue_reason(job=job, quotas_of=settings.quotas))
+    return JobOut.of(job, queue_reason=queue_reason(store, job, settings))
+
+
+def queue_reason(store: JobStore, job: Job, settings: Settings) -> str | None:
+    """Why a queued job waits (LeaseStore.queue_reason), with the queues that live workers serve: a worker unseen
+    for two heartbeats (GANFORGE_WORKER_HEARTBEAT_SECONDS) is gone."""
+    if job.status != JobStatus.QUEUED:
+        return None
+    served = store.served_queues(within=timedelta(seconds=2 * settings.worker_heartbeat_seconds))
+    return store.queue_reason(job=job, quotas_of=settings.quotas, served=served)
 
 
 def _dataset_not_found(message: str) -> ApiError:
@@ -138,7 +149,7 @@ def list_jobs(
 def get_job(job: OwnedJob, store: StoreDep, settings: SettingsDep) -> JobOut:
     """The job; a queued one says why it still waits (`queue_reason`: its owner's running-jobs quota, or the
     jobs ahead of it by fair share)."""
-    return JobOut.of(job, queue_reason=store.queue_reason(job=job, quotas_of=settings.quotas))
+    return JobOut.of(job, queue_reason=queue_reason(store, job, settings))
 
 
 @router.post("/{job_id}/cancel", status_code=202, response_model=JobOut)

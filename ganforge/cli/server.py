@@ -116,6 +116,17 @@ def up(
     admin_owner: Annotated[
         str, typer.Option("--admin-owner", metavar="TEAM", help="the owner of that first admin key")
     ] = "admin",
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            metavar="N",
+            min=1,
+            max=256,
+            help="training worker processes on the default queue; each gets cores ÷ N torch threads unless "
+            "GANFORGE_WORKER_THREADS is set",
+        ),
+    ] = 1,
 ) -> None:
     """Migrate, then run the API, one training worker and one generate worker (each restarted if it dies) until
     Ctrl-C. With auth on and no admin key to manage keys, print a first admin key once (see first_admin_key)."""
@@ -127,7 +138,7 @@ def up(
     _prepare(ctx, data_dir)
     from ganforge import supervisor
 
-    raise typer.Exit(supervisor.Up(host, port).run(demo, lambda: first_admin_key(admin_owner, auth)))
+    raise typer.Exit(supervisor.Up(host, port, workers).run(demo, lambda: first_admin_key(admin_owner, auth)))
 
 
 def first_admin_key(owner: str, auth: bool) -> str | None:
@@ -187,13 +198,49 @@ def worker(
             "--generate", help="serve generate requests (POST /v1/jobs/{id}/generate) on their own queue, not training"
         ),
     ] = False,
+    queue: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--queue",
+            metavar="NAME",
+            help="a named queue to take jobs from (a job's resources.queue); repeat for several "
+            "(default: GANFORGE_WORKER_QUEUES, else GANFORGE_QUEUE)",
+            show_default=False,
+        ),
+    ] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            "--threads",
+            metavar="N",
+            min=1,
+            help="torch intra-op threads (default: GANFORGE_WORKER_THREADS, else all cores)",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    """Run one Celery training worker (one job at a time), or with --generate one generate worker."""
+    """Run one Celery training worker (one job at a time) on its named queues, or with --generate one generate
+    worker."""
+    names = _queue_names(queue or [])
+    if names:
+        os.environ["GANFORGE_WORKER_QUEUES"] = ",".join(names)  # before the settings are read
+    if threads is not None:
+        os.environ["GANFORGE_WORKER_THREADS"] = str(threads)
     _prepare(ctx, data_dir)
     from ganforge import supervisor
 
     command = supervisor.worker_command(generate=generate)
     os.execv(command[0], command)
+
+
+def _queue_names(names: list[str]) -> list[str]:
+    """The --queue names, each checked against a job's resources.queue pattern (else one line and exit 2)."""
+    from models.spec import QUEUE_NAME
+
+    for name in names:
+        if re.fullmatch(QUEUE_NAME, name) is None:
+            fail(f"--queue {name!r}: a queue name is 1 to 63 of a-z 0-9 . _ - (starting with a letter or digit)", USAGE)
+    return list(dict.fromkeys(names))
 
 
 def migrate(ctx: typer.Context, data_dir: DataDir = None) -> None:

@@ -13,6 +13,7 @@ One module per idea, composed into `JobStore`:
 - `keys`: API keys (owner, scopes, expiry, revocation, last use; only each key's SHA-256 is stored)
 - `quota`: what an owner holds and uses as its quotas count it, and the submission check
 - `webhooks`: webhook endpoints and the delivery outbox's sender side (`outbox` writes its rows with the events)
+- `workers`: the live training workers and the named queues each serves
 - `paging`: the one keyset-paging helper; `bounds`: client integers kept within BIGINT
 
 Methods take keyword-only arguments; each call is one short transaction (no
@@ -34,6 +35,7 @@ from models.store.quota import QuotaStore
 from models.store.results import MetricPoint, ResultsStore
 from models.store.studies import StudiesStore
 from models.store.webhooks import WebhooksStore
+from models.store.workers import WorkersStore
 
 
 class JobStore(
@@ -48,6 +50,7 @@ class JobStore(
     KeysStore,
     QuotaStore,
     WebhooksStore,
+    WorkersStore,
 ):
     """All reads and writes of jobs, leases, events, metrics, samples, checkpoints, data sets and API keys."""
 

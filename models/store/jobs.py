@@ -11,7 +11,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from models.quotas import Quotas
-from models.records import Dataset, Job, JobStatus
+from models.records import DEFAULT_QUEUE, Dataset, Job, JobStatus
 from models.spec import JobSpec
 from models.store.base import StoreBase, append_event, status_event, transition, transition_where, utcnow
 from models.store.bounds import storable
@@ -81,6 +81,7 @@ class JobsStore(StoreBase):
             "attempt": 1,
             "max_attempts": spec.training.max_attempts,
             "priority": spec.priority,
+            "queue": spec.resources.queue or DEFAULT_QUEUE,
             "lease_token": 0,
             "step": 0,
             "total_steps": spec.training.steps,

@@ -15,10 +15,10 @@ reconciler's queries (silent leases, wake-ups) live here too.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import ColumnElement, and_, case, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, case, func, or_, select, true, update
 from sqlalchemy.orm import Session
 
 from models.quotas import Quotas
@@ -48,9 +48,15 @@ _OWNER_LOCKS = 0x67660001
 _RUNS = (JobStatus.RUNNING, JobStatus.CANCELLING)
 
 
-def _running_of_waiting_owners(session: Session) -> dict[str, int]:
-    """{owner: running + cancelling jobs} for every owner with a queued job (0 when none runs)."""
-    waiting = select(Job.owner).where(Job.status == JobStatus.QUEUED).distinct()
+def _in_queues(queues: Collection[str] | None) -> ColumnElement[bool]:
+    """Jobs of the named `queues` (None: every queue)."""
+    return Job.queue.in_(list(queues)) if queues is not None else true()
+
+
+def _running_of_waiting_owners(session: Session, queues: Collection[str] | None = None) -> dict[str, int]:
+    """{owner: running + cancelling jobs, in any queue} for every owner with a queued job in `queues` (None: any);
+    0 when none runs."""
+    waiting = select(Job.owner).where(Job.status == JobStatus.QUEUED, _in_queues(queues)).distinct()
     counts = dict(
         session.execute(
             select(Job.owner, func.count()).where(Job.status.in_(_RUNS), Job.owner.in_(waiting)).group_by(Job.owner)
@@ -104,8 +110,9 @@ def _take(session: Session, job_id: str, worker: str, now: datetime) -> Job | No
 class LeaseStore(StoreBase):
     """The worker's side of a job, and the reconciler's."""
 
-    def claim_next(self, *, worker: str, quotas_of: QuotasOf) -> Job | None:
-        """Claim the next queued job by fair share; None when no queued job may start now.
+    def claim_next(self, *, worker: str, quotas_of: QuotasOf, queues: Collection[str] | None = None) -> Job | None:
+        """Claim the next queued job of the named `queues` (the worker's; None: every queue) by fair share; None
+        when no queued job of them may start now. An owner's running-jobs quota counts its jobs in every queue.
 
         Among owners whose running jobs (running + cancelling) are below their `running_jobs` quota
         (`quotas_of(owner)`, models/quotas.py), jobs are taken by the owner's running count ascending, then
@@ -123,7 +130,7 @@ class LeaseStore(StoreBase):
         with self.session() as session, session.begin():
             postgres, locked = session.get_bind().dialect.name == "postgresql", False
             levels: dict[int, set[str]] = {}
-            for owner, running in _running_of_waiting_owners(session).items():
+            for owner, running in _running_of_waiting_owners(session, queues).items():
                 if running < quotas_of(owner).running_jobs:
                     levels.setdefault(running, set()).add(owner)
             for level in sorted(levels):
@@ -134,7 +141,7 @@ class LeaseStore(StoreBase):
                 while owners:
                     pick = (
                         select(Job.id, Job.owner)
-                        .where(Job.status == JobStatus.QUEUED, Job.owner.in_(owners))
+                        .where(Job.status == JobStatus.QUEUED, _in_queues(queues), Job.owner.in_(owners))
                         .order_by(Job.priority.desc(), case(served, value=Job.owner), Job.seq)
                         .limit(1)
                     )
@@ -303,7 +310,9 @@ class LeaseStore(StoreBase):
                     to_send.append(job.id)
         return to_send
 
-    def wake_ups(self, *, older_than: timedelta, quotas_of: QuotasOf, limit: int) -> list[str]:
+    def wake_ups(
+        self, *, older_than: timedelta, quotas_of: QuotasOf, limit: int, queues: Collection[str] | None = None
+    ) -> list[str]:
         """The wake-ups the reconciler sends: at most `limit`, and only for queued jobs that may start now.
 
         A queued job may start when its owner runs fewer jobs than its `running_jobs` quota; one that has
@@ -311,19 +320,22 @@ class LeaseStore(StoreBase):
         such jobs in claim order, at most `limit` and at most each owner's free slots, to send as wake-up hints
         (a worker claims by fair share whichever job is next). Every such waiting job is marked as sent, so the
         next wake-ups come `older_than` later at the earliest. Jobs held back by their owner's quota get none:
-        the end of one of the owner's jobs wakes the queue (worker/tasks.py).
+        the end of one of the owner's jobs wakes the queue (worker/tasks.py). With `queues` (the reconciler passes
+        the queues live workers serve), only jobs of those queues: a wake-up for a queue nobody consumes would
+        pile up in the broker. Send each to its job's queue (queues_of).
         """
         now = utcnow()
         with self.session() as session, session.begin():
             room = {
                 owner: quotas_of(owner).running_jobs - running
-                for owner, running in _running_of_waiting_owners(session).items()
+                for owner, running in _running_of_waiting_owners(session, queues).items()
             }
             free = [owner for owner, slots in room.items() if slots > 0]
             if not free:
                 return []
             waited = and_(
                 Job.status == JobStatus.QUEUED,
+                _in_queues(queues),
                 Job.owner.in_(free),
                 or_(Job.enqueued_at.is_(None), Job.enqueued_at < now - older_than),
             )
@@ -347,11 +359,22 @@ class LeaseStore(StoreBase):
                 select(Job.id).where(Job.status == JobStatus.QUEUED).order_by(Job.priority.desc(), Job.seq).limit(1)
             )
 
-    def queue_reason(self, *, job: Job, quotas_of: QuotasOf) -> str | None:
-        """Why a queued job waits, computed now: its owner's running-jobs quota, or a free worker. Only the owner's
-        own jobs are counted: how many other owners' jobs wait is theirs to know. None unless `job` is queued.
+    def queues_of(self, *, job_ids: Collection[str]) -> dict[str, str]:
+        """{job id: its named queue} for the jobs that exist among `job_ids` (where to send their wake-ups)."""
+        if not job_ids:
+            return {}
+        with self.session() as session:
+            rows = session.execute(select(Job.id, Job.queue).where(Job.id.in_(list(job_ids)))).all()
+            return {job_id: queue for job_id, queue in rows}
 
-        E.g. "waiting: owner has 8 of 8 running jobs (quota running_jobs)", "waiting for a free worker (2 of this
+    def queue_reason(self, *, job: Job, quotas_of: QuotasOf, served: Collection[str] | None = None) -> str | None:
+        """Why a queued job waits, computed now: its owner's running-jobs quota, no live worker serving its queue
+        (when `served`, the queues live workers serve, is given: WorkersStore.served_queues), or a free worker.
+        Only the owner's own jobs are counted: how many other owners' jobs wait is theirs to know. None unless
+        `job` is queued.
+
+        E.g. "waiting: owner has 8 of 8 running jobs (quota running_jobs)", "waiting for a free worker: no worker
+        serves queue 'gpu' (start one with `ganforge worker --queue gpu`)", "waiting for a free worker (2 of this
         owner's jobs ahead)", "waiting for a free worker".
         """
         if job.status != JobStatus.QUEUED:
@@ -369,6 +392,11 @@ class LeaseStore(StoreBase):
                 return (
                     f"waiting: owner has {own} of {quota} running jobs and {mine} queued ahead of this one "
                     "(quota running_jobs)"
+                )
+            if served is not None and job.queue not in served:
+                return (
+                    f"waiting for a free worker: no worker serves queue '{job.queue}' "
+                    f"(start one with `ganforge worker --queue {job.queue}`)"
                 )
             if mine == 0:
                 return "waiting for a free worker"

@@ -10,7 +10,7 @@ from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from models.quotas import Quotas
-from models.records import Dataset, Job, JobEvent, JobStatus, Metric, Study
+from models.records import DEFAULT_QUEUE, Dataset, Job, JobEvent, JobStatus, Metric, Study
 from models.spec import JobSpec
 from models.store.base import status_event, utcnow
 from models.store.bounds import clamp, storable
@@ -113,6 +113,7 @@ class StudiesStore(JobsStore, ResultsStore):
                     "attempt": 1,
                     "max_attempts": spec.training.max_attempts,
                     "priority": spec.priority,
+                    "queue": spec.resources.queue or DEFAULT_QUEUE,
                     "lease_token": 0,
                     "step": 0,
                     "total_steps": spec.training.steps,
