@@ -5,7 +5,10 @@ client that reconnects with Last-Event-ID gets exactly what it missed. The SSE
 protocol itself (framing, the retry field, pings, disconnect detection) is
 sse-starlette's; the fan-out is ours: however many clients follow a running job,
 one poller per job per API process reads the store (`JobFeed`), and a client
-that is behind catches up with reads of its own.
+that is behind catches up with reads of its own. The log keeps a `metrics` event
+as its step range, count and latest values (the points are stored once, in the
+series); the points are read back and inlined when the event is read
+(`EventHub.with_points`), so clients get `points` as before.
 
 Where a stream starts, given the client's position `after` and the job row read
 for this request (its status and `last_event`, the head of its log):
@@ -41,7 +44,7 @@ from api.deps import CurrentOwner, EventId, OwnedJob, SettingsDep
 from api.errors import ApiError
 from api.schemas import checkpoint_urls, sample_urls
 from api.slots import OwnerSlots
-from models.records import JobStatus
+from models.records import JobEvent, JobStatus
 from models.store import JobStore, as_utc
 
 router = APIRouter(prefix="/v1/jobs/{job_id}", tags=["events"])
@@ -169,10 +172,31 @@ class EventHub:
         return wrapped
 
     async def read(self, job_id: str, after: int) -> list[Event]:
-        """One batch (at most the store's page) of the job's events with seq > after, in order."""
+        """One batch (at most the store's page) of the job's events with seq > after, in order, with each
+        `metrics` event's points inlined (`with_points`)."""
         self.reads.inc()
-        rows = await run_in_threadpool(self.store.events_after, job_id=job_id, after=after)
-        return [Event(row.seq, row.kind, as_utc(row.time), with_urls(job_id, row.kind, row.data)) for row in rows]
+        return await run_in_threadpool(self._read, job_id, after)
+
+    def _read(self, job_id: str, after: int) -> list[Event]:
+        rows = self.store.events_after(job_id=job_id, after=after)
+        return [
+            Event(row.seq, row.kind, as_utc(row.time), with_urls(job_id, row.kind, self.with_points(job_id, row)))
+            for row in rows
+        ]
+
+    def with_points(self, job_id: str, row: JobEvent) -> dict[str, Any]:
+        """A `metrics` event's data with `points` ([[name, step, value], ...] by step then name): the store logs a
+        batch as its step range, count and latest values only (models/store/results.py write_metrics), and the
+        points are read back from the series here, once per event per API process (the feed shares them with
+        every subscriber). Events stored with their points (before migration 0009) are served as they are."""
+        data = row.data
+        if row.kind != "metrics" or "points" in data:
+            return data
+        first, last, latest = data.get("first_step"), data.get("last_step"), data.get("latest")
+        if not isinstance(first, int) or not isinstance(last, int) or not isinstance(latest, dict):
+            return data
+        points = self.store.metric_points(job_id=job_id, names=list(latest), first_step=first, last_step=last)
+        return {**data, "points": [list(point) for point in points]}
 
     async def replay(self, job_id: str, after: int, head: int) -> AsyncIterator[ServerSentEvent]:
         """A finished job's events after `after`, to `head`, the end of its log."""

@@ -5,7 +5,19 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # SQLite only auto-increments INTEGER PRIMARY KEY columns.
@@ -163,15 +175,29 @@ class JobEvent(Base):
     data: Mapped[dict[str, Any]]
 
 
-class Metric(Base):
-    """One value of one series; (job, name, step) is unique so a replay overwrites."""
+class MetricChunk(Base):
+    """A run of one metric series: up to CHUNK_POINTS points packed in step order (models/store/results.py).
 
-    __tablename__ = "metrics"
+    `steps` is little-endian int64, `values` little-endian float64, both `count` long and sorted by step with no
+    step twice; `rollup` holds, per run of ROLLUP_GROUP consecutive points, (min value, its step, max value, its
+    step) as <f8, <i8, <f8, <i8. The chunks of one series never overlap in steps, so a replayed step overwrites
+    (the write merges overlapping chunks) and a read never deduplicates.
+    """
 
-    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
-    name: Mapped[str] = mapped_column(String(64), primary_key=True)
-    step: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    value: Mapped[float] = mapped_column(Float)
+    __tablename__ = "metric_chunks"
+    __table_args__ = (Index("ix_metric_chunks_series", "job_id", "name", "last_step"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(64))
+    first_step: Mapped[int] = mapped_column(BigInteger)
+    last_step: Mapped[int] = mapped_column(BigInteger)
+    count: Mapped[int] = mapped_column(Integer)
+    first_value: Mapped[float] = mapped_column(Float)
+    last_value: Mapped[float] = mapped_column(Float)
+    steps: Mapped[bytes] = mapped_column(LargeBinary)
+    values: Mapped[bytes] = mapped_column(LargeBinary)
+    rollup: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class Sample(Base):

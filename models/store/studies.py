@@ -6,11 +6,11 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import func, insert, or_, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from models.quotas import Quotas
-from models.records import DEFAULT_QUEUE, Dataset, Job, JobEvent, JobStatus, Metric, Study
+from models.records import DEFAULT_QUEUE, Dataset, Job, JobEvent, JobStatus, Study
 from models.spec import JobSpec
 from models.store.base import status_event, utcnow
 from models.store.bounds import clamp, storable
@@ -19,7 +19,7 @@ from models.store.jobs import SUBMITTED, JobsStore, _texts, spec_hash
 from models.store.outbox import SourceEvent, write_deliveries
 from models.store.paging import keyset_page
 from models.store.quota import check_submission
-from models.store.results import ResultsStore
+from models.store.results import ResultsStore, series_of
 from models.study import study_status
 
 # Points per metric series a study read returns at most (a longer series comes back as a systematic sample), so the
@@ -277,7 +277,7 @@ class StudiesStore(JobsStore, ResultsStore):
         systematic sample: every k-th point in step order, k = ⌈n / (max_points − 1)⌉, plus its last
         point (a run's last snapshot is what the comparison reads), so at most `max_points`. Unlike
         per-bucket min and max this keeps the values' distribution, which the stability figures
-        (spread, vanishing fraction) are computed from. One query (row_number over each series) per
+        (spread, vanishing fraction) are computed from. One query (of the series' chunks) per
         500 jobs, so a study's report costs a few queries, not one per job.
         """
         max_points = clamp(max_points, 2, SERIES_POINTS_MAX)
@@ -286,29 +286,17 @@ class StudiesStore(JobsStore, ResultsStore):
         result: dict[str, dict[str, tuple[list[int], list[float]]]] = {}
         if not ids or not wanted:
             return result
-        series = (Metric.job_id, Metric.name)
         with self.session() as session:
             for start in range(0, len(ids), _IDS_PER_QUERY):
-                ranked = (
-                    select(
-                        Metric.job_id,
-                        Metric.name,
-                        Metric.step,
-                        Metric.value,
-                        func.row_number().over(partition_by=series, order_by=Metric.step).label("rn"),
-                        func.count().over(partition_by=series).label("n"),
-                    )
-                    .where(Metric.job_id.in_(ids[start : start + _IDS_PER_QUERY]), Metric.name.in_(wanted))
-                    .subquery()
-                )
-                stride = (ranked.c.n + (max_points - 2)) // (max_points - 1)
-                rows = session.execute(
-                    select(ranked.c.job_id, ranked.c.name, ranked.c.step, ranked.c.value)
-                    .where(or_(ranked.c.n <= max_points, (ranked.c.rn - 1) % stride == 0, ranked.c.rn == ranked.c.n))
-                    .order_by(ranked.c.job_id, ranked.c.name, ranked.c.step)
-                )
-                for job_id, name, step, value in rows:
-                    steps, values = result.setdefault(job_id, {}).setdefault(name, ([], []))
-                    steps.append(int(step))
-                    values.append(float(value))
+                for (job_id, name), (steps, values) in series_of(
+                    session, ids[start : start + _IDS_PER_QUERY], wanted
+                ).items():
+                    n = len(steps)
+                    if n > max_points:  # every k-th point and the last
+                        stride = (n + (max_points - 2)) // (max_points - 1)
+                        picked = list(range(0, n, stride))
+                        if picked[-1] != n - 1:
+                            picked.append(n - 1)
+                        steps, values = steps[picked], values[picked]
+                    result.setdefault(job_id, {})[name] = (steps.tolist(), values.tolist())
         return result
