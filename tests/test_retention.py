@@ -133,6 +133,7 @@ def _files(service: Service, job_id: str) -> list[str]:
     return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
 
 
+@pytest.mark.slow
 def test_a_job_keeps_what_its_retention_says_and_deletes_through_the_api(service: Service) -> None:
     spec = {
         **TINY_SPEC,
@@ -188,6 +189,9 @@ def test_a_job_that_has_not_ended_is_not_deleted(service: Service) -> None:
             assert refused.status_code == 409 and refused.json()["error"]["code"] == "job_not_final"
             with pytest.raises(Conflict):
                 client.delete(job_id)
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()) as err:
+                assert cli_main(["--url", service.url, "--api-key", "key-a", "delete", job_id]) == 1  # exits.py
+            assert "cancel it first" in err.getvalue()
         finally:
             http.post(f"/v1/jobs/{job_id}/cancel")
         wait_for(http, job_id, JobStatus.FINAL)
