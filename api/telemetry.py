@@ -7,7 +7,8 @@
   scrapes; a store that does not answer leaves the last figures in place.
 - `ganforge_http_requests_total{method,route,status}` and `ganforge_http_request_duration_seconds{method,route,
   status}`: `route` is the route's template (`/v1/jobs/{job_id}`), never the path, so the number of series is
-  bounded by the routes; a request no route matches is `route="unmatched"`. Event streams are counted but not
+  bounded by the routes; a request no route matches is `route="unmatched"`, a method outside HTTP's usual seven
+  `method="other"`. Event streams are counted but not
   timed (they last as long as the client stays).
 - `ganforge_sse_connections`: event streams open on this process now.
 - `ganforge_metrics_store_reads_total`: the store reads those figures took.
@@ -41,6 +42,8 @@ log = logging.getLogger(__name__)
 
 FIGURES_TTL_SECONDS = 5.0
 UNMATCHED = "unmatched"
+# A client picks the method: any other is counted as "other", so it cannot add series.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 # Request latencies: 5 ms to 30 s (an upload or a download of a large checkpoint takes long).
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -145,7 +148,8 @@ class RequestMetrics:
         finally:
             if streaming:
                 self.streams.dec()
-            labels = (scope["method"], self._route(scope), str(status))
+            method = scope["method"] if scope["method"] in METHODS else "other"
+            labels = (method, self._route(scope), str(status))
             self.requests.labels(*labels).inc()
             if not streaming:
                 self.latency.labels(*labels).observe(time.perf_counter() - started)

@@ -149,18 +149,21 @@ def test_prometheus_scrapes_the_api_and_the_worker(observed: Observed) -> None:
 
 @pytest.mark.slow  # the `observed` deployment
 def test_request_labels_stay_bounded(observed: Observed) -> None:
-    """Unknown ids and unknown paths add no series: the label is the template (or `unmatched`)."""
+    """Unknown ids, paths and methods add no series: the label is the template (or `unmatched`, `other`)."""
     with observed.service.client() as client:
         for number in range(3):
             assert client.get(f"/v1/jobs/no-such-job-{number}").status_code == 404
             assert client.get(f"/nowhere/{number}").status_code == 404
         assert httpx.get(f"{observed.service.url}/v1/jobs/{observed.job_id}").status_code == 401  # the gate's
+        client.request("FROB", "/v1/jobs")  # a method a client made up
         text = client.get("/metrics").text
     http_lines = [line for line in text.splitlines() if line.startswith("ganforge_http_")]
     assert not [line for line in http_lines if "no-such-job" in line or "nowhere" in line or observed.job_id in line]
     assert any('route="/v1/jobs/{job_id}",status="404"' in line for line in http_lines), http_lines
     assert any('route="/v1/jobs/{job_id}",status="401"' in line for line in http_lines), http_lines
     assert any('route="unmatched",status="404"' in line for line in http_lines), http_lines
+    assert any('method="other",route="/v1/jobs"' in line for line in http_lines), http_lines
+    assert not [line for line in http_lines if "FROB" in line]
 
 
 @pytest.mark.slow  # the `observed` deployment
@@ -261,3 +264,27 @@ def test_queue_figures_count_by_status_and_queue(store: JobStore) -> None:
     assert figures.depth == {"gpu": 2, default: 1}
     assert set(figures.oldest_seconds) == {"gpu", default}
     assert all(0.05 <= age < 60 for age in figures.oldest_seconds.values()), figures
+
+
+def sse_connections(client: httpx.Client) -> float:
+    text = client.get("/metrics").text
+    return float(next(line for line in text.splitlines() if line.startswith("ganforge_sse_connections ")).split()[-1])
+
+
+@pytest.mark.slow  # the `observed` deployment; last: its job takes the worker's series over
+def test_open_event_streams_are_counted(observed: Observed) -> None:
+    with observed.service.client() as client:
+        spec = {**SPEC, "training": {"steps": 20000, "batch_size": 8}}
+        job = client.post("/v1/jobs", json=spec).json()
+        try:
+            assert sse_connections(client) == 0
+            with client.stream("GET", f"/v1/jobs/{job['id']}/events") as stream:
+                assert stream.status_code == 200
+                next(stream.iter_lines())
+                assert sse_connections(client) == 1
+            deadline = time.monotonic() + 20  # at worst the next ping (api/events.py PING_SECONDS)
+            while sse_connections(client) != 0:  # the server notices the client left at its next write or ping
+                assert time.monotonic() < deadline, "the closed stream is still counted"
+                time.sleep(0.2)
+        finally:
+            client.post(f"/v1/jobs/{job['id']}/cancel")

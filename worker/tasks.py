@@ -49,13 +49,14 @@ from celery.signals import worker_process_init
 
 from models.artifacts import ArtifactStore
 from models.db import make_engine
-from models.queue import TRAIN_TASK, send_train
+from models.logs import job_context, set_process_fields
+from models.queue import TRAIN_TASK, generate_queue, send_train
 from models.records import JobStatus
 from models.retention import retention_of
 from models.settings import Settings, get_settings
 from models.spec import STORED_SPEC, JobSpec
 from models.store import JobStore
-from worker import presence
+from worker import presence, telemetry
 from worker.celery_app import app
 from worker.checkpoints import LoadedCheckpoint, latest_complete, load_checkpoint, load_weights
 from worker.gan import LoadedData, load_builtin
@@ -111,6 +112,9 @@ def _start_process(**_kwargs: Any) -> None:
     # Each pool process says which host:pid its worker id is as it starts, before it claims anything; then takes
     # its share of the cores and says which queues it serves (worker/presence.py).
     presence.start(stores()[0], worker_name(), app.amqp.queues.consume_from, get_settings())
+    # Its lines carry its worker id, and it serves its metrics when GANFORGE_WORKER_METRICS_PORT is set.
+    set_process_fields(worker=worker_name())
+    telemetry.serve(get_settings(), app.amqp.queues.consume_from, generate_queue(get_settings()))
 
 
 worker_process_init.connect(_start_process, weak=False)
@@ -246,6 +250,7 @@ def _shut_down(keeper: LeaseKeeper) -> None:
 def train_job(job_id: str) -> str:
     """Run one job to its end; returns what happened (for logs)."""
     store, artifacts = stores()
+    store = telemetry.timed_store(store)  # ganforge_worker_store_write_seconds
     if _shutting_down.is_set():
         # Some brokers still deliver during a warm shutdown: pass the message on.
         send_train(app, job_id, store.queues_of(job_ids=[job_id]).get(job_id))
@@ -266,8 +271,14 @@ def train_job(job_id: str) -> str:
         flush_seconds=settings.metrics_flush_seconds,
         grace_seconds=settings.lease_timeout_seconds,
     )
-    with open_mirror(job, settings, store, artifacts) as mirror, keeper:  # MLflow: closes after the keeper
-        ended = _run(keeper, store, artifacts, job.spec, settings, mirror)
+    telemetry.job_started(job.id, job.attempt)
+    # Every line logged while the job runs here (the lease keeper's thread too) carries job_id, attempt and worker.
+    with job_context(job_id=job.id, attempt=job.attempt, worker=worker, process=True):
+        log.info("job %s: claimed by %s, attempt %d", job.id, worker, job.attempt)
+        with open_mirror(job, settings, store, artifacts) as mirror, keeper:  # MLflow: closes after the keeper
+            ended = _run(keeper, store, artifacts, job.spec, settings, mirror)
+        telemetry.job_ended(ended)
+        log.info("job %s: %s", job.id, ended)
     _wake_queue(store)
     return ended
 

@@ -218,6 +218,18 @@ def worker(
             show_default=False,
         ),
     ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port",
+            metavar="PORT",
+            min=1,
+            max=65535,
+            help="serve this training worker's Prometheus metrics on PORT (default: GANFORGE_WORKER_METRICS_PORT, "
+            "else off); the address is GANFORGE_WORKER_METRICS_HOST (127.0.0.1)",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run one Celery training worker (one job at a time) on its named queues, or with --generate one generate
     worker."""
@@ -226,6 +238,8 @@ def worker(
         os.environ["GANFORGE_WORKER_QUEUES"] = ",".join(names)  # before the settings are read
     if threads is not None:
         os.environ["GANFORGE_WORKER_THREADS"] = str(threads)
+    if metrics_port is not None:
+        os.environ["GANFORGE_WORKER_METRICS_PORT"] = str(metrics_port)
     _prepare(ctx, data_dir)
     from ganforge import supervisor
 
