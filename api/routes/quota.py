@@ -58,7 +58,8 @@ def quota_error(exc: QuotaExceeded, *, status: int = 403, headers: dict[str, str
     elif exc.quota == "stored_bytes":
         message = (
             f"stored_bytes quota: {exc.used} bytes stored of {exc.limit} allowed (data sets and checkpoints); "
-            f"delete data sets (DELETE /v1/datasets/{{id}}) or ask for a larger quota ({where})"
+            "delete data sets (DELETE /v1/datasets/{id}), ended jobs (DELETE /v1/jobs/{id}) or checkpoints "
+            f"(DELETE /v1/jobs/{{id}}/checkpoints/{{step}}), or ask for a larger quota ({where})"
         )
     elif exc.quota == "uploads_per_hour":
         wait = f"; the next fits in {headers['Retry-After']} s" if headers and "Retry-After" in headers else ""
