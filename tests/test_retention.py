@@ -71,13 +71,14 @@ def test_store_prunes_all_but_what_retention_and_others_need(store: JobStore) ->
     # A queued job starts from the source's step 300, and another from its latest.
     user = JobSpec.model_validate({**SPEC.model_dump(), "init_from": {"job": source, "step": 300}})
     warm, _ = store.create_job(owner="a", spec=user, idempotency_key=None)
+    # A queued generate request reads step 600.
+    generation = store.create_generation(job_id=source, owner="a", params={"step": 600, "count": 1})
     gone = store.prune_checkpoints(job_id=source, retention=Retention(keep_last=2, keep_every=400))
-    assert [c.step for c in gone] == [100, 200, 500, 600, 700]
-    assert _steps(store, source) == [300, 400, 800, 900, 1000]
+    assert [c.step for c in gone] == [100, 200, 500, 700]
+    assert _steps(store, source) == [300, 400, 600, 800, 900, 1000]
     pruned = [e.data for e in store.events_after(job_id=source, after=0) if e.kind == "pruned"]
-    assert pruned == [
-        {"steps": [100, 200, 500, 600, 700], "reason": "retention (keep_last 2, keep_every 400)", "key": None}
-    ]
+    assert pruned == [{"steps": [100, 200, 500, 700], "reason": "retention (keep_last 2, keep_every 400)", "key": None}]
+    store.fail_generation(generation_id=generation.id, error="done with it")
     # Needed by the queued job: neither pruned nor deletable, and the source cannot be deleted.
     with pytest.raises(CheckpointInUse):
         store.delete_checkpoint(job_id=source, step=300)
@@ -85,7 +86,12 @@ def test_store_prunes_all_but_what_retention_and_others_need(store: JobStore) ->
     with pytest.raises(JobInUse):
         store.delete_job(job_id=source, owner="a")
     store.request_cancel(job_id=warm.id, owner="a")  # no longer needed once it ended
-    assert [c.step for c in store.prune_checkpoints(job_id=source, retention=Retention(keep_last=2))] == [300, 400, 800]
+    assert [c.step for c in store.prune_checkpoints(job_id=source, retention=Retention(keep_last=2))] == [
+        300,
+        400,
+        600,
+        800,
+    ]
     assert _steps(store, source) == [900, 1000]
     assert store.prune_checkpoints(job_id=source, retention=Retention(keep_last=0)) == []  # 0 keeps all
 
