@@ -58,7 +58,9 @@ def check_allowed_host(entry: str) -> None:
         try:
             ipaddress.ip_network(entry, strict=False)
         except ValueError:
-            raise ValueError(f"GANFORGE_WEBHOOK_ALLOWED_HOSTS: {entry!r} is not a network (CIDR such as 10.0.0.0/8)") from None
+            raise ValueError(
+                f"GANFORGE_WEBHOOK_ALLOWED_HOSTS: {entry!r} is not a network (CIDR such as 10.0.0.0/8)"
+            ) from None
         return
     if not (_is_ip(entry.strip("[]")) or _HOST_NAME.fullmatch(entry)):
         raise ValueError(f"GANFORGE_WEBHOOK_ALLOWED_HOSTS: {entry!r} is neither a host name nor an address")
