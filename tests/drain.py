@@ -37,9 +37,9 @@ def job_store(service: Service) -> JobStore:
     return JobStore(make_engine(url))
 
 
-def start_workers(service: Service, count: int, timeout: float = 120.0, **env: str) -> list[Any]:
-    """Start `count` training workers at once (`ganforge worker`, `env` over the deployment's settings) and wait
-    until each says it is ready; returns their processes (also in service.workers)."""
+def start_workers(service: Service, count: int, timeout: float = 120.0, wait: bool = True, **env: str) -> list[Any]:
+    """Start `count` training workers at once (`ganforge worker`, `env` over the deployment's settings) and (`wait`)
+    wait until each says it is ready; returns their processes (also in service.workers)."""
     started = []
     for _ in range(count):
         log_name = f"worker-{len(service.workers)}.log"
@@ -47,7 +47,7 @@ def start_workers(service: Service, count: int, timeout: float = 120.0, **env: s
         service.workers.append(process)
         started.append((process, service.data_dir / log_name))
     deadline = time.monotonic() + timeout
-    for process, log in started:
+    for process, log in started if wait else []:
         while b" ready." not in log.read_bytes():
             assert process.poll() is None, log.read_text()
             assert time.monotonic() < deadline, "a worker did not start:\n" + log.read_text()
@@ -119,7 +119,8 @@ def metric_steps_once(client: httpx.Client, job_id: str, steps: int) -> list[str
 
 class Killer:
     """Chaos for a drain: every `every` seconds SIGKILL a random live worker's process group (main process and its
-    pool process, as `kill -9` of a machine's worker would) and start a new one, as a supervisor would."""
+    pool process, as `kill -9` of a machine's worker would) and start a new one at once, as a supervisor would
+    (not waiting for it to be ready: the next kill may find it starting)."""
 
     def __init__(self, service: Service, every: float, kills: int, seed: int = 0, **env: str) -> None:
         self.service, self.every, self.left, self.env = service, every, kills, env
@@ -138,5 +139,5 @@ class Killer:
         self.service.workers.remove(victim)
         self.killed += 1
         self.left -= 1
-        start_workers(self.service, 1, **self.env)
+        start_workers(self.service, 1, wait=False, **self.env)
         self.next_at = time.monotonic() + self.every
