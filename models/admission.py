@@ -284,8 +284,6 @@ def fill_defaults(spec: JobSpec, info: DatasetInfo) -> JobSpec:
         body["training"]["sample_count"] = default_sample_count(info.kind)
     if body["resources"]["queue"] is None:  # stored resolved: GET shows the queue the job waits in
         body["resources"]["queue"] = get_settings().queue
-    if body["resources"]["queue"] is None:  # stored resolved: GET shows the queue the job waits in
-        body["resources"]["queue"] = get_settings().queue
     return JobSpec.model_validate(body)
 
 

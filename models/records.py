@@ -31,10 +31,6 @@ DB_INT_MIN = -(2**63)
 DEFAULT_QUEUE = "ganforge"
 
 
-# Settings.queue's default: the queue of a job stored without resources.queue (submission resolves it first).
-DEFAULT_QUEUE = "ganforge"
-
-
 class Base(DeclarativeBase):
     type_annotation_map = {datetime: DateTime(timezone=True), dict[str, Any]: JSON, list[Any]: JSON}
 
@@ -59,7 +55,6 @@ class Job(Base):
         Index("ix_jobs_owner_seq", "owner", "seq"),
         Index("ix_jobs_status", "status"),
         Index("ix_jobs_status_priority_seq", "status", "priority", "seq"),
-        Index("ix_jobs_status_queue_priority_seq", "status", "queue", "priority", "seq"),
         Index("ix_jobs_status_queue_priority_seq", "status", "queue", "priority", "seq"),
         Index("ix_jobs_study_id", "study_id"),
     )
@@ -105,8 +100,6 @@ class Job(Base):
     gpu_seconds: Mapped[float | None] = mapped_column(Float)
     # 0-100, higher first among waiting jobs (models/quotas.py bounds it per owner; the scheduler orders by it).
     priority: Mapped[int] = mapped_column(Integer, default=50, server_default="50")
-    # The named queue whose workers may take the job (resources.queue, resolved at submission; DEFAULT_QUEUE).
-    queue: Mapped[str] = mapped_column(String(64), default=DEFAULT_QUEUE)
     # The named queue whose workers may take the job (resources.queue, resolved at submission; DEFAULT_QUEUE).
     queue: Mapped[str] = mapped_column(String(64), default=DEFAULT_QUEUE)
 

@@ -14,7 +14,6 @@ One module per idea, composed into `JobStore`:
 - `quota`: what an owner holds and uses as its quotas count it, and the submission check
 - `webhooks`: webhook endpoints and the delivery outbox's sender side (`outbox` writes its rows with the events)
 - `workers`: the live training workers and the named queues each serves
-- `workers`: the live training workers and the named queues each serves
 - `paging`: the one keyset-paging helper; `bounds`: client integers kept within BIGINT
 
 Methods take keyword-only arguments; each call is one short transaction (no
@@ -37,7 +36,6 @@ from models.store.results import MetricPoint, ResultsStore
 from models.store.studies import StudiesStore
 from models.store.webhooks import WebhooksStore
 from models.store.workers import WorkersStore
-from models.store.workers import WorkersStore
 
 
 class JobStore(
@@ -52,7 +50,6 @@ class JobStore(
     KeysStore,
     QuotaStore,
     WebhooksStore,
-    WorkersStore,
     WorkersStore,
 ):
     """All reads and writes of jobs, leases, events, metrics, samples, checkpoints, data sets and API keys."""

@@ -114,7 +114,6 @@ class StudiesStore(JobsStore, ResultsStore):
                     "max_attempts": spec.training.max_attempts,
                     "priority": spec.priority,
                     "queue": spec.resources.queue or DEFAULT_QUEUE,
-                    "queue": spec.resources.queue or DEFAULT_QUEUE,
                     "lease_token": 0,
                     "step": 0,
                     "total_steps": spec.training.steps,
