@@ -23,6 +23,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
+from functools import partial
 from types import FrameType
 
 from ganforge.parent import ParentWatch
@@ -161,14 +162,18 @@ def parent_watch() -> ParentWatch | None:
     return None if signal.getsignal(signal.SIGHUP) == signal.SIG_IGN else ParentWatch()
 
 
-def spawn_training_worker(workers: int) -> subprocess.Popen[bytes]:
-    """One of `workers` training workers on the default queue: GANFORGE_WORKER_THREADS, when not set, is its share of
-    the cores (cores ÷ workers; worker/presence.py), so N workers do not oversubscribe the machine N times."""
+def spawn_training_worker(workers: int, index: int = 0) -> subprocess.Popen[bytes]:
+    """Training worker `index` of `workers` on the default queue: GANFORGE_WORKER_THREADS, when not set, is its share
+    of the cores (cores ÷ workers; worker/presence.py), so N workers do not oversubscribe the machine N times; with
+    GANFORGE_WORKER_METRICS_PORT set, worker `index` serves its metrics on that port + `index`."""
     from models.settings import get_settings
 
-    if get_settings().worker_threads <= 0 and workers > 1:
+    settings = get_settings()
+    if settings.worker_threads <= 0 and workers > 1:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         os.environ["GANFORGE_WORKER_THREADS"] = str(max(1, cores // workers))  # inherited by the child
+    if settings.worker_metrics_port is not None and workers > 1:
+        os.environ["GANFORGE_WORKER_METRICS_PORT"] = str(settings.worker_metrics_port + index)  # as above
     return spawn(worker_command())
 
 
@@ -182,7 +187,7 @@ class Up:
         self.signals = 0
         self.api: subprocess.Popen[bytes] | None = None
         self.trainers = [
-            Kept("worker" if workers == 1 else f"worker {i + 1}", lambda: spawn_training_worker(workers))
+            Kept("worker" if workers == 1 else f"worker {i + 1}", partial(spawn_training_worker, workers, i))
             for i in range(workers)
         ]
         self.generator = Kept("generate worker", lambda: spawn(worker_command(generate=True), signal.SIGQUIT))

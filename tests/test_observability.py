@@ -288,3 +288,21 @@ def test_open_event_streams_are_counted(observed: Observed) -> None:
                 time.sleep(0.2)
         finally:
             client.post(f"/v1/jobs/{job['id']}/cancel")
+
+
+def test_up_gives_each_training_worker_its_own_metrics_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`ganforge up --workers 3` with GANFORGE_WORKER_METRICS_PORT=9300: the workers listen on 9300, 9301, 9302."""
+    import os
+
+    import models.settings
+    from ganforge import supervisor
+
+    monkeypatch.setenv("GANFORGE_WORKER_METRICS_PORT", "9300")  # restored after: the workers' ports are set in it
+    monkeypatch.setenv("GANFORGE_WORKER_THREADS", "1")
+    settings = models.settings.Settings()
+    monkeypatch.setattr(models.settings, "get_settings", lambda: settings)
+    ports: list[str | None] = []
+    monkeypatch.setattr(supervisor, "spawn", lambda *_args: ports.append(os.environ["GANFORGE_WORKER_METRICS_PORT"]))
+    for trainer in supervisor.Up("127.0.0.1", 8000, workers=3).trainers:
+        trainer.start()
+    assert ports == ["9300", "9301", "9302"]
