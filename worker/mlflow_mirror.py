@@ -64,6 +64,10 @@ MAX_METRICS_PER_BATCH = 1000
 _NOT_A_NAME = re.compile(r"[^\w.\- :]")  # MLflow's param and metric names: ^[/\w.\- :]*$ ('/' taken out: paths)
 
 
+class NoClient(RuntimeError):
+    """The worker lacks the MLflow client library (the `mlflow` extra); the message says what to install."""
+
+
 class Mirror:
     """A job that is not mirrored: every call does nothing. `open_mirror` returns this or an MlflowMirror."""
 
@@ -176,6 +180,9 @@ class MlflowMirror(Mirror):
         self._healthy = True
         self._reported = False
         self._scratch = tempfile.mkdtemp(prefix="ganforge-mlflow-")
+        self._metric: Any = None  # MLflow's Metric, Param and RunTag classes, once imported (_client)
+        self._param: Any = None
+        self._tag: Any = None
         self._thread = threading.Thread(target=self._main, name=f"mlflow-{self.job_id[:8]}", daemon=True)
 
     # ----------------------------------------------------------------- the training loop's side: buffer only
@@ -212,12 +219,8 @@ class MlflowMirror(Mirror):
     def _main(self) -> None:
         try:
             client = self._client()
-        except ImportError:
-            _report(
-                self.store,
-                self.job_id,
-                {"problem": "not mirrored: this worker has no MLflow client (pip install 'ganforge[mlflow]')"},
-            )
+        except NoClient as exc:
+            _report(self.store, self.job_id, {"problem": f"not mirrored: {exc}"})
             self._cleanup()
             return
         backoff, failed_closing = BACKOFF_MIN_SECONDS, 0
@@ -250,10 +253,15 @@ class MlflowMirror(Mirror):
         self._cleanup()
 
     def _client(self) -> Any:
+        """An MlflowClient for the target (MLflow's entity classes kept for later); NoClient without MLflow."""
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # we retry, with the buffer between
         os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(self.timeout)
-        from mlflow.tracking import MlflowClient
-
+        try:
+            from mlflow.entities import Metric, Param, RunTag
+            from mlflow.tracking import MlflowClient
+        except ImportError as exc:
+            raise NoClient("this worker has no MLflow client library (pip install 'ganforge[mlflow]')") from exc
+        self._metric, self._param, self._tag = Metric, Param, RunTag
         return MlflowClient(tracking_uri=self.target.uri)
 
     def _tags(self) -> dict[str, str]:
@@ -275,8 +283,7 @@ class MlflowMirror(Mirror):
         return runs[-1] if runs else None
 
     def _open_run(self, client: Any) -> None:
-        from mlflow.entities import Param, RunTag
-
+        Param, RunTag = self._param, self._tag  # noqa: N806 - MLflow's classes
         previous = self._previous_run()
         if previous is not None:
             try:
@@ -345,8 +352,6 @@ class MlflowMirror(Mirror):
 
     def _send(self, client: Any) -> None:
         """Send everything buffered now, batch by batch; a failed batch goes back and the error is raised."""
-        from mlflow.entities import Metric
-
         assert self.run_id is not None
         while batch := self._take():
             try:
@@ -360,7 +365,7 @@ class MlflowMirror(Mirror):
                     finally:
                         os.unlink(path)
                 else:
-                    metrics = [Metric(key, value, ms, step) for _kind, key, value, ms, step in batch]
+                    metrics = [self._metric(key, value, ms, step) for _kind, key, value, ms, step in batch]
                     client.log_batch(self.run_id, metrics=metrics)
             except Exception as exc:
                 if _permanent(exc):
