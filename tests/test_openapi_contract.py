@@ -207,6 +207,7 @@ def probes(method: str, path: str, operation: dict[str, Any], objects: Objects) 
 CONFLICTS = {("post", "/v1/jobs/{job_id}/cancel"): ("a finished job", 409)}
 
 
+@pytest.mark.slow
 def test_every_status_an_operation_answers_is_declared(
     service: Service, schema: dict[str, Any], objects: Objects
 ) -> None:
@@ -292,6 +293,7 @@ def generated(schema: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) 
     return package
 
 
+@pytest.mark.slow
 def test_a_generated_client_runs_the_readme_flow(service: Service, generated: str) -> None:
     def load(name: str) -> Any:
         return importlib.import_module(f"{generated}.{name}")
