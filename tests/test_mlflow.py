@@ -236,7 +236,7 @@ def test_flat_params_are_dotted_keys_mlflow_accepts_with_values_within_its_limit
 
 
 def test_which_tracking_server_a_job_uses() -> None:
-    service = Settings(mlflow_tracking_uri="http://mlflow:5000/", mlflow_allowed_uris="http://other:5000")
+    service = Settings(mlflow_tracking_uri="http://mlflow:5000/", mlflow_allowed_uris=["http://other:5000"])
     assert tracking_target(None, Settings()) is None
     target = tracking_target(None, service)
     assert target is not None and (target.uri, target.experiment) == ("http://mlflow:5000", "ganforge")

@@ -336,7 +336,7 @@ class MlflowMirror(Mirror):
                 return []
             if self._items[0][0] == "sample":
                 return [self._items.popleft()]
-            batch = []
+            batch: list[tuple[Any, ...]] = []
             while self._items and self._items[0][0] == "metric" and len(batch) < MAX_METRICS_PER_BATCH:
                 batch.append(self._items.popleft())
             return batch
