@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from sqlalchemy import text
@@ -87,11 +88,11 @@ def one_worker(url: str, points: int, batch: int) -> None:
         with store.engine.begin() as connection:
             if postgres:
                 buffer = io.StringIO("".join(f"{job_id}\t{p.name}\t{p.step}\t{p.value!r}\n" for p in chunk))
-                raw = connection.connection.driver_connection
+                raw: Any = connection.connection.driver_connection
                 with (
                     raw.cursor() as cursor,
                     cursor.copy("COPY bare_metrics (job_id, name, step, value) FROM STDIN") as copy,
-                ):  # type: ignore[union-attr]
+                ):
                     copy.write(buffer.getvalue())
             else:
                 rows = [(job_id, p.name, p.step, p.value) for p in chunk]
@@ -138,7 +139,7 @@ def fleet_member(
     store.engine.dispose()
 
 
-def fleet(url: str, size: int, seconds: float, steps_per_sec: float) -> dict[str, object]:
+def fleet(url: str, size: int, seconds: float, steps_per_sec: float) -> dict[str, float]:
     store = JobStore(make_engine(url))
     jobs = [(f"fleet-{size}-{i}", *claimed_job(store, f"fleet-{size}-{i}")) for i in range(size)]
     store.engine.dispose()
@@ -151,12 +152,12 @@ def fleet(url: str, size: int, seconds: float, steps_per_sec: float) -> dict[str
     ]
     for process in processes:
         process.start()
-    results = [out.get(timeout=seconds + 120) for _ in processes]
+    results: list[Any] = [out.get(timeout=seconds + 120) for _ in processes]
     for process in processes:
         process.join()
-    all_times = np.concatenate([np.array(r[2]) for r in results]) * 1000  # type: ignore[index]
-    worst = max(float(np.percentile(np.array(r[2]) * 1000, 99)) for r in results)  # type: ignore[index]
-    steps = sum(int(r[1]) for r in results)  # type: ignore[index]
+    all_times = np.concatenate([np.array(r[2]) for r in results]) * 1000
+    worst = max(float(np.percentile(np.array(r[2]) * 1000, 99)) for r in results)
+    steps = sum(int(r[1]) for r in results)
     return {
         "p50": float(np.percentile(all_times, 50)),
         "p99": float(np.percentile(all_times, 99)),

@@ -500,7 +500,7 @@ class ResultsStore(StoreBase):
             ).all()
             if not chunks:
                 return [], [], False
-            total = sum(c.count for c in chunks)
+            total = sum(int(c[2]) for c in chunks)  # c.count would be the tuple method
             # Roll-ups when each bucket gathers at least two groups on average; else every point (<= 128k for 2,000).
             rollups = [c for c in chunks if c.first_step >= since]
             use_rollups = total >= 2 * ROLLUP_GROUP * max(1, (max_points - 2) // 2) and len(rollups) > 1
