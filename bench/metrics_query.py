@@ -29,6 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -99,9 +100,12 @@ def measure(url: str, points: int, max_points: int) -> None:
         step = points
         while not stop.wait(0.1):
             batch = [MetricPoint("loss_d", s, value(s)) for s in range(step, step + 1000)]
-            store.record_progress(
-                job_id=job_id, worker="w", token=token, step=step + 999, steps_per_sec=None, points=batch
-            )
+            try:
+                store.record_progress(
+                    job_id=job_id, worker="w", token=token, step=step + 999, steps_per_sec=None, points=batch
+                )
+            except OperationalError:  # SQLite: a baseline's long read held the database past the busy timeout
+                continue
             step += 1000
 
     def served() -> None:
