@@ -26,7 +26,7 @@ from models.catalog import (
     default_sample_count,
 )
 from models.datasets import BUILTIN_DATASETS, DatasetInfo
-from models.memory import SAFETY_FACTOR, MemoryEstimate, estimate_memory, gib
+from models.memory import SAFETY_FACTOR, MemoryEstimate, estimate_memory, gib, processes_sharing_memory
 from models.records import Checkpoint, Dataset, Job
 from models.settings import get_settings
 from models.spec import STORED_SPEC, DatasetRef, JobSpec, Training
@@ -334,6 +334,8 @@ def check_memory(spec: JobSpec, info: DatasetInfo, budget_bytes: int) -> list[Sp
         f"{spec.training.batch_size} {gib(parts['activations'])}; all × {SAFETY_FACTOR:g} for what the estimate "
         "leaves out"
     )
+    if (processes := processes_sharing_memory(spec)) > 1:
+        summary += f", × {processes} data-parallel CPU processes (resources.gpus)"
     fits = budget_bytes / SAFETY_FACTOR
     if networks > fits or max(parts["optimizer_scratch"], parts["checkpoint_copy"]) + networks > fits:
         return [SpecProblem(("architecture",), f"{summary}: the networks alone do not fit; make them smaller")]
@@ -352,6 +354,18 @@ def check_memory(spec: JobSpec, info: DatasetInfo, budget_bytes: int) -> list[Sp
         f"a batch of at most {batch} fits" if batch else "not even the smallest batch fits; make the networks smaller"
     )
     return [SpecProblem(("training", "batch_size"), f"{summary}: {advice}")]
+
+
+def gpu_shortfall(asked: int, visible: int) -> str | None:
+    """Why a job asking for `asked` GPUs (resources.gpus) cannot run on a GPU worker that sees `visible` of them;
+    None when it can. For the scheduler's queue_reason and the worker's refusal (worker/ddp.py) alike. A CPU
+    worker runs any resources.gpus as that many gloo processes (sharing its cores), so it has no shortfall."""
+    if asked <= visible:
+        return None
+    return (
+        f"resources.gpus is {asked} and this worker sees {visible} GPU{'s' if visible != 1 else ''}: it needs a "
+        f"worker that sees at least {asked} (ganforge worker --gpu 0,1,... or no --gpu on a machine with enough)"
+    )
 
 
 def bounded_priority(spec: JobSpec, max_priority: int) -> tuple[JobSpec, list[SpecProblem]]:

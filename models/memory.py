@@ -18,6 +18,12 @@ What is counted, in float32 (4 bytes an element):
     `sample_count` samples, and the CPU copy of the weights a checkpoint makes.
 The sum is multiplied by SAFETY_FACTOR for what the count leaves out (allocator rounding and fragmentation,
 backward's temporaries, cuDNN workspaces, the quality evaluation's networks, small buffers).
+
+A job with resources.gpus N > 1 trains as N data-parallel processes (worker/ddp.py), each holding all of the
+above for its own batch of training.batch_size plus DistributedDataParallel's gradient buckets (one more copy
+of the gradients, `ddp_buckets`). With training.device "cpu" the N processes share the worker's memory, so
+the total is N times one process's; otherwise (cuda, auto) each has a GPU of its own and the estimate is per
+GPU, held against the same budget.
 """
 
 from __future__ import annotations
@@ -267,7 +273,7 @@ class MemoryEstimate:
     `parts` holds each counted part before the safety factor: parameters, gradients, optimizer_state, ema and
     data (held throughout), and activations, optimizer_scratch, snapshot and checkpoint_copy (phases: only the
     largest counts). `static_bytes` is the held parts' sum, `peak_phase_bytes` the largest phase, and
-    `total_bytes` = (static + peak phase) × SAFETY_FACTOR. `generator` and `discriminator` are the networks.
+    `total_bytes` = (static + peak phase) × SAFETY_FACTOR (× resources.gpus for a CPU job's processes). `generator` and `discriminator` are the networks.
     """
 
     generator: NetworkCost
@@ -323,6 +329,7 @@ def estimate_memory(spec: JobSpec, signature: Mapping[str, Any], *, examples: in
         "optimizer_state": optimizer_tensors * params * FLOAT_BYTES,
         "ema": ema * FLOAT_BYTES,
         "data": examples * (math.prod(shape) * FLOAT_BYTES + (LABEL_BYTES if labelled else 0)),
+        "ddp_buckets": params * FLOAT_BYTES if spec.resources.gpus > 1 else 0,
         "activations": math.ceil(
             training.batch_size * activation_elements_per_sample(spec, g, d) * FLOAT_BYTES
             + spectral_weights * FLOAT_BYTES
@@ -331,7 +338,7 @@ def estimate_memory(spec: JobSpec, signature: Mapping[str, Any], *, examples: in
         "snapshot": sample_count * (2 * g.widest + math.prod(shape)) * FLOAT_BYTES,
         "checkpoint_copy": (params + ema) * FLOAT_BYTES,
     }
-    static = sum(parts[k] for k in ("parameters", "gradients", "optimizer_state", "ema", "data"))
+    static = sum(parts[k] for k in ("parameters", "gradients", "optimizer_state", "ema", "data", "ddp_buckets"))
     phase = max(parts[k] for k in ("activations", "optimizer_scratch", "snapshot", "checkpoint_copy"))
     return MemoryEstimate(
         generator=g,
@@ -339,8 +346,14 @@ def estimate_memory(spec: JobSpec, signature: Mapping[str, Any], *, examples: in
         parts=parts,
         static_bytes=static,
         peak_phase_bytes=phase,
-        total_bytes=math.ceil((static + phase) * SAFETY_FACTOR),
+        total_bytes=math.ceil((static + phase) * SAFETY_FACTOR * processes_sharing_memory(spec)),
     )
+
+
+def processes_sharing_memory(spec: JobSpec) -> int:
+    """How many of the job's processes share one memory budget: resources.gpus on a CPU job (its data-parallel
+    ranks all run on the worker's host), else 1 (a GPU each)."""
+    return spec.resources.gpus if spec.training.device == "cpu" else 1
 
 
 def gib(n_bytes: float) -> str:

@@ -167,6 +167,13 @@ class Settings(BaseSettings):
         "of the machine, the CPU cores divided by the worker processes started together (`ganforge up --workers N`), "
         "else all cores",
     )
+    worker_gpu: str = Field(
+        default="",
+        pattern=r"^([0-9]+(,[0-9]+)*)?$",
+        description="the GPUs a training worker process sees (`ganforge worker --gpu I`): comma-separated indices "
+        "that become its CUDA_VISIBLE_DEVICES, so a worker started for GPU i trains on it alone; empty: the "
+        "CUDA_VISIBLE_DEVICES it was started with (all GPUs)",
+    )
     worker_heartbeat_seconds: float = Field(
         default=10.0,
         gt=0,

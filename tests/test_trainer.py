@@ -177,12 +177,12 @@ def poison_at(monkeypatch: pytest.MonkeyPatch, step: int, *, before: bool, modul
         gan = build(*args, **kwargs)
         original = gan.train_step
 
-        def train_step(next_batch: Any) -> dict[str, torch.Tensor]:
+        def train_step(next_batch: Any, *args: Any) -> dict[str, torch.Tensor]:
             network = getattr(gan, module)
             if before and gan.generator_steps == step - 1:
                 with torch.no_grad():
                     next(network.parameters()).fill_(float("inf"))
-            values = original(next_batch)
+            values = original(next_batch, *args)
             if not before and gan.generator_steps == step:
                 with torch.no_grad():
                     next(network.parameters()).fill_(float("inf"))

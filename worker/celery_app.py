@@ -23,9 +23,11 @@ from celery.worker import state as worker_state
 from models.logs import configure_logging
 from models.queue import TRAIN_TASK, make_celery
 from models.settings import get_settings
+from worker.devices import select_gpus
 
 log = logging.getLogger(__name__)
 
+select_gpus(get_settings().worker_gpu)  # before any task module initialises CUDA; the pool inherits it
 app = make_celery(get_settings())
 app.conf.update(include=["worker.tasks", "worker.generate"], worker_concurrency=1)
 

@@ -15,6 +15,15 @@ the sink.
 training.watch (worker/watch.py) reads each metrics reading and snapshot for
 collapse and divergence; its alerts go to the sink, and with action "stop" the run
 ends with WatchStop after a checkpoint at that step.
+
+Speed: the step never waits for the device. Losses stay on it (NonFiniteWatch keeps
+the first non-finite step there); the per-step diagnostics (gradient norms, the mean
+D scores) are computed only on the steps whose metrics are read (`every.metrics`,
+checkpoints, the last step), and the device is read only on those steps.
+
+A job with `resources.gpus` N > 1 trains with DistributedDataParallel over N processes
+(worker/ddp.py): `train` starts ranks 1..N-1 and runs rank 0 itself; rank 0 alone
+talks to the sink, and the ranks agree to stop at metrics steps.
 """
 
 from __future__ import annotations
@@ -28,9 +37,11 @@ import numpy as np
 import torch
 
 from models.spec import JobSpec
+from worker import ddp
 from worker.data import Batches
 from worker.divergence import Diverged, NonFiniteWatch, check_samples, check_tensors, check_values
 from worker.gan import GAN, LoadedData, build_gan
+from worker.gan.gan import DIAGNOSTICS
 from worker.quality import make_evaluator
 from worker.watch import TrainingWatch, WatchStop, build_watch
 
@@ -108,6 +119,7 @@ def train(
     device: torch.device,
     resume: dict[str, Any] | None = None,
     init_weights: dict[str, torch.Tensor] | None = None,
+    rank: ddp.Rank | None = None,
 ) -> TrainResult:
     """Train `spec` on `data` to `spec.training.steps` generator steps.
 
@@ -116,12 +128,18 @@ def train(
     Raises Diverged at the first metrics, snapshot or checkpoint after a non-finite value
     (handed to the sink as a divergence alert first), and WatchStop after a training.watch
     alert when `training.watch.action` is "stop" (a checkpoint at that step is written first).
+    With `resources.gpus` > 1 and no `rank`, runs as rank 0 of a DistributedDataParallel group whose
+    other ranks it starts (worker/ddp.py); `rank` is that group's place for this process.
     """
+    if rank is None and spec.resources.gpus > 1:
+        result: TrainResult = ddp.launch(spec, data, sink, device, resume, init_weights, train)
+        return result
+    rank = rank or ddp.SINGLE
     detector = build_watch(spec, data.x.numpy(), spec.dataset.builtin)
     if resume is not None and "watch" in resume:  # checkpoints written before training.watch have none
         detector.load_state_dict(resume["watch"])
     try:
-        return _train(spec, data, sink, device, detector, resume, init_weights)
+        return _train(spec, data, sink, device, detector, resume, init_weights, rank)
     except Diverged as exc:
         if "divergence" not in detector.fired:
             detector.record("divergence")
@@ -138,14 +156,16 @@ def _train(
     detector: TrainingWatch,
     resume: dict[str, Any] | None,
     init_weights: dict[str, torch.Tensor] | None,
+    rank: ddp.Rank,
 ) -> TrainResult:
     training, every = spec.training, spec.every
     seed = training.seed
     torch.manual_seed(seed)
     random.seed(seed)
     np.random.seed(seed % 2**32)
-    gan = build_gan(spec, data.info, device)
+    gan = build_gan(spec, data.info, device)  # the same initial weights on every rank (DDP also broadcasts them)
     batches = Batches(data.x, data.y, training.batch_size, device, seed=seed + 1)
+    lead = rank.rank == 0
     sample_count = training.sample_count or (
         DEFAULT_IMAGE_SAMPLES if data.info.kind == "images" else DEFAULT_POINT_SAMPLES
     )
@@ -161,7 +181,13 @@ def _train(
         if device.type == "cuda" and "cuda" in resume["rng"]:
             torch.cuda.set_rng_state(resume["rng"]["cuda"], device)
         step = int(resume["step"])
-    evaluate = make_evaluator(spec, data, device)  # worker/quality.py: the snapshot's quality figures
+    if not lead:  # its own noise and batches (rank 0 keeps the single-process streams); resumed: from the step
+        torch.manual_seed(ddp.rank_seed(seed, rank.rank, step))
+        batches.generator.manual_seed(ddp.rank_seed(seed + 1, rank.rank, step))
+    if rank.world > 1:
+        ddp.wrap(gan, device)
+    # worker/quality.py: the snapshot's quality figures (rank 0 alone takes snapshots)
+    evaluate = make_evaluator(spec, data, device) if lead else None
 
     def state() -> dict[str, Any]:
         rng = {"torch": torch.get_rng_state()}
@@ -186,18 +212,24 @@ def _train(
     started = time.perf_counter()
     last_checkpoint = step
     while step < training.steps:
-        values = gan.train_step(batches.next)
-        step += 1
-        watch.observe(step, values)
-        final = step == training.steps
-        metrics_now = step % every.metrics == 0 or step % every.checkpoint == 0 or final
-        samples_now = step % every.samples == 0 or final
-        checkpoint_now = step % every.checkpoint == 0 or final
-        if metrics_now or samples_now or checkpoint_now:
+        upcoming = step + 1
+        final = upcoming == training.steps
+        metrics_now = upcoming % every.metrics == 0 or upcoming % every.checkpoint == 0 or final
+        values = gan.train_step(batches.next, metrics_now)  # diagnostics only when they are read
+        step = upcoming
+        if lead:
+            # The losses every step, on the device; the diagnostics are checked as read (below).
+            watch.observe(step, {name: value for name, value in values.items() if name not in DIAGNOSTICS})
+        samples_now = lead and (step % every.samples == 0 or final)
+        checkpoint_now = lead and (step % every.checkpoint == 0 or final)
+        if lead and (metrics_now or samples_now or checkpoint_now):
             watch.check()  # the device is read here anyway: one sync reports the first bad step
         alerts = []
-        if metrics_now:
+        if metrics_now and rank.world > 1:
+            values = ddp.average(values)  # every rank: the mean over the combined batch
+        if metrics_now and lead:
             readings = {name: float(value) for name, value in values.items()}
+            check_values(step, readings)
             sink.metrics(step, readings)
             alerts += detector.observe_metrics(step, readings)
         if samples_now:
@@ -218,8 +250,12 @@ def _train(
             if step != last_checkpoint:
                 checkpoint()
             raise WatchStop(stop)
-        if sink.should_stop():
-            if step != last_checkpoint:
+        if rank.world == 1:
+            stop_now = sink.should_stop()
+        else:  # the ranks must stop at the same step: rank 0's answer, shared at metrics steps only
+            stop_now = metrics_now and ddp.agree(lead and sink.should_stop())
+        if stop_now:
+            if lead and step != last_checkpoint:
                 watch.check()
                 checkpoint()
             return TrainResult(step=step, stopped=True, seconds=time.perf_counter() - started)

@@ -218,6 +218,16 @@ def worker(
             show_default=False,
         ),
     ] = None,
+    gpu: Annotated[
+        str | None,
+        typer.Option(
+            "--gpu",
+            metavar="I",
+            help="train on GPU I alone (its CUDA_VISIBLE_DEVICES; several: 0,1 for a job with resources.gpus 2); "
+            "default: GANFORGE_WORKER_GPU, else every GPU the process sees",
+            show_default=False,
+        ),
+    ] = None,
     metrics_port: Annotated[
         int | None,
         typer.Option(
@@ -240,6 +250,10 @@ def worker(
         os.environ["GANFORGE_WORKER_THREADS"] = str(threads)
     if metrics_port is not None:
         os.environ["GANFORGE_WORKER_METRICS_PORT"] = str(metrics_port)
+    if gpu is not None:
+        if re.fullmatch(r"[0-9]+(,[0-9]+)*", gpu) is None:
+            fail(f"--gpu {gpu!r}: a GPU index, or several separated by commas (0 or 0,1)", USAGE)
+        os.environ["GANFORGE_WORKER_GPU"] = gpu  # worker/celery_app.py makes it CUDA_VISIBLE_DEVICES
     _prepare(ctx, data_dir)
     from ganforge import supervisor
 

@@ -13,6 +13,7 @@ separate regularisation step every `r1_every` D steps (StyleGAN2-ADA).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -36,6 +37,9 @@ from worker.gan.penalties import (
 )
 
 Batch = tuple[Tensor, Tensor | None]
+
+# The metrics train_step computes only when asked for diagnostics (the steps whose metrics are read).
+DIAGNOSTICS = frozenset({"grad_norm_d", "grad_norm_g", "d_real", "d_fake"})
 
 
 def critic_parameters(discriminator: nn.Module) -> list[nn.Parameter]:
@@ -67,8 +71,13 @@ class GAN:
         device: torch.device,
         ema_decay: float | None = None,
         pack: int = 1,
+        precision: torch.dtype | None = None,
+        channels_last: bool = False,
     ) -> None:
         self.generator, self.discriminator = generator, discriminator
+        self.train_g: nn.Module = generator  # DDP wrappers replace these two (worker/ddp.py)
+        self.train_d: nn.Module = discriminator
+        self.precision, self.channels_last = precision, channels_last
         self.objective, self.latent = objective, latent
         self.opt_g, self.opt_d = opt_g, opt_d
         self.device, self.pack = device, pack
@@ -82,55 +91,71 @@ class GAN:
 
     # ------------------------------------------------------------------ training
 
-    def train_step(self, next_batch: Callable[[], Batch]) -> dict[str, Tensor]:
+    def train_step(self, next_batch: Callable[[], Batch], diagnostics: bool = True) -> dict[str, Tensor]:
         """n_critic D updates, each on a fresh real batch and fresh noise, then one G update on
-        fresh noise of the same batch size. Returns detached 0-d metrics."""
+        fresh noise of the same batch size. Returns detached 0-d metrics, all on the device: the losses
+        (and penalties, Wasserstein estimate, BEGAN's k_t, InfoGAN's MI) every step; with `diagnostics`
+        also grad_norm_d, grad_norm_g (‖∇θ‖₂ after the last D update / the G update), d_real and d_fake
+        (mean D scores of the last D update)."""
         steps = self.objective.critic_steps(self.generator_steps)
-        for _ in range(steps):
+        for i in range(steps):
             real, labels = next_batch()
+            if self.channels_last:
+                real = real.contiguous(memory_format=torch.channels_last)
             inputs = self.latent.sample(real.shape[0], real.device)
-            with torch.no_grad():  # D trains on detached fakes
+            with torch.no_grad(), self._autocast():  # D trains on detached fakes
                 fake = self.generator(**inputs)
-            metrics = self._discriminator_step(real, labels, fake, inputs)
+            metrics = self._discriminator_step(real, labels, fake, inputs, diagnostics and i == steps - 1)
         inputs = self.latent.sample(real.shape[0], real.device)
-        metrics.update(self._generator_step(self.generator(**inputs), inputs))
+        with self._autocast():
+            fake = self.train_g(**inputs)
+        metrics.update(self._generator_step(fake, inputs, diagnostics))
         if self.ema is not None:
             self.ema.update(self.generator, self.generator_steps)
         self.generator_steps += 1
         return metrics
 
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """bf16 autocast for the forwards when `precision` asks for it; nothing otherwise."""
+        if self.precision is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.precision)
+
     def _discriminator_step(
-        self, real: Tensor, labels: Tensor | None, fake: Tensor, inputs: Inputs
+        self, real: Tensor, labels: Tensor | None, fake: Tensor, inputs: Inputs, diagnostics: bool = True
     ) -> dict[str, Tensor]:
-        o, d = self.objective, self.discriminator
+        o, d = self.objective, self.train_d
         r1_now = o.r1_gamma > 0 and self.discriminator_steps % o.r1_every == 0
         r1_inline = r1_now and not o.lazy_r1  # r1_every 1: R1 is part of every D loss (Mescheder et al.)
         if r1_inline:
             real = real.detach().requires_grad_(True)
-        out_real = d(real, labels)
-        out_fake = d(fake, inputs.get("labels"))
+        with self._autocast():
+            out_real = d(real, labels)
+            out_fake = d(fake, inputs.get("labels"))
+        score_real, score_fake = out_real.score.float(), out_fake.score.float()  # losses in float32
         metrics: dict[str, Tensor] = {}
         if o.began is not None:
-            loss = losses.d_began(out_real.score, out_fake.score, self.k)
+            loss = losses.d_began(score_real, score_fake, self.k)
         else:
             assert o.d_loss is not None
-            loss = o.d_loss(out_real.score, out_fake.score)
+            loss = o.d_loss(score_real, score_fake)
         if o.adversarial in ("wgan", "wgan-gp"):
-            metrics["wasserstein"] = (out_real.score.mean() - out_fake.score.mean()).detach()
+            metrics["wasserstein"] = (score_real.mean() - score_fake.mean()).detach()
         if o.penalty is not None:
             penalty = self._gradient_penalty(real.detach(), fake, labels)
             loss = loss + o.penalty_weight * penalty
             metrics["gradient_penalty"] = penalty.detach()
         if r1_inline:
-            r1 = r1_penalty(gradient_norms(out_real.score, real, self.pack))
+            r1 = r1_penalty(gradient_norms(score_real, real, self.pack))
             loss = loss + o.r1_gamma / 2 * r1
             self.last_r1 = r1.detach()
         if o.info is not None:
-            info_nll = self.latent.code_nll(self._q(out_fake.features), inputs, o.info.continuous_std)
+            info_nll = self.latent.code_nll(self._q(out_fake.features.float()), inputs, o.info.continuous_std)
             loss = loss + o.info.weight * info_nll  # trains Q and D's shared body
         self.opt_d.zero_grad(set_to_none=True)
         loss.backward()
-        metrics["grad_norm_d"] = _grad_norm(d, self.device)
+        if diagnostics:
+            metrics["grad_norm_d"] = _grad_norm(self.discriminator, self.device)
         self.opt_d.step()
         self._constrain()
         if r1_now and o.lazy_r1:
@@ -139,13 +164,13 @@ class GAN:
         if o.r1_gamma > 0:
             metrics["r1"] = self.last_r1
         if o.began is not None:
-            loss_real, loss_fake = out_real.score.detach().mean(), out_fake.score.detach().mean()
+            loss_real, loss_fake = score_real.detach().mean(), score_fake.detach().mean()
             metrics["m_global"] = losses.began_convergence(loss_real, loss_fake, o.began.gamma)
             self.k = losses.began_k_update(self.k, loss_real, loss_fake, o.began.gamma, o.began.lambda_k)
             metrics["k_t"] = self.k.clone()
-        metrics.update(
-            loss_d=loss.detach(), d_real=out_real.score.detach().mean(), d_fake=out_fake.score.detach().mean()
-        )
+        metrics["loss_d"] = loss.detach()
+        if diagnostics:
+            metrics.update(d_real=score_real.detach().mean(), d_fake=score_fake.detach().mean())
         return metrics
 
     def _constrain(self) -> None:
@@ -162,7 +187,9 @@ class GAN:
         and betas were scaled by interval/(interval+1) when it was built (factory.py)."""
         o = self.objective
         real = real.detach().requires_grad_(True)
-        r1 = r1_penalty(gradient_norms(self.discriminator(real, labels).score, real, self.pack))
+        with self._autocast():
+            score = self.train_d(real, labels).score
+        r1 = r1_penalty(gradient_norms(score.float(), real, self.pack))
         self.opt_d.zero_grad(set_to_none=True)
         (o.r1_every * o.r1_gamma / 2 * r1).backward()
         self.opt_d.step()
@@ -175,25 +202,39 @@ class GAN:
             points = interpolate(real, fake, per_sample_uniform(real))
         else:
             points = dragan_perturb(real, o.perturb_scale, uniform_like(real), per_sample_uniform(real))
-        norms = input_gradient_norms(lambda v: self.discriminator(v, labels).score, points, self.pack)
+        norms = input_gradient_norms(self._critic_scores(labels), points, self.pack)
         return norm_penalty(norms, o.penalty_target)
 
-    def _generator_step(self, fake: Tensor, inputs: Inputs) -> dict[str, Tensor]:
+    def _critic_scores(self, labels: Tensor | None) -> Callable[[Tensor], Tensor]:
+        """v -> D(v | labels) as float32 scores, the forward under autocast: the penalty's gradient (taken
+        with respect to float32 points), its norm and its square are float32 (GAN_REFERENCE.md)."""
+
+        def scores(v: Tensor) -> Tensor:
+            with self._autocast():
+                score: Tensor = self.train_d(v, labels).score
+            return score.float()
+
+        return scores
+
+    def _generator_step(self, fake: Tensor, inputs: Inputs, diagnostics: bool = True) -> dict[str, Tensor]:
+        # The unwrapped D: its parameters take no gradient here, so its DDP wrapper has nothing to reduce.
         o, d = self.objective, self.discriminator
         d.requires_grad_(False)  # G's step needs gradients through D, not D's own
         try:
-            out = d(fake, inputs.get("labels"))
-            loss = o.g_loss(out.score)
+            with self._autocast():
+                out = d(fake, inputs.get("labels"))
+            loss = o.g_loss(out.score.float())
             metrics = {}
             if o.info is not None:
-                info_nll = self.latent.code_nll(self._q(out.features), inputs, o.info.continuous_std)
+                info_nll = self.latent.code_nll(self._q(out.features.float()), inputs, o.info.continuous_std)
                 loss = loss + o.info.weight * info_nll
                 metrics["mutual_info"] = self.latent.code_entropy() - info_nll.detach()
             self.opt_g.zero_grad(set_to_none=True)
             loss.backward()
         finally:
             d.requires_grad_(True)
-        metrics["grad_norm_g"] = _grad_norm(self.generator, self.device)
+        if diagnostics:
+            metrics["grad_norm_g"] = _grad_norm(self.generator, self.device)
         self.opt_g.step()
         metrics["loss_g"] = loss.detach()
         return metrics
