@@ -256,6 +256,7 @@ class MlflowMirror(Mirror):
         """An MlflowClient for the target (MLflow's entity classes kept for later); NoClient without MLflow."""
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # we retry, with the buffer between
         os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(self.timeout)
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # the run's URL is in the events
         try:
             from mlflow.entities import Metric, Param, RunTag
             from mlflow.tracking import MlflowClient
