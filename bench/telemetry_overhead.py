@@ -88,6 +88,7 @@ def main() -> None:
 
     from worker import telemetry
 
+    telemetry._enabled = True  # as serve() sets it when a metrics port is configured
     telemetry.job_started("bench", 1)
     steps = 200_000
     started = time.perf_counter()

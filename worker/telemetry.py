@@ -3,7 +3,8 @@
     ganforge worker --metrics-port 9101        # then: curl http://127.0.0.1:9101/metrics
 
 The pool process that trains serves them (one job at a time per process, so its figures are the job's); a
-generate worker (`ganforge worker --generate`) serves none. Off unless the port is set.
+generate worker (`ganforge worker --generate`) serves none. Off unless the port is set, and then nothing is recorded
+(a step costs no telemetry call beyond one flag check).
 
 | name | type | what |
 |---|---|---|
@@ -93,6 +94,8 @@ class _Job:
 
 
 _job: _Job | None = None
+# Set once this process serves its metrics: until then (the default, no port) step() and timed_store() cost nothing.
+_enabled = False
 
 
 def job_started(job_id: str, attempt: int) -> None:
@@ -111,7 +114,7 @@ def job_ended(outcome: str) -> None:
 def step() -> None:
     """One training step was taken (the sink's per-step call): times it and feeds the job's rate."""
     job = _job
-    if job is None:
+    if job is None or not _enabled:
         return
     now = time.perf_counter()
     if job.ticks:
@@ -152,8 +155,8 @@ class _TimedStore:
 
 
 def timed_store(store: JobStore) -> JobStore:
-    """`store`, its writes timed (reads pass through untouched)."""
-    return cast(JobStore, _TimedStore(store))
+    """`store`, its writes timed (reads pass through untouched); `store` itself while no metrics are served."""
+    return cast(JobStore, _TimedStore(store)) if _enabled else store
 
 
 class _JobAndDevice(Collector):
@@ -204,9 +207,11 @@ def serve(settings: Settings, queues: Iterable[str], generate_queue: str) -> thr
     """Serve REGISTRY on settings.worker_metrics_host:worker_metrics_port from a background thread, unless the port
     is unset or this worker consumes only `generate_queue`. A port in use is tried again for a few seconds (the pool
     process this one replaces may still hold it), then given up with an error in the log, never a dead worker."""
+    global _enabled
     port, host = settings.worker_metrics_port, settings.worker_metrics_host
     if port is None or set(queues) <= {generate_queue}:
         return None
+    _enabled = True
 
     def bind() -> None:
         for attempt in range(BIND_ATTEMPTS):
