@@ -164,6 +164,47 @@ def test_a_jobs_life_arrives_signed(service: Service, receiver: Receiver, endpoi
         ]:
             assert other.request(method, url).status_code == 404, (method, url)
         assert other.get("/v1/webhooks").json()["webhooks"] == []
+    _sdk_and_cli(service, receiver, path, endpoint["id"])
+
+
+def _sdk_and_cli(service: Service, receiver: Receiver, path: str, webhook_id: str) -> None:
+    """The SDK (sync and aio) and the CLI on an endpoint that received a job's life at `path`."""
+    import asyncio
+
+    from typer.testing import CliRunner
+
+    from ganforge.cli import app
+    from ganforge.client import AsyncClient, Client
+    from ganforge.client.errors import NotFound, ValidationFailed
+
+    with Client(service.url, api_key="key-a") as client:
+        assert webhook_id in [w.id for w in client.webhooks.list()]
+        with pytest.raises(ValidationFailed, match="url"):
+            client.webhooks.create("http://169.254.169.254/", ["job.status"])
+        log = list(client.webhooks.deliveries(webhook_id, status="succeeded"))
+        again = client.webhooks.redeliver(webhook_id, log[0].id)
+        assert again.event_id == log[0].event_id and again.status == "pending"
+        receiver.wait(path, lambda got: sum(r["headers"]["webhook-id"] == again.event_id for r in got) == 2)
+
+    async def through_aio() -> tuple[str, int]:
+        async with AsyncClient(service.url, api_key="key-a") as aio:
+            found = await aio.webhooks.get(webhook_id)
+            return found.url, len([d async for d in aio.webhooks.deliveries(webhook_id)])
+
+    assert asyncio.run(through_aio()) == (receiver.base + path, len(log) + 1)
+
+    env = {"GANFORGE_URL": service.url, "GANFORGE_API_KEY": "key-a"}
+    runner = CliRunner()
+    listed = runner.invoke(app, ["webhooks", "list", "--json"], env=env)
+    assert listed.exit_code == 0 and webhook_id in [w["id"] for w in json.loads(listed.stdout)], listed.output
+    shown = runner.invoke(app, ["webhooks", "deliveries", webhook_id], env=env)
+    assert shown.exit_code == 0 and "job.status" in shown.stdout, shown.output
+    created = runner.invoke(app, ["webhooks", "create", receiver.base + "/cli", "--event", "job.checkpoint"], env=env)
+    assert created.exit_code == 0 and "whsec_" in created.stdout, created.output
+    for made in (created.stdout.split()[1], webhook_id):
+        assert runner.invoke(app, ["webhooks", "delete", made], env=env).exit_code == 0
+    with Client(service.url, api_key="key-a") as client, pytest.raises(NotFound):
+        client.webhooks.get(webhook_id)
 
 
 @pytest.mark.parametrize(
@@ -315,53 +356,6 @@ def test_retries_redelivery_and_no_delivery_lost_across_an_api_restart(backend: 
             assert {d["status"] for d in log} == {"succeeded"}
     finally:
         receiver.close()
-
-
-def test_the_sdk_and_the_cli_manage_webhooks(service: Service, receiver: Receiver) -> None:
-    from typer.testing import CliRunner
-
-    from ganforge.cli import app
-    from ganforge.client import AsyncClient, Client
-    from ganforge.client.errors import NotFound, ValidationFailed
-
-    with Client(service.url, api_key="key-a") as client:
-        path = f"/sdk-{service.port}"  # the receiver serves both backends' services
-        made = client.webhooks.create(receiver.base + path, ["job.status"], description="sdk")
-        assert made.secret.startswith("whsec_") and made.events == ["job.status"]
-        assert made.id in [w.id for w in client.webhooks.list()]
-        with pytest.raises(ValidationFailed, match="url"):
-            client.webhooks.create("http://169.254.169.254/", ["job.status"])
-        job = client.submit(TINY_SPEC)
-        client.cancel(job.id)
-        got = receiver.wait(path, lambda got: _statuses(got, job.id)[-1:] in (["cancelled"], ["succeeded"]))
-        log = _settled(lambda: [d.model_dump() for d in client.webhooks.deliveries(made.id)])
-        assert {d["status"] for d in log} == {"succeeded"} and len(log) == len(got) >= 2
-        again = client.webhooks.redeliver(made.id, log[0]["id"])
-        assert again.event_id == log[0]["event_id"] and again.status == "pending"
-
-    async def through_aio() -> list[str]:
-        async with AsyncClient(service.url, api_key="key-a") as aio:
-            assert (await aio.webhooks.get(made.id)).url == made.url
-            return [d.id async for d in aio.webhooks.deliveries(made.id, status="succeeded")]
-
-    import asyncio
-
-    assert len(asyncio.run(through_aio())) >= len(log)
-
-    env = {"GANFORGE_URL": service.url, "GANFORGE_API_KEY": "key-a"}
-    runner = CliRunner()
-    listed = runner.invoke(app, ["webhooks", "list", "--json"], env=env)
-    assert listed.exit_code == 0, listed.output
-    assert made.id in [w["id"] for w in json.loads(listed.stdout)]
-    shown = runner.invoke(app, ["webhooks", "deliveries", made.id], env=env)
-    assert shown.exit_code == 0 and "job.status" in shown.stdout, shown.output
-    created = runner.invoke(app, ["webhooks", "create", receiver.base + "/cli", "--event", "job.checkpoint"], env=env)
-    assert created.exit_code == 0 and "whsec_" in created.stdout, created.output
-    cli_id = created.stdout.split()[1]
-    for webhook_id in (made.id, cli_id):
-        assert runner.invoke(app, ["webhooks", "delete", webhook_id], env=env).exit_code == 0
-    with Client(service.url, api_key="key-a") as client, pytest.raises(NotFound):
-        client.webhooks.get(made.id)
 
 
 def test_study_finished_is_sent_once_when_its_last_job_ends(store: JobStore) -> None:
