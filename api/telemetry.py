@@ -113,6 +113,7 @@ class RequestMetrics:
     def __init__(self, app: ASGIApp, *, fastapi: FastAPI, registry: CollectorRegistry) -> None:
         self.app, self.fastapi = app, fastapi
         self._templates: list[tuple[re.Pattern[str], set[str] | None, str]] | None = None
+        self._series: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
         labels = ["method", "route", "status"]
         self.requests = Counter(
             "ganforge_http_requests", "HTTP requests answered, by route template", labels, registry=registry
@@ -150,9 +151,12 @@ class RequestMetrics:
                 self.streams.dec()
             method = scope["method"] if scope["method"] in METHODS else "other"
             labels = (method, self._route(scope), str(status))
-            self.requests.labels(*labels).inc()
+            series = self._series.get(labels)
+            if series is None:  # labels() checks and locks each time: keep each series' children
+                series = self._series[labels] = (self.requests.labels(*labels), self.latency.labels(*labels))
+            series[0].inc()
             if not streaming:
-                self.latency.labels(*labels).observe(time.perf_counter() - started)
+                series[1].observe(time.perf_counter() - started)
 
     def _route(self, scope: Scope) -> str:
         """The template of the route that served `scope`, or that would have (a request the gate answered)."""
