@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import statistics
 import sys
 import tempfile
@@ -135,7 +136,7 @@ def main() -> None:
             for _ in range(count):
                 job_record, _created = store.create_job(owner=owner, spec=spec, idempotency_key=None)
                 other_writes.append(event_latency(receiver, job_record.id, "queued"))
-                time.sleep(0.05)  # not in step with the sender's poll
+                time.sleep(random.uniform(0.0, 0.3))  # out of step with the sender's poll
         body = json.dumps({"type": "job.status", "timestamp": "x" * 32, "data": {"job_id": "y" * 36}}).encode()
         baseline = []
         with httpx.Client(timeout=10) as bare:
