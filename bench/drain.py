@@ -70,10 +70,12 @@ def jobs_per_minute(backend: str, workers: int, jobs: int, steps: int) -> tuple[
             ids = submit(client, jobs, spec)
             statuses = drain(store, ids, timeout=3600)
             seconds = time.monotonic() - started
+        failed = [job_id for job_id, status in statuses.items() if status != "succeeded"]
+        if failed:
+            first = store.get_job(job_id=failed[0])
+            error = first.error if first is not None else "?"
+            raise SystemExit(f"{len(failed)} jobs did not succeed, e.g. {failed[0]}: {error}\n{service.logs()}")
         store.engine.dispose()
-    failed = [job_id for job_id, status in statuses.items() if status != "succeeded"]
-    if failed:
-        raise SystemExit(f"{len(failed)} jobs did not succeed, e.g. {failed[:3]}")
     return jobs / seconds * 60, threads, seconds
 
 
