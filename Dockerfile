@@ -29,7 +29,7 @@ FROM source AS worker-cpu
 ARG TORCH=torch==2.13.0
 ARG TORCH_CPU_INDEX=https://download.pytorch.org/whl/cpu
 RUN pip install "$TORCH" --index-url "$TORCH_CPU_INDEX"
-RUN pip install '.[worker,s3]'
+RUN pip install '.[worker,s3,mlflow]'
 USER ganforge
 CMD ["ganforge", "worker"]
 
@@ -38,6 +38,6 @@ FROM source AS worker-cuda
 ARG TORCH=torch==2.13.0
 ARG TORCH_CUDA_INDEX=https://download.pytorch.org/whl/cu124
 RUN pip install "$TORCH" --index-url "$TORCH_CUDA_INDEX"
-RUN pip install '.[worker,s3]'
+RUN pip install '.[worker,s3,mlflow]'
 USER ganforge
 CMD ["ganforge", "worker", "--queue", "gpu"]
