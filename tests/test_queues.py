@@ -9,6 +9,8 @@ from datetime import timedelta
 
 import pytest
 
+from ganforge.cli import main
+from ganforge.supervisor import Up
 from models.quotas import Quotas
 from models.settings import Settings
 from models.spec import JobSpec
@@ -55,6 +57,14 @@ def test_threads_are_the_setting_else_torch_under_omp_else_all_cores() -> None:
     assert worker_threads(Settings(), environ={"OMP_NUM_THREADS": "1"}) >= 1  # torch's own default, from OMP
     assert worker_threads(Settings(), environ={}) >= 1
     assert training_queues({"gpu", "ganforge.generate", "cpu"}) == ["cpu", "gpu"]
+
+
+def test_up_keeps_n_training_workers_and_a_bad_queue_name_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    up = Up("127.0.0.1", 8000, workers=3)
+    assert [kept.name for kept in up.trainers] == ["worker 1", "worker 2", "worker 3"]
+    assert len(up.workers) == 4  # and the generate worker
+    assert main(["worker", "--queue", "GPU!"]) == 2
+    assert "--queue 'GPU!'" in capsys.readouterr().err
 
 
 @pytest.mark.slow
