@@ -121,6 +121,7 @@ def _rank(rank: int, port: int, folder: str) -> None:
     torch.save(results, os.path.join(folder, f"rank{rank}.pt"))
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_train_as_one_process_on_the_combined_batch(tmp_path: Path) -> None:
     mp.spawn(_rank, args=(ddp.free_port(), str(tmp_path)), nprocs=WORLD, join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
@@ -162,6 +163,7 @@ class ListSink:
         pass
 
 
+@pytest.mark.slow
 def test_a_job_with_two_gpus_runs_as_two_processes_on_a_cpu_worker_and_stops_together() -> None:
     spec = JobSpec.model_validate(
         {
