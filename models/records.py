@@ -281,6 +281,20 @@ class ServiceSecret(Base):
     created_at: Mapped[datetime]
 
 
+class Worker(Base):
+    """A live training worker process and the named queues it serves: its pool process upserts the row every
+    GANFORGE_WORKER_HEARTBEAT_SECONDS; one unseen for two heartbeats is gone (the API's queue_reason reads it)."""
+
+    __tablename__ = "workers"
+    __table_args__ = (Index("ix_workers_last_seen", "last_seen"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    queues: Mapped[list[Any]] = mapped_column(JSON)
+    threads: Mapped[int | None] = mapped_column(Integer)
+    started_at: Mapped[datetime]
+    last_seen: Mapped[datetime]
+
+
 class WebhookEndpoint(Base):
     """A per-owner webhook endpoint (issue 13): where events of the kinds in `events` are POSTed, signed with
     `secret` as the Standard Webhooks spec says (`whsec_<base64>`, shown once at creation; kept in plain because
@@ -336,17 +350,3 @@ class WebhookDelivery(Base):
     latency_ms: Mapped[float | None] = mapped_column(Float)
     lease_until: Mapped[datetime | None]
     lease_holder: Mapped[str | None] = mapped_column(String(64))
-
-
-class Worker(Base):
-    """A live training worker process and the named queues it serves: its pool process upserts the row every
-    GANFORGE_WORKER_HEARTBEAT_SECONDS; one unseen for two heartbeats is gone (the API's queue_reason reads it)."""
-
-    __tablename__ = "workers"
-    __table_args__ = (Index("ix_workers_last_seen", "last_seen"),)
-
-    id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    queues: Mapped[list[Any]] = mapped_column(JSON)
-    threads: Mapped[int | None] = mapped_column(Integer)
-    started_at: Mapped[datetime]
-    last_seen: Mapped[datetime]

@@ -285,6 +285,28 @@ class Settings(BaseSettings):
         description="pytorch-fid's pt_inception-2015-12-05-6726825d.pth on the worker's disk: image jobs then "
         "also report fid and kid (never downloaded); unset: no FID",
     )
+    # Observability (issue 13; models/logs.py, worker/telemetry.py).
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="'json': every server process logs one JSON object per line (time, level, logger, process, "
+        "message; job_id, attempt and worker on a line about a job); 'text': one readable line",
+    )
+    worker_metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="a training worker serves its Prometheus metrics (steps/s, step and checkpoint times, store "
+        "writes, GPU memory, its job) at http://HOST:PORT/metrics (`ganforge worker --metrics-port`); unset: off",
+    )
+    worker_metrics_host: str = Field(
+        default="127.0.0.1",
+        description="the address the worker's metrics port listens on: 0.0.0.0 for a Prometheus on another machine",
+    )
+
+    @field_validator("worker_metrics_port", mode="before")
+    @classmethod
+    def _port_unset_when_empty(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
 
     # MLflow mirroring (issue 13; worker/mlflow_mirror.py sends, models/tracking.py decides where).
     mlflow_tracking_uri: str = Field(
@@ -315,28 +337,6 @@ class Settings(BaseSettings):
         description="after a job ends, how long its worker waits for the rest (the final checkpoint, the status) "
         "to reach a tracking server that answers; one that is away is given up at once",
     )
-    # Observability (issue 13; models/logs.py, worker/telemetry.py).
-    log_format: Literal["text", "json"] = Field(
-        default="text",
-        description="'json': every server process logs one JSON object per line (time, level, logger, process, "
-        "message; job_id, attempt and worker on a line about a job); 'text': one readable line",
-    )
-    worker_metrics_port: int | None = Field(
-        default=None,
-        ge=1,
-        le=65535,
-        description="a training worker serves its Prometheus metrics (steps/s, step and checkpoint times, store "
-        "writes, GPU memory, its job) at http://HOST:PORT/metrics (`ganforge worker --metrics-port`); unset: off",
-    )
-    worker_metrics_host: str = Field(
-        default="127.0.0.1",
-        description="the address the worker's metrics port listens on: 0.0.0.0 for a Prometheus on another machine",
-    )
-
-    @field_validator("worker_metrics_port", mode="before")
-    @classmethod
-    def _port_unset_when_empty(cls, value: Any) -> Any:
-        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("mlflow_allowed_uris", mode="before")
     @classmethod

@@ -12,8 +12,8 @@ One module per idea, composed into `JobStore`:
 - `studies`: studies (one request fanned out into jobs) and the runs their comparison reads
 - `keys`: API keys (owner, scopes, expiry, revocation, last use; only each key's SHA-256 is stored)
 - `quota`: what an owner holds and uses as its quotas count it, and the submission check
-- `webhooks`: webhook endpoints and the delivery outbox's sender side (`outbox` writes its rows with the events)
 - `workers`: the live training workers and the named queues each serves
+- `webhooks`: webhook endpoints and the delivery outbox's sender side (`outbox` writes its rows with the events)
 - `paging`: the one keyset-paging helper; `bounds`: client integers kept within BIGINT
 
 Methods take keyword-only arguments; each call is one short transaction (no
