@@ -10,6 +10,7 @@ from sqlalchemy import ColumnElement, Engine, insert, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.records import Job, JobEvent
+from models.store.notify import notify_appended
 from models.store.outbox import SourceEvent, write_deliveries
 from models.store.paging import CursorScope, load_secret
 from models.webhooks import SOURCE_KINDS
@@ -40,7 +41,10 @@ def serialise(session: Session, name: str) -> None:
 
 
 def append_event(session: Session, job_id: str, kind: str, data: dict[str, Any]) -> int:
-    """Append one event to the job's log in the caller's transaction; returns its per-job seq (1, 2, ...)."""
+    """Append one event to the job's log in the caller's transaction; returns its per-job seq (1, 2, ...).
+
+    On PostgreSQL the append is also announced to other processes when the transaction commits (pg_notify,
+    models/store/notify.py), which wakes the SSE feeds of every API process."""
     # Allocating seq under the job row's lock makes events commit in seq order.
     seq, owner, study_id = session.execute(
         update(Job)
@@ -52,6 +56,7 @@ def append_event(session: Session, job_id: str, kind: str, data: dict[str, Any])
     session.add(JobEvent(job_id=job_id, seq=seq, kind=kind, time=now, data=data))
     if kind in SOURCE_KINDS:  # its webhook deliveries, in this transaction (the outbox)
         write_deliveries(session, [SourceEvent(job_id, owner, study_id, seq, kind, now, data)])
+    notify_appended(session, [(job_id, seq)])
     return seq
 
 
@@ -86,7 +91,8 @@ def transition_where(
 ) -> list[str]:
     """`transition` for every job matching `condition` whose status is `was`, set-based: one UPDATE (which also
     sets the columns `values` and allocates each job's next event seq under its row lock, as append_event does)
-    and one INSERT of their status events (each with `extra` added, as transition's). Returns the ids moved."""
+    and one INSERT of their status events (each with `extra` added, as transition's), announced as append_event's
+    are. Returns the ids moved."""
     now = utcnow()
     moved = session.execute(
         update(Job)
@@ -117,6 +123,7 @@ def transition_where(
                 for job_id, seq, attempt, owner, study_id in moved
             ],
         )
+        notify_appended(session, [(job_id, seq) for job_id, seq, _attempt, _owner, _study in moved])
     return [job_id for job_id, _seq, _attempt, _owner, _study in moved]
 
 
