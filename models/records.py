@@ -282,7 +282,8 @@ class ServiceSecret(Base):
 
 
 class Worker(Base):
-    """A live training worker process and the named queues it serves: its pool process upserts the row every
+    """A live training worker process, the named queues it serves and the GPUs it sees (`gpus`: 0 on a CPU worker;
+    None in a row from before migration 0010): its pool process upserts the row every
     GANFORGE_WORKER_HEARTBEAT_SECONDS; one unseen for two heartbeats is gone (the API's queue_reason reads it)."""
 
     __tablename__ = "workers"
@@ -291,6 +292,7 @@ class Worker(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     queues: Mapped[list[Any]] = mapped_column(JSON)
     threads: Mapped[int | None] = mapped_column(Integer)
+    gpus: Mapped[int | None] = mapped_column(Integer)
     started_at: Mapped[datetime]
     last_seen: Mapped[datetime]
 

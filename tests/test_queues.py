@@ -1,20 +1,25 @@
 """Named queues: a job's resources.queue routes it to the workers started with that queue (`ganforge worker
---queue NAME`); a job for a queue no live worker serves stays queued and says so; the default queue still works.
+--queue NAME`); a job for a queue no live worker serves stays queued and says so, and so does a job whose queue's
+live workers cannot run it (resources.gpus more than any of them sees); the default queue still works.
 A worker process takes its share of the machine's cores (GANFORGE_WORKER_THREADS)."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
 from ganforge.cli import main
 from ganforge.supervisor import Up
+from migrations import downgrade, upgrade
 from models.quotas import Quotas
 from models.settings import Settings
 from models.spec import JobSpec
 from models.store import JobStore
+from models.store.workers import runs_on
 from tests.drain import claims, job_store
 from tests.service import TINY_SPEC, Service, wait_for
 from worker.presence import training_queues, worker_threads
@@ -96,3 +101,117 @@ def test_jobs_go_to_their_queues_workers_and_a_queue_nobody_serves_says_so(servi
         store.engine.dispose()
         service.kill_worker(gpu_worker)
         service.workers.remove(gpu_worker)  # the shared deployment goes on with its one worker
+
+
+def _gpu_job(store: JobStore, owner: str, queue: str, gpus: int, device: str = "auto") -> Any:
+    spec = {**TINY_SPEC, "training": {**TINY_SPEC["training"], "device": device}}
+    return store.create_job(
+        owner=owner,
+        spec=JobSpec.model_validate({**spec, "resources": {"queue": queue, "gpus": gpus}}),
+        idempotency_key=None,
+    )[0]
+
+
+def test_workers_record_their_gpus_and_a_job_none_of_its_queues_workers_can_run_says_so(store: JobStore) -> None:
+    store.register_worker(worker="w-1gpu", queues=["gpu"], threads=1, gpus=1)
+    store.register_worker(worker="w-1gpu-b", queues=["gpu", "mixed"], threads=1, gpus=1)
+    store.register_worker(worker="w-cpu", queues=["cpu", "mixed"], threads=1, gpus=0)
+    store.register_worker(worker="w-old", queues=["old"], threads=1)  # a row from before migration 0010: not said
+    live = {w.id: w.gpus for w in store.live_workers(within=timedelta(seconds=20))}
+    assert live == {"w-1gpu": 1, "w-1gpu-b": 1, "w-cpu": 0, "w-old": None}
+    seen = store.gpus_by_queue(within=timedelta(seconds=20))
+    assert set(seen) == {"gpu", "mixed", "cpu", "old"} and seen["gpu"] == [1, 1] and seen["old"] == [None]
+    assert sorted(seen["mixed"], key=str) == [0, 1] and seen["cpu"] == [0]  # one count per worker
+    assert store.gpus_by_queue(within=timedelta(seconds=-1)) == {}
+    jobs = iter(range(100))
+
+    def reason(queue: str, gpus: int, device: str = "auto") -> str:
+        job = _gpu_job(store, f"owner-{next(jobs)}", queue, gpus, device)  # an owner each: no jobs ahead
+        found = store.queue_reason(job=job, quotas_of=default_quotas, served=seen.keys(), gpus_seen=seen)
+        assert found is not None  # a queued job always says why
+        return found
+
+    free = "waiting for a free worker"
+    assert reason("gpu", 4) == (
+        "no live worker of queue 'gpu' sees 4 GPUs (the most is 1): one that takes this job fails it; start a worker "
+        "of this queue on a machine with 4 (`ganforge worker --queue gpu --gpu 0,1,2,3`) or ask for fewer "
+        "(resources.gpus)"
+    )
+    assert reason("gpu", 4, "cuda").startswith("no live worker of queue 'gpu' sees 4 GPUs (the most is 1)")
+    assert reason("gpu", 1) == reason("gpu", 1, "cuda") == free
+    assert reason("gpu", 4, "cpu") == free  # training.device cpu: 4 gloo processes on a GPU worker's CPU
+    # A CPU worker runs any resources.gpus as that many gloo processes ("auto" there is the CPU), not a cuda job.
+    assert reason("cpu", 4) == reason("mixed", 4) == free
+    assert reason("cpu", 2, "cuda").startswith("no live worker of queue 'cpu' sees 2 GPUs (the most is 0)")
+    assert reason("cpu", 1, "cuda").startswith("no live worker of queue 'cpu' sees a GPU (the most is 0)")
+    assert reason("mixed", 2, "cuda").startswith("no live worker of queue 'mixed' sees 2 GPUs (the most is 1)")
+    assert reason("old", 8, "cuda") == free  # a worker that did not say is taken at its word: no shortfall claimed
+    assert reason("nobody", 4).startswith("waiting for a free worker: no worker serves queue 'nobody'")
+    # A worker that sees enough, once live, ends the shortfall; the upsert keeps its latest count.
+    store.register_worker(worker="w-1gpu", queues=["gpu"], threads=1, gpus=4)
+    seen = store.gpus_by_queue(within=timedelta(seconds=20))
+    assert sorted(seen["gpu"], key=str) == [1, 4] and reason("gpu", 4) == free
+    # A job of resources.gpus 2 on workers that see 0, 1 and 2 GPUs:
+    assert [[runs_on(device=d, gpus=2, seen=g) for g in (0, 1, 2)] for d in ("auto", "cpu", "cuda")] == [
+        [True, False, True],  # auto: the CPU where there is no GPU, else the GPUs, which must be 2
+        [True, True, True],  # cpu: gloo processes on any worker
+        [False, False, True],  # cuda: 2 GPUs
+    ]
+
+
+def test_migration_0010_adds_workers_gpus_and_a_row_from_before_says_nothing(store: JobStore) -> None:
+    store.register_worker(worker="w-2gpu", queues=["gpu"], threads=1, gpus=2)
+    url = store.engine.url.render_as_string(hide_password=False)
+    store.engine.dispose()
+    downgrade(url, "0009")  # the column goes, the row stays
+    upgrade(url)
+    [row] = store.live_workers(within=timedelta(seconds=60))
+    assert (row.id, row.queues, row.gpus) == ("w-2gpu", ["gpu"], None)  # until its next heartbeat says
+    job = _gpu_job(store, "a", "gpu", 8, "cuda")
+    seen = store.gpus_by_queue(within=timedelta(seconds=60))
+    assert store.queue_reason(job=job, quotas_of=default_quotas, served=seen.keys(), gpus_seen=seen) == (
+        "waiting for a free worker"
+    )
+
+
+@pytest.mark.parametrize("service", ["postgres", "sqlite"], indirect=True)
+def test_a_job_wanting_more_gpus_than_its_queues_live_workers_see_says_so(service: Service) -> None:
+    """The deployment's own worker (a real `ganforge worker` on this CPU machine) records 0 GPUs, and a cuda job
+    of its queue says so while queued and is failed by it as the reason foretold. A worker that sees 1 GPU cannot be
+    started here (worker/devices.py counts what torch sees; no setting fakes it), so its heartbeat row is written
+    through the store as worker/presence.py writes it."""
+    queue = service.env["GANFORGE_QUEUE"]
+    store = job_store(service)
+    name = f"gpu-{uuid.uuid4().hex[:6]}"  # the Redis broker is shared: a queue of this test's own
+    fake = f"one-gpu-{uuid.uuid4().hex[:6]}"
+    try:
+        deadline = time.monotonic() + 60
+        while not (mine := [w for w in store.live_workers(within=timedelta(seconds=20)) if queue in w.queues]):
+            assert time.monotonic() < deadline, service.logs()
+            time.sleep(0.2)
+        assert {w.gpus for w in mine} == {0}, [(w.id, w.gpus) for w in mine]  # its heartbeat row says it: CPU
+        with service.client() as client:
+            spec = {**TINY_SPEC, "training": {**TINY_SPEC["training"], "device": "cuda"}, "resources": {"gpus": 2}}
+            posted = client.post("/v1/jobs", json=spec)
+            assert posted.status_code == 201, posted.text
+            assert posted.json()["queue_reason"].startswith(
+                f"no live worker of queue '{queue}' sees 2 GPUs (the most is 0): one that takes this job fails it"
+            ), posted.json()
+            failed = wait_for(client, posted.json()["id"], ("failed",), timeout=60)
+            assert "no GPU" in failed["error"], failed  # the worker did as the reason said
+
+            store.register_worker(worker=fake, queues=[name], threads=1, gpus=1)
+            wide = client.post("/v1/jobs", json={**TINY_SPEC, "resources": {"queue": name, "gpus": 4}})
+            assert wide.status_code == 201, wide.text
+            short = f"no live worker of queue '{name}' sees 4 GPUs (the most is 1)"
+            assert wide.json()["queue_reason"].startswith(short), wide.json()
+            got = client.get(f"/v1/jobs/{wide.json()['id']}").json()
+            assert got["status"] == "queued" and got["queue_reason"].startswith(short), got
+            assert f"ganforge worker --queue {name} --gpu 0,1,2,3" in got["queue_reason"]
+            store.register_worker(worker=fake, queues=[name], threads=1, gpus=4)
+            now = client.get(f"/v1/jobs/{wide.json()['id']}").json()["queue_reason"]
+            assert now.startswith("waiting for a free worker") and "GPU" not in now, now
+            assert client.post(f"/v1/jobs/{wide.json()['id']}/cancel").status_code == 202
+    finally:
+        store.forget_worker(worker=fake)
+        store.engine.dispose()

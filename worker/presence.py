@@ -6,8 +6,9 @@ process sets its own: GANFORGE_WORKER_THREADS (`ganforge worker --threads`; `gan
 of its workers cores ÷ N), else torch's default when OMP_NUM_THREADS is set, else all cores.
 
 Presence: the process upserts its row in the store's `workers` table (models/store/workers.py: the named queues
-it consumes, its threads) now and every GANFORGE_WORKER_HEARTBEAT_SECONDS from a daemon thread, so the API can say
-when a job's queue has no live worker. A killed process stops renewing and expires after two heartbeats.
+it consumes, its threads, the GPUs it sees: worker/devices.py visible_gpus, 0 on CPU) now and every
+GANFORGE_WORKER_HEARTBEAT_SECONDS from a daemon thread, so the API can say when a job's queue has no live worker, or
+none that sees the GPUs the job asks for. A killed process stops renewing and expires after two heartbeats.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 
 from models.settings import Settings
 from models.store import JobStore
+from worker.devices import visible_gpus
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +62,10 @@ def training_queues(consumed: Collection[str]) -> list[str]:
 class Presence:
     """Keeps this process's `workers` row fresh every `settings.worker_heartbeat_seconds` until `stop`."""
 
-    def __init__(self, store: JobStore, worker: str, queues: list[str], threads: int, settings: Settings) -> None:
-        self.store, self.worker, self.queues, self.threads = store, worker, queues, threads
+    def __init__(
+        self, store: JobStore, worker: str, queues: list[str], threads: int, settings: Settings, gpus: int = 0
+    ) -> None:
+        self.store, self.worker, self.queues, self.threads, self.gpus = store, worker, queues, threads, gpus
         self.interval = settings.worker_heartbeat_seconds
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="worker-presence", daemon=True)
@@ -69,7 +73,7 @@ class Presence:
     def beat(self) -> bool:
         """Upsert the row once; False (logged) when the store is away: the next beat tries again."""
         try:
-            self.store.register_worker(worker=self.worker, queues=self.queues, threads=self.threads)
+            self.store.register_worker(worker=self.worker, queues=self.queues, threads=self.threads, gpus=self.gpus)
             return True
         except Exception:
             log.warning("could not tell the store that worker %s is alive", self.worker, exc_info=True)
@@ -88,14 +92,17 @@ class Presence:
 
 
 def start(store: JobStore, worker: str, consumed: Collection[str], settings: Settings) -> Presence | None:
-    """In a new pool process: set torch's threads to this worker's share, and start its presence when it
-    consumes a training queue (a generate worker has none). Returns the Presence (None for a generate worker)."""
+    """In a new pool process: set torch's threads to this worker's share, and start its presence (with the GPUs it
+    sees) when it consumes a training queue (a generate worker has none). Returns the Presence (None for a generate
+    worker)."""
     threads = worker_threads(settings)
     torch.set_num_threads(threads)
     queues = training_queues(consumed)
-    log.info("worker %s serves queues %s with %d torch threads", worker, ", ".join(queues) or "(none)", threads)
     if not queues:
+        log.info("worker %s serves no training queue, with %d torch threads", worker, threads)
         return None
-    presence = Presence(store, worker, queues, threads, settings)
+    gpus = visible_gpus()
+    log.info("worker %s serves queues %s with %d torch threads and %d GPUs", worker, ", ".join(queues), threads, gpus)
+    presence = Presence(store, worker, queues, threads, settings, gpus)
     presence.start()
     return presence

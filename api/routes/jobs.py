@@ -110,12 +110,12 @@ def submit_job(
 
 
 def queue_reason(store: JobStore, job: Job, settings: Settings) -> str | None:
-    """Why a queued job waits (LeaseStore.queue_reason), with the queues that live workers serve: a worker unseen
-    for two heartbeats (GANFORGE_WORKER_HEARTBEAT_SECONDS) is gone."""
+    """Why a queued job waits (LeaseStore.queue_reason), with the queues that live workers serve and the GPUs each
+    of them sees: a worker unseen for two heartbeats (GANFORGE_WORKER_HEARTBEAT_SECONDS) is gone."""
     if job.status != JobStatus.QUEUED:
         return None
-    served = store.served_queues(within=timedelta(seconds=2 * settings.worker_heartbeat_seconds))
-    return store.queue_reason(job=job, quotas_of=settings.quotas, served=served)
+    seen = store.gpus_by_queue(within=timedelta(seconds=2 * settings.worker_heartbeat_seconds))
+    return store.queue_reason(job=job, quotas_of=settings.quotas, served=seen.keys(), gpus_seen=seen)
 
 
 def _dataset_not_found(message: str) -> ApiError:

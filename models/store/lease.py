@@ -15,7 +15,7 @@ reconciler's queries (silent leases, wake-ups) live here too.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import ColumnElement, and_, case, func, or_, select, true, update
@@ -25,6 +25,7 @@ from models.quotas import Quotas
 from models.records import Checkpoint, Job, JobStatus
 from models.store.base import StoreBase, append_event, as_utc, transition, utcnow
 from models.store.results import MetricPoint, write_metrics
+from models.store.workers import gpu_shortage
 
 
 def _held(job_id: str, worker: str, token: int) -> ColumnElement[bool]:
@@ -367,15 +368,24 @@ class LeaseStore(StoreBase):
             rows = session.execute(select(Job.id, Job.queue).where(Job.id.in_(list(job_ids)))).all()
             return {job_id: queue for job_id, queue in rows}
 
-    def queue_reason(self, *, job: Job, quotas_of: QuotasOf, served: Collection[str] | None = None) -> str | None:
+    def queue_reason(
+        self,
+        *,
+        job: Job,
+        quotas_of: QuotasOf,
+        served: Collection[str] | None = None,
+        gpus_seen: Mapping[str, Collection[int | None]] | None = None,
+    ) -> str | None:
         """Why a queued job waits, computed now: its owner's running-jobs quota, no live worker serving its queue
-        (when `served`, the queues live workers serve, is given: WorkersStore.served_queues), or a free worker.
-        Only the owner's own jobs are counted: how many other owners' jobs wait is theirs to know. None unless
-        `job` is queued.
+        (when `served`, the queues live workers serve, is given: WorkersStore.served_queues), no live worker of its
+        queue that can run it (when `gpus_seen`, {queue: the GPU counts its live workers see}, is given:
+        WorkersStore.gpus_by_queue; the rule is workers.runs_on), or a free worker. Only the owner's own jobs are
+        counted: how many other owners' jobs wait is theirs to know. None unless `job` is queued.
 
         E.g. "waiting: owner has 8 of 8 running jobs (quota running_jobs)", "waiting for a free worker: no worker
-        serves queue 'gpu' (start one with `ganforge worker --queue gpu`)", "waiting for a free worker (2 of this
-        owner's jobs ahead)", "waiting for a free worker".
+        serves queue 'gpu' (start one with `ganforge worker --queue gpu`)", "no live worker of queue 'gpu' sees 4
+        GPUs (the most is 1): ...", "waiting for a free worker (2 of this owner's jobs ahead)", "waiting for a free
+        worker".
         """
         if job.status != JobStatus.QUEUED:
             return None
@@ -398,6 +408,20 @@ class LeaseStore(StoreBase):
                     f"waiting for a free worker: no worker serves queue '{job.queue}' "
                     f"(start one with `ganforge worker --queue {job.queue}`)"
                 )
+            if gpus_seen is not None and (short := _gpu_shortage(job, gpus_seen)) is not None:
+                return short
             if mine == 0:
                 return "waiting for a free worker"
             return f"waiting for a free worker ({mine} of this owner's {'job' if mine == 1 else 'jobs'} ahead)"
+
+
+def _gpu_shortage(job: Job, gpus_seen: Mapping[str, Collection[int | None]]) -> str | None:
+    """workers.gpu_shortage for `job`'s queue, device and resources.gpus (the stored spec has its defaults filled;
+    a spec stored before they existed is a one-process job on "auto")."""
+    training, resources = job.spec.get("training") or {}, job.spec.get("resources") or {}
+    return gpu_shortage(
+        queue=job.queue,
+        device=str(training.get("device") or "auto"),
+        gpus=int(resources.get("gpus") or 1),
+        seen=gpus_seen.get(job.queue, ()),
+    )
