@@ -111,7 +111,9 @@ def create_app(settings: Settings | None = None, *, reconcile: bool = True) -> F
         if reconciler:
             reconciler.start()
             app.state.webhook_sender.start()
+        app.state.event_hub.start(listen=settings.sse_listen)
         yield
+        await app.state.event_hub.stop()
         if reconciler:
             app.state.webhook_sender.stop()
             reconciler.stop()

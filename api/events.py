@@ -4,8 +4,19 @@ Each event's id is its per-job sequence number in the job's event log, so a
 client that reconnects with Last-Event-ID gets exactly what it missed. The SSE
 protocol itself (framing, the retry field, pings, disconnect detection) is
 sse-starlette's; the fan-out is ours: however many clients follow a running job,
-one poller per job per API process reads the store (`JobFeed`), and a client
-that is behind catches up with reads of its own. The log keeps a `metrics` event
+one feed per job per API process reads the store (`JobFeed`), and a client
+that is behind the feed's ring catches up with reads of its own.
+
+What makes a feed read: on PostgreSQL, the process's one LISTEN connection
+(models/store/notify.py `EventListener`, started in the app's lifespan) hears
+each commit that appends to a job's log, from any process (a worker, another
+API process), and wakes that job's feed, which reads once for however many
+clients follow it; a slow safety poll (SAFETY_POLL_SECONDS) covers a missed
+notification, and while the listener is down (reconnecting with backoff) the
+feeds poll every POLL_SECONDS. On SQLite (the embedded default: one API
+process, no LISTEN), and with GANFORGE_SSE_LISTEN=false, each feed polls every
+POLL_SECONDS. So the store's reads follow the number of followed jobs and
+appends, never the number of clients. The log keeps a `metrics` event
 as its step range, count and latest values (the points are stored once, in the
 series); the points are read back and inlined when the event is read
 (`EventHub.with_points`), so clients get `points` as before.
@@ -28,6 +39,7 @@ cannot hold every connection and poller of the process.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import weakref
 from collections.abc import AsyncIterator
@@ -36,7 +48,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.concurrency import run_in_threadpool
 
@@ -46,10 +58,15 @@ from api.schemas import checkpoint_urls, sample_urls
 from api.slots import OwnerSlots
 from models.records import JobEvent, JobStatus
 from models.store import JobStore, as_utc
+from models.store.notify import EventListener
 
 router = APIRouter(prefix="/v1/jobs/{job_id}", tags=["events"])
 
-POLL_SECONDS = 0.2
+POLL_SECONDS = 0.2  # how often a feed reads without a listener (SQLite, listening off, the listener down)
+# With the listener up a feed reads when told; this slow poll is the safety net for an append nobody announced (a
+# write path that skips append_event, a notification a dying connection took with it): such an event waits at most
+# this long. Slower would strand such a follower longer; faster would cost each followed job more idle reads.
+SAFETY_POLL_SECONDS = 5.0
 STORE_AWAY_SECONDS = 1.0
 PING_SECONDS = 15.0
 RETRY_MS = 1000
@@ -91,7 +108,9 @@ class JobFeed:
     """The recent events of one running job, read by one poller and shared by its subscribers.
 
     The ring holds events (base, last]; `base` starts at the head of the log when the feed is made and only moves
-    forward as the ring drops old events. Subscribers only read the feed's state.
+    forward as the ring drops old events. Subscribers only read the feed's state. The poller reads when woken
+    (`heard`: an append was announced; `poke`: read anyway) or when its poll interval (EventHub.poll_seconds)
+    runs out.
     """
 
     def __init__(self, hub: EventHub, job_id: str, head: int) -> None:
@@ -103,10 +122,25 @@ class JobFeed:
         self.subscribers = 0
         self.changed = asyncio.Condition()
         self.task: asyncio.Task[None] | None = None
+        self.announced = head  # the highest seq announced by the listener
+        self.stale = False  # read without waiting: something may have been appended unannounced
+        self.woken = asyncio.Event()
+
+    def heard(self, seq: int) -> None:
+        """The listener heard that event `seq` was appended: read, unless the feed already has it."""
+        self.announced = max(self.announced, seq)
+        if seq > self.last:
+            self.woken.set()
+
+    def poke(self) -> None:
+        """Read at once (the listener came up or went down, or a subscriber left)."""
+        self.stale = True
+        self.woken.set()
 
     async def poll(self) -> None:
         try:
             while self.subscribers > 0 and not self.finished:
+                self.stale = False
                 try:
                     events = await self.hub.read(self.job_id, self.last)
                 except Exception:  # the store is away: subscribers wait, the poller tries again
@@ -121,8 +155,14 @@ class JobFeed:
                     self.finished = any(event.final for event in events)
                     async with self.changed:
                         self.changed.notify_all()
-                else:
-                    await asyncio.sleep(POLL_SECONDS)
+                    if not self.hub.listening:
+                        continue  # polling: read until the log has nothing more
+                if self.stale or self.announced > self.last:
+                    continue  # told of more while reading (or a page did not hold all)
+                # No await between the checks above and the wait's start: a wake-up cannot fall between them.
+                self.woken.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.woken.wait(), self.hub.poll_seconds)
         finally:
             if self.hub.feeds.get(self.job_id) is self:
                 del self.hub.feeds[self.job_id]
@@ -142,7 +182,49 @@ class EventHub:
         self.store = store
         self.feeds: dict[str, JobFeed] = {}
         self.reads = Counter("ganforge_event_store_reads", "event-log reads made for SSE clients", registry=registry)
+        self.listener_up = Gauge(
+            "ganforge_event_listener_up",
+            "1 while this process LISTENs for event-log appends (PostgreSQL); 0 while its feeds poll",
+            registry=registry,
+        )
         self.streams = OwnerSlots()  # open streams per owner
+        self.listener: EventListener | None = None
+
+    def start(self, *, listen: bool) -> None:
+        """Start listening for appends when `listen` and the store is PostgreSQL (call on the serving loop, e.g.
+        in the app's lifespan); otherwise the feeds poll."""
+        if listen and self.store.engine.dialect.name == "postgresql" and self.listener is None:
+            self.listener = EventListener(self.store.engine, self.heard, self.listener_changed)
+            self.listener.start()
+
+    async def stop(self) -> None:
+        """Stop listening (the feeds poll until their streams end)."""
+        if self.listener is not None:
+            await self.listener.stop()
+            self.listener = None
+
+    @property
+    def listening(self) -> bool:
+        """Whether a LISTEN connection is live now, so that feeds are woken by appends."""
+        return self.listener is not None and self.listener.live
+
+    @property
+    def poll_seconds(self) -> float:
+        """How long a feed waits for a wake-up before it reads anyway."""
+        return SAFETY_POLL_SECONDS if self.listening else POLL_SECONDS
+
+    def heard(self, job_id: str, seq: int) -> None:
+        """The listener's callback: event `seq` was appended to `job_id`'s log (a job not followed here: nothing)."""
+        feed = self.feeds.get(job_id)
+        if feed is not None:
+            feed.heard(seq)
+
+    def listener_changed(self, live: bool) -> None:
+        """The listener's callback when it comes up or goes down: every feed reads once, since appends made while
+        no connection listened were announced to nobody, and then waits the interval `live` gives."""
+        self.listener_up.set(1 if live else 0)
+        for feed in list(self.feeds.values()):
+            feed.poke()
 
     def admit(self, owner: str, cap: int, stream: AsyncIterator[ServerSentEvent]) -> AsyncIterator[ServerSentEvent]:
         """`stream`, counted as one of `owner`'s open streams until it ends or is dropped; ApiError 429 (with
@@ -236,6 +318,8 @@ class EventHub:
                 await feed.wait(after)
         finally:
             feed.subscribers -= 1
+            if feed.subscribers == 0:
+                feed.poke()  # the poller ends now, not after its wait
 
 
 @router.get(

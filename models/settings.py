@@ -428,6 +428,12 @@ class Settings(BaseSettings):
         description="JSON {owner: {field: value}} replacing quota fields for one owner, e.g. "
         '{"vision": {"running_jobs": 16}}',
     )
+    sse_listen: bool = Field(
+        default=True,
+        description="on PostgreSQL, each API process LISTENs for event-log appends and wakes its SSE feeds at once "
+        "(a feed then reads only when told, and every 5 s); false: each followed job is polled every 0.2 s per API "
+        "process, as on SQLite",
+    )
 
     @field_validator("quota", "owner_quotas", mode="wrap")
     @classmethod
