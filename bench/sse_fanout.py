@@ -18,7 +18,8 @@ is cancelled and the streams end. The clients are raw asyncio streams in this on
 so their own loop's delays count in the latency. Prints for each round the latency from just before an event's
 commit to its receipt, p50/p99/max (ms) over every client and event, the share within 1 s, the events lost
 (appended but not received, summed over clients: must be 0), and each process's store reads during the round
-(`ganforge_event_store_reads_total` from the first append to the last delivery); then the ratios: reads with
+(`ganforge_event_store_reads_total` from the first append to the last delivery), with the load average at the
+round's end (the machine is shared: compare rounds run under a like load); then the ratios: reads with
 --clients clients over reads with one client per process (about 1.0: reads do not follow the number of clients),
 and the polling round's p50 and p99 over the listen round's. Takes about 1.5-3 minutes on 2 cores.
 """
@@ -131,6 +132,7 @@ class Result:
     waits: list[float]  # seconds, every client and event
     lost: int
     reads: list[float]  # per process
+    load: float  # the 1-minute load average when the round ended
 
 
 def percentile(ordered: list[float], q: float) -> float:
@@ -184,7 +186,7 @@ async def run_round(
         task.cancel()
     waits = sorted(at - sent[seq] for c in clients for seq, at in c.got if seq in sent)
     lost = sum(len(sent.keys() - {seq for seq, _ in c.got}) for c in clients)
-    return Result(name, len(clients), waits, lost, reads)
+    return Result(name, len(clients), waits, lost, reads, os.getloadavg()[0])
 
 
 def start_apis(env: dict[str, str], data_dir: Path, count: int = 2) -> list[Service]:
@@ -205,7 +207,7 @@ def report(result: Result) -> str:
     reads = ", ".join(f"{r:.0f}" for r in result.reads)
     return (
         f"{result.name:<38} {result.clients:>7} {ms[0]:>7.0f} {ms[1]:>7.0f} {ms[2]:>7.0f} {within:>7.1%} "
-        f"{result.lost:>5}  {reads}"
+        f"{result.lost:>5} {result.load:>5.1f}  {reads}"
     )
 
 
@@ -253,7 +255,7 @@ def main() -> None:
         f"round); load average {load} on {os.cpu_count()} cores"
     )
     print(
-        f"{'round':<38} {'clients':>7} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'<= 1 s':>7} {'lost':>5}  "
+        f"{'round':<38} {'clients':>7} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'<= 1 s':>7} {'lost':>5} {'load':>5}  "
         "store reads per process"
     )
     for result in results:
