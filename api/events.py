@@ -45,6 +45,7 @@ import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
@@ -86,9 +87,12 @@ class Event:
     def final(self) -> bool:
         return self.kind == "status" and self.data.get("to") in JobStatus.FINAL
 
-    def sse(self) -> ServerSentEvent:
+    @cached_property
+    def sse(self) -> bytes:
+        """The event as the stream sends it; encoded once, however many subscribers send it (sse-starlette passes
+        bytes through as they are)."""
         payload = json.dumps({"time": self.time.isoformat(), **self.data}, separators=(",", ":"))
-        return ServerSentEvent(payload, event=self.kind, id=str(self.seq), sep="\n")
+        return ServerSentEvent(payload, event=self.kind, id=str(self.seq), sep="\n").encode()
 
 
 def with_urls(job_id: str, kind: str, data: dict[str, Any]) -> dict[str, Any]:
@@ -120,7 +124,9 @@ class JobFeed:
         self.ring: list[Event] = []
         self.finished = False
         self.subscribers = 0
-        self.changed = asyncio.Condition()
+        # Set (and replaced) when the feed gains events or ends. An Event wakes every waiting subscriber at once,
+        # where a Condition's waiters take its lock back one at a time: a loop pass each, per event, per client.
+        self.changed = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
         self.announced = head  # the highest seq announced by the listener
         self.stale = False  # read without waiting: something may have been appended unannounced
@@ -153,8 +159,7 @@ class JobFeed:
                         self.ring = self.ring[-RING:]
                     self.last = events[-1].seq
                     self.finished = any(event.final for event in events)
-                    async with self.changed:
-                        self.changed.notify_all()
+                    self.announce()
                     if not self.hub.listening:
                         continue  # polling: read until the log has nothing more
                 if self.stale or self.announced > self.last:
@@ -166,13 +171,17 @@ class JobFeed:
         finally:
             if self.hub.feeds.get(self.job_id) is self:
                 del self.hub.feeds[self.job_id]
-            async with self.changed:  # wake subscribers so a finished feed ends their streams
-                self.changed.notify_all()
+            self.announce()  # wake subscribers so a finished feed ends their streams
 
     async def wait(self, after: int) -> None:
         """Until the feed holds an event after `after`, or it has finished."""
-        async with self.changed:
-            await self.changed.wait_for(lambda: self.last > after or self.finished)
+        while not (self.last > after or self.finished or (self.task is not None and self.task.done())):
+            await self.changed.wait()
+
+    def announce(self) -> None:
+        """Wake every subscriber waiting in `wait`."""
+        changed, self.changed = self.changed, asyncio.Event()
+        changed.set()
 
 
 class EventHub:
@@ -226,7 +235,9 @@ class EventHub:
         for feed in list(self.feeds.values()):
             feed.poke()
 
-    def admit(self, owner: str, cap: int, stream: AsyncIterator[ServerSentEvent]) -> AsyncIterator[ServerSentEvent]:
+    def admit(
+        self, owner: str, cap: int, stream: AsyncIterator[ServerSentEvent | bytes]
+    ) -> AsyncIterator[ServerSentEvent | bytes]:
         """`stream`, counted as one of `owner`'s open streams until it ends or is dropped; ApiError 429 (with
         Retry-After) when `owner` already has `cap` open."""
         if not self.streams.take(owner, cap):
@@ -241,7 +252,7 @@ class EventHub:
                 released = True
                 self.streams.give_back(owner)
 
-        async def counted() -> AsyncIterator[ServerSentEvent]:
+        async def counted() -> AsyncIterator[ServerSentEvent | bytes]:
             try:
                 async for event in stream:
                     yield event
@@ -280,15 +291,15 @@ class EventHub:
         points = self.store.metric_points(job_id=job_id, names=list(latest), first_step=first, last_step=last)
         return {**data, "points": [list(point) for point in points]}
 
-    async def replay(self, job_id: str, after: int, head: int) -> AsyncIterator[ServerSentEvent]:
+    async def replay(self, job_id: str, after: int, head: int) -> AsyncIterator[ServerSentEvent | bytes]:
         """A finished job's events after `after`, to `head`, the end of its log."""
         yield ServerSentEvent(retry=RETRY_MS, sep="\n")
         while after < head and (events := await self.read(job_id, after)):
             for event in events:
-                yield event.sse()
+                yield event.sse
             after = events[-1].seq
 
-    async def follow(self, job_id: str, head: int, after: int) -> AsyncIterator[ServerSentEvent]:
+    async def follow(self, job_id: str, head: int, after: int) -> AsyncIterator[ServerSentEvent | bytes]:
         """A running job's events after `after` (at most `head`), live, until its final status."""
         feed = self.feeds.get(job_id)
         if feed is None:
@@ -308,7 +319,7 @@ class EventHub:
                     events = [e for e in feed.ring if e.seq > after]
                 for event in events:
                     after = event.seq
-                    yield event.sse()
+                    yield event.sse
                     if event.final:
                         return
                 if events:

@@ -117,6 +117,20 @@ async def follow(port: int, job_id: str, after: int, client: Client) -> None:
             writer.close()
 
 
+def cpu_seconds(api: Service) -> float:
+    """CPU seconds (user + system) used so far by the API's processes (its process group: `ganforge api`, uvicorn)."""
+    assert api.api is not None
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        if int(fields[2]) == api.api.pid:  # its process group (start_new_session: the group of the first)
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def store_reads(api: Service) -> float:
     text = httpx.get(f"{api.url}/metrics", headers={"Authorization": f"Bearer {KEY}"}, timeout=60).text
     for line in text.splitlines():
@@ -132,6 +146,7 @@ class Result:
     waits: list[float]  # seconds, every client and event
     lost: int
     reads: list[float]  # per process
+    cpu: list[float]  # CPU seconds per API process over the round's appends and deliveries
     load: float  # the 1-minute load average when the round ended
 
 
@@ -162,6 +177,7 @@ async def run_round(
         raise RuntimeError(f"{len(refused)} clients were not served: {refused[:5]}")
     await asyncio.sleep(1.0)  # the feeds' first reads are done
     before = [await asyncio.to_thread(store_reads, api) for api in apis]
+    cpu_before = [cpu_seconds(api) for api in apis]
 
     def append(index: int) -> tuple[int, float]:
         with store.session() as session, session.begin():
@@ -179,6 +195,7 @@ async def run_round(
     last = max(sent)
     while time.monotonic() < deadline and not all(c.got and c.got[-1][0] >= last for c in clients):
         await asyncio.sleep(0.05)
+    cpu = [cpu_seconds(api) - was for api, was in zip(apis, cpu_before, strict=True)]
     reads = [await asyncio.to_thread(store_reads, api) - was for api, was in zip(apis, before, strict=True)]
     await asyncio.to_thread(store.request_cancel, job_id=job.id, owner=owner)
     done, pending = await asyncio.wait(tasks, timeout=30)
@@ -186,7 +203,7 @@ async def run_round(
         task.cancel()
     waits = sorted(at - sent[seq] for c in clients for seq, at in c.got if seq in sent)
     lost = sum(len(sent.keys() - {seq for seq, _ in c.got}) for c in clients)
-    return Result(name, len(clients), waits, lost, reads, os.getloadavg()[0])
+    return Result(name, len(clients), waits, lost, reads, cpu, os.getloadavg()[0])
 
 
 def start_apis(env: dict[str, str], data_dir: Path, count: int = 2) -> list[Service]:
@@ -205,9 +222,10 @@ def report(result: Result) -> str:
     within = sum(w <= 1.0 for w in waits) / len(waits) if waits else 0.0
     ms = [percentile(waits, q) * 1000 for q in (0.5, 0.99)] + [waits[-1] * 1000] if waits else [0.0] * 3
     reads = ", ".join(f"{r:.0f}" for r in result.reads)
+    cpu = ", ".join(f"{c:.1f}" for c in result.cpu)
     return (
         f"{result.name:<38} {result.clients:>7} {ms[0]:>7.0f} {ms[1]:>7.0f} {ms[2]:>7.0f} {within:>7.1%} "
-        f"{result.lost:>5} {result.load:>5.1f}  {reads}"
+        f"{result.lost:>5} {result.load:>5.1f}  {reads:<12} {cpu}"
     )
 
 
@@ -256,7 +274,7 @@ def main() -> None:
     )
     print(
         f"{'round':<38} {'clients':>7} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'<= 1 s':>7} {'lost':>5} {'load':>5}  "
-        "store reads per process"
+        "reads/process CPU s/process"
     )
     for result in results:
         print(report(result))
