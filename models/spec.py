@@ -670,6 +670,15 @@ QUEUE_NAME = r"^[a-z0-9][a-z0-9._-]{0,62}$"
 MAX_GPUS = 8
 
 
+def reserved_queue(name: str) -> str | None:
+    """Why `name` may not be a training queue, or None: the generate queues (models/queue.py generate_queue:
+    GANFORGE_QUEUE + '.generate') and Celery's default queue carry other tasks, so a job routed there would wake
+    the wrong workers and wait for ever."""
+    if name == "celery" or name.endswith(".generate"):
+        return f"{name!r} is reserved: names ending in '.generate' and 'celery' are the service's own queues"
+    return None
+
+
 class Resources(StrictModel):
     """Where and on how much a job runs: the named queue of workers that may take it, and its data-parallel width."""
 
@@ -689,6 +698,13 @@ class Resources(StrictModel):
         "DistributedDataParallel (NCCL) on one worker; on a CPU worker as many gloo processes. Each process takes "
         "training.batch_size samples a step, so the combined batch is gpus x batch_size",
     )
+
+    @field_validator("queue")
+    @classmethod
+    def _not_reserved(cls, value: str | None) -> str | None:
+        if value is not None and (problem := reserved_queue(value)) is not None:
+            raise ValueError(problem)
+        return value
 
 
 class Tracking(StrictModel):

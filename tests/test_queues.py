@@ -11,6 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from ganforge.cli import main
 from ganforge.supervisor import Up
@@ -70,6 +71,20 @@ def test_up_keeps_n_training_workers_and_a_bad_queue_name_is_a_usage_error(capsy
     assert len(up.workers) == 4  # and the generate worker
     assert main(["worker", "--queue", "GPU!"]) == 2
     assert "--queue 'GPU!'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["ganforge.generate", "x.generate", "celery"])
+def test_the_services_own_queues_are_not_a_jobs_or_a_workers_queue(
+    name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # a job on a generate queue would wake the generate worker and wait for ever (a hostile test found it)
+    with pytest.raises(ValidationError) as raised:
+        JobSpec.model_validate({**TINY_SPEC, "resources": {"queue": name}})
+    [error] = raised.value.errors()
+    assert error["loc"] == ("resources", "queue") and "reserved" in error["msg"]
+    assert JobSpec.model_validate({**TINY_SPEC, "resources": {"queue": "generate"}}).resources.queue == "generate"
+    assert main(["worker", "--queue", name]) == 2
+    assert "reserved" in capsys.readouterr().err
 
 
 @pytest.mark.slow

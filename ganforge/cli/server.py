@@ -263,11 +263,13 @@ def worker(
 
 def _queue_names(names: list[str]) -> list[str]:
     """The --queue names, each checked against a job's resources.queue pattern (else one line and exit 2)."""
-    from models.spec import QUEUE_NAME
+    from models.spec import QUEUE_NAME, reserved_queue
 
     for name in names:
         if re.fullmatch(QUEUE_NAME, name) is None:
             fail(f"--queue {name!r}: a queue name is 1 to 63 of a-z 0-9 . _ - (starting with a letter or digit)", USAGE)
+        if (problem := reserved_queue(name)) is not None:
+            fail(f"--queue {problem}", USAGE)
     return list(dict.fromkeys(names))
 
 
