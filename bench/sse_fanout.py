@@ -17,11 +17,12 @@ noting the time just before each commit; when every client has every event (or 1
 is cancelled and the streams end. The clients are raw asyncio streams in this one process (uvloop when installed),
 so their own loop's delays count in the latency. Prints for each round the latency from just before an event's
 commit to its receipt, p50/p99/max (ms) over every client and event, the share within 1 s, the events lost
-(appended but not received, summed over clients: must be 0), and each process's store reads during the round
-(`ganforge_event_store_reads_total` from the first append to the last delivery), with the load average at the
-round's end (the machine is shared: compare rounds run under a like load); then the ratios: reads with
---clients clients over reads with one client per process (about 1.0: reads do not follow the number of clients),
-and the polling round's p50 and p99 over the listen round's. Takes about 1.5-3 minutes on 2 cores.
+(appended but not received, summed over clients: must be 0), the load average at the round's end (the machine may
+be shared: compare rounds run under a like load), and each process's store reads
+(`ganforge_event_store_reads_total`) and CPU seconds (its process group's user + system time), both from the first
+append to the last delivery; then the ratios: reads with --clients clients over reads with one client per process
+(about 1.0: reads do not follow the number of clients), and the polling round's p50 and p99 over the listen
+round's. Takes about 1.5-3 minutes on 2 cores.
 """
 
 from __future__ import annotations
