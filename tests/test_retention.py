@@ -19,6 +19,7 @@ from models.records import JobStatus
 from models.retention import Retention, retention_of
 from models.spec import JobSpec
 from models.store import JobStore
+from models.store.generations import GenerationSourceGone
 from models.store.results import CheckpointInUse, JobInUse, JobNotFinal
 from tests.service import TINY_SPEC, Service, wait_for
 from worker.checkpoints import CheckpointKeys, prune_checkpoints
@@ -116,6 +117,24 @@ def test_store_deletes_checkpoints_and_ended_jobs_only(store: JobStore) -> None:
     assert sorted(result.keys) == sorted(_keys(job_id, 20, 30))
     assert store.get_job(job_id=job_id) is None and store.events_after(job_id=job_id, after=0) == []
     assert store.usage(owner="a").stored_bytes == 0
+
+
+def test_a_generate_request_for_a_deleted_job_or_checkpoint_is_refused_not_stored(store: JobStore) -> None:
+    # A hostile test raced generate against delete: the insert then hit a foreign key (a 500 on PostgreSQL).
+    job_id = _job_with_checkpoints(store, [10, 20, 30])
+    store.request_cancel(job_id=job_id, owner="a")
+    assert store.delete_checkpoint(job_id=job_id, step=10) is not None
+    with pytest.raises(GenerationSourceGone) as gone:
+        store.create_generation(job_id=job_id, owner="a", params={"step": 10, "count": 4})
+    assert gone.value.step == 10
+    pending = store.create_generation(job_id=job_id, owner="a", params={"step": 20, "count": 4})
+    with pytest.raises(CheckpointInUse):  # a pending request reads it
+        store.delete_checkpoint(job_id=job_id, step=20)
+    assert store.get_generation(generation_id=pending.id) is not None
+    assert store.delete_job(job_id=job_id, owner="a") is not None
+    with pytest.raises(GenerationSourceGone) as gone:
+        store.create_generation(job_id=job_id, owner="a", params={"step": 30, "count": 4})
+    assert gone.value.step is None
 
 
 def test_worker_level_prune_deletes_rows_then_files_and_strays(store: JobStore, tmp_path: Path) -> None:

@@ -40,7 +40,7 @@ from models.records import Generation, GenerationStatus
 from models.settings import Settings
 from models.spec import STORED_SPEC, JobSpec, is_id
 from models.store import JobStore, as_utc, utcnow
-from models.store.generations import TooManyGenerations
+from models.store.generations import GenerationSourceGone, TooManyGenerations
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["generate"])
@@ -224,6 +224,11 @@ async def generate(
         generation = await run_in_threadpool(
             lambda: store.create_generation(job_id=job.id, owner=owner, params=params, max_active=cap, key_id=key)
         )
+    except GenerationSourceGone as exc:  # deleted between the checks above and the insert
+        if exc.step is None:
+            raise not_found("job", job.id) from None
+        message = f"no checkpoint at step {exc.step} any more (it was deleted): ask for another step, or 'latest'"
+        raise ApiError(404, "not_found", message, [{"field": "step", "message": message}]) from None
     except TooManyGenerations as exc:
         message = (
             f"you have {exc.active} generate requests queued or running, the most allowed at once "

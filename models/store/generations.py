@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, or_, select, update
 
-from models.records import Generation, GenerationStatus
+from models.records import Checkpoint, Generation, GenerationStatus, Job
 from models.store.base import StoreBase, serialise, utcnow
 from models.store.bounds import storable
 
@@ -28,6 +28,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ACTIVE = (GenerationStatus.QUEUED, GenerationStatus.RUNNING)
+
+
+class GenerationSourceGone(Exception):
+    """The job, or its checkpoint at the request's step, was deleted while the request was being made."""
+
+    def __init__(self, step: int | None) -> None:
+        super().__init__("the job was deleted" if step is None else f"no checkpoint at step {step} any more")
+        self.step = step
 
 
 class TooManyGenerations(Exception):
@@ -51,7 +59,8 @@ class GenerationsStore(StoreBase):
         key_id: str | None = None,
     ) -> Generation:
         """A new queued request for `owner`'s job `job_id` (the caller checked the job is theirs); raises
-        TooManyGenerations when `owner` already has `max_active` (when given) queued or running. `key_id`: the
+        TooManyGenerations when `owner` already has `max_active` (when given) queued or running; GenerationSourceGone
+        when the job, or its checkpoint at params["step"], is no longer there (deleted meanwhile). `key_id`: the
         asking key's id (a store key's prefix, "env:<owner>", None with auth off)."""
         generation = Generation(
             id=str(uuid.uuid4()),
@@ -63,6 +72,14 @@ class GenerationsStore(StoreBase):
             key_id=key_id,
         )
         with self.session() as session, session.begin():
+            # The job row, share-locked: a delete of the job or of a checkpoint (both lock it for update) either
+            # committed first, and the checks below see what it removed, or waits for this request and then sees
+            # it pending (a checkpoint a pending request reads is not deleted). SQLite's writers are serial anyway.
+            if session.scalar(select(Job.id).where(Job.id == job_id).with_for_update(read=True)) is None:
+                raise GenerationSourceGone(None)
+            step = params.get("step")
+            if isinstance(step, int) and session.get(Checkpoint, (job_id, step)) is None:
+                raise GenerationSourceGone(step)
             if max_active is not None:
                 # Count and insert under one per-owner lock, so two concurrent requests cannot both pass the count
                 # (SQLite's BEGIN IMMEDIATE already serialises writers; PostgreSQL takes a transaction-scoped lock).
