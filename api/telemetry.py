@@ -4,7 +4,9 @@
 
 - `ganforge_jobs{status,queue}`, `ganforge_queue_depth{queue}`, `ganforge_queue_oldest_age_seconds{queue}`:
   read from the store at most once per FIGURES_TTL_SECONDS however often Prometheus (or anyone with a key)
-  scrapes; a store that does not answer leaves the last figures in place.
+  scrapes; a store that does not answer leaves the last figures in place. Queue names come from job specs, so
+  the labels are bounded (models/store/figures.py bounded): the default queue, those live workers serve, and the
+  50 holding the most queued or running jobs; the rest are summed as `queue="_other"`.
 - `ganforge_http_requests_total{method,route,status}` and `ganforge_http_request_duration_seconds{method,route,
   status}`: `route` is the route's template (`/v1/jobs/{job_id}`), never the path, so the number of series is
   bounded by the routes; a request no route matches is `route="unmatched"`, a method outside HTTP's usual seven
@@ -24,6 +26,7 @@ import re
 import threading
 import time
 from collections.abc import Iterable, Iterator
+from datetime import timedelta
 
 from fastapi import FastAPI, Request
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -36,7 +39,7 @@ from models.logs import bind
 from models.records import JobStatus
 from models.settings import Settings
 from models.store import JobStore
-from models.store.figures import QueueFigures, queue_figures
+from models.store.figures import QueueFigures, bounded, queue_figures
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +58,15 @@ class StoreFigures(Collector):
     """
 
     def __init__(
-        self, store: JobStore, default_queue: str, registry: CollectorRegistry, ttl_seconds: float = FIGURES_TTL_SECONDS
+        self,
+        store: JobStore,
+        default_queue: str,
+        registry: CollectorRegistry,
+        ttl_seconds: float = FIGURES_TTL_SECONDS,
+        worker_within: timedelta = timedelta(seconds=60),
     ) -> None:
         self.store, self.default_queue, self.ttl = store, default_queue, ttl_seconds
+        self.worker_within = worker_within  # a worker unseen for this long is gone (two heartbeats)
         self._lock = threading.Lock()
         self._figures: QueueFigures | None = None
         self._read_at = float("-inf")
@@ -72,7 +81,8 @@ class StoreFigures(Collector):
                 self._read_at = time.monotonic()  # a store that is away is asked again after the TTL, not per scrape
                 try:
                     self.reads.inc()
-                    self._figures = queue_figures(self.store)
+                    served = self.store.served_queues(within=self.worker_within)
+                    self._figures = bounded(queue_figures(self.store), keep={self.default_queue, *served})
                 except Exception as exc:
                     log.warning("/metrics: the job store did not answer (%s); the last job figures stay", exc)
             return self._figures
@@ -194,7 +204,8 @@ async def job_id_on_log_lines(request: Request) -> None:
 
 def install(app: FastAPI, registry: CollectorRegistry, store: JobStore, settings: Settings) -> StoreFigures:
     """Register the store's figures and the request metrics on `registry`; returns the figures' collector."""
-    figures = StoreFigures(store, settings.queue, registry)
+    within = timedelta(seconds=2 * settings.worker_heartbeat_seconds)
+    figures = StoreFigures(store, settings.queue, registry, worker_within=within)
     registry.register(figures)
     app.add_middleware(RequestMetrics, fastapi=app, registry=registry)
     return figures

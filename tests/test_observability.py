@@ -23,7 +23,7 @@ import yaml
 
 from models.spec import JobSpec
 from models.store import JobStore
-from models.store.figures import queue_figures
+from models.store.figures import OTHER_QUEUE, QueueFigures, bounded, queue_figures
 from tests.conftest import api_and_worker
 from tests.service import KEYS, ROOT, TINY_SPEC, Service, free_port, wait_for
 
@@ -265,6 +265,25 @@ def test_queue_figures_count_by_status_and_queue(store: JobStore) -> None:
     assert figures.depth == {"gpu": 2, default: 1}
     assert set(figures.oldest_seconds) == {"gpu", default}
     assert all(0.05 <= age < 60 for age in figures.oldest_seconds.values()), figures
+
+
+def test_queue_labels_are_bounded_whatever_queue_names_specs_bring() -> None:
+    """A hostile test made 30 queue names with submit + cancel and left 8 series each for good: queues with only
+    ended jobs, and past the cap the ones with the fewest active jobs, are summed under one label."""
+    jobs = {("cancelled", f"card-{i}"): 1 for i in range(30)}
+    jobs |= {("queued", f"busy-{i}"): i + 1 for i in range(5)} | {("running", "gpu"): 2, ("succeeded", "gpu"): 7}
+    figures = QueueFigures(
+        jobs=jobs,
+        depth={f"busy-{i}": i + 1 for i in range(5)},
+        oldest_seconds={f"busy-{i}": 10.0 * i for i in range(5)},
+    )
+    kept = bounded(figures, keep={"default", "gpu"}, cap=4)
+    labels = {queue for _status, queue in kept.jobs} | set(kept.depth)
+    assert labels == {"gpu", "busy-4", "busy-3", OTHER_QUEUE}  # the kept queues, then the most active ones
+    assert kept.jobs[("cancelled", OTHER_QUEUE)] == 30 and kept.jobs[("succeeded", "gpu")] == 7
+    assert kept.jobs[("queued", OTHER_QUEUE)] == 1 + 2 + 3 and kept.depth[OTHER_QUEUE] == 6
+    assert kept.oldest_seconds == {"busy-4": 40.0, "busy-3": 30.0, OTHER_QUEUE: 20.0}
+    assert sum(kept.jobs.values()) == sum(jobs.values())  # nothing lost, only summed
 
 
 def sse_connections(client: httpx.Client) -> float:

@@ -39,6 +39,37 @@ def queue_figures(store: StoreBase) -> QueueFigures:
     return QueueFigures(jobs=jobs, depth=depth, oldest_seconds=oldest)
 
 
+# Queue names come from job specs, so any owner can make new ones: the label values /metrics exports are bounded.
+MAX_QUEUE_LABELS = 50
+OTHER_QUEUE = "_other"  # a queue name starts with a letter or digit (models/spec.py QUEUE_NAME): this is none
+
+
+def bounded(figures: QueueFigures, keep: set[str], cap: int = MAX_QUEUE_LABELS) -> QueueFigures:
+    """`figures` with at most `cap` queue labels (plus OTHER_QUEUE): the queues in `keep` (the default queue, those
+    live workers serve), then those holding the most queued or running jobs; the rest, and every queue with
+    neither (only ended jobs), are summed into OTHER_QUEUE (its oldest wait is the largest of theirs)."""
+    active: dict[str, int] = {}
+    for (status, queue), count in figures.jobs.items():
+        if status in JobStatus.ACTIVE:
+            active[queue] = active.get(queue, 0) + count
+    ranked = sorted(keep) + sorted((q for q in active if q not in keep), key=lambda q: (-active[q], q))
+    named = set(ranked[: max(cap, len(keep))])
+
+    def label(queue: str) -> str:
+        return queue if queue in named else OTHER_QUEUE
+
+    jobs: dict[tuple[str, str], int] = {}
+    for (status, queue), count in figures.jobs.items():
+        jobs[(status, label(queue))] = jobs.get((status, label(queue)), 0) + count
+    depth: dict[str, int] = {}
+    for queue, count in figures.depth.items():
+        depth[label(queue)] = depth.get(label(queue), 0) + count
+    oldest: dict[str, float] = {}
+    for queue, seconds in figures.oldest_seconds.items():
+        oldest[label(queue)] = max(oldest.get(label(queue), 0.0), seconds)
+    return QueueFigures(jobs=jobs, depth=depth, oldest_seconds=oldest)
+
+
 def _age(now: datetime, since: datetime | str | None) -> float:
     if since is None:
         return 0.0
