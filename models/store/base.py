@@ -7,8 +7,9 @@ from datetime import UTC, datetime
 from typing import Any, overload
 
 from sqlalchemy import ColumnElement, Engine, insert, select, text, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
+from models.db import make_sessionmaker
 from models.records import Job, JobEvent
 from models.store.notify import notify_appended
 from models.store.outbox import SourceEvent, write_deliveries
@@ -132,7 +133,7 @@ class StoreBase:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._sessions = make_sessionmaker(engine)
         self._cursor_secret: bytes | None = None
 
     def cursor_scope(self, list_name: str, scope: str) -> CursorScope:
