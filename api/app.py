@@ -82,7 +82,7 @@ async def one_value_per_query_parameter(request: Request) -> None:
     the client meant is a guess. Parameters the route does not read, or reads as a list, may repeat.
     """
     route = request.scope.get("route")
-    if not isinstance(route, APIRoute):
+    if not request.scope.get("query_string") or not isinstance(route, APIRoute):
         return
     single = _single_valued_query(route)
     counts = Counter(name for name, _ in request.query_params.multi_items() if name in single)

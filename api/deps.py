@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated, Any
 
+import anyio.to_thread
 from celery import Celery
 from fastapi import Depends, Header, Path, Request
 from pydantic import AfterValidator, BeforeValidator, Field
@@ -32,22 +33,34 @@ from models.store import JobStore, utcnow
 from models.store.keys import SCOPES, KeysStore, has_scope, hash_key, is_active, key_prefix
 
 
-def get_settings(request: Request) -> Settings:
+# Dependencies that only read app.state or the request are `async def`: FastAPI runs a plain `def` dependency in
+# its thread pool, a hop (and a wait for a free thread under load) per dependency per request.
+async def get_settings(request: Request) -> Settings:
     """The app's settings."""
+    return get_settings_now(request)
+
+
+def get_settings_now(request: Request) -> Settings:
+    """The app's settings, for code that has the request (get_settings is its dependency)."""
     return request.app.state.settings  # type: ignore[no-any-return]
 
 
-def get_store(request: Request) -> JobStore:
+async def get_store(request: Request) -> JobStore:
     """The app's job store."""
+    return get_store_now(request)
+
+
+def get_store_now(request: Request) -> JobStore:
+    """The app's job store, for code that has the request (get_store is its dependency)."""
     return request.app.state.store  # type: ignore[no-any-return]
 
 
-def get_artifacts(request: Request) -> ArtifactStore:
+async def get_artifacts(request: Request) -> ArtifactStore:
     """The app's artifact store."""
     return request.app.state.artifacts  # type: ignore[no-any-return]
 
 
-def get_broker(request: Request) -> Celery:
+async def get_broker(request: Request) -> Celery:
     """The app's Celery app (sends wake-ups to workers)."""
     return request.app.state.celery
 
@@ -249,11 +262,14 @@ def authenticator_of(app: Any) -> Authenticator:
     return found
 
 
-def current_caller(request: Request, authorization: Annotated[str | None, Header()] = None) -> Caller:
+async def current_caller(request: Request, authorization: Annotated[str | None, Header()] = None) -> Caller:
     """The caller the gate let in (or, outside the gate, looked up here); 401 when the key lets no one in."""
     caller = request.scope.get("state", {}).get(CALLER_STATE)
     if not isinstance(caller, Caller):
-        found = authenticator_of(request.app).authenticate(authorization)
+        authenticator = authenticator_of(request.app)
+        found = authenticator.authenticate(authorization, block=False)
+        if found is NEEDS_STORE:  # a store query: in a worker thread, never on the event loop
+            found = await anyio.to_thread.run_sync(authenticator.authenticate, authorization)
         if not isinstance(found, Caller):
             raise ApiError(401, "unauthorized", UNAUTHORIZED_MESSAGE)
         caller = found
@@ -263,19 +279,19 @@ def current_caller(request: Request, authorization: Annotated[str | None, Header
 CurrentCaller = Annotated[Caller, Depends(current_caller)]
 
 
-def current_owner(caller: CurrentCaller) -> str:
+async def current_owner(caller: CurrentCaller) -> str:
     """The caller's owner name from `Authorization: Bearer <key>`; 'anonymous' when auth is off; else 401."""
     return caller.owner
 
 
-def current_key(caller: CurrentCaller) -> str | None:
+async def current_key(caller: CurrentCaller) -> str | None:
     """The non-secret id of the caller's key (Caller.key_id): a store key's prefix `gf_xxxxxxxx`, "env:<owner>"
     for an environment key, None with auth off; else 401. Routes pass it to the store with each action they
     record (submit, cancel) as the status event's `key`."""
     return caller.key_id
 
 
-def admin_caller(caller: CurrentCaller) -> Caller:
+async def admin_caller(caller: CurrentCaller) -> Caller:
     """The caller when its key has the admin scope; else 403 naming the scope."""
     if not caller.may("admin"):
         raise ApiError(403, "insufficient_scope", scope_message("admin"))
@@ -306,8 +322,22 @@ def not_found(what: str, given: str) -> ApiError:
     return ApiError(404, "not_found", f"no {what} {given!r}" if is_id(given) else f"no {what} with this id")
 
 
-def owned_job(store: StoreDep, owner: CurrentOwner, job_id: Annotated[str, Path()]) -> Job:
+def caller_of(request: Request) -> Caller:
+    """current_caller for a plain `def` (run in a worker thread, so a store lookup may block); 401 as it."""
+    caller = request.scope.get("state", {}).get(CALLER_STATE)
+    if isinstance(caller, Caller):
+        return caller
+    found = authenticator_of(request.app).authenticate(request.headers.get("authorization"))
+    if not isinstance(found, Caller):
+        raise ApiError(401, "unauthorized", UNAUTHORIZED_MESSAGE)
+    return found
+
+
+def owned_job(request: Request, job_id: Annotated[str, Path()]) -> Job:
     """The caller's job; another owner's job and a string that is no job id are as missing as a missing one (404)."""
+    # The store and the caller straight from the request, not as StoreDep and CurrentOwner: FastAPI's work per
+    # request grows with each dependency it solves, and every job route has this one.
+    owner, store = caller_of(request).owner, get_store_now(request)
     job = store.get_job(job_id=job_id, owner=owner) if is_id(job_id) else None
     if job is None:
         raise not_found("job", job_id)

@@ -6,7 +6,8 @@ import logging
 from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Path, Query, Response
+import anyio.to_thread
+from fastapi import APIRouter, Header, Path, Query, Request, Response
 from pydantic import BeforeValidator
 
 from api.deps import (
@@ -19,6 +20,8 @@ from api.deps import (
     QueryText,
     SettingsDep,
     StoreDep,
+    get_settings_now,
+    get_store_now,
     not_found,
     plain_decimal,
 )
@@ -146,10 +149,16 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobOut)
-def get_job(job: OwnedJob, store: StoreDep, settings: SettingsDep) -> JobOut:
+async def get_job(job: OwnedJob, request: Request) -> JobOut:
     """The job; a queued one says why it still waits (`queue_reason`: its owner's running-jobs quota, or the
     jobs ahead of it by fair share)."""
-    return JobOut.of(job, queue_reason=queue_reason(store, job, settings))
+    # The most frequent call (clients poll it): async, so a job that is not queued is answered on the event loop
+    # after OwnedJob's one read (a queued one's reason reads the store in a worker thread), and the store and
+    # settings taken from the request rather than as two more dependencies to solve.
+    reason = None
+    if job.status == JobStatus.QUEUED:
+        reason = await anyio.to_thread.run_sync(queue_reason, get_store_now(request), job, get_settings_now(request))
+    return JobOut.of(job, queue_reason=reason)
 
 
 @router.post("/{job_id}/cancel", status_code=202, response_model=JobOut)

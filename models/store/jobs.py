@@ -6,7 +6,7 @@ import hashlib
 import json
 import uuid
 
-from sqlalchemy import ColumnElement, func, select, update
+from sqlalchemy import ColumnElement, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -24,6 +24,12 @@ SUBMITTED = "submitted"
 # The reasons request_cancel (and cancel_where, its set-based form) gives in the status event.
 CANCELLED_QUEUED = "cancelled by the user before it started"
 CANCEL_REQUESTED = "cancel requested by the user"
+
+
+# GET /v1/jobs/{id}'s read (every job route's OwnedJob), built once: building and hashing the statement anew was
+# a good part of each call's time.
+_JOB_BY_ID = select(Job).where(Job.id == bindparam("job_id"))
+_OWNED_JOB_BY_ID = _JOB_BY_ID.where(Job.owner == bindparam("owner"))
 
 
 def spec_hash(spec_json: dict[str, object]) -> str:
@@ -127,10 +133,9 @@ class JobsStore(StoreBase):
         if not storable(job_id, owner):
             return None
         with self.session() as session:
-            query = select(Job).where(Job.id == job_id)
-            if owner is not None:
-                query = query.where(Job.owner == owner)
-            return session.scalar(query)
+            if owner is None:
+                return session.scalar(_JOB_BY_ID, {"job_id": job_id})
+            return session.scalar(_OWNED_JOB_BY_ID, {"job_id": job_id, "owner": owner})
 
     def list_jobs(
         self,
