@@ -174,7 +174,7 @@ class JobFeed:
             self.announce()  # wake subscribers so a finished feed ends their streams
 
     async def wait(self, after: int) -> None:
-        """Until the feed holds an event after `after`, or it has finished."""
+        """Until the feed holds an event after `after`, or it has finished, or its poller stopped."""
         while not (self.last > after or self.finished or (self.task is not None and self.task.done())):
             await self.changed.wait()
 
