@@ -42,7 +42,8 @@ from ganforge.client import (
 )
 from models.spec import JobSpec
 from tests.conftest import api_only
-from tests.service import Service, free_port
+from tests.drain import job_store
+from tests.service import KEYS, TINY_SPEC, Service, free_port
 from tests.tcp_proxy import TcpProxy
 
 KEY = "key-a"
@@ -145,6 +146,24 @@ def test_follow_across_cut_connections_yields_every_event_once_in_order(service:
     with Client(service.url, KEY) as client:
         assert [e.id for e in client.follow(live.job_id, after=3)] == ids[3:]
         assert list(client.events(live.job_id, after=ids[-1])) == []
+
+
+def test_follow_of_a_finished_job_replays_events_written_after_its_final_status(service: Service) -> None:
+    # An integration (the MLflow mirror) has its last word after the final status: a new user's `ganforge events`
+    # stopped at the status and never showed it.
+    store = job_store(service)
+    job, _ = store.create_job(owner=KEYS[KEY], spec=JobSpec.model_validate(TINY_SPEC), idempotency_key=None)
+    store.request_cancel(job_id=job.id, owner=KEYS[KEY])
+    after = store.add_integration_event(job_id=job.id, data={"integration": "mlflow", "problem": "late"})
+    with Client(service.url, KEY) as client:
+        log = list(client.follow(job.id))
+    assert [e.type for e in log][-2:] == ["status", "integration"] and log[-2].final and log[-1].id == after
+
+    async def follow_async() -> list[int]:
+        async with AsyncClient(service.url, KEY) as client:
+            return [event.id async for event in client.follow(job.id)]
+
+    assert asyncio.run(follow_async()) == [e.id for e in log]
 
 
 def test_readme_flow_sync(service: Service, live: Live, tmp_path: Path) -> None:

@@ -73,7 +73,7 @@ class Cursor:
             )
         event = Event(id=number, type=sse.event, data=data, time=data.get("time"))
         self.last = number
-        self.done = event.final
+        self.done = self.done or event.final  # events after the final status (an integration's last word) follow
         return event
 
 

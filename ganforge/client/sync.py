@@ -238,8 +238,9 @@ class Client:
     def follow(self, job_id: str, *, after: int | None = None) -> Iterator[Event]:
         """The job's events as they happen (SSE), from the start of its log or after event id `after`.
 
-        Ends after the status event that moves the job to succeeded, failed or cancelled (for a finished job: once
-        its log is replayed). A dropped connection is resumed with Last-Event-ID; no event is yielded twice, ids
+        Ends with the stream that brought the status event moving the job to succeeded, failed or cancelled (a live
+        stream ends there; a finished job's replay goes on to the end of its log, events written after the final
+        status included). A dropped connection is resumed with Last-Event-ID; no event is yielded twice, ids
         increase. A stream that drops is resumed (backing off; the server's `retry` clamped to 0.1-30 s); raises
         ConnectionFailed once `retries` attempts to connect failed in a row, or `retries` connections in a row
         brought no new event; UnexpectedResponse for an answer that is not an event stream or an event over 8 MiB;
@@ -261,11 +262,11 @@ class Client:
                     for sse in EventSource(response).iter_sse():
                         event = cursor.accept(sse)
                         if event is not None:
-                            yield event
-                            if cursor.done:
-                                return
+                            yield event  # after the final status, on to the stream's end: the server ends it there
                 except httpx.TransportError as exc:  # the connection dropped mid-stream: resume after the last event
                     broke = exc
+            if cursor.done:
+                return
             time.sleep(reconnects.ended(broke))  # or the server ended the stream early: reconnect as EventSource does
 
     def events(self, job_id: str, *, after: int | None = None) -> Iterator[Event]:
