@@ -392,7 +392,7 @@ def test_an_endpoint_failing_for_the_window_is_disabled_with_a_warning(
     # Stored directly (the API would refuse it): the sender's own guard refuses it at send time.
     endpoint = store.create_webhook(
         owner="ops",
-        url="http://127.0.0.1:9/",
+        url="http://127.0.0.1:9/hook/s3cret?token=t0ken",
         events=["job.status"],
         description="",
         secret="whsec_AA==",
@@ -404,13 +404,16 @@ def test_an_endpoint_failing_for_the_window_is_disabled_with_a_warning(
     try:
         store.create_job(owner="ops", spec=SPEC, idempotency_key=None)
         assert sender.send_due() == 1  # fails: its failure run starts
+        assert sender.wait_idle(5)
         (first,), _cursor = store.list_deliveries(webhook_id=endpoint.id)
         assert first.attempts == 1 and first.error is not None and "loopback" in first.error
         time.sleep(0.25)
         store.create_job(owner="ops", spec=SPEC, idempotency_key=None)
         with caplog.at_level("WARNING", logger="api.webhooks"):
             assert sender.send_due() >= 1  # failing for the whole window: disabled
-        assert f"webhook endpoint {endpoint.id} of owner ops" in caplog.text
+            assert sender.wait_idle(5)
+        assert f"webhook endpoint {endpoint.id} of owner ops (http://127.0.0.1:9) disabled" in caplog.text
+        assert "s3cret" not in caplog.text and "t0ken" not in caplog.text  # a URL's path or query may hold a token
         disabled = store.get_webhook(webhook_id=endpoint.id, owner="ops")
         assert disabled is not None and not disabled.enabled and "failed since" in (disabled.disabled_reason or "")
         assert [d.status for d in store.list_deliveries(webhook_id=endpoint.id)[0]] == ["dead", "dead"]
@@ -420,5 +423,177 @@ def test_an_endpoint_failing_for_the_window_is_disabled_with_a_warning(
         enabled = store.enable_webhook(webhook_id=endpoint.id, owner="ops")
         assert enabled is not None and enabled.enabled and enabled.failing_since is None
     finally:
-        sender.pool.shutdown()
-        sender.client.close()
+        sender.stop()
+
+
+class Dripper:
+    """A receiver that reads a request, then answers one byte of its status line every `every` seconds (at most
+    `count` bytes, then it hangs up): a slow endpoint no per-read timeout catches. `connected` is set once a request
+    arrived."""
+
+    def __init__(self, every: float = 2.0, count: int = 8) -> None:
+        import socket
+
+        self.every, self.count = every, count
+        self.connected = threading.Event()
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/drip"
+        self.stopped = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._drip, args=(conn,), daemon=True).start()
+
+    def _drip(self, conn: Any) -> None:
+        with conn:
+            conn.recv(65536)
+            self.connected.set()
+            for byte in b"HTTP/1.1 200 OK\r\n"[: self.count]:
+                if self.stopped.wait(self.every):
+                    return
+                try:
+                    conn.sendall(bytes([byte]))
+                except OSError:
+                    return
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.sock.close()
+
+
+def _sender(store: JobStore, tmp_path: Path, **settings: Any) -> Any:
+    from prometheus_client import CollectorRegistry
+
+    from api.webhooks import WebhookSender
+    from models.settings import Settings
+
+    return WebhookSender(
+        store, Settings(data_dir=tmp_path, webhook_allowed_hosts=["127.0.0.1"], **settings), CollectorRegistry()
+    )
+
+
+def _endpoint(store: JobStore, owner: str, url: str) -> str:
+    return store.create_webhook(
+        owner=owner, url=url, events=["job.status"], description="", secret="whsec_AA==", max_per_owner=5
+    ).id
+
+
+def test_a_slow_receiver_is_cut_at_the_deadline_and_delays_no_other_endpoint(
+    store: JobStore, receiver: Receiver, tmp_path: Path
+) -> None:
+    # A drips a byte every 2 s (each read passes a 3 s per-read timeout); its attempt must end at the 3 s deadline,
+    # and B's delivery, written while A's is in flight, must not wait for it.
+    dripper = Dripper(every=2.0, count=8)
+    slow = _endpoint(store, "drip-owner", dripper.url)
+    quick = _endpoint(store, "quick-owner", receiver.base + "/quick")
+    sender = _sender(store, tmp_path, webhook_timeout_seconds=3.0)
+    sender.start()
+    try:
+        started = time.monotonic()
+        store.create_job(owner="drip-owner", spec=SPEC, idempotency_key=None)
+        assert dripper.connected.wait(5)
+        written = time.time()
+        store.create_job(owner="quick-owner", spec=SPEC, idempotency_key=None)
+        got = receiver.wait("/quick", lambda got: len(got) == 1, timeout=5)
+        assert got[0]["at"] - written < 1.0, got[0]["at"] - written
+        deadline = time.monotonic() + 8
+        while (log := store.list_deliveries(webhook_id=slow)[0])[0].attempts == 0:
+            assert time.monotonic() < deadline, "the slow attempt was never cut"
+            time.sleep(0.05)
+        assert time.monotonic() - started < 5
+        assert (log[0].status, log[0].error, log[0].response_code) == ("failed", "timeout", None)
+        assert 3000 <= (log[0].latency_ms or 0) < 4500, log[0].latency_ms
+        assert [d.status for d in store.list_deliveries(webhook_id=quick)[0]] == ["succeeded"]
+    finally:
+        sender.stop()
+        dripper.close()
+
+
+def test_the_delivery_log_says_a_short_reason_not_the_exception(
+    store: JobStore, receiver: Receiver, tmp_path: Path
+) -> None:
+    # httpx's text names addresses and errno strings (a port-probe oracle): the log keeps a class of failure.
+    closed = f"http://127.0.0.1:{free_port()}/nothing-listens"
+    refused = _endpoint(store, "probe-a", closed)
+    answering = _endpoint(store, "probe-b", receiver.base + "/answers-500")
+    receiver.always["/answers-500"] = 500
+    sender = _sender(store, tmp_path)
+    try:
+        for owner in ("probe-a", "probe-b"):
+            store.create_job(owner=owner, spec=SPEC, idempotency_key=None)
+        sender.send_due()
+        deadline = time.monotonic() + 10
+        while not all(store.list_deliveries(webhook_id=w)[0][0].attempts for w in (refused, answering)):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        (first,), _ = store.list_deliveries(webhook_id=refused)
+        assert (first.error, first.response_code) == ("connection refused", None)
+        (second,), _ = store.list_deliveries(webhook_id=answering)
+        assert (second.error, second.response_code) == ("HTTP 500", 500)
+    finally:
+        sender.stop()
+
+
+def test_redeliver_keeps_one_waiting_per_event_and_a_cap_per_endpoint(store: JobStore) -> None:
+    from models.records import WebhookDelivery
+    from models.store.webhooks import RedeliveryPending, TooManyWaiting
+
+    webhook = _endpoint(store, "redo", "https://example.com/")
+    for _ in range(3):
+        store.create_job(owner="redo", spec=SPEC, idempotency_key=None)
+    deliveries = store.list_deliveries(webhook_id=webhook)[0]
+    with pytest.raises(RedeliveryPending) as raised:  # still waiting itself: nothing to add
+        store.redeliver(webhook_id=webhook, delivery_id=deliveries[0].id)
+    assert raised.value.waiting == deliveries[0].id
+    with store.session() as session, session.begin():  # all sent
+        session.execute(
+            update(WebhookDelivery)
+            .where(WebhookDelivery.endpoint_id == webhook)
+            .values(status="succeeded", next_attempt_at=None)
+        )
+    again = store.redeliver(webhook_id=webhook, delivery_id=deliveries[0].id, max_waiting=2)
+    assert again is not None and again.event_id == deliveries[0].event_id
+    with pytest.raises(RedeliveryPending) as raised:  # its redelivery waits
+        store.redeliver(webhook_id=webhook, delivery_id=deliveries[0].id, max_waiting=2)
+    assert raised.value.waiting == again.id
+    assert store.redeliver(webhook_id=webhook, delivery_id=deliveries[1].id, max_waiting=2) is not None
+    with pytest.raises(TooManyWaiting) as capped:  # two wait for the endpoint already
+        store.redeliver(webhook_id=webhook, delivery_id=deliveries[2].id, max_waiting=2)
+    assert capped.value.limit == 2
+    assert len(store.list_deliveries(webhook_id=webhook)[0]) == 5
+
+
+def test_concurrent_redelivers_of_one_delivery_make_one(
+    service: Service, receiver: Receiver, endpoints: list[str]
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    path = f"/redo-{service.port}"
+    with service.client() as client:
+        endpoint = client.post("/v1/webhooks", json={"url": receiver.base + path, "events": ["job.status"]}).json()
+        endpoints.append(endpoint["id"])
+        client.post("/v1/jobs", json=TINY_SPEC)
+        receiver.wait(path, lambda got: len(got) >= 1)
+        receiver.always[path] = 503  # from now on every attempt fails and waits 5 s for its retry
+        deliveries_url = f"/v1/webhooks/{endpoint['id']}/deliveries"
+        deadline = time.monotonic() + 30
+        while not (done := client.get(deliveries_url, params={"status": "succeeded"}).json()["deliveries"]):
+            assert time.monotonic() < deadline, client.get(deliveries_url).json()
+            time.sleep(0.05)
+        sent = done[-1]
+        redeliver = f"{deliveries_url}/{sent['id']}/redeliver"
+        with ThreadPoolExecutor(10) as pool:
+            answers = list(pool.map(lambda _: client.post(redeliver), range(20)))
+        assert sorted(a.status_code for a in answers) == [202] + [409] * 19, [a.text for a in answers]
+        made = next(a.json() for a in answers if a.status_code == 202)
+        refused = next(a.json()["error"] for a in answers if a.status_code == 409)
+        assert refused["code"] == "redelivery_pending" and made["id"] in refused["message"], refused
+        later = client.post(redeliver)  # attempted and failed by now, or still pending: waiting either way
+        assert later.status_code == 409 and later.json()["error"]["code"] == "redelivery_pending", later.text
+        log = client.get(deliveries_url, params={"limit": 500}).json()["deliveries"]
+        assert sum(d["event_id"] == sent["event_id"] for d in log) == 2

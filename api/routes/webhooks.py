@@ -21,7 +21,13 @@ from api.routes.jobs import PageCursor, PageLimit
 from models.records import WebhookDelivery, WebhookEndpoint
 from models.spec import StrictModel, is_id, plain_text
 from models.store import as_utc
-from models.store.webhooks import DELIVERY_STATUSES, TooManyWebhooks
+from models.store.webhooks import (
+    DELIVERY_STATUSES,
+    MAX_WAITING,
+    RedeliveryPending,
+    TooManyWaiting,
+    TooManyWebhooks,
+)
 from models.webhooks import EVENT_KINDS, HostPolicy, UrlRefused, new_secret
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
@@ -299,7 +305,13 @@ def list_deliveries(
             "no such endpoint of yours, or no such delivery of it", "not_found", f"no delivery {DELIVERY_ID!r}"
         ),
         403: FORBIDDEN,
-        409: _error("the endpoint is disabled", "endpoint_disabled", "the endpoint is disabled: enable it first"),
+        409: _error(
+            "the endpoint is disabled (endpoint_disabled); a delivery of this event to the endpoint is still "
+            f"waiting, pending or failed (redelivery_pending); {MAX_WAITING} of the endpoint's deliveries are "
+            "(too_many_pending)",
+            "redelivery_pending",
+            f"delivery {DELIVERY_ID!r} of this event is still waiting to be sent (pending or failed): wait for it",
+        ),
     },
 )
 async def redeliver(
@@ -309,15 +321,34 @@ async def redeliver(
     store: StoreDep,
 ) -> DeliveryOut:
     """Queue the delivery's event again as a new delivery, due now (same webhook-id, so a receiver can tell it saw
-    it). Answers the new delivery (202: it is sent in the background)."""
+    it). Answers the new delivery (202: it is sent in the background). One delivery of an event waits at a time:
+    while one is pending or failed (retried), redelivering that event is a 409 (redelivery_pending), and so is any
+    redeliver while the endpoint has MAX_WAITING (1000) deliveries waiting (too_many_pending)."""
     endpoint = await run_in_threadpool(_owned, store, owner, webhook_id)
     if not endpoint.enabled:
         raise ApiError(409, "endpoint_disabled", "the endpoint is disabled: enable it first (POST .../enable)")
-    record = (
-        await run_in_threadpool(lambda: store.redeliver(webhook_id=endpoint.id, delivery_id=delivery_id))
-        if is_id(delivery_id)
-        else None
-    )
+    try:
+        record = (
+            await run_in_threadpool(lambda: store.redeliver(webhook_id=endpoint.id, delivery_id=delivery_id))
+            if is_id(delivery_id)
+            else None
+        )
+    except RedeliveryPending as exc:
+        raise ApiError(
+            409,
+            "redelivery_pending",
+            f"delivery {exc.waiting!r} of this event is still waiting to be sent (pending or failed): wait for it "
+            "(GET .../deliveries?status=failed shows its next attempt)",
+            extra={"delivery_id": exc.waiting},
+        ) from None
+    except TooManyWaiting as exc:
+        raise ApiError(
+            409,
+            "too_many_pending",
+            f"the endpoint has {exc.limit} deliveries waiting to be sent (pending or failed): redeliver once they "
+            "are sent or dead",
+            extra={"limit": exc.limit},
+        ) from None
     if record is None:
         raise not_found("delivery", delivery_id)
     return DeliveryOut.of(record)

@@ -8,6 +8,7 @@ SQLite serialises writers) and records each attempt under that lease.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -22,6 +23,9 @@ from models.store.paging import keyset_page
 PENDING, FAILED, SUCCEEDED, DEAD = "pending", "failed", "succeeded", "dead"
 DELIVERY_STATUSES = (PENDING, FAILED, SUCCEEDED, DEAD)
 DUE = (PENDING, FAILED)
+# Deliveries waiting (pending or failed) for one endpoint beyond which a redeliver is refused: with one waiting
+# redelivery per event, this bounds what redelivers can queue against one host (each retried for the window).
+MAX_WAITING = 1000
 
 
 class TooManyWebhooks(Exception):
@@ -29,6 +33,22 @@ class TooManyWebhooks(Exception):
 
     def __init__(self, limit: int) -> None:
         super().__init__(f"an owner may hold at most {limit} webhook endpoints")
+        self.limit = limit
+
+
+class RedeliveryPending(Exception):
+    """The event already has a delivery to the endpoint waiting to be sent (pending or failed): `waiting` is its id."""
+
+    def __init__(self, waiting: str) -> None:
+        super().__init__(f"delivery {waiting!r} of this event is still waiting to be sent")
+        self.waiting = waiting
+
+
+class TooManyWaiting(Exception):
+    """The endpoint already has `limit` deliveries waiting to be sent (MAX_WAITING)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the endpoint has {limit} deliveries waiting to be sent")
         self.limit = limit
 
 
@@ -161,12 +181,17 @@ class WebhooksStore(StoreBase):
                 cursor=cursor,
             )
 
-    def redeliver(self, *, webhook_id: str, delivery_id: str) -> WebhookDelivery | None:
+    def redeliver(self, *, webhook_id: str, delivery_id: str, max_waiting: int = MAX_WAITING) -> WebhookDelivery | None:
         """A new pending delivery of the same event (same `event_id`, so a receiver that saw it already can tell)
-        to the endpoint, due now; None when the endpoint has no such delivery. Wakes this process's sender."""
+        to the endpoint, due now; None when the endpoint has no such delivery. Wakes this process's sender.
+
+        Raises RedeliveryPending when a delivery of that event to the endpoint is still waiting (pending or failed:
+        this one, or an earlier redelivery), and TooManyWaiting when `max_waiting` of the endpoint's deliveries are;
+        both checked under a per-endpoint lock, so concurrent calls cannot overshoot."""
         if not storable(delivery_id):
             return None
         with self.session() as session, session.begin():
+            serialise(session, f"webhooks:redeliver:{webhook_id}")
             earlier = session.scalar(
                 select(WebhookDelivery).where(
                     WebhookDelivery.id == delivery_id, WebhookDelivery.endpoint_id == webhook_id
@@ -174,6 +199,15 @@ class WebhooksStore(StoreBase):
             )
             if earlier is None:
                 return None
+            of_endpoint = (WebhookDelivery.endpoint_id == webhook_id, WebhookDelivery.status.in_(DUE))
+            waiting = session.scalar(
+                select(WebhookDelivery.id).where(*of_endpoint, WebhookDelivery.event_id == earlier.event_id).limit(1)
+            )
+            if waiting is not None:
+                raise RedeliveryPending(waiting)
+            counted = select(WebhookDelivery.id).where(*of_endpoint).limit(max_waiting).subquery()
+            if (session.scalar(select(func.count()).select_from(counted)) or 0) >= max_waiting:
+                raise TooManyWaiting(max_waiting)
             now = utcnow()
             again = WebhookDelivery(
                 id=str(uuid.uuid4()),
@@ -201,25 +235,46 @@ class WebhooksStore(StoreBase):
             )
         return as_utc(found)
 
-    def claim_deliveries(self, *, holder: str, limit: int, lease: timedelta) -> list[Claimed]:
+    def claim_deliveries(
+        self,
+        *,
+        holder: str,
+        limit: int,
+        lease: timedelta,
+        per_endpoint: int | None = None,
+        busy: Mapping[str, int] | None = None,
+    ) -> list[Claimed]:
         """Take up to `limit` due deliveries (oldest due first) for `holder` until now + `lease`: rows another
         holder leases are skipped (PostgreSQL: FOR UPDATE SKIP LOCKED), and one whose lease ran out (its sender
-        died) is taken again, so every delivery is sent at least once."""
+        died) is taken again, so every delivery is sent at least once.
+
+        `per_endpoint`: at most that many of one endpoint, counting `busy` (the holder's deliveries in flight, by
+        endpoint id); an endpoint at its bound is left out of the query, so its backlog cannot fill the claim."""
         now = utcnow()
+        room = dict(busy or {})
+        query = select(WebhookDelivery.id, WebhookDelivery.endpoint_id).where(
+            WebhookDelivery.status.in_(DUE),
+            WebhookDelivery.next_attempt_at <= now,
+            or_(WebhookDelivery.lease_until.is_(None), WebhookDelivery.lease_until < now),
+        )
+        if per_endpoint is not None:
+            full = sorted(endpoint for endpoint, held in room.items() if held >= per_endpoint)
+            if full:
+                query = query.where(WebhookDelivery.endpoint_id.not_in(full))
         with self.session() as session, session.begin():
-            ids = list(
-                session.scalars(
-                    select(WebhookDelivery.id)
-                    .where(
-                        WebhookDelivery.status.in_(DUE),
-                        WebhookDelivery.next_attempt_at <= now,
-                        or_(WebhookDelivery.lease_until.is_(None), WebhookDelivery.lease_until < now),
-                    )
-                    .order_by(WebhookDelivery.next_attempt_at)
-                    .limit(limit)
-                    .with_for_update(skip_locked=True)
-                )
-            )
+            # Some spare rows: one endpoint's run of oldest rows leaves room for others' in the same claim.
+            window = limit if per_endpoint is None else limit * 4
+            ids: list[str] = []
+            for delivery_id, endpoint_id in session.execute(
+                query.order_by(WebhookDelivery.next_attempt_at).limit(window).with_for_update(skip_locked=True)
+            ).all():
+                if per_endpoint is not None:
+                    if room.get(endpoint_id, 0) >= per_endpoint:
+                        continue
+                    room[endpoint_id] = room.get(endpoint_id, 0) + 1
+                ids.append(delivery_id)
+                if len(ids) == limit:
+                    break
             if not ids:
                 return []
             session.execute(
