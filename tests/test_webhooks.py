@@ -514,6 +514,53 @@ def test_a_slow_receiver_is_cut_at_the_deadline_and_delays_no_other_endpoint(
         dripper.close()
 
 
+def test_one_endpoints_backlog_takes_two_slots_at_most(store: JobStore, receiver: Receiver, tmp_path: Path) -> None:
+    # Each request to the busy endpoint takes 1 s: its six deliveries go two at a time, and another owner's
+    # delivery written meanwhile goes at once.
+    busy = {"now": 0, "most": 0}
+    lock = threading.Lock()
+
+    class Slow(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            self.rfile.read(int(self.headers.get("content-length", 0)))
+            with lock:
+                busy["now"] += 1
+                busy["most"] = max(busy["most"], busy["now"])
+            time.sleep(1.0)
+            with lock:
+                busy["now"] -= 1
+            self.send_response(200)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *_args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    slow = _endpoint(store, "backlog-owner", f"http://127.0.0.1:{server.server_address[1]}/slow")
+    _endpoint(store, "other-owner", receiver.base + "/other")
+    for _ in range(6):
+        store.create_job(owner="backlog-owner", spec=SPEC, idempotency_key=None)
+    sender = _sender(store, tmp_path, webhook_timeout_seconds=5.0)
+    sender.start()
+    try:
+        time.sleep(0.5)  # the backlog is in flight
+        written = time.time()
+        store.create_job(owner="other-owner", spec=SPEC, idempotency_key=None)
+        got = receiver.wait("/other", lambda got: len(got) == 1, timeout=5)
+        assert got[0]["at"] - written < 1.0, got[0]["at"] - written
+        deadline = time.monotonic() + 15
+        while {d.status for d in store.list_deliveries(webhook_id=slow)[0]} != {"succeeded"}:
+            assert time.monotonic() < deadline, [d.status for d in store.list_deliveries(webhook_id=slow)[0]]
+            time.sleep(0.05)
+        assert busy["most"] == 2
+    finally:
+        sender.stop()
+        server.shutdown()
+        server.server_close()
+
+
 def test_the_delivery_log_says_a_short_reason_not_the_exception(
     store: JobStore, receiver: Receiver, tmp_path: Path
 ) -> None:

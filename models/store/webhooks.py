@@ -228,10 +228,15 @@ class WebhooksStore(StoreBase):
 
     def next_delivery_due(self) -> datetime | None:
         """When the earliest pending or failed delivery of an enabled endpoint is due (it may be now or past), or
-        None when there is none (one indexed read; the sender's poll)."""
+        None when there is none (one indexed read; the sender's poll). One a sender leases now is left out (it is
+        being sent: the poll must not claim while a slow receiver holds it)."""
+        now = utcnow()
         with self.session() as session:
             found = session.scalar(
-                select(func.min(WebhookDelivery.next_attempt_at)).where(WebhookDelivery.status.in_(DUE))
+                select(func.min(WebhookDelivery.next_attempt_at)).where(
+                    WebhookDelivery.status.in_(DUE),
+                    or_(WebhookDelivery.lease_until.is_(None), WebhookDelivery.lease_until < now),
+                )
             )
         return as_utc(found)
 
