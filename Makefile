@@ -21,6 +21,9 @@ $(BIN)/ganforge: pyproject.toml
 
 $(VENV)/.test-tools: $(BIN)/ganforge
 	$(BIN)/pip install --quiet -e '.[all,test]'
+	# openapi-python-client pins typer below ours: a venv of its own (as pipx would), for tests/test_openapi_contract.py
+	$(PYTHON) -m venv $(VENV)/tools/openapi
+	$(VENV)/tools/openapi/bin/pip install --quiet 'openapi-python-client>=0.29'
 	touch $@
 
 install: $(BIN)/ganforge

@@ -38,6 +38,7 @@ import pytest
 from tests.service import KEYS, ROOT, TINY_SPEC, Service, wait_for
 
 GENERATOR_CONFIG = ROOT / "docs" / "openapi-python-client.yaml"
+GENERATOR = ROOT / ".venv" / "tools" / "openapi" / "bin" / "openapi-python-client"
 ERROR_REF = "#/components/schemas/Error"
 METHODS = ("get", "put", "post", "delete", "patch")
 # A study and a data set as small as they come: the probes need their ids, not their results.
@@ -265,10 +266,12 @@ def generated(schema: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) 
     folder = tmp_path_factory.mktemp("client")
     (folder / "openapi.json").write_text(text)
     package = f"ganforge_api_{len(_GENERATED)}"
-    # The generator runs ruff on what it wrote (its post-hooks): the venv's, beside this interpreter.
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    # The generator and the ruff it runs on what it wrote (its post-hooks) are in its own venv (`make test` makes it:
+    # it pins typer below the CLI's).
+    env = {**os.environ, "PATH": f"{GENERATOR.parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    assert GENERATOR.exists(), f"{GENERATOR} is missing: `make test` installs it"
     command = [
-        str(Path(sys.executable).with_name("openapi-python-client")),
+        str(GENERATOR),
         "generate",
         "--path",
         str(folder / "openapi.json"),

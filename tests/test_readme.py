@@ -46,6 +46,9 @@ SAMPLE_VALUES = {
     "TEAM": "team-a",
     "SCOPES": "read,submit",
     "TTL": "30d",
+    "KIND": "job.status",
+    "TEXT": "nightly sweeps",
+    "I": "0",
 }
 
 

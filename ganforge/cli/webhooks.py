@@ -80,7 +80,7 @@ def create(
             "--event", metavar="KIND", help=f"an event kind to send, repeatable: {', '.join(KINDS)} (default all)"
         ),
     ] = None,
-    description: Annotated[str, typer.Option("--description", help="what the endpoint is for")] = "",
+    description: Annotated[str, typer.Option("--description", metavar="TEXT", help="what the endpoint is for")] = "",
     json_output: Json = False,
     url: Url = None,
     api_key: ApiKey = None,
@@ -127,7 +127,10 @@ def deliveries(
     ctx: typer.Context,
     webhook_id: WebhookId,
     status: Annotated[
-        str | None, typer.Option("--status", help="only deliveries in this status: pending, failed, succeeded, dead")
+        str | None,
+        typer.Option(
+            "--status", metavar="STATUS", help="only deliveries in this status: pending, failed, succeeded, dead"
+        ),
     ] = None,
     limit: Annotated[int, typer.Option("--limit", metavar="N", min=1, help="show at most N deliveries")] = 20,
     json_output: Json = False,
