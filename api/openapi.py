@@ -555,7 +555,21 @@ ROUTE_ERROR_EXAMPLES: dict[tuple[str, str], dict[int, list[dict[str, Any]]]] = {
     },
     ("delete", "/v1/keys/{prefix}"): {404: [_error("not_found", "no API key 'gf_r0wgk4z9'")]},
     ("post", "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver"): {
-        409: [_error("endpoint_disabled", "the endpoint is disabled: enable it first (POST .../enable)")]
+        409: [
+            _error("endpoint_disabled", "the endpoint is disabled: enable it first (POST .../enable)"),
+            _error(
+                "redelivery_pending",
+                "delivery '9b0d3c7e-55a1-4f0e-8d8b-2f6a4c1e7d90' of this event is still waiting to be sent (pending "
+                "or failed): wait for it (GET .../deliveries?status=failed shows its next attempt)",
+                delivery_id="9b0d3c7e-55a1-4f0e-8d8b-2f6a4c1e7d90",
+            ),
+            _error(
+                "too_many_pending",
+                "the endpoint has 1000 deliveries waiting to be sent (pending or failed): redeliver once they are "
+                "sent or dead",
+                limit=1000,
+            ),
+        ]
     },
 }
 

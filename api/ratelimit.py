@@ -48,6 +48,8 @@ LIMITED_OPERATIONS: dict[tuple[str, str], str] = {
     ("post", "/v1/datasets"): "upload",
     ("post", "/v1/keys"): "submit",  # a new key is a new count: making keys must not multiply the rates
     ("post", "/v1/webhooks"): "submit",
+    # each redeliver queues a POST retried for a day: unlimited, it would be an amplifier against any host
+    ("post", "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver"): "submit",
 }
 _LIMITED_PATHS = [
     (method.upper(), re.compile(re.sub(r"\\\{[a-z_]+\\\}", "[^/]+", re.escape(path))), rate)
