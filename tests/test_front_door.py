@@ -206,10 +206,10 @@ def test_a_labelled_data_sets_preview_names_the_classes(front: Service) -> None:
 
 @pytest.fixture(scope="module")
 def trained(service: Service) -> dict[str, Any]:
-    """A finished job with 50 sample snapshots (one per step) and 5 checkpoints."""
+    """A finished job with 50 sample snapshots (one per step) and 5 checkpoints (all kept: keep_last 0)."""
     body = spec(
         training={"steps": 50, "batch_size": 16, "device": "cpu", "sample_count": 200},
-        every={"metrics": 5, "samples": 1, "checkpoint": 10},
+        every={"metrics": 5, "samples": 1, "checkpoint": 10, "keep_last": 0},
     )
     with service.client() as client:
         job = client.post("/v1/jobs", json=body).json()

@@ -49,6 +49,8 @@ ID_KINDS = {
     "study_id": "study",
     "generation_id": "generation",
     "prefix": "key",  # /v1/keys/{prefix}: a store API key's prefix (api/routes/keys.py)
+    "webhook_id": "webhook",
+    "delivery_id": "delivery",  # one of A's webhook's deliveries (of A's job's submission)
 }
 # Path parameters that are no object id: a value that exists for A's job (its seeded sample and checkpoint).
 STEP = 5
@@ -84,7 +86,9 @@ class Operation:
 def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     """An API with no worker (jobs stay queued); a generate POST answers 202 at once."""
     data_dir = tmp_path_factory.mktemp(f"walk-{request.param}")
-    with api_only(request.param, data_dir, GANFORGE_GENERATE_WAIT_SECONDS="0") as deployment:
+    with api_only(
+        request.param, data_dir, GANFORGE_GENERATE_WAIT_SECONDS="0", GANFORGE_WEBHOOK_ALLOWED_HOSTS="127.0.0.1"
+    ) as deployment:
         yield deployment
 
 
@@ -172,6 +176,9 @@ def missing_ids() -> dict[str, str]:
 def create_objects(service: Service) -> dict[str, str]:
     """One object of each kind in ID_KINDS, owner A's, through the API; kind -> id."""
     with service.client("key-a") as a:
+        # Made first, so A's job's submission queues a delivery to it (port 9: nothing answers; it stays failed).
+        webhook = a.post("/v1/webhooks", json={"url": "http://127.0.0.1:9/walk", "events": ["job.status"]})
+        assert webhook.status_code == 201, webhook.text
         job = a.post("/v1/jobs", json={**TINY_SPEC, "name": MARKER})
         assert job.status_code == 201, job.text
         job_id = job.json()["id"]
@@ -193,6 +200,10 @@ def create_objects(service: Service) -> dict[str, str]:
         key = a.post("/v1/keys", json={"scopes": ["read"], "name": MARKER})  # A's env key has the admin scope
         assert key.status_code == 201, key.text
         ids["key"] = key.json()["prefix"]
+        ids["webhook"] = webhook.json()["id"]
+        deliveries = a.get(f"/v1/webhooks/{ids['webhook']}/deliveries")
+        assert deliveries.status_code == 200 and deliveries.json()["deliveries"], deliveries.text
+        ids["delivery"] = deliveries.json()["deliveries"][0]["id"]
     return ids
 
 
@@ -305,7 +316,8 @@ def test_every_route_with_an_id_is_404_to_another_owner_and_401_without_a_key(
             keys = {key["prefix"]: key for key in a.get("/v1/keys").json()["keys"]}
             assert keys[ids["key"]]["active"], keys[ids["key"]]
         # A reaches every one of them (reads first, then what changes or deletes the objects).
-        for op in sorted(walked, key=lambda op: (op.method != "GET", op.method == "DELETE", op.path)):
+        order = sorted(walked, key=lambda op: (op.method != "GET", op.method == "DELETE", -len(op.path), op.path))
+        for op in order:  # deletes last, a checkpoint before its job (the longer path first)
             status, text = call(a, op.method, url_of(op, ids), body_of(op))
             if status in (401, 403, 404) or status >= 500:
                 failures.append(f"{op} as owner A: {status} {text[:300]!r} (A's own object: want it found)")
