@@ -11,16 +11,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import update
 
 from ganforge.cli import main as cli_main
 from ganforge.client import Client, Conflict, NotFound
 from models.artifacts import ArtifactStore
-from models.records import JobStatus
+from models.records import Job, JobStatus
 from models.retention import Retention, retention_of
-from models.spec import JobSpec
+from models.spec import InitFrom, JobSpec
 from models.store import JobStore
+from models.store.errors import InitFromGone
 from models.store.generations import GenerationSourceGone
-from models.store.results import CheckpointInUse, JobInUse, JobNotFinal
+from models.store.results import CheckpointInUse, JobInStudy, JobInUse, JobNotFinal
 from tests.service import TINY_SPEC, Service, wait_for
 from worker.checkpoints import CheckpointKeys, prune_checkpoints
 
@@ -135,6 +137,33 @@ def test_a_generate_request_for_a_deleted_job_or_checkpoint_is_refused_not_store
     with pytest.raises(GenerationSourceGone) as gone:
         store.create_generation(job_id=job_id, owner="a", params={"step": 30, "count": 4})
     assert gone.value.step is None
+
+
+def test_a_job_submitted_from_a_deleted_job_or_checkpoint_is_refused_and_a_studys_job_stays(store: JobStore) -> None:
+    # A hostile test raced init_from submissions against deletes: both won. The insert now holds the source job.
+    source = _job_with_checkpoints(store, [10, 20])
+    store.request_cancel(job_id=source, owner="a")
+    assert store.delete_checkpoint(job_id=source, step=10) is not None
+
+    def submit(step: int | str) -> None:
+        spec = SPEC.model_copy(update={"init_from": InitFrom(job=source, step=step)})
+        store.create_job(owner="a", spec=spec, idempotency_key=None)
+
+    with pytest.raises(InitFromGone) as gone:
+        submit(10)
+    assert gone.value.field == "step"
+    assert store.delete_job(job_id=source, owner="a") is not None
+    with pytest.raises(InitFromGone) as gone:
+        submit("latest")
+    assert gone.value.field == "job"
+    assert store.list_jobs(owner="a")[0] == []  # nothing was stored
+    # A finished study's job: deleting it would rewrite the study's record.
+    member = _job_with_checkpoints(store, [10])
+    store.request_cancel(job_id=member, owner="a")
+    with store.session() as session, session.begin():
+        session.execute(update(Job).where(Job.id == member).values(study_id="6f1d0c1e-0000-4000-8000-000000000000"))
+    with pytest.raises(JobInStudy):
+        store.delete_job(job_id=member, owner="a")
 
 
 def test_worker_level_prune_deletes_rows_then_files_and_strays(store: JobStore, tmp_path: Path) -> None:

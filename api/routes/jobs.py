@@ -28,15 +28,16 @@ from api.deps import (
 from api.errors import ApiError, spec_problems_error
 from api.routes.quota import QUOTA_403, check_submission_now, quota_error, steps_error, steps_problems
 from api.schemas import JobOut, JobPage, ValidatedSpec
-from models.admission import DatasetNotFound, SpecRejected, admit
+from models.admission import DatasetNotFound, SpecProblem, SpecRejected, admit
 from models.artifacts import job_prefix
 from models.queue import send_train
 from models.records import Job, JobStatus
 from models.settings import Settings
 from models.spec import JobSpec
 from models.store import DatasetGone, IdempotencyConflict, JobStore
+from models.store.errors import InitFromGone
 from models.store.quota import QuotaExceeded
-from models.store.results import CheckpointInUse, JobInUse, JobNotFinal
+from models.store.results import CheckpointInUse, JobInStudy, JobInUse, JobNotFinal
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -101,6 +102,8 @@ def submit_job(
         raise ApiError(409, "idempotency_conflict", "this Idempotency-Key was used with a different spec") from None
     except DatasetGone as exc:  # deleted between admission and the insert
         raise _dataset_not_found(str(exc)) from None
+    except InitFromGone as exc:  # deleted between admission and the insert
+        raise spec_problems_error([SpecProblem(("init_from", exc.field), exc.message)]) from None
     if created:
         try:
             send_train(broker, job.id, job.queue)
@@ -192,8 +195,8 @@ def _example(status: int, code: str, message: str, description: str) -> dict[int
             "job_not_final",
             "job j-7f3a is running: only a job that has ended (succeeded, failed, cancelled) can be deleted; "
             "cancel it first",
-            "the job has not ended (job_not_final), or a queued or running job starts from its checkpoints "
-            "(job_in_use)",
+            "the job has not ended (job_not_final), a queued or running job starts from its checkpoints "
+            "(job_in_use), or it is one of a study's jobs (job_in_study)",
         ),
         **_example(404, "not_found", "no job 'j-7f3a'", "no such job of yours (another owner's is missing too)"),
     },
@@ -205,7 +208,8 @@ def delete_job(
     generate results and their files. The checkpoints' bytes leave the owner's stored_bytes (GET /v1/quota).
 
     409 `job_not_final` while the job is queued, running or cancelling (cancel it first); 409 `job_in_use` while a
-    queued or running job's init_from names it. The API's log records the deleting key's id (the job's event log
+    queued or running job's init_from names it; 409 `job_in_study` for a study's job (the study's record is made
+    of its jobs). The API's log records the deleting key's id (the job's event log
     goes with it).
     """
     try:
@@ -216,6 +220,9 @@ def delete_job(
             "cancel it first"
         )
         raise ApiError(409, "job_not_final", message) from None
+    except JobInStudy as exc:
+        message = f"job {job.id} is one of study {exc.study_id}'s jobs, which make its record (status, table)"
+        raise ApiError(409, "job_in_study", message + ": it stays while the study does") from None
     except JobInUse as exc:
         message = f"job {job.id} is the init_from of {len(exc.users)} queued or running job(s): " + ", ".join(exc.users)
         raise ApiError(409, "job_in_use", message + "; delete it once they have started or ended") from None

@@ -19,6 +19,15 @@ class DatasetGone(Exception):
         self.dataset_id = dataset_id
 
 
+class InitFromGone(Exception):
+    """A job's init_from names a job or checkpoint of the owner's that is no longer there (deleted while the job was
+    being submitted); `field` is the spec field that names it ("job" or "step", under init_from)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field, self.message = field, message
+
+
 class DatasetInUse(Exception):
     """A data set cannot be deleted while queued or running jobs use it."""
 

@@ -11,11 +11,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from models.quotas import Quotas
-from models.records import DEFAULT_QUEUE, Dataset, Job, JobStatus
+from models.records import DEFAULT_QUEUE, Checkpoint, Dataset, Job, JobStatus
 from models.spec import JobSpec
 from models.store.base import StoreBase, append_event, status_event, transition, transition_where, utcnow
 from models.store.bounds import storable
-from models.store.errors import DatasetGone, IdempotencyConflict
+from models.store.errors import DatasetGone, IdempotencyConflict, InitFromGone
 from models.store.paging import keyset_page
 from models.store.quota import check_submission
 
@@ -63,6 +63,8 @@ class JobsStore(StoreBase):
         A job on an uploaded data set holds the data set's row FOR SHARE until it is
         inserted (delete_dataset holds it FOR UPDATE): a concurrent delete either sees
         the job and refuses (DatasetInUse) or wins, and then this raises DatasetGone.
+        The job that init_from names is held the same way (delete_job and delete_checkpoint
+        lock it FOR UPDATE): InitFromGone when it, or its checkpoint, was deleted meanwhile.
         Raises ValueError for text the database cannot store (NUL, lone surrogates;
         the spec refuses both before). With `quotas`, a new job that would take the owner past
         queued_jobs, or any while it holds stored_bytes, raises models.store.quota.QuotaExceeded and
@@ -106,6 +108,8 @@ class JobsStore(StoreBase):
                 )
                 if held is None:
                     raise DatasetGone(spec.dataset.id)
+            if spec.init_from is not None:
+                _hold_init_from(session, spec, owner)
             insert = postgresql.insert if _dialect(session) == "postgresql" else sqlite.insert
             statement = (
                 insert(Job)
@@ -226,3 +230,19 @@ def _texts(value: object) -> list[str]:
 
 def _dialect(session: Session) -> str:
     return session.get_bind().dialect.name
+
+
+def _hold_init_from(session: Session, spec: JobSpec, owner: str) -> None:
+    """Share-lock the job `spec.init_from` names and check it still has the checkpoint (or any, for "latest");
+    raises InitFromGone. SQLite ignores FOR SHARE; its writers are serialised (BEGIN IMMEDIATE, models/db.py)."""
+    assert spec.init_from is not None
+    source = session.scalar(
+        select(Job.id).where(Job.id == spec.init_from.job, Job.owner == owner).with_for_update(read=True)
+    )
+    if source is None:
+        raise InitFromGone("job", f"no job {spec.init_from.job!r}")
+    checkpoints = select(Checkpoint.step).where(Checkpoint.job_id == source)
+    if spec.init_from.step != "latest":
+        checkpoints = checkpoints.where(Checkpoint.step == spec.init_from.step)
+    if session.scalar(checkpoints.limit(1)) is None:
+        raise InitFromGone("step", f"job {source} has no checkpoint at step {spec.init_from.step}")

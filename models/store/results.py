@@ -80,6 +80,14 @@ class JobInUse(Exception):
         self.users = users
 
 
+class JobInStudy(Exception):
+    """The job is one of a study's: deleting it would rewrite the study's record (its status and table)."""
+
+    def __init__(self, study_id: str) -> None:
+        super().__init__(f"the job belongs to study {study_id}")
+        self.study_id = study_id
+
+
 @dataclass(frozen=True)
 class DeletedJob:
     """What delete_job removed: the artifact keys the caller deletes, and the checkpoint bytes freed."""
@@ -413,8 +421,8 @@ class ResultsStore(StoreBase):
         checkpoints, generate requests); None when there is no such job. The caller deletes the artifacts: the
         returned keys and the job's folder (worker/checkpoints.py job_prefix).
 
-        Raises JobNotFinal unless the job succeeded, failed or was cancelled; JobInUse while an active job's
-        init_from names it. The owner's stored_bytes drop by `freed_bytes` (the checkpoint rows are what it counts).
+        Raises JobNotFinal unless the job succeeded, failed or was cancelled; JobInStudy for a study's job (a
+        finished study's status and table are made of its jobs); JobInUse while an active job's init_from names it. The owner's stored_bytes drop by `freed_bytes` (the checkpoint rows are what it counts).
         """
         if not storable(job_id, owner):
             return None
@@ -424,6 +432,8 @@ class ResultsStore(StoreBase):
                 return None
             if job.status not in JobStatus.FINAL:
                 raise JobNotFinal(job.status)
+            if job.study_id is not None:
+                raise JobInStudy(job.study_id)
             users = _init_from_users(session, job_id)
             if users:
                 raise JobInUse(sorted(users)[:10])
