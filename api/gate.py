@@ -319,7 +319,7 @@ async def respond(
     error object."""
     answer = error_body(code, message, details)
     answer["error"].update(extra or {})
-    body = json.dumps(answer).encode()
+    body = json.dumps(answer, ensure_ascii=False, separators=(",", ":")).encode()  # as JSONResponse writes it
     raw: list[Any] = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     raw += [(name.encode(), value.encode()) for name, value in (headers or {}).items()]
     await send({"type": "http.response.start", "status": status, "headers": raw})

@@ -5,7 +5,8 @@ FastAPI infers the success answers and a 422 in its own shape; what it cannot se
   components/schemas/Error): 400 (a repeated Authorization, Content-Type, Content-Length, Idempotency-Key or
   Last-Event-ID: api/gate.py) on every /v1 operation; 401 and 403 (auth is on once a key exists, in
   GANFORGE_API_KEYS or the store); 404 where a path names an object (ownership: another owner's is missing too) or
-  `ROUTE_ERRORS` says so; 413 and 415 where there is a body; 422 where there are parameters or a body; 429 with
+  `ROUTE_ERRORS` says so; 413 on every /v1 operation (a body over its limit, whatever the method); 415 where there
+  is a body; 422 where there are parameters or a body; 429 with
   Retry-After and the RateLimit headers on every /v1 operation (a client address over its rate of failed
   authentications) and for a key's rate on the operations api/ratelimit.py limits; the rest as `ROUTE_ERRORS` or a
   route's own `responses=` list them;
@@ -242,7 +243,7 @@ def _declare_raw_bodies(schema: dict[str, Any], components: dict[str, Any]) -> N
 def _declare_errors(method: str, path: str, operation: dict[str, Any]) -> None:
     """Every error status the operation answers, each with the Error schema and a description."""
     responses: dict[str, Any] = operation.setdefault("responses", {})
-    statuses = {400, 401, 403}
+    statuses = {400, 401, 403, 413}  # 413: the gate refuses an over-limit body on any operation, even a GET's
     if "{" in path:
         statuses.add(404)
     if "requestBody" in operation:
