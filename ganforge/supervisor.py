@@ -70,12 +70,15 @@ def worker_command(generate: bool = False) -> list[str]:
     from models.queue import generate_queue, worker_queues
     from models.settings import get_settings
 
+    # With JSON logs, Celery's start-up banner (plain text on stdout) is left out: every line is then one object.
+    quiet = ["--quiet"] if get_settings().log_format == "json" else []
     return [
         sys.executable,
         "-m",
         "celery",
         "-A",
         "worker.celery_app",
+        *quiet,
         "worker",
         "--loglevel",
         "INFO",

@@ -235,8 +235,9 @@ def test_every_worker_line_about_the_job_is_json_with_its_fields(observed: Obser
         if line.startswith("{"):
             records.append(json.loads(line))
         else:
-            # Only Celery's start-up banner is printed rather than logged; it never names a job.
+            # Python's warnings (Celery's about running as root) are printed, not logged; they never name a job.
             assert job_id not in line, line
+    assert not any("-------------- " in line for line in lines), lines[:20]  # Celery's banner is left out
     messages = [record["message"] for record in records]
     claimed = next(i for i, m in enumerate(messages) if m.startswith(f"job {job_id}: claimed by w-"))
     ended = messages.index(f"job {job_id}: succeeded")
