@@ -96,6 +96,8 @@ def test_killed_worker_resumes_elsewhere_with_the_same_result(bare_service: Serv
     )
 
 
+# One backend each (the suite's time): the SIGTERM hand-back on PostgreSQL here, on SQLite in the next test.
+@pytest.mark.parametrize("bare_service", ["postgres"], indirect=True)
 def test_sigterm_checkpoints_and_hands_the_job_back(bare_service: Service) -> None:
     service = bare_service
     service.start_api()
@@ -116,6 +118,7 @@ def test_sigterm_checkpoints_and_hands_the_job_back(bare_service: Service) -> No
         assert any("handed back" in r and "shut down" in r for r in status_reasons(client, job["id"]))
 
 
+@pytest.mark.parametrize("bare_service", ["embedded"], indirect=True)
 def test_a_hand_back_does_not_use_up_an_attempt(bare_service: Service) -> None:
     # Fault 8: max_attempts 2; one SIGTERM (checkpointed, handed back), then one crash: the job still succeeds.
     service = bare_service

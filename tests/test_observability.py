@@ -125,7 +125,12 @@ def query(prometheus: str, promql: str, timeout: float = 30.0) -> list[dict[str,
 @pytest.mark.slow  # the `observed` deployment
 def test_prometheus_scrapes_the_api_and_the_worker(observed: Observed) -> None:
     job_id, prometheus = observed.job_id, observed.prometheus
-    up = query(prometheus, "up == 1")
+    # Both targets up (each answers its first scrape in its own time: wait for the two, not the first).
+    up = query(prometheus, 'count by (job) (up{job=~"ganforge-api|ganforge-worker"} == 1)')
+    deadline = time.monotonic() + 30
+    while len(up) < 2 and time.monotonic() < deadline:
+        time.sleep(0.5)
+        up = query(prometheus, 'count by (job) (up{job=~"ganforge-api|ganforge-worker"} == 1)')
     assert {series["metric"]["job"] for series in up} == {"ganforge-api", "ganforge-worker"}, up
     # Jobs by status and queue, read through the key: the trained job is counted in the default queue.
     succeeded = query(prometheus, 'ganforge_jobs{status="succeeded"} >= 1')
