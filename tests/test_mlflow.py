@@ -90,15 +90,18 @@ class MlflowServer:
         self.process.wait()
 
 
-@pytest.fixture(scope="module")
-def mirrored(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Service, MlflowServer, str]]:
-    """(a deployment mirroring every job to a real MLflow server, the server, a closed port's URL it may also use)."""
+@pytest.fixture(scope="module", params=["embedded", "postgres"])
+def mirrored(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Service, MlflowServer, str]]:
+    """(a deployment mirroring every job to a real MLflow server, the server, a closed port's URL it may also use),
+    on each backend."""
     server = MlflowServer(tmp_path_factory.mktemp("mlflow"))
     down = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     try:
         with api_and_worker(
-            "embedded",
-            tmp_path_factory.mktemp("ganforge-mlflow"),
+            request.param,
+            tmp_path_factory.mktemp(f"ganforge-mlflow-{request.param}"),
             GANFORGE_MLFLOW_TRACKING_URI=server.url,
             GANFORGE_MLFLOW_ALLOWED_URIS=down,
             GANFORGE_MLFLOW_EXPERIMENT="ganforge-tests",
@@ -264,4 +267,3 @@ def test_integration_events_are_written_and_read_per_integration(store: JobStore
     store.add_integration_event(job_id=job.id, data={"integration": "other", "run_id": "x"})
     store.add_integration_event(job_id=job.id, data={"integration": "mlflow", "run_id": "r2"})
     assert [e["run_id"] for e in store.integration_events(job_id=job.id, integration="mlflow")] == ["r1", "r2"]
-

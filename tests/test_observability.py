@@ -42,9 +42,8 @@ class Observed:
     job_id: str
 
 
-# The production stack's store only: a deployment of its own costs 15-60 s a backend, and what differs between the
-# stores (the figures' SQL) is tested on both by test_queue_figures_count_by_status_and_queue.
-@pytest.fixture(scope="module", params=["postgres"])
+# Both stacks, as issue 13 asks of each real component (a deployment of its own costs 15-60 s a backend).
+@pytest.fixture(scope="module", params=["postgres", "embedded"])
 def observed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Observed]:
     """A deployment logging JSON with its worker's metrics port on, a job trained there, and a Prometheus scraping
     both every second."""
