@@ -36,9 +36,9 @@ run: install  ## embedded default: SQLite + file-system broker, API on :8000, on
 test: $(VENV)/.test-tools  ## lint, types, then the whole suite against PostgreSQL + Redis and the embedded default
 	$(BIN)/ruff check .
 	$(BIN)/mypy models api worker ganforge migrations
-	# Four test processes on two cores, one test file each at a time (a file's services are shared by its tests):
-	# three kept the cores 70 % busy (33 CPU-min in 23.7 min), the rest spent waiting on services. The slowest listed.
-	$(BIN)/pytest -q -n 4 --dist loadfile --durations=20
+	# Three test processes on two cores, one test file each at a time (a file's services are shared by its tests):
+	# the suite is CPU-bound there (33 CPU-min in 20 min with three or four). The slowest listed.
+	$(BIN)/pytest -q -n 3 --dist loadfile --durations=20
 
 bench: install
 	$(BIN)/python bench/trainer_overhead.py

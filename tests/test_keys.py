@@ -505,6 +505,7 @@ PRODUCTION = {"GANFORGE_ENVIRONMENT": "production", "GANFORGE_API_KEYS": ""}
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("bare_service", ["embedded"], indirect=True)  # one backend each: the next test's is PG
 def test_production_starts_with_only_store_keys_and_refuses_with_none(bare_service: Service) -> None:
     """GANFORGE_ENVIRONMENT=production without GANFORGE_API_KEYS: the API refuses to start while the store holds
     no active key (none, then only a revoked one), and starts once it holds one."""
@@ -536,6 +537,7 @@ def test_production_starts_with_only_store_keys_and_refuses_with_none(bare_servi
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("bare_service", ["postgres"], indirect=True)
 def test_up_prints_a_working_admin_key_once(bare_service: Service) -> None:
     """`ganforge up` in production without GANFORGE_API_KEYS on an empty store prints an admin key (once, in its
     whole output, the API's and workers' logs included), with which a team's key is made; a second `up` (--auth
