@@ -19,6 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from api import errors, events, openapi, security, telemetry
 from api.deps import KeylessProduction, refuse_keyless_production
 from api.gate import RequestGate
+from api.jobcache import JobCacheMiddleware, JobReadCache
 from api.reconciler import Reconciler
 from api.routes import ROUTERS
 from api.webhooks import WebhookSender
@@ -141,9 +142,12 @@ def create_app(settings: Settings | None = None, *, reconcile: bool = True) -> F
     app.state.artifacts = ArtifactStore(settings.artifacts_url, settings.artifacts_options)
     app.state.celery = make_celery(settings)
     app.state.registry = CollectorRegistry()
-    app.state.event_hub = events.EventHub(app.state.store, app.state.registry)
+    app.state.job_cache = JobReadCache(app.state.store.engine, app.state.registry)
+    app.state.event_hub = events.EventHub(app.state.store, app.state.registry, app.state.job_cache)
     app.state.webhook_sender = WebhookSender(app.state.store, settings, app.state.registry)
     errors.install(app)
+    # Inside the gate: only an authenticated, authorised caller's GET is answered from memory.
+    app.add_middleware(JobCacheMiddleware, cache=app.state.job_cache)
     # In front of the routers: a request is authenticated and size-checked before its body is read.
     app.add_middleware(RequestGate, settings=settings)
     for router in ROUTERS:

@@ -15,11 +15,14 @@ For each backend (default both: the embedded SQLite store and PostgreSQL in a th
 3. starts a bare FastAPI app (`bare_app` below: one `async def` route at the same path returning the API's own
    answer for each job as fixed bytes) with the same uvicorn command line and settings;
 4. for each job, alternates `wrk -t2 -c32 -d<seconds>s --latency` on the bare app and on the API, `--rounds`
-   times each (alternating spreads another process's load on this machine over both), all requests checked 2xx.
+   times each (alternating spreads another process's load on this machine over both), all requests checked 2xx;
+   then the API `--rounds` times more with a query string the route ignores (UNCACHED), which the job read cache
+   (api/jobcache.py) leaves to the route: every such GET reads the store, the cost of a miss.
 
 Prints, per backend and job: requests/s (all requests over all rounds' time), p50 (the mean of the rounds') and
-p99 (the worst round's) for both, and the ratio of the API's requests/s to the bare endpoint's (the goal of issue
-14: at least 0.5). On a machine whose cores are shared, wrk and the server compete for them: print `uptime` with
+p99 (the worst round's) for both, the job read cache's hits and misses during the API's runs (from its /metrics),
+the ratio of the API's requests/s to the bare endpoint's (the goal of issue 14: at least 0.5), and the same for
+the uncached GETs. On a machine whose cores are shared, wrk and the server compete for them: print `uptime` with
 the figures.
 """
 
@@ -51,6 +54,9 @@ from tests.service import (  # noqa: E402
     wait_for,
 )
 
+# A query string the route ignores: the job read cache (api/jobcache.py) keeps only plain GETs, so this GET is
+# answered by the route and the store every time, the cost of a miss.
+UNCACHED = "?uncached=1"
 BODIES_ENV = "GANFORGE_BENCH_BODIES"  # the bare app's answers: a JSON file of {job id: the API's body as text}
 OWNER = "bench"
 
@@ -149,6 +155,16 @@ def start_bare(env: dict[str, str], folder: Path, bodies: dict[str, str]) -> tup
     raise RuntimeError("the bare app did not start:\n" + (folder / "bare.log").read_text())
 
 
+def cache_counts(url: str, key: str) -> tuple[float, float]:
+    """The API's job read cache hits and misses so far, from its /metrics."""
+    text = httpx.get(f"{url}/metrics", headers={"Authorization": f"Bearer {key}"}, timeout=30).raise_for_status().text
+    counts = []
+    for result in ("hit", "miss"):
+        found = re.search(rf'^ganforge_job_cache_requests_total\{{result="{result}"\}} (\S+)$', text, re.M)
+        counts.append(float(found[1]) if found else 0.0)
+    return counts[0], counts[1]
+
+
 def make_key(service: Service) -> str:
     """A read,submit store key for OWNER, made as an operator makes one (`ganforge keys create`)."""
     done = subprocess.run(
@@ -188,20 +204,31 @@ def bench_backend(label: str, database_url: str | None, args: argparse.Namespace
                 path = f"/v1/jobs/{job_id}"
                 with httpx.Client(timeout=30) as plain:  # the same bytes from both
                     assert plain.get(bare_url + path).content == bodies[job_id].encode()
-                measured: dict[str, list[Load]] = {"bare": [], "api": []}
-                run_wrk(service.url + path, key, 1, args.connections, args.threads)  # warm both
-                run_wrk(bare_url + path, key, 1, args.connections, args.threads)
+                measured: dict[str, list[Load]] = {"bare": [], "api": [], "uncached": []}
+                urls = {"bare": bare_url + path, "api": service.url + path, "uncached": service.url + path + UNCACHED}
+                for url in urls.values():  # warm all three
+                    run_wrk(url, key, 1, args.connections, args.threads)
+                before = cache_counts(service.url, key)
                 for _ in range(args.rounds):
-                    for name, base in (("bare", bare_url), ("api", service.url)):
-                        measured[name].append(run_wrk(base + path, key, args.seconds, args.connections, args.threads))
+                    for name in ("bare", "api"):
+                        measured[name].append(run_wrk(urls[name], key, args.seconds, args.connections, args.threads))
+                hit, miss = (after - first for after, first in zip(cache_counts(service.url, key), before, strict=True))
+                for _ in range(args.rounds):
+                    measured["uncached"].append(
+                        run_wrk(urls["uncached"], key, args.seconds, args.connections, args.threads)
+                    )
                 api_rps, api_p50, api_p99 = summary(measured["api"])
                 bare_rps, bare_p50, bare_p99 = summary(measured["bare"])
+                raw_rps, raw_p50, raw_p99 = summary(measured["uncached"])
                 print(
                     f"{label}, GET a {state} job ({len(bodies[job_id])} bytes), {args.connections} connections, "
                     f"{args.rounds} x {args.seconds:g} s each:\n"
-                    f"  ganforge API: {api_rps:8.0f} req/s  p50 {api_p50:7.2f} ms  p99 {api_p99:7.2f} ms\n"
+                    f"  ganforge API: {api_rps:8.0f} req/s  p50 {api_p50:7.2f} ms  p99 {api_p99:7.2f} ms"
+                    f"  (job read cache: {hit:.0f} hits, {miss:.0f} misses)\n"
                     f"  bare FastAPI: {bare_rps:8.0f} req/s  p50 {bare_p50:7.2f} ms  p99 {bare_p99:7.2f} ms\n"
-                    f"  ratio API / bare: {api_rps / bare_rps:.2f} (goal >= 0.5)",
+                    f"  ratio API / bare: {api_rps / bare_rps:.2f} (goal >= 0.5)\n"
+                    f"  every GET read from the store ({UNCACHED}: not kept): {raw_rps:8.0f} req/s  p50 {raw_p50:7.2f} ms"
+                    f"  p99 {raw_p99:7.2f} ms, ratio {raw_rps / bare_rps:.2f}",
                     flush=True,
                 )
         except Exception:
