@@ -148,7 +148,7 @@ def test_workers_record_their_gpus_and_a_job_none_of_its_queues_workers_can_run_
 
     free = "waiting for a free worker"
     assert reason("gpu", 4) == (
-        "no live worker of queue 'gpu' sees 4 GPUs (the most is 1): one that takes this job fails it; start a worker "
+        "no live worker of queue 'gpu' sees 4 GPUs (the most is 1): the job waits for one that does; start a worker "
         "of this queue on a machine with 4 (`ganforge worker --queue gpu --gpu 0,1,2,3`) or ask for fewer "
         "(resources.gpus)"
     )
@@ -174,6 +174,26 @@ def test_workers_record_their_gpus_and_a_job_none_of_its_queues_workers_can_run_
     ]
 
 
+def test_a_worker_claims_only_the_jobs_its_gpus_run_and_leaves_the_rest_queued(store: JobStore) -> None:
+    """claim_next's SQL filter is runs_on: every device and resources.gpus against workers seeing 0, 1 and 2."""
+    for seen in (0, 1, 2):
+        for device in ("auto", "cpu", "cuda"):
+            for gpus in (1, 2):
+                owner = f"owner-{uuid.uuid4().hex[:8]}"
+                queue = f"q-{uuid.uuid4().hex[:8]}"
+                job = _gpu_job(store, owner, queue, gpus, device)
+                claimed = store.claim_next(worker=f"w-{seen}", quotas_of=default_quotas, queues=[queue], gpus=seen)
+                expected = runs_on(device=device, gpus=gpus, seen=seen)
+                assert (claimed is not None) == expected, (seen, device, gpus)
+                if not expected:  # left queued for a worker that can: the next one with enough GPUs takes it
+                    assert store.get_job(job_id=job.id).status == "queued"
+                    later = store.claim_next(worker="w-big", quotas_of=default_quotas, queues=[queue], gpus=2)
+                    assert later is not None and later.id == job.id
+    # A worker that does not say (None) claims anything, as before.
+    job = _gpu_job(store, "owner-any", "q-any", 8, "cuda")
+    assert store.claim_next(worker="w-any", quotas_of=default_quotas, queues=["q-any"]).id == job.id
+
+
 def test_migration_0010_adds_workers_gpus_and_a_row_from_before_says_nothing(store: JobStore) -> None:
     store.register_worker(worker="w-2gpu", queues=["gpu"], threads=1, gpus=2)
     url = store.engine.url.render_as_string(hide_password=False)
@@ -192,7 +212,7 @@ def test_migration_0010_adds_workers_gpus_and_a_row_from_before_says_nothing(sto
 @pytest.mark.parametrize("service", ["postgres", "sqlite"], indirect=True)
 def test_a_job_wanting_more_gpus_than_its_queues_live_workers_see_says_so(service: Service) -> None:
     """The deployment's own worker (a real `ganforge worker` on this CPU machine) records 0 GPUs, and a cuda job
-    of its queue says so while queued and is failed by it as the reason foretold. A worker that sees 1 GPU cannot be
+    of its queue says so while queued and is left queued by it when it is woken. A worker that sees 1 GPU cannot be
     started here (worker/devices.py counts what torch sees; no setting fakes it), so its heartbeat row is written
     through the store as worker/presence.py writes it."""
     queue = service.env["GANFORGE_QUEUE"]
@@ -210,10 +230,17 @@ def test_a_job_wanting_more_gpus_than_its_queues_live_workers_see_says_so(servic
             posted = client.post("/v1/jobs", json=spec)
             assert posted.status_code == 201, posted.text
             assert posted.json()["queue_reason"].startswith(
-                f"no live worker of queue '{queue}' sees 2 GPUs (the most is 0): one that takes this job fails it"
+                f"no live worker of queue '{queue}' sees 2 GPUs (the most is 0): the job waits for one that does"
             ), posted.json()
-            failed = wait_for(client, posted.json()["id"], ("failed",), timeout=60)
-            assert "no GPU" in failed["error"], failed  # the worker did as the reason said
+            # The CPU worker is woken for it and leaves it queued (claim_next's runs_on), as the reason says.
+            job_id = posted.json()["id"]
+            deadline = time.monotonic() + 60
+            while f"woken for job {job_id}: no queued job may start now" not in service.logs():
+                assert time.monotonic() < deadline, service.logs()
+                time.sleep(0.2)
+            waiting = client.get(f"/v1/jobs/{job_id}").json()
+            assert waiting["status"] == "queued" and waiting["queue_reason"] == posted.json()["queue_reason"], waiting
+            client.post(f"/v1/jobs/{job_id}/cancel").raise_for_status()
 
             store.register_worker(worker=fake, queues=[name], threads=1, gpus=1)
             wide = client.post("/v1/jobs", json={**TINY_SPEC, "resources": {"queue": name, "gpus": 4}})

@@ -59,6 +59,7 @@ from models.store import JobStore
 from worker import presence, telemetry
 from worker.celery_app import app
 from worker.checkpoints import LoadedCheckpoint, latest_complete, load_checkpoint, load_weights
+from worker.devices import visible_gpus
 from worker.gan import LoadedData, load_builtin
 from worker.lease import LeaseKeeper, StoreLost
 from worker.mlflow_mirror import OFF, Mirror, open_mirror
@@ -259,7 +260,8 @@ def train_job(job_id: str) -> str:
     settings = get_settings()
     # The message is a wake-up: the store picks the job (fair share, priority, running-jobs quota), and
     # `job_id` is only the job whose submission or end sent it.
-    job = store.claim_next(worker=worker, quotas_of=settings.quotas, queues=serving())
+    # A job this worker's GPUs cannot run stays queued (its queue_reason says why) for a worker that can.
+    job = store.claim_next(worker=worker, quotas_of=settings.quotas, queues=serving(), gpus=visible_gpus())
     if job is None:
         log.info("woken for job %s: no queued job may start now (none queued, or their owners at quota)", job_id)
         return "nothing to claim"

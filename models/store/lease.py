@@ -54,6 +54,17 @@ def _in_queues(queues: Collection[str] | None) -> ColumnElement[bool]:
     return Job.queue.in_(list(queues)) if queues is not None else true()
 
 
+def _runs_on(seen: int | None) -> ColumnElement[bool]:
+    """Jobs a worker that sees `seen` GPUs runs rather than fails: workers.runs_on over the stored spec's
+    training.device and resources.gpus (a spec from before resources.gpus asks for 1); None: every job."""
+    if seen is None:
+        return true()
+    device = func.coalesce(Job.spec[("training", "device")].as_string(), "auto")
+    if seen == 0:  # "cpu" and "auto" run as gloo processes on the CPU; "cuda" cannot
+        return device != "cuda"
+    return or_(device == "cpu", func.coalesce(Job.spec[("resources", "gpus")].as_integer(), 1) <= seen)
+
+
 def _running_of_waiting_owners(session: Session, queues: Collection[str] | None = None) -> dict[str, int]:
     """{owner: running + cancelling jobs, in any queue} for every owner with a queued job in `queues` (None: any);
     0 when none runs."""
@@ -111,9 +122,13 @@ def _take(session: Session, job_id: str, worker: str, now: datetime) -> Job | No
 class LeaseStore(StoreBase):
     """The worker's side of a job, and the reconciler's."""
 
-    def claim_next(self, *, worker: str, quotas_of: QuotasOf, queues: Collection[str] | None = None) -> Job | None:
+    def claim_next(
+        self, *, worker: str, quotas_of: QuotasOf, queues: Collection[str] | None = None, gpus: int | None = None
+    ) -> Job | None:
         """Claim the next queued job of the named `queues` (the worker's; None: every queue) by fair share; None
         when no queued job of them may start now. An owner's running-jobs quota counts its jobs in every queue.
+        `gpus`: how many GPUs the claiming worker sees; a job it could not run (workers.runs_on: a cuda job on a
+        CPU worker, resources.gpus above `gpus`) is left queued for a worker that can (None: any job).
 
         Among owners whose running jobs (running + cancelling) are below their `running_jobs` quota
         (`quotas_of(owner)`, models/quotas.py), jobs are taken by the owner's running count ascending, then
@@ -142,7 +157,9 @@ class LeaseStore(StoreBase):
                 while owners:
                     pick = (
                         select(Job.id, Job.owner)
-                        .where(Job.status == JobStatus.QUEUED, _in_queues(queues), Job.owner.in_(owners))
+                        .where(
+                            Job.status == JobStatus.QUEUED, _in_queues(queues), _runs_on(gpus), Job.owner.in_(owners)
+                        )
                         .order_by(Job.priority.desc(), case(served, value=Job.owner), Job.seq)
                         .limit(1)
                     )

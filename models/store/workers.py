@@ -91,7 +91,7 @@ def gpu_shortage(*, queue: str, device: str, gpus: int, seen: Collection[int | N
     """Why no live worker of `queue` (whose GPU counts are `seen`, one per worker) can run a job of `device` and
     `gpus` (runs_on); None when one can, or when none is live (that is the no-worker reason's to say).
 
-    E.g. "no live worker of queue 'gpu' sees 4 GPUs (the most is 1): one that takes this job fails it; start a
+    E.g. "no live worker of queue 'gpu' sees 4 GPUs (the most is 1): the job waits for one that does; start a
     worker of this queue on a machine with 4 (`ganforge worker --queue gpu --gpu 0,1,2,3`) or ask for fewer
     (resources.gpus)"."""
     if not seen or any(runs_on(device=device, gpus=gpus, seen=count) for count in seen):
@@ -101,7 +101,7 @@ def gpu_shortage(*, queue: str, device: str, gpus: int, seen: Collection[int | N
     fewer = " or ask for fewer (resources.gpus)" if gpus > 1 else ""
     indices = ",".join(str(index) for index in range(gpus))
     return (
-        f"no live worker of queue '{queue}' sees {wanted} (the most is {most}): one that takes this job fails it; "
+        f"no live worker of queue '{queue}' sees {wanted} (the most is {most}): the job waits for one that does; "
         f"start a worker of this queue on a machine with {gpus} (`ganforge worker --queue {queue} --gpu {indices}`)"
         f"{fewer}"
     )
