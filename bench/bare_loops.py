@@ -10,7 +10,8 @@ gan_toy.py / gan_64x64.py: 5 critic steps, ε per sample, D's parameters frozen 
 computation"). torch.optim.Adam with its defaults for the device (no fused kernel asked for), nothing logged,
 no diagnostics, no EMA. With `bf16` the forwards run under autocast and the losses and the penalty take float32
 scores (the recipe the trainer uses, GAN_REFERENCE.md). `gan` only lends its networks (built by
-worker/gan/factory.py, so both sides start from the same weights, in channels_last on a GPU).
+worker/gan/factory.py, so both sides start from the same weights) in their memory format (`gan.channels_last`:
+the factory's NHWC for convolutional nets; bench/trainer_overhead.py gives its CPU baseline NCHW, the papers').
 """
 
 from __future__ import annotations

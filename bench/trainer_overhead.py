@@ -7,8 +7,10 @@
    steps with the diagnostics, a snapshot every 500 steps with its quality figures, a checkpoint every 1,000),
    written by the service's own sink (SQLite job store, local artifact store, the lease thread), against the
    bare loop of bench/bare_loops.py (the papers' code: nsgan as the PyTorch DCGAN example, wgan-gp as
-   Gulrajani et al.'s; torch.optim.Adam with its defaults, nothing logged) on the very same networks (built
-   once by worker/gan/factory.py, the same initial weights), batch, device and threads. Printed as
+   Gulrajani et al.'s; torch.optim.Adam with its defaults, PyTorch's default NCHW layout, nothing logged) on the
+   very same networks (built by worker/gan/factory.py, the same initial weights), batch, device and threads.
+   The trainer's own speed choices (fused Adam; NHWC convolutions, worker/gan/factory.py) are numerically the
+   same algorithm and are not given to the baseline, which is what one writes by hand. Printed as
    trainer / bare (1.00: the trainer costs nothing; above 1: it is faster). EMA is off on both sides (the bare
    loop has none).
 
@@ -17,9 +19,10 @@
    - `ordinary`: the mean time of the run's steps that take no snapshot and no checkpoint (every 10th of them
      reads the metrics and diagnostics, as by default), from step 2 (step 1 warms up, as the bare loop's
      untimed first step) to the step before the last (the last writes the job's final snapshot and checkpoint);
-   - `snapshot` and `checkpoint`: the run also takes a snapshot at step s and a snapshot and a checkpoint at
-     step 2s (the default's pattern, 500 and 1,000, brought inside the window); each costs the time of its step
-     less `ordinary`;
+   - `snapshot` and `checkpoint`: the run (every.samples s, every.checkpoint 2s, s = ceil(steps / 3)) also takes
+     a snapshot at step s and a snapshot and a checkpoint at step 2s (the default's pattern, 500 and 1,000,
+     brought inside the window); a snapshot costs step s's time less `ordinary`, a checkpoint step 2s's less
+     step s's;
    - trainer time per step = ordinary + snapshot / every.samples + checkpoint / every.checkpoint (defaults).
    The bare loop is timed over as many steps as `ordinary` (mean, after one untimed step). Each case's window
    is sized for ~15 s a side on this project's CPU (WINDOWS; --scale multiplies it); interleaved, best of
@@ -79,13 +82,13 @@ NETS: dict[str, dict[str, Any]] = {
     },
 }
 LOSSES = ("nsgan", "wgan-gp")
-# (net, loss) -> (ordinary steps timed, s: the snapshot step; 2s: the snapshot and checkpoint step); about 15 s
-# of steps a side on one thread of this project's CPU (generator steps/s ~22, ~4, ~4, ~0.7).
-WINDOWS: dict[tuple[str, str], tuple[int, int]] = {
-    ("MLP (ring8, batch 256)", "nsgan"): (300, 100),
-    ("MLP (ring8, batch 256)", "wgan-gp"): (60, 20),
-    ("DCGAN 32 px (digits, batch 64)", "nsgan"): (60, 20),
-    ("DCGAN 32 px (digits, batch 64)", "wgan-gp"): (12, 5),
+# (net, loss) -> ordinary steps timed: about 15 s of steps a side on one thread of this project's CPU (generator
+# steps/s ~22, ~4, ~4, ~0.7).
+WINDOWS: dict[tuple[str, str], int] = {
+    ("MLP (ring8, batch 256)", "nsgan"): 300,
+    ("MLP (ring8, batch 256)", "wgan-gp"): 60,
+    ("DCGAN 32 px (digits, batch 64)", "nsgan"): 60,
+    ("DCGAN 32 px (digits, batch 64)", "wgan-gp"): 12,
 }
 DEFAULT = Every()  # the cadence a job gets when its spec says nothing
 
@@ -110,6 +113,11 @@ def bare_steps_per_sec(spec: JobSpec, data: LoadedData, steps: int) -> float:
     torch.manual_seed(0)
     device = torch.device("cpu")
     gan = build_gan(spec, data.info, device)  # only for the networks (same init as the trainer's)
+    # The papers' code keeps PyTorch's default layout (NCHW); NHWC convolutions are the trainer's own choice
+    # (worker/gan/factory.py), as its fused Adam is: the same weights and convolutions, faster on a CPU.
+    gan.generator.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+    gan.discriminator.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+    gan.channels_last = False
     step = bare_step(spec, gan, data.x, device)
     step()  # warm-up, as the trainer's first step is not timed either
     started = time.perf_counter()
@@ -147,12 +155,11 @@ class TrainerTiming:
         return 1.0 / per_step
 
 
-def trainer_timing(
-    net: dict[str, Any], loss: str, window: int, s: int, data: LoadedData, folder: Path
-) -> TrainerTiming:
+def trainer_timing(net: dict[str, Any], loss: str, window: int, data: LoadedData, folder: Path) -> TrainerTiming:
     """One trainer run of window + 4 steps: metrics at the default cadence, a snapshot at s, a snapshot and a
     checkpoint at 2s, the job's final ones at the last step; see the module docstring."""
     steps = window + 4  # + step 1, s, 2s and the last
+    s = -(-steps // 3)  # every s steps: s < 2s < steps <= 3s, so no other snapshot before the last step
     spec = spec_for(net, loss, steps, {"metrics": DEFAULT.metrics, "samples": s, "checkpoint": 2 * s})
     url = f"sqlite:///{folder / 'bench.db'}"
     upgrade(url)
@@ -253,14 +260,12 @@ def main() -> None:
     for net_name, net in NETS.items():
         data = load_builtin(net["dataset"]["builtin"], net["dataset"].get("resize"))
         for loss in LOSSES:
-            window, s = WINDOWS[net_name, loss]
-            window, s = max(10, round(window * args.scale)), max(3, round(s * args.scale))
-            s = min(s, (window + 3) // 2)  # 2s before the last step
+            window = max(10, round(WINDOWS[net_name, loss] * args.scale))
             bare, served, best = 0.0, 0.0, None
             for _ in range(args.repeats):
                 bare = max(bare, bare_steps_per_sec(spec_for(net, loss, window + 1), data, window))
                 with tempfile.TemporaryDirectory() as tmp:
-                    timing = trainer_timing(net, loss, window, s, data, Path(tmp))
+                    timing = trainer_timing(net, loss, window, data, Path(tmp))
                 if timing.steps_per_sec(DEFAULT) > served:
                     served, best = timing.steps_per_sec(DEFAULT), timing
             assert best is not None
