@@ -115,6 +115,7 @@ def create_app(settings: Settings | None = None, *, reconcile: bool = True) -> F
         app.state.event_hub.start(listen=settings.sse_listen)
         yield
         await app.state.event_hub.stop()
+        await app.state.job_cache.close()
         if reconciler:
             app.state.webhook_sender.stop()
             reconciler.stop()
@@ -143,7 +144,7 @@ def create_app(settings: Settings | None = None, *, reconcile: bool = True) -> F
     app.state.celery = make_celery(settings)
     app.state.registry = CollectorRegistry()
     app.state.job_cache = JobReadCache(app.state.store.engine, app.state.registry)
-    app.state.event_hub = events.EventHub(app.state.store, app.state.registry, app.state.job_cache)
+    app.state.event_hub = events.EventHub(app.state.store, app.state.registry)
     app.state.webhook_sender = WebhookSender(app.state.store, settings, app.state.registry)
     errors.install(app)
     # Inside the gate: only an authenticated, authorised caller's GET is answered from memory.

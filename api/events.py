@@ -46,7 +46,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -184,19 +184,11 @@ class JobFeed:
         changed.set()
 
 
-class JobChanges(Protocol):
-    """What else hears the listener: changes of job rows and its own transitions (api/jobcache.py)."""
-
-    def job_changed(self, job_id: str) -> None: ...
-
-    def listener_changed(self, live: bool) -> None: ...
-
-
 class EventHub:
     """The per-process registry of job feeds, and the one place SSE reads the store (counted for /metrics)."""
 
-    def __init__(self, store: JobStore, registry: CollectorRegistry, jobs: JobChanges | None = None) -> None:
-        self.store, self.jobs = store, jobs
+    def __init__(self, store: JobStore, registry: CollectorRegistry) -> None:
+        self.store = store
         self.feeds: dict[str, JobFeed] = {}
         self.reads = Counter("ganforge_event_store_reads", "event-log reads made for SSE clients", registry=registry)
         self.listener_up = Gauge(
@@ -211,8 +203,7 @@ class EventHub:
         """Start listening for appends when `listen` and the store is PostgreSQL (call on the serving loop, e.g.
         in the app's lifespan); otherwise the feeds poll."""
         if listen and self.store.engine.dialect.name == "postgresql" and self.listener is None:
-            job_changed = self.jobs.job_changed if self.jobs is not None else None
-            self.listener = EventListener(self.store.engine, self.heard, self.listener_changed, job_changed)
+            self.listener = EventListener(self.store.engine, self.heard, self.listener_changed)
             self.listener.start()
 
     async def stop(self) -> None:
@@ -241,8 +232,6 @@ class EventHub:
         """The listener's callback when it comes up or goes down: every feed reads once, since appends made while
         no connection listened were announced to nobody, and then waits the interval `live` gives."""
         self.listener_up.set(1 if live else 0)
-        if self.jobs is not None:
-            self.jobs.listener_changed(live)
         for feed in list(self.feeds.values()):
             feed.poke()
 

@@ -10,64 +10,137 @@ pure ASGI middleware inside the gate (api/gate.py: the caller is authenticated a
 - a hit (a GET with no query string, by the same owner, of an entry still valid) is sent back without the router,
   its dependencies or the store. Another owner's GET is a miss, so it gets the route's own 404.
 
-Validity, so that an answer is never older than the store (the kind of staleness a cache must not add):
+Validity, so that an answer is never older than a store read made at the same moment would be (the staleness a
+cache must not add, whichever process wrote):
 
-- SQLite (the embedded default): `PRAGMA data_version` on a connection of the cache's own changes whenever any
-  other connection (a worker process, this API's own pool) commits; an entry is valid while the number read
-  just before the route read the row still stands: any commit anywhere empties it, the answer is exactly as fresh
-  as a store read (https://sqlite.org/pragma.html#pragma_data_version).
-- PostgreSQL: a trigger (migration 0011) NOTIFYs `job <id>` on the event channel for every UPDATE or DELETE of a
-  job row, delivered at commit; the API's one LISTEN connection (models/store/notify.py) drops the entry. Commits
-  made by this process drop every entry at once (the engine's `commit` event), so a client reads its own writes
-  on the process it wrote through; another process's change is seen once its notification arrives (a
-  millisecond on one network). Without a live listener (reconnecting, GANFORGE_SSE_LISTEN=false, a pooler that
-  cannot LISTEN) nothing is served from memory. An entry is kept only when no notification arrived while the
-  route read it, so a notification that raced the read never leaves an older answer behind.
-- A queued job's answer also says why it waits, which depends on other jobs and on workers' heartbeats: it is
-  kept QUEUED_TTL_SECONDS at most and (PostgreSQL) dropped on any job's change.
+- SQLite (the embedded default): `PRAGMA data_version`, on a connection of the cache's own, changes whenever any
+  other connection (a worker process, this API's own pool) commits (https://sqlite.org/pragma.html). An entry is
+  valid while the number read just before the route read the row still stands: any commit anywhere sends the
+  next GET to the route. One call into SQLite, no round trip.
+- PostgreSQL: the row's `xmin` (the id of the transaction that wrote its current version: any UPDATE changes it,
+  and a DELETE leaves no row). Before answering, the cache reads the current `xmin` of the job on a connection of
+  its own, in READ COMMITTED as the route would, and serves the kept answer only when it is the `xmin` read just
+  before the route made that answer. One round trip, batched: the GETs that arrive while a check is in flight
+  share the next one (`SELECT id, xmin FROM jobs WHERE id = ANY(...)`), so 32 waiting clients cost one query.
+  A check that cannot be made (the server away) sends the GET to the route.
+- A queued job's answer also says why it waits, which depends on other jobs and on the workers: on SQLite it is
+  valid under data_version (every table) and at most QUEUED_TTL_SECONDS (a worker's liveness is a matter of
+  time); on PostgreSQL it is not kept.
 
-At most MAX_BYTES of answers are kept (about 2 KB each), the oldest dropped first.
+At most MAX_BYTES of answers are kept (about 2 KB each), the oldest dropped first; an entry older than
+MAX_AGE_SECONDS is read again (a transaction id is reused only after billions of transactions).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import sqlite3
-import threading
 import time
 from dataclasses import dataclass, replace
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.deps import CALLER_STATE, Caller
 from models.spec import is_id
+
+log = logging.getLogger(__name__)
 
 PATH_PREFIX = "/v1/jobs/"
 ROUTE = "/v1/jobs/{job_id}"  # only that route's answers are kept (not /v1/jobs/{job_id}/metrics and the like)
 MAX_BYTES = 64 * 1024**2  # the answers kept, all together; the oldest dropped first
 MAX_ENTRY_BYTES = 256 * 1024  # a larger answer (a job with a very large spec) is not kept
 QUEUED_TTL_SECONDS = 1.0
-WROTE = "ganforge_job_cache_wrote"  # in a connection's info: it ran a statement that may write, not yet committed
+MAX_AGE_SECONDS = 3600.0
+NO_ROW = "none"  # the stamp of a job id with no row (deleted, or never was): nothing is served or kept under it
+CONNECT_TIMEOUT_SECONDS = 5
+RETRY_SECONDS = 1.0  # after a failed check, every GET goes to the route this long before the next try
 
 
 @dataclass(frozen=True)
 class Entry:
     """One kept answer: who read it, the route that made it (for the request metrics' route label), its headers
-    and body, and what it is valid under: the data_version (SQLite) or epoch (PostgreSQL) read before the route
-    read the row, the count of job notifications heard then, and for a queued job's answer the monotonic time it
-    expires."""
+    and body, what it is valid under (the data_version or xmin read before the route read the row), and the
+    monotonic time it expires."""
 
     owner: str
     route: Any
     headers: list[tuple[bytes, bytes]]
     body: bytes
-    stamp: int
-    heard: int
-    expires: float | None
+    stamp: str
+    expires: float
+
+
+class RowVersions:
+    """The current `xmin` of job rows on PostgreSQL, read in batches on one async connection of its own (psycopg),
+    made on first use in the serving loop. `await version(job_id)`: the xmin as text, NO_ROW when there is no such
+    row, or None when the check could not be made."""
+
+    def __init__(self, engine: Engine) -> None:
+        args, params = engine.dialect.create_connect_args(engine.url)
+        params.pop("context", None)  # SQLAlchemy's adapters for its own connections; plain psycopg here
+        self._connect_args: tuple[list[Any], dict[str, Any]] = (list(args), dict(params))
+        self._connection: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._waiting: dict[str, list[asyncio.Future[str | None]]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._retry_at = 0.0  # after a failure, no check (every GET to the route) until then
+
+    async def version(self, job_id: str) -> str | None:
+        loop = asyncio.get_running_loop()
+        if time.monotonic() < self._retry_at:
+            return None
+        future: asyncio.Future[str | None] = loop.create_future()
+        self._waiting.setdefault(job_id, []).append(future)
+        if self._task is None:
+            self._task = loop.create_task(self._run())
+        return await future
+
+    async def _run(self) -> None:
+        try:
+            while self._waiting:
+                # Only GETs that arrived before this query is sent are answered by it.
+                batch, self._waiting = self._waiting, {}
+                found: dict[str, str] | None
+                try:
+                    found = await self._read(list(batch))
+                except Exception as exc:  # the GETs go to the route, which reports the store itself
+                    log.warning("job read cache: cannot check row versions (%s); reading the store", exc)
+                    await self.close()
+                    self._retry_at = time.monotonic() + RETRY_SECONDS
+                    found = None
+                for job_id, futures in batch.items():
+                    result = None if found is None else found.get(job_id, NO_ROW)
+                    for future in futures:
+                        if not future.done():
+                            future.set_result(result)
+        finally:
+            self._task = None
+
+    async def _read(self, job_ids: list[str]) -> dict[str, str]:
+        import psycopg  # the api extra's driver; imported here so that SQLite-only code never needs it
+
+        loop = asyncio.get_running_loop()
+        if self._connection is None or self._connection.closed or self._loop is not loop:
+            args, params = self._connect_args
+            self._connection = await psycopg.AsyncConnection.connect(
+                *args, **{**params, "autocommit": True, "connect_timeout": CONNECT_TIMEOUT_SECONDS}
+            )
+            self._loop = loop
+        cursor = await self._connection.execute("SELECT id, xmin::text FROM jobs WHERE id = ANY(%s)", (job_ids,))
+        return {str(job_id): str(xmin) for job_id, xmin in await cursor.fetchall()}
+
+    async def close(self) -> None:
+        """Close the connection (the app's shutdown; a failed check)."""
+        if self._connection is not None:
+            with contextlib.suppress(Exception):
+                await self._connection.close()
+            self._connection = None
 
 
 class JobReadCache:
@@ -77,7 +150,7 @@ class JobReadCache:
     def __init__(self, engine: Engine, registry: CollectorRegistry) -> None:
         self.entries: dict[str, Entry] = {}  # insertion order: the oldest first out
         # The job ids a request is reading through the route now; other GETs of one wait for its answer.
-        self.filling: dict[str, asyncio.Future[Entry | None]] = {}
+        self.filling: dict[str, asyncio.Future[None]] = {}
         self.bytes = 0
         requests = Counter(
             "ganforge_job_cache_requests",
@@ -86,66 +159,44 @@ class JobReadCache:
             registry=registry,
         )
         self.hits, self.misses = requests.labels("hit"), requests.labels("miss")
-        self.listening = False  # PostgreSQL: whether notifications arrive (set by the event hub)
-        # PostgreSQL: bumped by this process's commits (any thread) and the listener's transitions; an entry is
-        # valid only under the epoch it was read in.
-        self.epoch = 0
-        self.heard = 0  # PostgreSQL: job notifications heard (any job)
-        self._lock = threading.Lock()
-        self._version: sqlite3.Connection | None = None
+        self._data_version: sqlite3.Connection | None = None
+        self._rows: RowVersions | None = None
         if engine.dialect.name == "sqlite":
             database = engine.url.database
             if database and database != ":memory:" and not database.startswith("file::memory:"):
                 # A connection that never writes: every commit anywhere moves its data_version.
-                self._version = sqlite3.connect(database, check_same_thread=False, isolation_level=None)
+                self._data_version = sqlite3.connect(database, check_same_thread=False, isolation_level=None)
         elif engine.dialect.name == "postgresql":
-            event.listen(engine, "before_cursor_execute", _note_write)
-            event.listen(engine, "commit", self._committed)
-            event.listen(engine, "rollback", _forget_write)
+            self._rows = RowVersions(engine)
 
-    # The event hub's callbacks (api/events.py), on the event loop.
-    def job_changed(self, job_id: str) -> None:
-        """A job's row changed or was deleted in some process (PostgreSQL NOTIFY from migration 0011's trigger)."""
-        self.heard += 1
-        self._drop(job_id)
+    async def stamp(self, job_id: str) -> str | None:
+        """What an answer for `job_id` read now is valid under (SQLite: the data_version; PostgreSQL: the row's
+        xmin, or NO_ROW), or None when nothing may be served from memory now."""
+        if self._data_version is not None:
+            return str(self._data_version.execute("PRAGMA data_version").fetchone()[0])
+        if self._rows is not None:
+            return await self._rows.version(job_id)
+        return None
 
-    def listener_changed(self, live: bool) -> None:
-        """The LISTEN connection went live or down: what changed meanwhile was announced to nobody."""
-        self.listening = live
-        self._committed(None)
-
-    def _committed(self, connection: Any) -> None:
-        # The engine's commit event, in the committing thread: when this process wrote (which jobs is not known
-        # here) every entry goes; a read-only transaction (the reconciler's idle rounds) keeps them.
-        if connection is None or connection.info.pop(WROTE, False):
-            with self._lock:
-                self.epoch += 1
-
-    def stamp(self) -> int | None:
-        """What an entry read now is valid under, or None when nothing may be served from memory."""
-        if self._version is not None:
-            return int(self._version.execute("PRAGMA data_version").fetchone()[0])
-        return self.epoch if self.listening else None
-
-    def answer(self, job_id: str, owner: str, stamp: int) -> Entry | None:
+    def answer(self, job_id: str, owner: str, stamp: str) -> Entry | None:
         """The kept answer to `owner`'s GET of `job_id`, when there is one valid under `stamp` (what stamp() gave
         for this request); else None."""
         entry = self.entries.get(job_id)
-        if entry is None or entry.owner != owner or entry.stamp != stamp:
+        if entry is None or entry.owner != owner or entry.stamp != stamp or stamp == NO_ROW:
             return None
-        if entry.expires is None or (time.monotonic() < entry.expires and entry.heard == self.heard):
+        if time.monotonic() < entry.expires:
             return entry
         return None
 
     def keep(self, job_id: str, entry: Entry) -> Entry | None:
-        """Keep the route's 200 answer for `job_id` and return it, unless it is too large or (PostgreSQL) may be
-        stale: then None."""
-        if len(entry.body) > MAX_ENTRY_BYTES:
+        """Keep the route's 200 answer for `job_id` and return it, unless it is too large or (PostgreSQL) a
+        queued job's: then None."""
+        if len(entry.body) > MAX_ENTRY_BYTES or entry.stamp == NO_ROW:
             return None
-        if self._version is None and (self.heard != entry.heard or self.stamp() != entry.stamp):
-            return None  # PostgreSQL: a notification or a commit came while the route read the row; may be older
         if json.loads(entry.body).get("status") == "queued":
-            entry = replace(entry, expires=time.monotonic() + QUEUED_TTL_SECONDS)
+            if self._data_version is None:
+                return None
+            entry = replace(entry, expires=min(entry.expires, time.monotonic() + QUEUED_TTL_SECONDS))
         self._drop(job_id)
         while self.entries and self.bytes + len(entry.body) > MAX_BYTES:
             self._drop(next(iter(self.entries)))
@@ -157,6 +208,14 @@ class JobReadCache:
         entry = self.entries.pop(job_id, None)
         if entry is not None:
             self.bytes -= len(entry.body)
+
+    async def close(self) -> None:
+        """Release the cache's own store connection (the app's shutdown)."""
+        if self._rows is not None:
+            await self._rows.close()
+        if self._data_version is not None:
+            self._data_version.close()
+            self._data_version = None
 
 
 class JobCacheMiddleware:
@@ -173,17 +232,13 @@ class JobCacheMiddleware:
         if job_id is None or not isinstance(caller, Caller):
             await self.app(scope, receive, send)
             return
-        stamp = cache.stamp()
-        if stamp is None:  # nothing may be served from memory now (PostgreSQL without a live listener)
-            cache.misses.inc()
-            await self.app(scope, receive, send)
-            return
         key, owner = job_id, caller.owner
-        entry = cache.answer(key, owner, stamp)
-        filling = cache.filling.get(key) if entry is None else None
+        stamp = await cache.stamp(key)
+        entry = cache.answer(key, owner, stamp) if stamp is not None else None
+        filling = cache.filling.get(key) if entry is None and stamp is not None else None
         if filling is not None:  # another request is reading this job now: its answer, not one more read
             await asyncio.shield(filling)
-            stamp = cache.stamp()
+            stamp = await cache.stamp(key)
             entry = cache.answer(key, owner, stamp) if stamp is not None else None
         if entry is not None:
             cache.hits.inc()
@@ -192,16 +247,15 @@ class JobCacheMiddleware:
             await send({"type": "http.response.body", "body": entry.body, "more_body": False})
             return
         cache.misses.inc()
-        if stamp is None:
+        if stamp is None:  # nothing may be kept now
             await self.app(scope, receive, send)
             return
-        heard, read = cache.heard, stamp
+        read = stamp
         start: Message | None = None
         chunks: list[bytes] = []
-        kept: Entry | None = None
 
         async def keeping(message: Message) -> None:
-            nonlocal start, kept
+            nonlocal start
             if message["type"] == "http.response.start":
                 start = message
             elif message["type"] == "http.response.body" and start is not None:
@@ -210,27 +264,18 @@ class JobCacheMiddleware:
                 keep = start.get("status") == 200 and getattr(route, "path_format", None) == ROUTE
                 if keep and not message.get("more_body", False):
                     headers = list(start.get("headers", []))
-                    kept = cache.keep(key, Entry(owner, route, headers, b"".join(chunks), read, heard, None))
+                    expires = time.monotonic() + MAX_AGE_SECONDS
+                    cache.keep(key, Entry(owner, route, headers, b"".join(chunks), read, expires))
             await send(message)
 
-        mine = filling is None and key not in cache.filling
+        mine = key not in cache.filling
         if mine:
             cache.filling[key] = asyncio.get_running_loop().create_future()
         try:
             await self.app(scope, receive, keeping)
         finally:
             if mine:
-                cache.filling.pop(key).set_result(kept)
-
-
-def _note_write(connection: Any, _cursor: Any, statement: str, *_: Any) -> None:
-    # Anything but a SELECT may write (a WITH may hold an UPDATE): noted on the connection until its commit.
-    if statement.lstrip()[:6].upper() != "SELECT":
-        connection.info[WROTE] = True
-
-
-def _forget_write(connection: Any) -> None:
-    connection.info.pop(WROTE, None)
+                cache.filling.pop(key).set_result(None)
 
 
 def _job_id(scope: Scope) -> str | None:

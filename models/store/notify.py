@@ -33,8 +33,6 @@ from sqlalchemy.orm import Session
 log = logging.getLogger(__name__)
 
 CHANNEL = "ganforge_job_events"
-# Migration 0011's trigger NOTIFYs `job <id>` on CHANNEL after each UPDATE or DELETE of a job row (api/jobcache.py).
-JOB_CHANGED_PREFIX = "job "
 APPLICATION_NAME = "ganforge-event-listener"  # how the listening session shows in pg_stat_activity
 # This often the listener NOTIFYs a probe to itself and waits to hear it back: a connection that
 # died without a word (a dropped network path), or one that cannot hear (behind a transaction-mode pooler), is
@@ -74,9 +72,8 @@ class ProbeUnheard(RuntimeError):
 class EventListener:
     """One LISTEN connection on CHANNEL, kept by an asyncio task of the running event loop.
 
-    `on_event(job_id, seq)` is called on the loop for each appended event; `on_job_changed(job_id)` (when given)
-    for each change of a job's row; `on_change(live)` each time the listener goes live (LISTEN registered) or down
-    (connection lost or failed). All must be quick: they run on the loop.
+    `on_event(job_id, seq)` is called on the loop for each notification; `on_change(live)` each time the listener
+    goes live (LISTEN registered) or down (connection lost or failed). Both must be quick: they run on the loop.
     `live` says whether a connection is listening now.
     """
 
@@ -85,14 +82,13 @@ class EventListener:
         engine: Engine,
         on_event: Callable[[str, int], None],
         on_change: Callable[[bool], None],
-        on_job_changed: Callable[[str], None] | None = None,
     ) -> None:
         if engine.dialect.name != "postgresql":
             raise ValueError(f"LISTEN needs PostgreSQL, not {engine.dialect.name}")
         args, params = engine.dialect.create_connect_args(engine.url)
         params.pop("context", None)  # SQLAlchemy's adapters for its own connections; plain psycopg here
         self._connect_args: tuple[list[Any], dict[str, Any]] = (list(args), dict(params))
-        self._on_event, self._on_change, self._on_job_changed = on_event, on_change, on_job_changed
+        self._on_event, self._on_change = on_event, on_change
         self._task: asyncio.Task[None] | None = None
         self._token = uuid.uuid4().hex  # this listener's probes, apart from other processes'
         self.live = False
@@ -165,10 +161,6 @@ class EventListener:
         )
 
     def _heard(self, payload: str) -> None:
-        if payload.startswith(JOB_CHANGED_PREFIX):
-            if self._on_job_changed is not None:
-                self._on_job_changed(payload[len(JOB_CHANGED_PREFIX) :])
-            return
         parsed = parse_payload(payload)
         if parsed is not None:  # probes (no colon) included: they are another process's checks
             self._on_event(*parsed)
