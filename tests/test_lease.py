@@ -6,6 +6,7 @@ port) raises the same connection errors a restarting PostgreSQL does.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -21,7 +22,7 @@ from models.spec import JobSpec
 from models.store import JobStore
 from tests.service import free_port
 from worker.checkpoints import CheckpointKeys, latest_complete, load_checkpoint
-from worker.lease import LeaseKeeper, StoreLost
+from worker.lease import GIL_SWITCH_SECONDS, LeaseKeeper, StoreLost
 from worker.sink import StoreSink
 from worker.tasks import resume_from
 
@@ -66,7 +67,9 @@ def away() -> Iterator[JobStore]:
 def test_the_keeper_writes_metrics_and_progress_sees_a_cancel_and_closes_once(store: JobStore) -> None:
     job_id, token = claimed(store)
     keeper = LeaseKeeper(store=store, job_id=job_id, worker="w1", token=token, flush_seconds=0.05, grace_seconds=5)
+    sys.setswitchinterval(0.005)  # CPython's default
     keeper.start()
+    assert sys.getswitchinterval() <= GIL_SWITCH_SECONDS  # its flushes hold the trainer 1 ms at a time at most
     keeper.record(10, {"loss_d": 0.5})
     keeper.record(20, {"loss_d": 0.25})
     eventually(lambda: store.get_job(job_id=job_id).step == 20)  # type: ignore[union-attr]
