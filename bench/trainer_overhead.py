@@ -248,6 +248,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every window's steps (longer: steadier)")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads on both sides")
+    parser.add_argument("--only", default="", help="only the cases whose 'net loss' name contains this text")
     parser.add_argument("--latency", action="store_true", help="also time POST -> running")
     parser.add_argument("--jobs", type=int, default=5, help="jobs timed by --latency")
     args = parser.parse_args()
@@ -260,6 +261,8 @@ def main() -> None:
     for net_name, net in NETS.items():
         data = load_builtin(net["dataset"]["builtin"], net["dataset"].get("resize"))
         for loss in LOSSES:
+            if args.only not in f"{net_name} {loss}":
+                continue
             window = max(10, round(WINDOWS[net_name, loss] * args.scale))
             bare, served, best = 0.0, 0.0, None
             for _ in range(args.repeats):

@@ -263,6 +263,6 @@ def _train(
 
 
 def _snapshot(gan: GAN, fixed: dict[str, torch.Tensor]) -> tuple[np.ndarray, np.ndarray | None]:
-    samples = gan.generate(fixed).float().cpu().contiguous().numpy()  # NCHW rows whatever the nets' layout
+    samples = gan.generate(fixed).float().cpu().numpy()
     labels = gan.snapshot_labels(fixed)
     return samples, (labels.cpu().numpy() if labels is not None else None)

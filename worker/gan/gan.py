@@ -252,14 +252,14 @@ class GAN:
         return self.latent.fixed(n, generator, self.device)
 
     def generate(self, inputs: Inputs) -> Tensor:
-        """Samples in the data's layout: no grad, eval mode, the EMA generator when enabled."""
+        """Samples in the data's layout (contiguous): no grad, eval mode, the EMA generator when enabled."""
         model = self.ema.model if self.ema is not None else self.generator
         was_training = model.training
         model.eval()
         try:
             with torch.no_grad():
                 samples: Tensor = model(**{name: t.to(self.device) for name, t in inputs.items()})
-                return samples
+                return samples.contiguous()  # NCHW for the consumers, whatever the layout the nets run in
         finally:
             model.train(was_training)
 
