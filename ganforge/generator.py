@@ -167,7 +167,8 @@ class Generator:
     def _run(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         with torch.no_grad():
             out: torch.Tensor = self.module(**{name: t.to(self.device) for name, t in inputs.items()})
-        return out.float()
+        # Conv nets run channels_last (worker/gan/factory.py); callers get the plain NCHW layout they may .view().
+        return out.float().contiguous()
 
     def _labels(self, labels: Labels, n: int) -> torch.Tensor:
         if not self.num_classes:
