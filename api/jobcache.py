@@ -47,6 +47,7 @@ from sqlalchemy import Engine
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.deps import CALLER_STATE, Caller
+from models.db import driver_connect_args
 from models.spec import is_id
 
 log = logging.getLogger(__name__)
@@ -82,9 +83,7 @@ class RowVersions:
     row, or None when the check could not be made."""
 
     def __init__(self, engine: Engine) -> None:
-        args, params = engine.dialect.create_connect_args(engine.url)
-        params.pop("context", None)  # SQLAlchemy's adapters for its own connections; plain psycopg here
-        self._connect_args: tuple[list[Any], dict[str, Any]] = (list(args), dict(params))
+        self._connect_args = driver_connect_args(engine)
         self._connection: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiting: dict[str, list[asyncio.Future[str | None]]] = {}
@@ -182,7 +181,8 @@ class JobReadCache:
         """The kept answer to `owner`'s GET of `job_id`, when there is one valid under `stamp` (what stamp() gave
         for this request); else None."""
         entry = self.entries.get(job_id)
-        if entry is None or entry.owner != owner or entry.stamp != stamp or stamp == NO_ROW:
+        # No entry is kept under NO_ROW (keep), so a deleted job never matches.
+        if entry is None or entry.owner != owner or entry.stamp != stamp:
             return None
         if time.monotonic() < entry.expires:
             return entry

@@ -71,3 +71,11 @@ def make_engine(url: str) -> Engine:
 def make_sessionmaker(engine: Engine) -> sessionmaker[StoreSession]:
     """The store's sessions: StoreSession (an autobegun transaction only reads), objects usable after commit."""
     return sessionmaker(engine, class_=StoreSession, expire_on_commit=False)
+
+
+def driver_connect_args(engine: Engine) -> tuple[list[Any], dict[str, Any]]:
+    """The (args, kwargs) that open a plain driver connection (psycopg's) to `engine`'s database, for a connection
+    kept outside SQLAlchemy's pool (a LISTEN, the job read cache's row-version checks)."""
+    args, params = engine.dialect.create_connect_args(engine.url)
+    params.pop("context", None)  # SQLAlchemy's adapters for its own connections; plain psycopg here
+    return list(args), dict(params)

@@ -30,6 +30,8 @@ from typing import Any
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
+from models.db import driver_connect_args
+
 log = logging.getLogger(__name__)
 
 CHANNEL = "ganforge_job_events"
@@ -85,9 +87,7 @@ class EventListener:
     ) -> None:
         if engine.dialect.name != "postgresql":
             raise ValueError(f"LISTEN needs PostgreSQL, not {engine.dialect.name}")
-        args, params = engine.dialect.create_connect_args(engine.url)
-        params.pop("context", None)  # SQLAlchemy's adapters for its own connections; plain psycopg here
-        self._connect_args: tuple[list[Any], dict[str, Any]] = (list(args), dict(params))
+        self._connect_args = driver_connect_args(engine)
         self._on_event, self._on_change = on_event, on_change
         self._task: asyncio.Task[None] | None = None
         self._token = uuid.uuid4().hex  # this listener's probes, apart from other processes'
