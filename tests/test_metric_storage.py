@@ -4,6 +4,8 @@ that carry no points while SSE clients still get them, and the rows of the old l
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from sqlalchemy import func, select, text
@@ -73,6 +75,63 @@ def test_small_flushes_fill_chunks_instead_of_a_row_each(store: JobStore) -> Non
     assert [(e["first_step"], e["last_step"], e["count"]) for e in events] == [
         (start, start + 31, 32) for start in range(0, 2 * TAIL_MERGE_POINTS, 32)
     ]
+
+
+def test_any_order_of_writes_keeps_each_series_exact_and_its_chunks_disjoint(store: JobStore) -> None:
+    """Appends, retries, replays of early steps after later ones, small and large batches, series written over
+    different ranges in one batch: after each write every series reads back as a model of last-write-wins, its
+    chunks are sorted and disjoint, and no chunk after the batch's steps is rewritten."""
+    job_id, token = _job(store)
+    rng = np.random.default_rng(11)
+    model: dict[str, dict[int, float]] = {"a": {}, "b": {}, "c": {}}
+    top = 0
+    for round_ in range(40):
+        kind = rng.choice(["append", "append", "replay", "overlap", "sparse"])
+        size = int(rng.choice([1, 5, 40, 700, 5000]))
+        if kind == "append":
+            base = top + 1
+        elif kind == "replay":  # a resumed attempt: steps from well before the newest, once many chunks exist
+            base = int(rng.integers(0, max(top, 1)))
+        elif kind == "overlap":
+            base = max(0, top - size // 2)
+        else:  # far ahead, leaving a gap that a later replay may fill
+            base = top + int(rng.integers(1, 20_000))
+        points = []
+        for name in model:
+            if rng.random() < 0.3:
+                continue  # this series sits the batch out
+            offset = int(rng.integers(0, 50))  # series of one batch cover different steps
+            for step in range(base + offset, base + offset + size, int(rng.choice([1, 1, 3]))):
+                value = float(round_) + step / 1e6
+                points.append(MetricPoint(name, step, value))
+                model[name][step] = value
+        if not points:
+            continue
+        top = max(top, max(p.step for p in points))
+        after_batch = _chunk_ids(store, job_id, above=max(p.step for p in points))
+        store.record_progress(job_id=job_id, worker="w", token=token, step=top, steps_per_sec=None, points=points)
+        for name, truth in model.items():
+            if truth:
+                assert _series(store, job_id, name) == (sorted(truth), [truth[s] for s in sorted(truth)])
+        with store.session() as session:
+            rows = session.execute(
+                select(MetricChunk.name, MetricChunk.first_step, MetricChunk.last_step, MetricChunk.count)
+                .where(MetricChunk.job_id == job_id)
+                .order_by(MetricChunk.name, MetricChunk.first_step)
+            ).all()
+        for name in model:
+            mine = [r for r in rows if r.name == name]
+            assert all(r.first_step <= r.last_step and 0 < r.count <= CHUNK_POINTS for r in mine)
+            assert all(x.last_step < y.first_step for x, y in itertools.pairwise(mine)), (round_, kind, mine)
+            assert sum(r.count for r in mine) == len(model[name])
+        assert after_batch <= _chunk_ids(store, job_id, above=-1)  # a write rewrites no chunk after its steps
+
+
+def _chunk_ids(store: JobStore, job_id: str, *, above: int) -> set[int]:
+    with store.session() as session:
+        return set(
+            session.scalars(select(MetricChunk.id).where(MetricChunk.job_id == job_id, MetricChunk.first_step > above))
+        )
 
 
 def _exact(steps: np.ndarray, values: np.ndarray, max_points: int) -> dict[int, float]:

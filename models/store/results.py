@@ -17,8 +17,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from sqlalchemy import delete, func, insert, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import BigInteger, and_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy.orm import Session, aliased
+from sqlalchemy.sql.dml import ReturningDelete
 
 from models.records import (
     DB_INT_MAX,
@@ -33,7 +34,7 @@ from models.records import (
     Sample,
 )
 from models.retention import Retention
-from models.store.base import StoreBase, append_event, utcnow
+from models.store.base import StoreBase, append_event, append_events, utcnow
 from models.store.bounds import clamp, in_db_range, storable
 from models.store.paging import keyset_page
 
@@ -161,6 +162,8 @@ def _merge(parts: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, 
     """One series from parts in write order: sorted by step, a step written twice keeps its last value."""
     steps = np.concatenate([p[0] for p in parts])
     values = np.concatenate([p[1] for p in parts])
+    if len(steps) < 2 or bool((steps[1:] > steps[:-1]).all()):  # already in order, no step twice (an append)
+        return steps, values
     order = np.argsort(steps, kind="stable")
     steps, values = steps[order], values[order]
     keep = np.ones(len(steps), dtype=bool)
@@ -172,12 +175,13 @@ def write_metrics(session: Session, job_id: str, points: Iterable[MetricPoint]) 
     """Store `points` (by job, name, step: a step written again overwrites) in the caller's transaction, and log
     them as `metrics` events.
 
-    Any number of points. Each series touched costs one read of its chunks that overlap the batch's steps (none
-    when appending) and its tail, and one insert of the new chunk rows. The events carry no points: each holds
-    first_step, last_step, count and latest ({name: value at its highest step in the event}) for at most
-    EVENT_POINTS_MAX points, split between steps; the API inlines the points when it serves the event
-    (metric_points). A point repeated in the batch keeps its last value.
-    Returns each series' value at its highest step in the batch.
+    Any number of points, in five statements whatever their number and the series': the chunks the batch
+    rewrites, deleted and returned in one statement (chunks that overlap the batch's lowest step onwards, and each
+    series' small tail: none else when appending); the new chunk rows in one insert; the events' seqs, rows and
+    notification (append_events). The events carry no points: each holds first_step, last_step, count and latest
+    ({name: value at its highest step in the event}) for at most EVENT_POINTS_MAX points, split between steps; the
+    API inlines the points when it serves the event (metric_points). A point repeated in the batch keeps its last
+    value. Returns each series' value at its highest step in the batch.
     """
     rows = {(p.name, p.step): p.value for p in points}
     if not rows:
@@ -192,61 +196,68 @@ def write_metrics(session: Session, job_id: str, points: Iterable[MetricPoint]) 
         for name, (steps_of, values_of) in by_name.items()
     }
     _store_series(session, job_id, dict(series))  # merges old points into its copy; the events tell the batch
-    latest_of_batch = {name: float(values[-1]) for name, (_steps, values) in series.items()}
-    _log_metrics_events(session, job_id, series)
-    return latest_of_batch
+    append_events(session, job_id, "metrics", _metrics_events(series))
+    return {name: float(values[-1]) for name, (_steps, values) in series.items()}
+
+
+def _rewritten_chunks() -> ReturningDelete[str, int, bytes, bytes]:
+    """DELETE ... RETURNING (name, first_step, steps, values) of the chunks a batch rewrites: those of the series
+    `names` of job `job_id` that overlap the steps `lowest`..`highest`, and each series' tail under
+    TAIL_MERGE_POINTS points that ends before `lowest`. Built once (building costs as much as running it)."""
+    outer = aliased(MetricChunk, name="c")
+    tail = select(func.max(MetricChunk.last_step)).where(
+        MetricChunk.job_id == bindparam("job_id"), MetricChunk.name == outer.name
+    )
+    lowest, highest = bindparam("lowest", type_=BigInteger), bindparam("highest", type_=BigInteger)
+    rewritten = select(outer.id).where(
+        outer.job_id == bindparam("job_id"),
+        outer.name.in_(bindparam("names", expanding=True)),
+        or_(
+            and_(outer.last_step >= lowest, outer.first_step <= highest),
+            # Before the batch only: a tail after it (a replay of early steps) merged would overlap the chunks between.
+            and_(outer.count < TAIL_MERGE_POINTS, outer.last_step < lowest, outer.last_step == tail.scalar_subquery()),
+        ),
+    )
+    return (
+        delete(MetricChunk)
+        .where(MetricChunk.id.in_(rewritten))
+        .returning(MetricChunk.name, MetricChunk.first_step, MetricChunk.steps, MetricChunk.values)
+    )
+
+
+# Run on the session's connection (Core): no ORM objects of these rows exist, and the ORM's bookkeeping was part of
+# the cost of every flush.
+_DELETE_REWRITTEN = _rewritten_chunks()
+_INSERT_CHUNKS = insert(MetricChunk)
 
 
 def _store_series(session: Session, job_id: str, series: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
-    """Merge each series' new points into its chunks: overlapping chunks and a small tail are rewritten."""
+    """Merge each series' new points into its chunks: the chunks that overlap the batch's step range (lowest to
+    highest over its series) and each small tail before it are deleted (returning their points) and written again
+    with the new points, in one DELETE ... RETURNING and one INSERT. So the chunks of a series never overlap, and a
+    flush that appends rewrites only the small tails."""
     lowest = min(int(steps[0]) for steps, _values in series.values())
-    outer = MetricChunk.__table__.alias("c")
-    tail = (
-        select(func.max(MetricChunk.last_step))
-        .where(MetricChunk.job_id == job_id, MetricChunk.name == outer.c.name)
-        .scalar_subquery()
-    )
-    candidates = session.execute(
-        select(outer.c.id, outer.c.name, outer.c.first_step, outer.c.last_step, outer.c.count).where(
-            outer.c.job_id == job_id,
-            outer.c.name.in_(list(series)),
-            or_(outer.c.last_step >= lowest, outer.c.last_step == tail),
-        )
-    ).all()
-    tails: dict[str, int] = {}
-    for _id, name, _first, last_step, _count in candidates:
-        tails[name] = max(tails.get(name, last_step), last_step)
-    old_ids = []
-    for chunk_id, name, first_step, last_step, count in candidates:
-        steps, _values = series[name]
-        overlaps = last_step >= steps[0] and first_step <= steps[-1]
-        small_tail = count < TAIL_MERGE_POINTS and last_step == tails[name] and last_step < steps[0]
-        if overlaps or small_tail:
-            old_ids.append(chunk_id)
-    if old_ids:
-        old: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
-        for name, steps_blob, values_blob in session.execute(
-            select(MetricChunk.name, MetricChunk.steps, MetricChunk.values)
-            .where(MetricChunk.id.in_(old_ids))
-            .order_by(MetricChunk.first_step)
-        ):
-            old.setdefault(name, []).append(
-                (np.frombuffer(steps_blob, dtype=_STEPS), np.frombuffer(values_blob, dtype=_VALUES))
-            )
-        session.execute(delete(MetricChunk).where(MetricChunk.id.in_(old_ids)))
-        for name, parts in old.items():
-            series[name] = _merge([*parts, series[name]])
+    highest = max(int(steps[-1]) for steps, _values in series.values())
+    connection = session.connection()
+    old: dict[str, list[tuple[int, np.ndarray, np.ndarray]]] = {}
+    for name, first_step, steps_blob, values_blob in connection.execute(
+        _DELETE_REWRITTEN, {"job_id": job_id, "names": list(series), "lowest": lowest, "highest": highest}
+    ):
+        old.setdefault(name, []).append((first_step, *_decode(steps_blob, values_blob)))
+    for name, parts in old.items():
+        parts.sort(key=lambda part: part[0])  # chunks never overlap: any order; the new points go last and win
+        series[name] = _merge([*((s, v) for _first, s, v in parts), series[name]])
     new_rows = [row for name, (steps, values) in series.items() for row in _chunk_rows(job_id, name, steps, values)]
-    session.execute(insert(MetricChunk), new_rows)
+    connection.execute(_INSERT_CHUNKS, new_rows)
 
 
-def _log_metrics_events(session: Session, job_id: str, series: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
-    """`metrics` events of at most EVENT_POINTS_MAX points each (whole steps), in step order, without the points."""
-    all_steps = np.unique(np.concatenate([steps for steps, _values in series.values()]))
-    per_step = np.zeros(len(all_steps), dtype=np.int64)
-    for steps, _values in series.values():
-        per_step += np.isin(all_steps, steps, assume_unique=True)
+def _metrics_events(series: dict[str, tuple[np.ndarray, np.ndarray]]) -> list[dict[str, object]]:
+    """The data of the `metrics` events of a batch: at most EVENT_POINTS_MAX points each (whole steps), in step
+    order, without the points."""
+    # A series holds a step once: a step's count over all series is its number of points.
+    all_steps, per_step = np.unique(np.concatenate([steps for steps, _values in series.values()]), return_counts=True)
     cumulative = np.cumsum(per_step)
+    events: list[dict[str, object]] = []
     start = 0
     while start < len(all_steps):
         done = int(cumulative[start - 1]) if start else 0
@@ -258,10 +269,9 @@ def _log_metrics_events(session: Session, job_id: str, series: dict[str, tuple[n
             if upto and steps[upto - 1] >= first:
                 latest[name] = float(values[upto - 1])
         count = int(cumulative[end - 1]) - done
-        append_event(
-            session, job_id, "metrics", {"first_step": first, "last_step": last, "count": count, "latest": latest}
-        )
+        events.append({"first_step": first, "last_step": last, "count": count, "latest": latest})
         start = end
+    return events
 
 
 def series_of(
