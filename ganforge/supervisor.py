@@ -49,6 +49,11 @@ MAX_RESTART_DELAY_SECONDS = 30.0
 _PR_SET_PDEATHSIG = 1
 
 
+# How a server process starts: its entry point run with this installation's packages, not a same-named folder of
+# the current directory (ganforge/child.py).
+CHILD = (sys.executable, "-P", "-m", "ganforge.child")
+
+
 def api_command(host: str, port: int, environ: Mapping[str, str] | None = None) -> list[str]:
     """The uvicorn command line that serves `api.app:app` on host:port.
 
@@ -57,7 +62,7 @@ def api_command(host: str, port: int, environ: Mapping[str, str] | None = None) 
     operator names the proxies in FORWARDED_ALLOW_IPS (`environ`, default os.environ; uvicorn reads it itself).
     """
     environ = os.environ if environ is None else environ
-    command = [sys.executable, "-m", "uvicorn", "api.app:app", "--host", host, "--port", str(port), "--no-access-log"]
+    command = [*CHILD, "uvicorn", "api.app:app", "--host", host, "--port", str(port), "--no-access-log"]
     if not environ.get("FORWARDED_ALLOW_IPS", "").strip():
         command.append("--no-proxy-headers")
     return command
@@ -73,8 +78,7 @@ def worker_command(generate: bool = False) -> list[str]:
     # With JSON logs, Celery's start-up banner (plain text on stdout) is left out: every line is then one object.
     quiet = ["--quiet"] if get_settings().log_format == "json" else []
     return [
-        sys.executable,
-        "-m",
+        *CHILD,
         "celery",
         "-A",
         "worker.celery_app",

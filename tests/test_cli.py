@@ -529,14 +529,14 @@ def start_up(tmp_path: Path) -> Iterator[Callable[[list[str]], Up]]:
     """Start a command that runs `ganforge up` (embedded, free port, temp data dir); kill what is left after."""
     started: list[subprocess.Popen[bytes]] = []
 
-    def start(argv: list[str]) -> Up:
+    def start(argv: list[str], cwd: Path = ROOT) -> Up:
         port = free_port()
         env = service_env(tmp_path / "data", None, None)
         log = tmp_path / "up.log"
         command = [part.replace("{port}", str(port)).replace("{data}", str(tmp_path / "data")) for part in argv]
         launcher = subprocess.Popen(
             command,
-            cwd=ROOT,
+            cwd=cwd,
             env=env,
             stdout=log.open("wb"),
             stderr=subprocess.STDOUT,
@@ -610,6 +610,30 @@ def test_ctrl_c_of_up_running_a_job_hands_the_job_back(start_up: Callable[[list[
         ).fetchone()
     assert status == "queued" and step >= 50, (status, step)  # checkpointed at shutdown, back in the queue
     print(f"\n`ganforge up` running a job stopped {seconds:.1f} s after SIGINT, job handed back at step {step}")
+
+
+def test_up_runs_its_own_packages_from_a_folder_with_same_named_ones(
+    start_up: Callable[[list[str]], Up], tmp_path: Path
+) -> None:
+    """An ML project often has its own `models/` or `api/`: `ganforge up` started there (the installed command, as
+    the README runs it) serves and trains with ganforge's packages, never imports the project's."""
+    project = tmp_path / "project"
+    for package in ("api", "models", "worker", "migrations"):
+        (project / package).mkdir(parents=True)
+        trap = f"raise SystemExit('imported the project folder {package}/ instead of ganforge\\'s')\n"
+        for module in ("__init__.py", "app.py", "celery_app.py", "settings.py"):
+            (project / package / module).write_text(trap)
+    up = start_up([str(Path(sys.executable).parent / "ganforge"), *UP[3:], "--demo"], cwd=project)
+    up.wait_ready()
+    deadline = time.monotonic() + 90
+    while not (announced := re.search(r"demo job (\S+) submitted", up.output())):
+        assert time.monotonic() < deadline, up.output()
+        time.sleep(0.2)
+    with httpx.Client(base_url=f"http://127.0.0.1:{up.port}", headers={"Authorization": "Bearer key-a"}) as client:
+        while client.get(f"/v1/jobs/{announced.group(1)}", timeout=30).json()["progress"]["step"] < 1:
+            assert time.monotonic() < deadline, up.output()
+            time.sleep(0.2)
+    assert "imported the project folder" not in up.output(), up.output()
 
 
 def test_up_stops_when_its_parent_shell_is_killed(start_up: Callable[[list[str]], Up]) -> None:
