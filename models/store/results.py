@@ -183,17 +183,21 @@ def write_metrics(session: Session, job_id: str, points: Iterable[MetricPoint]) 
     API inlines the points when it serves the event (metric_points). A point repeated in the batch keeps its last
     value. Returns each series' value at its highest step in the batch.
     """
-    rows = {(p.name, p.step): p.value for p in points}
-    if not rows:
+    by_name: dict[str, dict[int, float]] = {}
+    for point in points:  # one pass: grouped by series, a step given twice keeps its last value
+        by_name.setdefault(point.name, {})[point.step] = point.value
+    if not by_name:
         return {}
-    by_name: dict[str, tuple[list[int], list[float]]] = {}
-    for (name, step), value in rows.items():
-        steps_of, values_of = by_name.setdefault(name, ([], []))
-        steps_of.append(step)
-        values_of.append(value)
     series = {
-        name: _merge([(np.array(steps_of, dtype=np.int64), np.array(values_of, dtype=np.float64))])
-        for name, (steps_of, values_of) in by_name.items()
+        name: _merge(
+            [
+                (
+                    np.fromiter(values.keys(), dtype=np.int64, count=len(values)),
+                    np.fromiter(values.values(), dtype=np.float64, count=len(values)),
+                )
+            ]
+        )
+        for name, values in by_name.items()
     }
     _store_series(session, job_id, dict(series))  # merges old points into its copy; the events tell the batch
     append_events(session, job_id, "metrics", _metrics_events(series))
