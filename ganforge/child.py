@@ -9,7 +9,7 @@ the current directory on it: started from a project with its own `models/` or `a
 projects), the service imported that folder instead of its own. `-P` keeps the current directory off sys.path
 while this module imports ganforge's top-level packages, and a package once imported is not looked up again, so
 `api.app` and `worker.celery_app` come from this installation. Pinning loads their `__init__` files only (empty
-but for migrations', which loads Alembic).
+but for migrations', which loads Alembic where the install has it).
 """
 
 from __future__ import annotations
@@ -22,12 +22,29 @@ import sys
 PACKAGES = ("api", "worker", "models", "migrations", "ganforge")
 
 
+def pin_packages() -> list[str]:
+    """Import each of PACKAGES that this install can import; returns those imported.
+
+    A package whose own libraries this install leaves out is skipped (migrations needs Alembic, which the worker
+    extra does not bring): the server started here does not import it either. Raises ImportError when one of
+    ganforge's own packages is missing (a broken install)."""
+    pinned = []
+    for name in PACKAGES:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            if exc.name == name:
+                raise
+            continue
+        pinned.append(name)
+    return pinned
+
+
 def main() -> None:
     """argv: the module to run as __main__ (uvicorn, celery), then its arguments."""
     if len(sys.argv) < 2:
         raise SystemExit("usage: python -P -m ganforge.child MODULE [ARGS...]")
-    for name in PACKAGES:
-        importlib.import_module(name)
+    pin_packages()
     module = sys.argv[1]
     sys.argv = [module, *sys.argv[2:]]
     runpy.run_module(module, run_name="__main__", alter_sys=True)

@@ -695,3 +695,17 @@ def test_a_killed_up_takes_its_api_and_worker_with_it(start_up: Callable[[list[s
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"http://127.0.0.1:{up.port}/healthz", timeout=2)
     print(f"\nAPI and worker of a SIGKILLed `ganforge up` gone {seconds:.1f} s later")
+
+
+def test_a_server_pins_the_packages_its_install_can_import(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker extra brings no Alembic: `ganforge worker` from such an install skips pinning `migrations`
+    (which imports it) instead of failing; a missing package of ganforge's own is still an error."""
+    from ganforge import child
+
+    monkeypatch.delitem(sys.modules, "migrations", raising=False)
+    monkeypatch.setitem(sys.modules, "alembic", None)  # `import alembic` raises ImportError(name="alembic")
+    assert child.pin_packages() == ["api", "worker", "models", "ganforge"]
+    monkeypatch.delitem(sys.modules, "migrations", raising=False)
+    monkeypatch.setattr(child, "PACKAGES", ("api", "no_such_ganforge_package"))
+    with pytest.raises(ImportError):
+        child.pin_packages()
