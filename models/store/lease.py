@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import (
     JSON,
     BigInteger,
+    BindParameter,
     ColumnElement,
     DateTime,
     Float,
@@ -42,8 +43,11 @@ from models.store.results import MetricPoint, write_metrics
 from models.store.workers import gpu_shortage
 
 
-def _held(job_id: str, worker: str, token: int) -> ColumnElement[bool]:
-    """The job row while `worker` holds the lease with `token`."""
+def _held(
+    job_id: str | BindParameter[str], worker: str | BindParameter[str], token: int | BindParameter[int]
+) -> ColumnElement[bool]:
+    """The job row while `worker` holds the lease with `token` (values, or bind parameters of a statement built
+    once)."""
     return and_(
         Job.id == job_id,
         Job.worker == worker,
@@ -63,12 +67,7 @@ _LOCK_LEASE = (
         Job.latest_metrics,
         select(func.max(Checkpoint.step)).where(Checkpoint.job_id == bindparam("job_id")).scalar_subquery(),
     )
-    .where(
-        Job.id == bindparam("job_id"),
-        Job.worker == bindparam("worker"),
-        Job.lease_token == bindparam("token", type_=BigInteger),
-        Job.status.in_((JobStatus.RUNNING, JobStatus.CANCELLING)),
-    )
+    .where(_held(bindparam("job_id"), bindparam("worker"), bindparam("token", type_=BigInteger)))
     .with_for_update(of=Job)
 )
 _SET_PROGRESS = (

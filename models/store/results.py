@@ -176,8 +176,8 @@ def write_metrics(session: Session, job_id: str, points: Iterable[MetricPoint]) 
     them as `metrics` events.
 
     Any number of points, in five statements whatever their number and the series': the chunks the batch
-    rewrites, deleted and returned in one statement (chunks that overlap the batch's lowest step onwards, and each
-    series' small tail: none else when appending); the new chunk rows in one insert; the events' seqs, rows and
+    rewrites, deleted and returned in one statement (chunks that overlap the batch's steps, and each series' small
+    tail before them: none else when appending); the new chunk rows in one insert; the events' seqs, rows and
     notification (append_events). The events carry no points: each holds first_step, last_step, count and latest
     ({name: value at its highest step in the event}) for at most EVENT_POINTS_MAX points, split between steps; the
     API inlines the points when it serves the event (metric_points). A point repeated in the batch keeps its last
@@ -204,8 +204,8 @@ def write_metrics(session: Session, job_id: str, points: Iterable[MetricPoint]) 
     return {name: float(values[-1]) for name, (_steps, values) in series.items()}
 
 
-def _rewritten_chunks() -> ReturningDelete[str, int, bytes, bytes]:
-    """DELETE ... RETURNING (name, first_step, steps, values) of the chunks a batch rewrites: those of the series
+def _rewritten_chunks() -> ReturningDelete[str, bytes, bytes]:
+    """DELETE ... RETURNING (name, steps, values) of the chunks a batch rewrites: those of the series
     `names` of job `job_id` that overlap the steps `lowest`..`highest`, and each series' tail under
     TAIL_MERGE_POINTS points that ends before `lowest`. Built once (building costs as much as running it)."""
     outer = aliased(MetricChunk, name="c")
@@ -225,7 +225,7 @@ def _rewritten_chunks() -> ReturningDelete[str, int, bytes, bytes]:
     return (
         delete(MetricChunk)
         .where(MetricChunk.id.in_(rewritten))
-        .returning(MetricChunk.name, MetricChunk.first_step, MetricChunk.steps, MetricChunk.values)
+        .returning(MetricChunk.name, MetricChunk.steps, MetricChunk.values)
     )
 
 
@@ -243,14 +243,13 @@ def _store_series(session: Session, job_id: str, series: dict[str, tuple[np.ndar
     lowest = min(int(steps[0]) for steps, _values in series.values())
     highest = max(int(steps[-1]) for steps, _values in series.values())
     connection = session.connection()
-    old: dict[str, list[tuple[int, np.ndarray, np.ndarray]]] = {}
-    for name, first_step, steps_blob, values_blob in connection.execute(
+    old: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+    for name, steps_blob, values_blob in connection.execute(
         _DELETE_REWRITTEN, {"job_id": job_id, "names": list(series), "lowest": lowest, "highest": highest}
     ):
-        old.setdefault(name, []).append((first_step, *_decode(steps_blob, values_blob)))
-    for name, parts in old.items():
-        parts.sort(key=lambda part: part[0])  # chunks never overlap: any order; the new points go last and win
-        series[name] = _merge([*((s, v) for _first, s, v in parts), series[name]])
+        old.setdefault(name, []).append(_decode(steps_blob, values_blob))
+    for name, parts in old.items():  # old chunks share no step, in any order; the new points go last and win
+        series[name] = _merge([*parts, series[name]])
     new_rows = [row for name, (steps, values) in series.items() for row in _chunk_rows(job_id, name, steps, values)]
     connection.execute(_INSERT_CHUNKS, new_rows)
 
