@@ -123,18 +123,31 @@ def command_table() -> dict[str, str]:
 GLOBAL_ONLY = {"url", "api_key"}
 
 
+def shown_options(synopsis: str) -> dict[str, list[str]]:
+    """The options a synopsis such as `submit FILE [--set PATH=VALUE] [--json]` shows: {--set: [PATH=VALUE], ...}
+    (`[--event KIND ...]`, a repeatable option, shows KIND)."""
+    return {
+        group.split()[0]: [word for word in group.split()[1:] if word != "..."]
+        for group in GROUP.findall(synopsis)
+        if group.startswith("-")
+    }
+
+
+def accepted_options(command: Any) -> dict[str, list[str]]:
+    """The options `command` takes, as a synopsis shows them (the long name, the metavar unless a flag)."""
+    return {
+        max(param.opts, key=len): [] if param.is_flag else [param.metavar]
+        for param in command.params
+        if param.param_type_name == "option" and "--help" not in param.opts and param.name not in GLOBAL_ONLY
+    }
+
+
 def test_the_command_table_shows_every_option_and_argument_with_the_clis_metavar() -> None:
     table = command_table()
     assert set(table) == set(commands()), table
     for path, command in commands().items():
         row = table[path]
-        shown = {group.split()[0]: group.split()[1:] for group in GROUP.findall(row) if group.startswith("-")}
-        accepted = {
-            max(param.opts, key=len): [] if param.is_flag else [param.metavar]
-            for param in command.params
-            if param.param_type_name == "option" and "--help" not in param.opts and param.name not in GLOBAL_ONLY
-        }
-        assert shown == accepted, (path, row)
+        assert shown_options(row) == accepted_options(command), (path, row)
         arguments = [param.metavar for param in command.params if param.param_type_name == "argument"]
         words = shlex.split(row.replace("[", " ").replace("]", " "))
         assert [word for word in words if word in arguments] == arguments, (path, row)
@@ -203,3 +216,17 @@ def test_the_settings_table_documents_every_setting_once() -> None:
     documented = settings_table()
     assert len(documented) == len(set(documented)), documented
     assert set(documented) == {f"GANFORGE_{name.upper()}" for name in Settings.model_fields}
+
+
+def test_each_groups_help_summary_shows_its_commands_options() -> None:
+    """`ganforge datasets --help` (and keys, study, webhooks) ends with one synopsis per command: each shows the
+    options that command takes, as the README's table does."""
+    groups = {name: group for name, group in typer.main.get_command(app).commands.items() if hasattr(group, "commands")}
+    for name, group in groups.items():
+        if not group.epilog:
+            continue
+        listed, _, common = group.epilog.partition("; each with ")  # options every command of the group takes
+        synopses = {part.split()[0]: f"{part} {common}" for part in (p.strip() for p in listed.split(" | "))}
+        assert set(synopses) == set(group.commands), (name, group.epilog)
+        for sub, synopsis in synopses.items():
+            assert shown_options(synopsis) == accepted_options(group.commands[sub]), (name, synopsis)

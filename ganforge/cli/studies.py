@@ -38,7 +38,7 @@ POLL_SECONDS = 2.0  # how often `follow` reads the study again
 app = typer.Typer(
     help="Studies: the same data and architecture trained with several losses, seeds and settings, compared.",
     epilog=(
-        "submit FILE [--set PATH=VALUE] [--follow] [--json] | show STUDY [--jobs] [--json] | "
+        "submit FILE [--set PATH=VALUE] [--follow] [--quiet] [--json] | show STUDY [--jobs] [--json] | "
         "list [--limit N] [--json] | cancel STUDY [--json] | follow STUDY"
     ),
     no_args_is_help=True,

@@ -24,7 +24,7 @@ from ganforge.cli.text import clean
 
 app = typer.Typer(
     help="Webhooks: the service POSTs your jobs' status changes, checkpoints and finished studies to your URL.",
-    epilog="create URL [--event KIND ...] [--description TEXT] [--json] | list [--json] | delete WEBHOOK | "
+    epilog="create URL [--event KIND ...] [--description TEXT] [--json] | list [--json] | delete WEBHOOK [--json] | "
     "deliveries WEBHOOK [--status STATUS] [--limit N] [--json] | redeliver WEBHOOK DELIVERY | enable WEBHOOK",
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
